@@ -1,0 +1,4 @@
+#!/bin/sh
+set -eu
+echo "stopped" > "$PREBUILDD_STATE_FILE"
+echo "stopped"

@@ -1,0 +1,77 @@
+"""Provisioner job vocabulary: types, statuses, failure classes, priorities, and the status rule."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+
+class JobType(StrEnum):
+    TEMPLATE_VERSION_IMPORT = "template_version_import"
+    WORKSPACE_BUILD = "workspace_build"
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    CANCELING = "canceling"
+    CANCELED = "canceled"
+    FAILED = "failed"
+
+    @property
+    def is_active(self) -> bool:
+        return self in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELING)
+
+
+class FailureClass(StrEnum):
+    BUILD = "build"
+    """The infrastructure code failed."""
+    CONFIG = "config"
+    """The builder refused to create the build."""
+    INFRASTRUCTURE = "infrastructure"
+    """Daemon lost, restart, missing tool, provider download: nothing the template author did."""
+
+
+class JobPriority:
+    """Lower runs first: jobs started by people go before the reconciler's."""
+
+    HUMAN = 0
+    PREBUILD = 10
+
+
+class Transition(StrEnum):
+    START = "start"
+    STOP = "stop"
+    DELETE = "delete"
+
+
+class BuildReason(StrEnum):
+    INITIATOR = "initiator"
+    PREBUILD = "prebuild"
+    CLAIM = "claim"
+    ORPHAN_DELETE = "orphan_delete"
+    CLEANUP = "cleanup"
+
+
+def job_status(
+    *,
+    started_at: datetime | None,
+    canceled_at: datetime | None,
+    completed_at: datetime | None,
+    error: str | None,
+) -> JobStatus:
+    """The status rule of the `provisioner_jobs.job_status` generated column, for code that has the parts.
+
+    The database computes the same thing; a test checks that both agree on every combination.
+    """
+    failed = bool(error)
+    if completed_at is not None:
+        if failed:
+            return JobStatus.FAILED
+        return JobStatus.CANCELED if canceled_at is not None else JobStatus.SUCCEEDED
+    if failed:
+        return JobStatus.FAILED
+    if canceled_at is not None:
+        return JobStatus.CANCELING
+    return JobStatus.PENDING if started_at is None else JobStatus.RUNNING

@@ -1,0 +1,689 @@
+"""The template manifest ``prebuildd.toml``: parsing and static validation.
+
+Every problem is a :class:`ManifestError` naming the file, the dotted key (``parameters[cpu].validation.min``,
+``presets[small].prebuilds.schedule[0].cron``) and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from prebuildd.domain.durations import parse_duration
+from prebuildd.domain.jobs import FailureClass
+from prebuildd.domain.parameters import (
+    MONOTONIC_KINDS,
+    ParameterError,
+    ParameterSpec,
+    ParameterType,
+    canonical_value,
+    format_number,
+    unknown_parameter_reason,
+    validate_value,
+)
+
+MANIFEST_FILE = "prebuildd.toml"
+PROVISIONER_KINDS = ("echo", "exec", "terraform")
+
+EXEC_SCRIPTS = ("create", "start", "stop", "delete", "claim")
+ECHO_STEPS = ("import", "start", "stop", "delete", "claim")
+ECHO_RESULTS = ("success", "failure")
+
+_PARAMETER_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_AGENT_NAME = re.compile(r"[a-z0-9_-]+")
+
+
+# --- model -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    cron: str
+    """Five fields, minute ``*``: a set of whole hours in the preset's timezone."""
+    instances: int
+
+
+@dataclass(frozen=True)
+class PrebuildSettings:
+    instances: int
+    ttl_seconds: int = 0
+    """0 = no TTL."""
+    timezone: str = "UTC"
+    schedules: tuple[ScheduleSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    name: str
+    parameters: Mapping[str, str]
+    """Canonical values by parameter name."""
+    prebuilds: PrebuildSettings | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    create: str | None = None
+    start: str | None = None
+    stop: str | None = None
+    delete: str | None = None
+    claim: str | None = None
+    timeout_seconds: float | None = None
+
+    def script_for(self, transition: str, first_build: bool) -> str | None:
+        """The script to run for ``transition`` (``start``/``stop``/``delete``/``claim``), or None.
+
+        ``start`` runs ``create`` on the first build (falling back to ``start``), ``start`` afterwards.
+        """
+        if transition == "start":
+            if first_build:
+                return self.create if self.create is not None else self.start
+            return self.start
+        if transition == "stop":
+            return self.stop
+        if transition == "delete":
+            return self.delete
+        if transition == "claim":
+            return self.claim
+        raise ValueError(f"unknown transition {transition!r}: expected start, stop, delete or claim")
+
+
+@dataclass(frozen=True)
+class EchoStep:
+    result: str = "success"
+    error: str = ""
+    delay_seconds: float = 0.0
+    logs: tuple[str, ...] = ()
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    failure_class: FailureClass = FailureClass.BUILD
+    block: bool = False
+
+
+@dataclass(frozen=True)
+class EchoConfig:
+    steps: Mapping[str, EchoStep] = field(default_factory=dict)
+
+    def step(self, name: str) -> EchoStep:
+        """The scripted step ``name``; an unscripted step succeeds at once."""
+        return self.steps.get(name) or EchoStep()
+
+
+@dataclass(frozen=True)
+class TemplateManifest:
+    provisioner: str
+    display_name: str = ""
+    description: str = ""
+    parameters: tuple[ParameterSpec, ...] = ()
+    presets: tuple[PresetSpec, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    agents: tuple[str, ...] = ()
+    exec: ExecConfig | None = None
+    echo: EchoConfig | None = None
+    terraform: Mapping[str, Any] | None = None
+
+
+class ManifestError(ValueError):
+    """The manifest is invalid: ``file``, dotted ``key`` (may be empty) and ``reason``."""
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        super().__init__(f"{file}: {key}: {reason}" if key else f"{file}: {reason}")
+        self.file = file
+        self.key = key
+        self.reason = reason
+
+
+# --- typed access to the decoded TOML --------------------------------------------------------------
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"float {value!r}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"{type(value).__name__} {value!s}"
+
+
+def _join(key: str, child: str) -> str:
+    return f"{key}.{child}" if key else child
+
+
+class _Reader:
+    """Reads one file's tables with key paths, raising :class:`ManifestError` on any mismatch."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def error(self, key: str, reason: str) -> ManifestError:
+        return ManifestError(self.file, key, reason)
+
+    def wrong_type(self, key: str, expected: str, value: object) -> ManifestError:
+        return self.error(key, f"expected {expected}, got {_describe(value)}")
+
+    def check_keys(self, table: Mapping[str, Any], key: str, allowed: Sequence[str]) -> None:
+        for name in table:
+            if name not in allowed:
+                raise self.error(
+                    _join(key, name), f"unknown key `{name}`; allowed keys: {', '.join(allowed)}"
+                )
+
+    def table(self, value: object, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.wrong_type(key, "a table", value)
+        return value
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise self.wrong_type(key, "a string", value)
+        return value
+
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.wrong_type(key, "a boolean", value)
+        return value
+
+    def integer(self, value: object, key: str, *, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.wrong_type(key, "an integer", value)
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.wrong_type(key, "a number", value)
+        return float(value)
+
+    def array(self, value: object, key: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.wrong_type(key, "an array", value)
+        return value
+
+    def strings(self, value: object, key: str) -> list[str]:
+        items = self.array(value, key)
+        return [self.string(item, f"{key}[{i}]") for i, item in enumerate(items)]
+
+    def duration(self, value: object, key: str) -> float:
+        """A duration string (``30s``, ``1h30m``) or a number of seconds."""
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ValueError as exc:
+                raise self.error(key, str(exc)) from exc
+        seconds = self.number(value, key)
+        if seconds < 0:
+            raise self.error(key, f"duration must not be negative, got {format_number(seconds)}")
+        return seconds
+
+    def relative_path(self, value: object, key: str) -> str:
+        path = self.string(value, key)
+        if not path.strip():
+            raise self.error(key, "must not be empty")
+        if path.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", path):
+            raise self.error(key, f"must be a path relative to the template directory, got {path!r}")
+        if ".." in re.split(r"[/\\]", path):
+            raise self.error(key, f"must not leave the template directory ('..'), got {path!r}")
+        return path
+
+
+# --- sections --------------------------------------------------------------------------------------
+
+_TOP_KEYS = (
+    "provisioner",
+    "display_name",
+    "description",
+    "tags",
+    "agents",
+    "exec",
+    "echo",
+    "terraform",
+    "parameters",
+    "presets",
+)
+_EXEC_KEYS = (*EXEC_SCRIPTS, "timeout")
+_ECHO_STEP_KEYS = ("result", "error", "delay", "logs", "outputs", "failure_class", "block")
+_PARAMETER_KEYS = (
+    "name",
+    "type",
+    "required",
+    "default",
+    "mutable",
+    "options",
+    "description",
+    "display_name",
+    "validation",
+)
+_VALIDATION_KEYS = ("regex", "min", "max", "monotonic", "error")
+_PRESET_KEYS = ("name", "description", "parameters", "prebuilds")
+_PREBUILDS_KEYS = ("instances", "ttl", "timezone", "schedule")
+_SCHEDULE_KEYS = ("cron", "instances")
+
+
+def _parse_exec(r: _Reader, value: object) -> ExecConfig:
+    table = r.table(value, "exec")
+    r.check_keys(table, "exec", _EXEC_KEYS)
+    scripts = {name: r.relative_path(table[name], f"exec.{name}") for name in EXEC_SCRIPTS if name in table}
+    if "create" not in scripts and "start" not in scripts:
+        raise r.error("exec", "needs at least one of `create` or `start`")
+    timeout: float | None = None
+    if "timeout" in table:
+        timeout = r.duration(table["timeout"], "exec.timeout")
+        if timeout <= 0:
+            raise r.error("exec.timeout", "must be greater than zero")
+    return ExecConfig(
+        create=scripts.get("create"),
+        start=scripts.get("start"),
+        stop=scripts.get("stop"),
+        delete=scripts.get("delete"),
+        claim=scripts.get("claim"),
+        timeout_seconds=timeout,
+    )
+
+
+def _parse_echo_step(r: _Reader, value: object, key: str) -> EchoStep:
+    table = r.table(value, key)
+    r.check_keys(table, key, _ECHO_STEP_KEYS)
+    result = "success"
+    if "result" in table:
+        result = r.string(table["result"], f"{key}.result")
+        if result not in ECHO_RESULTS:
+            raise r.error(f"{key}.result", f"unknown result {result!r}; expected one of: success, failure")
+    failure_class = FailureClass.BUILD
+    if "failure_class" in table:
+        text = r.string(table["failure_class"], f"{key}.failure_class")
+        try:
+            failure_class = FailureClass(text)
+        except ValueError:
+            allowed = ", ".join(kind.value for kind in FailureClass)
+            raise r.error(
+                f"{key}.failure_class", f"unknown failure class {text!r}; expected one of: {allowed}"
+            ) from None
+    return EchoStep(
+        result=result,
+        error=r.string(table["error"], f"{key}.error") if "error" in table else "",
+        delay_seconds=r.duration(table["delay"], f"{key}.delay") if "delay" in table else 0.0,
+        logs=tuple(r.strings(table["logs"], f"{key}.logs")) if "logs" in table else (),
+        outputs=dict(r.table(table["outputs"], f"{key}.outputs")) if "outputs" in table else {},
+        failure_class=failure_class,
+        block=r.boolean(table["block"], f"{key}.block") if "block" in table else False,
+    )
+
+
+def _parse_echo(r: _Reader, value: object) -> EchoConfig:
+    table = r.table(value, "echo")
+    r.check_keys(table, "echo", ECHO_STEPS)
+    return EchoConfig(
+        steps={name: _parse_echo_step(r, table[name], f"echo.{name}") for name in ECHO_STEPS if name in table}
+    )
+
+
+def _parse_tags(r: _Reader, value: object) -> dict[str, str]:
+    table = r.table(value, "tags")
+    tags: dict[str, str] = {}
+    for name, tag in table.items():
+        if not name:
+            raise r.error("tags", "tag names must not be empty")
+        tags[name] = r.string(tag, f"tags.{name}")
+    return tags
+
+
+def _parse_agents(r: _Reader, value: object) -> tuple[str, ...]:
+    names = r.strings(value, "agents")
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not _AGENT_NAME.fullmatch(name):
+            raise r.error(
+                f"agents[{i}]", f"invalid agent name {name!r}: use lowercase letters, digits, '-' and '_'"
+            )
+        if name in seen:
+            raise r.error(f"agents[{i}]", f"duplicate agent name {name!r}")
+        seen.add(name)
+    return tuple(names)
+
+
+def _parse_validation(
+    r: _Reader, value: object, key: str, kind: ParameterType
+) -> tuple[str | None, float | None, float | None, str | None, str | None]:
+    table = r.table(value, key)
+    r.check_keys(table, key, _VALIDATION_KEYS)
+    regex: str | None = None
+    if "regex" in table:
+        regex = r.string(table["regex"], f"{key}.regex")
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise r.error(f"{key}.regex", f"invalid regular expression {regex!r}: {exc}") from exc
+    bounds: dict[str, float] = {}
+    for bound in ("min", "max"):
+        if bound in table:
+            bounds[bound] = r.number(table[bound], f"{key}.{bound}")
+            if kind is not ParameterType.NUMBER:
+                raise r.error(f"{key}.{bound}", f"only allowed for number parameters (this one is {kind})")
+    if "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"]:
+        raise r.error(
+            f"{key}.min",
+            f"min ({format_number(bounds['min'])}) is greater than max ({format_number(bounds['max'])})",
+        )
+    monotonic: str | None = None
+    if "monotonic" in table:
+        monotonic = r.string(table["monotonic"], f"{key}.monotonic")
+        if monotonic not in MONOTONIC_KINDS:
+            raise r.error(
+                f"{key}.monotonic",
+                f"unknown value {monotonic!r}; expected one of: {', '.join(MONOTONIC_KINDS)}",
+            )
+        if kind is not ParameterType.NUMBER:
+            raise r.error(f"{key}.monotonic", f"only allowed for number parameters (this one is {kind})")
+    error = r.string(table["error"], f"{key}.error") if "error" in table else None
+    return regex, bounds.get("min"), bounds.get("max"), monotonic, error
+
+
+def _canonical(r: _Reader, spec: ParameterSpec, raw: object, key: str) -> str:
+    try:
+        return canonical_value(spec, raw)
+    except ParameterError as exc:
+        raise r.error(key, exc.reason) from exc
+
+
+def _validate(r: _Reader, spec: ParameterSpec, value: str, key: str) -> None:
+    try:
+        validate_value(spec, value)
+    except ParameterError as exc:
+        raise r.error(key, exc.reason) from exc
+
+
+def _parse_parameter(r: _Reader, value: object, index: int, seen: Mapping[str, int]) -> ParameterSpec:
+    key = f"parameters[{index}]"
+    table = r.table(value, key)
+    if "name" not in table:
+        raise r.error(f"{key}.name", "is required")
+    name = r.string(table["name"], f"{key}.name")
+    if not _PARAMETER_NAME.fullmatch(name):
+        raise r.error(
+            f"{key}.name",
+            f"invalid parameter name {name!r}: must match ^[a-z_][a-z0-9_]*$",
+        )
+    if name in seen:
+        raise r.error(
+            f"{key}.name", f"duplicate parameter `{name}` (also declared at parameters[{seen[name]}])"
+        )
+    key = f"parameters[{name}]"
+    r.check_keys(table, key, _PARAMETER_KEYS)
+
+    kind = ParameterType.STRING
+    if "type" in table:
+        text = r.string(table["type"], f"{key}.type")
+        try:
+            kind = ParameterType(text)
+        except ValueError:
+            allowed = ", ".join(t.value for t in ParameterType)
+            raise r.error(f"{key}.type", f"unknown type {text!r}; expected one of: {allowed}") from None
+
+    regex: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    monotonic: str | None = None
+    error: str | None = None
+    if "validation" in table:
+        regex, minimum, maximum, monotonic, error = _parse_validation(
+            r, table["validation"], f"{key}.validation", kind
+        )
+    spec = ParameterSpec(
+        name=name,
+        type=kind,
+        mutable=r.boolean(table["mutable"], f"{key}.mutable") if "mutable" in table else True,
+        validation_regex=regex,
+        validation_min=minimum,
+        validation_max=maximum,
+        validation_monotonic=monotonic,
+        validation_error=error,
+        description=r.string(table["description"], f"{key}.description") if "description" in table else "",
+        display_name=r.string(table["display_name"], f"{key}.display_name")
+        if "display_name" in table
+        else "",
+    )
+
+    # Options: for list(string) they are the allowed elements, so they are strings.
+    options: list[str] = []
+    if "options" in table:
+        element_spec = ParameterSpec(name=name) if kind is ParameterType.LIST_STRING else spec
+        for i, raw in enumerate(r.array(table["options"], f"{key}.options")):
+            option_key = f"{key}.options[{i}]"
+            option = _canonical(r, element_spec, raw, option_key)
+            if option in options:
+                raise r.error(option_key, f"duplicate option {option!r}")
+            if kind is ParameterType.LIST_STRING:
+                _validate(r, spec, canonical_value(spec, [option]), option_key)
+            else:
+                _validate(r, spec, option, option_key)
+            options.append(option)
+    spec = replace(spec, options=tuple(options))
+
+    default: str | None = None
+    if "default" in table:
+        default = _canonical(r, spec, table["default"], f"{key}.default")
+        _validate(r, spec, default, f"{key}.default")
+    required = default is None
+    if "required" in table:
+        required = r.boolean(table["required"], f"{key}.required")
+        if required and default is not None:
+            raise r.error(f"{key}.required", "a parameter with a default cannot be required")
+    return replace(spec, default=default, required=required)
+
+
+def _parse_cron(r: _Reader, value: object, key: str) -> str:
+    cron = r.string(value, key)
+    fields = cron.split()
+    if len(fields) != 5:
+        raise r.error(key, f"cron {cron!r} must have 5 fields (minute hour day-of-month month day-of-week)")
+    if fields[0] != "*":
+        raise r.error(
+            key, f"cron {cron!r}: the minute field must be '*' (a schedule is a set of whole hours)"
+        )
+    try:
+        CronSim(cron, datetime(2000, 1, 1))
+    except (CronSimError, ValueError, IndexError) as exc:
+        raise r.error(key, f"invalid cron {cron!r}: {exc}") from exc
+    return cron
+
+
+def _parse_prebuilds(r: _Reader, value: object, key: str) -> PrebuildSettings:
+    table = r.table(value, key)
+    r.check_keys(table, key, _PREBUILDS_KEYS)
+    if "instances" not in table:
+        raise r.error(f"{key}.instances", "is required")
+    instances = r.integer(table["instances"], f"{key}.instances", minimum=0)
+
+    ttl = 0
+    if "ttl" in table:
+        seconds = r.duration(table["ttl"], f"{key}.ttl")
+        if not float(seconds).is_integer():
+            raise r.error(f"{key}.ttl", f"must be a whole number of seconds, got {format_number(seconds)}")
+        ttl = int(seconds)
+
+    timezone = "UTC"
+    if "timezone" in table:
+        timezone = r.string(table["timezone"], f"{key}.timezone")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise r.error(
+                f"{key}.timezone", f"unknown time zone {timezone!r}: expected an IANA name like Europe/Paris"
+            ) from None
+
+    schedules: list[ScheduleSpec] = []
+    if "schedule" in table:
+        for i, item in enumerate(r.array(table["schedule"], f"{key}.schedule")):
+            item_key = f"{key}.schedule[{i}]"
+            entry = r.table(item, item_key)
+            r.check_keys(entry, item_key, _SCHEDULE_KEYS)
+            for required in _SCHEDULE_KEYS:
+                if required not in entry:
+                    raise r.error(f"{item_key}.{required}", "is required")
+            schedules.append(
+                ScheduleSpec(
+                    cron=_parse_cron(r, entry["cron"], f"{item_key}.cron"),
+                    instances=r.integer(entry["instances"], f"{item_key}.instances", minimum=0),
+                )
+            )
+    return PrebuildSettings(
+        instances=instances, ttl_seconds=ttl, timezone=timezone, schedules=tuple(schedules)
+    )
+
+
+def _parse_preset(
+    r: _Reader, value: object, index: int, specs: Mapping[str, ParameterSpec], seen: Mapping[str, int]
+) -> PresetSpec:
+    key = f"presets[{index}]"
+    table = r.table(value, key)
+    if "name" not in table:
+        raise r.error(f"{key}.name", "is required")
+    name = r.string(table["name"], f"{key}.name")
+    if not name.strip():
+        raise r.error(f"{key}.name", "must not be empty")
+    if name in seen:
+        raise r.error(f"{key}.name", f"duplicate preset `{name}` (also declared at presets[{seen[name]}])")
+    key = f"presets[{name}]"
+    r.check_keys(table, key, _PRESET_KEYS)
+
+    values: dict[str, str] = {}
+    if "parameters" in table:
+        for parameter, raw in r.table(table["parameters"], f"{key}.parameters").items():
+            value_key = f"{key}.parameters.{parameter}"
+            spec = specs.get(parameter)
+            if spec is None:
+                raise r.error(value_key, unknown_parameter_reason(tuple(specs.values())))
+            values[parameter] = _canonical(r, spec, raw, value_key)
+    return PresetSpec(
+        name=name,
+        parameters=values,
+        prebuilds=_parse_prebuilds(r, table["prebuilds"], f"{key}.prebuilds")
+        if "prebuilds" in table
+        else None,
+        description=r.string(table["description"], f"{key}.description") if "description" in table else "",
+    )
+
+
+# --- entry points ----------------------------------------------------------------------------------
+
+
+def check_presets(
+    parameters: Sequence[ParameterSpec], presets: Sequence[PresetSpec], file: str = MANIFEST_FILE
+) -> None:
+    """Validate preset values against ``parameters`` (maybe not the list the presets were parsed with).
+
+    Raises :class:`ManifestError` keyed ``presets[<name>].parameters.<parameter>`` for an unknown name,
+    a value of the wrong type or one that violates the declaration, and ``presets[<name>]`` for a
+    duplicate name.
+    """
+    r = _Reader(file)
+    specs = {spec.name: spec for spec in parameters}
+    seen: set[str] = set()
+    for preset in presets:
+        key = f"presets[{preset.name}]"
+        if preset.name in seen:
+            raise r.error(key, f"duplicate preset `{preset.name}`")
+        seen.add(preset.name)
+        for name, value in preset.parameters.items():
+            value_key = f"{key}.parameters.{name}"
+            spec = specs.get(name)
+            if spec is None:
+                raise r.error(value_key, unknown_parameter_reason(parameters))
+            _validate(r, spec, _canonical(r, spec, value, value_key), value_key)
+
+
+def parse_manifest(text: str, file: str = MANIFEST_FILE) -> TemplateManifest:
+    """Parse and statically validate a ``prebuildd.toml``; raises :class:`ManifestError`."""
+    r = _Reader(file)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise r.error("", f"invalid TOML: {exc}") from exc
+    r.check_keys(data, "", _TOP_KEYS)
+
+    if "provisioner" not in data:
+        raise r.error("provisioner", f"is required; expected one of: {', '.join(PROVISIONER_KINDS)}")
+    provisioner = r.string(data["provisioner"], "provisioner")
+    if provisioner not in PROVISIONER_KINDS:
+        raise r.error(
+            "provisioner",
+            f"unknown provisioner {provisioner!r}; expected one of: {', '.join(PROVISIONER_KINDS)}",
+        )
+    for section in ("exec", "echo", "terraform"):
+        if section in data and section != provisioner:
+            raise r.error(
+                section,
+                f'section only allowed when provisioner = "{section}" (provisioner is "{provisioner}")',
+            )
+
+    exec_config: ExecConfig | None = None
+    echo_config: EchoConfig | None = None
+    terraform_config: dict[str, Any] | None = None
+    if provisioner == "exec":
+        if "exec" not in data:
+            raise r.error("exec", 'section is required when provisioner = "exec"')
+        exec_config = _parse_exec(r, data["exec"])
+    elif provisioner == "echo":
+        echo_config = _parse_echo(r, data["echo"]) if "echo" in data else EchoConfig()
+    else:
+        terraform_config = dict(r.table(data["terraform"], "terraform")) if "terraform" in data else {}
+
+    parameters: list[ParameterSpec] = []
+    parameter_index: dict[str, int] = {}
+    if "parameters" in data:
+        for i, item in enumerate(r.array(data["parameters"], "parameters")):
+            spec = _parse_parameter(r, item, i, parameter_index)
+            parameter_index[spec.name] = i
+            parameters.append(spec)
+
+    specs = {spec.name: spec for spec in parameters}
+    presets: list[PresetSpec] = []
+    preset_index: dict[str, int] = {}
+    if "presets" in data:
+        for i, item in enumerate(r.array(data["presets"], "presets")):
+            preset = _parse_preset(r, item, i, specs, preset_index)
+            preset_index[preset.name] = i
+            presets.append(preset)
+    check_presets(parameters, presets, file)
+
+    return TemplateManifest(
+        provisioner=provisioner,
+        display_name=r.string(data["display_name"], "display_name") if "display_name" in data else "",
+        description=r.string(data["description"], "description") if "description" in data else "",
+        parameters=tuple(parameters),
+        presets=tuple(presets),
+        tags=_parse_tags(r, data["tags"]) if "tags" in data else {},
+        agents=_parse_agents(r, data["agents"]) if "agents" in data else (),
+        exec=exec_config,
+        echo=echo_config,
+        terraform=terraform_config,
+    )
+
+
+def preset_warnings(manifest: TemplateManifest) -> list[str]:
+    """Warnings shown on push: presets with prebuilds that leave a required parameter unset."""
+    warnings: list[str] = []
+    for preset in manifest.presets:
+        if preset.prebuilds is None:
+            continue
+        for spec in manifest.parameters:
+            if spec.required and spec.default is None and spec.name not in preset.parameters:
+                warnings.append(
+                    f"preset `{preset.name}` has prebuilds but leaves required parameter "
+                    f"`{spec.name}` unset: its prebuilds will fail until a value is set"
+                )
+    return warnings

@@ -1,0 +1,1 @@
+"""Provisioner daemons and the provisioners they run (echo, exec)."""

@@ -1,0 +1,319 @@
+"""The job queue as daemons see it: acquire, heartbeat, log, complete.
+
+``JobQueue`` is the one interface a daemon uses, so the same daemon runs inside the server (``PgJobQueue``, on
+the database) or on another machine (over the HTTP API, with a provisioner key). Operator operations (cancel,
+failing stale jobs, reading logs) live on ``PgJobQueue`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+import structlog
+
+from prebuildd.clock import Clock
+from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.domain.jobs import FailureClass, JobType, Transition
+from prebuildd.domain.manifest import ManifestError
+from prebuildd.domain.parameters import ParameterSpec
+from prebuildd.store import channels
+from prebuildd.store.db import Conn, Database, Row, execute, fetch_all, fetch_one, jsonb
+from prebuildd.store.listener import Listener
+from prebuildd.templates import record_import
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildPayload:
+    build_id: UUID
+    build_number: int
+    transition: Transition
+    reason: str
+    parameters: Mapping[str, str]
+    state: bytes | None
+    workspace_id: UUID
+    workspace_name: str
+    owner_id: UUID
+    owner_name: str
+    template_name: str
+    version_id: UUID
+    preset_name: str | None
+    is_prebuild: bool
+
+
+@dataclass(frozen=True)
+class AcquiredJob:
+    id: UUID
+    type: JobType
+    provisioner: str
+    manifest: str
+    source: bytes
+    source_hash: str
+    build: BuildPayload | None = None
+    version_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    level: str
+    stage: str
+    output: str
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended, as its daemon reports it."""
+
+    error: str | None = None
+    failure_class: FailureClass | None = None
+    canceled: bool = False
+    state: bytes | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    parameters: tuple[ParameterSpec, ...] = ()
+    """Import jobs: the declared parameters after the provisioner's import."""
+    warnings: tuple[str, ...] = ()
+
+
+class Heartbeat(StrEnum):
+    OK = "ok"
+    CANCELED = "canceled"
+    """The job was canceled: stop it and complete it."""
+    LOST = "lost"
+    """The job is no longer ours (failed as stale, or completed): stop it and report nothing."""
+
+
+class JobQueue(Protocol):
+    async def acquire(
+        self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
+    ) -> AcquiredJob | None: ...
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        """Return when new jobs may be there, or after ``timeout`` seconds."""
+        ...
+
+    async def heartbeat(self, job_id: UUID, worker_id: str) -> Heartbeat: ...
+
+    async def append_logs(self, job_id: UUID, worker_id: str, lines: Sequence[LogLine]) -> None: ...
+
+    async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:
+        """Record the end of the job; False when the job was no longer this worker's."""
+        ...
+
+
+class PgJobQueue:
+    """The queue on PostgreSQL: ``FOR UPDATE SKIP LOCKED``, human jobs first, LISTEN/NOTIFY wake-ups."""
+
+    def __init__(self, db: Database, clock: Clock, listener: Listener | None = None) -> None:
+        self.db = db
+        self.clock = clock
+        self.listener = listener
+
+    async def acquire(
+        self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
+    ) -> AcquiredJob | None:
+        async with self.db.transaction() as conn:
+            job = await fetch_one(
+                conn,
+                "jobs.acquire",
+                {
+                    "now": self.clock.now(),
+                    "worker_id": worker_id,
+                    "kinds": list(kinds),
+                    "tags": jsonb(dict(tags)),
+                },
+            )
+            if job is None:
+                return None
+            return await self._payload(conn, job)
+
+    async def _payload(self, conn: Conn, job: Row) -> AcquiredJob:
+        job_type = JobType(job["type"])
+        if job_type is JobType.TEMPLATE_VERSION_IMPORT:
+            version_id = UUID(job["input"]["template_version_id"])
+            version = await fetch_one(conn, "templates.version_source", {"id": version_id})
+            assert version is not None, f"import job {job['id']} has no version"
+            return AcquiredJob(
+                job["id"],
+                job_type,
+                job["provisioner"],
+                version["manifest"],
+                version["source"],
+                version["source_hash"],
+                version_id=version_id,
+            )
+        row = await fetch_one(
+            conn, "workspaces.build_for_job", {"job_id": job["id"], "prebuilds_user_id": PREBUILDS_USER_ID}
+        )
+        assert row is not None, f"build job {job['id']} has no build"
+        build = BuildPayload(
+            build_id=row["build_id"],
+            build_number=row["build_number"],
+            transition=Transition(row["transition"]),
+            reason=row["reason"],
+            parameters=row["parameters"],
+            state=row["previous_state"],
+            workspace_id=row["workspace_id"],
+            workspace_name=row["workspace_name"],
+            owner_id=row["owner_id"],
+            owner_name=row["owner_name"],
+            template_name=row["template_name"],
+            version_id=row["version_id"],
+            preset_name=row["preset_name"],
+            is_prebuild=row["is_prebuild"],
+        )
+        return AcquiredJob(
+            job["id"],
+            job_type,
+            job["provisioner"],
+            row["manifest"],
+            row["source"],
+            row["source_hash"],
+            build=build,
+            version_id=row["version_id"],
+        )
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        if self.listener is None:
+            await asyncio.sleep(timeout)
+        else:
+            await self.listener.wait(channels.JOB_QUEUED, timeout)
+
+    async def heartbeat(self, job_id: UUID, worker_id: str) -> Heartbeat:
+        async with self.db.transaction() as conn:
+            row = await fetch_one(
+                conn, "jobs.heartbeat", {"id": job_id, "worker_id": worker_id, "now": self.clock.now()}
+            )
+        if row is None:
+            return Heartbeat.LOST
+        return Heartbeat.CANCELED if row["canceled"] else Heartbeat.OK
+
+    async def append_logs(self, job_id: UUID, worker_id: str, lines: Sequence[LogLine]) -> None:
+        if not lines:
+            return
+        now = self.clock.now()
+        async with self.db.transaction() as conn:
+            await execute(
+                conn,
+                "jobs.insert_logs",
+                {
+                    "job_id": job_id,
+                    "worker_id": worker_id,
+                    "created_at": [now] * len(lines),
+                    "levels": [line.level for line in lines],
+                    "stages": [line.stage for line in lines],
+                    "outputs": [line.output for line in lines],
+                },
+            )
+
+    async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:
+        now = self.clock.now()
+        async with self.db.transaction() as conn:
+            error = outcome.error
+            failure_class = outcome.failure_class
+            if outcome.canceled:
+                error, failure_class = None, None
+            elif error and failure_class is None:
+                failure_class = FailureClass.BUILD
+            params = {"id": job_id, "worker_id": worker_id, "now": now}
+            job = await fetch_one(
+                conn,
+                "jobs.complete",
+                {
+                    **params,
+                    "error": error,
+                    "failure_class": failure_class.value if failure_class else None,
+                },
+            )
+            if job is None:
+                log.warning(
+                    "job.complete_refused",
+                    job_id=str(job_id),
+                    worker_id=worker_id,
+                    reason="job is no longer held by this worker",
+                )
+                return False
+            if job["type"] == JobType.TEMPLATE_VERSION_IMPORT and job["job_status"] == "succeeded":
+                manifest_error = await self._record_import(conn, job_id, outcome)
+                if manifest_error is not None:
+                    # The import ran but its result does not fit the manifest: the version fails to import.
+                    await execute(
+                        conn,
+                        "jobs.set_error",
+                        {
+                            "id": job_id,
+                            "error": str(manifest_error),
+                            "failure_class": FailureClass.CONFIG.value,
+                            "now": now,
+                        },
+                    )
+            if job["type"] == JobType.WORKSPACE_BUILD and job["job_status"] == "succeeded":
+                await self._finish_build(conn, job_id, outcome)
+            await _notify_completed(conn, job_id, job["type"], job["input"].get("workspace_id"))
+        log.info("job.completed", job_id=str(job_id), status=job["job_status"], error=error)
+        return True
+
+    async def _record_import(self, conn: Conn, job_id: UUID, outcome: JobOutcome) -> ManifestError | None:
+        version = await fetch_one(conn, "templates.version_by_job", {"job_id": job_id})
+        assert version is not None
+        try:
+            async with conn.transaction():
+                await record_import(conn, self.clock, version, outcome.parameters, outcome.warnings)
+        except ManifestError as exc:
+            return exc
+        return None
+
+    async def _finish_build(self, conn: Conn, job_id: UUID, outcome: JobOutcome) -> None:
+        now = self.clock.now()
+        build = await fetch_one(
+            conn,
+            "workspaces.finish_build",
+            {
+                "job_id": job_id,
+                "state": outcome.state,
+                "outputs": jsonb(dict(outcome.outputs)),
+                "now": now,
+            },
+        )
+        assert build is not None
+        if build["transition"] == Transition.DELETE:
+            await execute(conn, "workspaces.mark_deleted", {"id": build["workspace_id"], "now": now})
+
+    # -- operator operations -------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: UUID) -> str | None:
+        """Cancel a job: a pending one never starts; a running one is stopped by its daemon. Returns its status."""
+        async with self.db.transaction() as conn:
+            row = await fetch_one(conn, "jobs.cancel", {"id": job_id, "now": self.clock.now()})
+            if row is not None and row["job_status"] == "canceled":
+                await _notify_completed(conn, job_id, None, None)
+        return None if row is None else str(row["job_status"])
+
+    async def fail_stale(self, stale_after: timedelta) -> list[UUID]:
+        """Fail running jobs whose daemon has not sent a heartbeat for ``stale_after`` (class infrastructure)."""
+        now = self.clock.now()
+        async with self.db.transaction() as conn:
+            rows = await fetch_all(conn, "jobs.fail_stale", {"now": now, "cutoff": now - stale_after})
+            for row in rows:
+                await _notify_completed(conn, row["id"], row["type"], row["input"].get("workspace_id"))
+        for row in rows:
+            log.warning("job.failed_stale", job_id=str(row["id"]))
+        return [row["id"] for row in rows]
+
+    async def logs(self, job_id: UUID, after: int = 0, limit: int = 1000) -> list[Row]:
+        async with self.db.transaction() as conn:
+            return await fetch_all(
+                conn, "jobs.logs_after", {"job_id": job_id, "after": after, "limit": limit}
+            )
+
+
+async def _notify_completed(conn: Conn, job_id: UUID, job_type: str | None, workspace_id: str | None) -> None:
+    payload = json.dumps({"job_id": str(job_id), "type": job_type, "workspace_id": workspace_id})
+    await execute(conn, "jobs.notify_completed", {"payload": payload})

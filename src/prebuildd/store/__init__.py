@@ -1,0 +1,1 @@
+"""PostgreSQL: connection pool, transactions, locks, migrations, and the named queries in `queries/*.sql`."""

@@ -1,0 +1,96 @@
+"""LISTEN/NOTIFY on a dedicated connection, fanned out to in-process waiters.
+
+A notification is only a hint that something changed: every waiter also wakes on a timeout and re-reads the
+database, so a lost connection (or a notification sent while it was down) delays work by one poll at most.
+The connection is never shared with queries: waiting on `notifies()` holds it for the whole wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from prebuildd.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[str, str], None]
+
+
+class Listener:
+    def __init__(self, db: Database, channels: tuple[str, ...], *, reconnect_delay: float = 1.0) -> None:
+        self.db = db
+        self.channels = channels
+        self.reconnect_delay = reconnect_delay
+        self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._handlers: list[Handler] = []
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def add_handler(self, handler: Handler) -> None:
+        """``handler(channel, payload)`` runs in the listener's task for every notification; keep it quick."""
+        self._handlers.append(handler)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait(self, channel: str, timeout: float) -> bool:
+        """Wait for a notification on ``channel`` or the timeout; True when notified."""
+        event = asyncio.Event()
+        self._events[channel].add(event)
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._events[channel].discard(event)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        for event in self._events.get(channel, ()):
+            event.set()
+        for handler in self._handlers:
+            try:
+                handler(channel, payload)
+            except Exception:
+                log.exception("listener.handler_failed", channel=channel)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                conn = await self.db.connect()
+                try:
+                    for channel in self.channels:
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    self.connected.set()
+                    log.debug("listener.connected", channels=self.channels)
+                    async for notify in conn.notifies():
+                        self._dispatch(notify.channel, notify.payload)
+                finally:
+                    self.connected.clear()
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, OSError) as exc:
+                log.warning("listener.disconnected", error=str(exc))
+            # Whatever was sent while we were away is found by the waiters' polling.
+            for channel in self.channels:
+                self._dispatch(channel, "")
+            await asyncio.sleep(self.reconnect_delay)

@@ -1,0 +1,98 @@
+-- name: insert
+-- The notification wakes idle daemons at commit; it is a hint, daemons poll as well.
+WITH job AS (
+    INSERT INTO provisioner_jobs (id, organization_id, type, provisioner, tags, priority, input, initiator_id,
+                                  created_at, updated_at)
+    VALUES (%(id)s, %(organization_id)s, %(type)s, %(provisioner)s, %(tags)s, %(priority)s, %(input)s,
+            %(initiator_id)s, %(now)s, %(now)s)
+    RETURNING id, provisioner
+)
+SELECT job.id, pg_notify('prebuildd_job_queued', job.provisioner) FROM job;
+
+-- name: insert_completed
+-- A job that never runs: a refused build recorded as failed (error set), or an orphan delete (no error).
+INSERT INTO provisioner_jobs (id, organization_id, type, provisioner, tags, priority, input, initiator_id,
+                              created_at, updated_at, completed_at, error, failure_class)
+VALUES (%(id)s, %(organization_id)s, %(type)s, %(provisioner)s, %(tags)s, %(priority)s, %(input)s,
+        %(initiator_id)s, %(now)s, %(now)s, %(now)s, %(error)s, %(failure_class)s)
+RETURNING id;
+
+-- name: acquire
+-- Human jobs before prebuild jobs, then oldest; a job's tags must all be offered by the daemon.
+UPDATE provisioner_jobs
+SET started_at = %(now)s, updated_at = %(now)s, worker_id = %(worker_id)s
+WHERE id = (
+    SELECT id FROM provisioner_jobs
+    WHERE job_status = 'pending'
+      AND provisioner = ANY(%(kinds)s)
+      AND tags <@ %(tags)s
+    ORDER BY priority, created_at
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1
+)
+RETURNING id, organization_id, type, provisioner, tags, priority, input, initiator_id, created_at, started_at;
+
+-- name: heartbeat
+UPDATE provisioner_jobs SET updated_at = %(now)s
+WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL
+RETURNING canceled_at IS NOT NULL AS canceled;
+
+-- name: insert_logs
+WITH owned AS (
+    SELECT id FROM provisioner_jobs
+    WHERE id = %(job_id)s AND worker_id = %(worker_id)s AND completed_at IS NULL
+), logs AS (
+    INSERT INTO provisioner_job_logs (job_id, created_at, level, stage, output)
+    SELECT owned.id, l.created_at, l.level, l.stage, l.output
+    FROM owned, unnest(%(created_at)s::timestamptz[], %(levels)s::text[], %(stages)s::text[], %(outputs)s::text[])
+         AS l (created_at, level, stage, output)
+    RETURNING job_id
+)
+SELECT count(*) AS inserted, pg_notify('prebuildd_job_logs', %(job_id)s::text)
+FROM logs;
+
+-- name: complete
+-- Only the daemon holding the job may finish it: a job already failed as stale stays failed.
+UPDATE provisioner_jobs
+SET completed_at = %(now)s, updated_at = %(now)s, error = %(error)s, failure_class = %(failure_class)s
+WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL
+RETURNING id, type, job_status, input, organization_id;
+
+-- name: cancel
+-- A pending job is canceled outright and never starts; a running one is marked, and its daemon stops it.
+UPDATE provisioner_jobs
+SET canceled_at = coalesce(canceled_at, %(now)s),
+    completed_at = CASE WHEN started_at IS NULL THEN %(now)s ELSE completed_at END,
+    updated_at = %(now)s
+WHERE id = %(id)s AND completed_at IS NULL
+RETURNING id, job_status;
+
+-- name: fail_stale
+UPDATE provisioner_jobs
+SET completed_at = %(now)s, updated_at = %(now)s, failure_class = 'infrastructure',
+    error = 'provisioner stopped responding: no heartbeat from ' || coalesce(worker_id, 'its daemon')
+            || ' since ' || to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+WHERE job_status IN ('running', 'canceling') AND updated_at < %(cutoff)s
+RETURNING id, type, input;
+
+-- name: by_id
+SELECT * FROM provisioner_jobs WHERE id = %(id)s;
+
+-- name: logs_after
+SELECT id, created_at, level, stage, output FROM provisioner_job_logs
+WHERE job_id = %(job_id)s AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: pending_without_provisioner
+SELECT provisioner, count(*) AS jobs, min(created_at) AS oldest
+FROM provisioner_jobs
+WHERE job_status = 'pending' AND NOT (provisioner = ANY(%(kinds)s))
+GROUP BY provisioner;
+
+-- name: notify_completed
+SELECT pg_notify('prebuildd_job_completed', %(payload)s::text);
+
+-- name: set_error
+UPDATE provisioner_jobs SET error = %(error)s, failure_class = %(failure_class)s, updated_at = %(now)s
+WHERE id = %(id)s;

@@ -1,0 +1,2 @@
+-- name: applied
+SELECT version FROM schema_migrations ORDER BY version;

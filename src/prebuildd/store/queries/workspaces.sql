@@ -1,0 +1,65 @@
+-- name: insert_workspace
+INSERT INTO workspaces (id, organization_id, owner_id, template_id, name, created_at, updated_at)
+VALUES (%(id)s, %(organization_id)s, %(owner_id)s, %(template_id)s, %(name)s, %(now)s, %(now)s)
+RETURNING *;
+
+-- name: lock_workspace
+SELECT * FROM workspaces WHERE id = %(id)s FOR UPDATE;
+
+-- name: workspace_by_id
+SELECT * FROM workspaces WHERE id = %(id)s;
+
+-- name: workspace_by_owner_and_name
+SELECT * FROM workspaces WHERE owner_id = %(owner_id)s AND lower(name) = lower(%(name)s) AND NOT deleted;
+
+-- name: latest_build
+SELECT b.*, j.job_status, j.error AS job_error, j.failure_class, j.started_at AS job_started_at,
+       j.completed_at AS job_completed_at
+FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
+WHERE b.workspace_id = %(workspace_id)s
+ORDER BY b.build_number DESC
+LIMIT 1;
+
+-- name: infrastructure_ever_ran
+SELECT EXISTS (
+    SELECT 1 FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
+    WHERE b.workspace_id = %(workspace_id)s AND j.started_at IS NOT NULL
+) AS ran;
+
+-- name: insert_build
+INSERT INTO workspace_builds (id, workspace_id, build_number, transition, template_version_id, preset_id,
+                              parameters, state, initiator_id, reason, job_id, created_at, updated_at)
+VALUES (%(id)s, %(workspace_id)s, %(build_number)s, %(transition)s, %(version_id)s, %(preset_id)s,
+        %(parameters)s, %(state)s, %(initiator_id)s, %(reason)s, %(job_id)s, %(now)s, %(now)s)
+RETURNING id, build_number;
+
+-- name: mark_deleted
+UPDATE workspaces SET deleted = true, deleted_at = %(now)s, updated_at = %(now)s
+WHERE id = %(id)s AND NOT deleted;
+
+-- name: build_for_job
+-- Everything a daemon needs to run a build job.
+SELECT b.id AS build_id, b.build_number, b.transition, b.parameters, b.reason, b.state AS previous_state,
+       w.id AS workspace_id, w.name AS workspace_name, w.owner_id, u.username AS owner_name,
+       w.owner_id = %(prebuilds_user_id)s AS is_prebuild,
+       t.name AS template_name, v.id AS version_id, v.manifest, v.source, v.source_hash,
+       p.name AS preset_name
+FROM workspace_builds b
+JOIN workspaces w ON w.id = b.workspace_id
+JOIN users u ON u.id = w.owner_id
+JOIN templates t ON t.id = w.template_id
+JOIN template_versions v ON v.id = b.template_version_id
+LEFT JOIN template_version_presets p ON p.id = b.preset_id
+WHERE b.job_id = %(job_id)s;
+
+-- name: finish_build
+UPDATE workspace_builds SET state = %(state)s, outputs = %(outputs)s, updated_at = %(now)s
+WHERE job_id = %(job_id)s
+RETURNING workspace_id, transition, build_number;
+
+-- name: builds_of_workspace
+SELECT b.id, b.build_number, b.transition, b.template_version_id, b.preset_id, b.parameters, b.outputs,
+       b.reason, b.created_at, b.job_id, j.job_status, j.error, j.failure_class, j.completed_at
+FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
+WHERE b.workspace_id = %(workspace_id)s
+ORDER BY b.build_number DESC;

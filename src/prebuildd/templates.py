@@ -1,0 +1,224 @@
+"""Template versions: pushing one (static checks, then an import job) and recording what its import found.
+
+A push with a broken manifest is refused before anything is stored. A push that passes the static checks creates
+the version and its import job; the provisioner's import (e.g. checking that the scripts exist) decides whether the
+version becomes usable, and its completion records the declared parameters and presets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+import structlog
+
+from prebuildd.archive import read_member
+from prebuildd.clock import Clock
+from prebuildd.domain.jobs import JobPriority, JobType
+from prebuildd.domain.manifest import (
+    MANIFEST_FILE,
+    ManifestError,
+    TemplateManifest,
+    check_presets,
+    parse_manifest,
+    preset_warnings,
+)
+from prebuildd.domain.parameters import ParameterSpec
+from prebuildd.store.db import Conn, Database, Row, execute, fetch_one, fetch_val, jsonb
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PushedVersion:
+    template_id: UUID
+    template_name: str
+    version_id: UUID
+    version_name: str
+    job_id: UUID
+    warnings: tuple[str, ...]
+    created_template: bool
+
+
+def manifest_of(archive: bytes) -> tuple[str, TemplateManifest]:
+    """The manifest text and its parsed form; ManifestError when it is missing or invalid."""
+    try:
+        raw = read_member(archive, MANIFEST_FILE)
+    except ValueError as exc:
+        raise ManifestError(MANIFEST_FILE, "", f"unreadable template archive: {exc}") from exc
+    if raw is None:
+        raise ManifestError(MANIFEST_FILE, "", "missing: a template needs a prebuildd.toml at its root")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ManifestError(MANIFEST_FILE, "", f"not UTF-8 text: {exc}") from exc
+    return text, parse_manifest(text)
+
+
+async def push_version(
+    db: Database,
+    clock: Clock,
+    *,
+    organization_id: UUID,
+    template_name: str,
+    archive: bytes,
+    created_by: UUID,
+    activate: bool = False,
+    message: str = "",
+) -> PushedVersion:
+    """Create (or extend) a template with a new version and queue its import. Raises ManifestError first."""
+    text, manifest = manifest_of(archive)
+    warnings = tuple(preset_warnings(manifest))
+    now = clock.now()
+    async with db.transaction() as conn:
+        template = await fetch_one(
+            conn, "templates.template_by_name", {"organization_id": organization_id, "name": template_name}
+        )
+        created = template is None
+        if template is None:
+            template = await fetch_one(
+                conn,
+                "templates.insert_template",
+                {
+                    "id": uuid4(),
+                    "organization_id": organization_id,
+                    "name": template_name,
+                    "display_name": manifest.display_name,
+                    "description": manifest.description,
+                    "created_by": created_by,
+                    "now": now,
+                },
+            )
+            assert template is not None
+        else:
+            await execute(
+                conn,
+                "templates.update_template_meta",
+                {
+                    "id": template["id"],
+                    "display_name": manifest.display_name or template["display_name"],
+                    "description": manifest.description or template["description"],
+                    "now": now,
+                },
+            )
+        number = await fetch_val(conn, "templates.next_version_number", {"template_id": template["id"]})
+        version_id = uuid4()
+        job_id = await fetch_val(
+            conn,
+            "jobs.insert",
+            {
+                "id": uuid4(),
+                "organization_id": organization_id,
+                "type": JobType.TEMPLATE_VERSION_IMPORT.value,
+                "provisioner": manifest.provisioner,
+                "tags": jsonb(dict(manifest.tags)),
+                "priority": JobPriority.HUMAN,
+                "input": jsonb({"template_version_id": str(version_id)}),
+                "initiator_id": created_by,
+                "now": now,
+            },
+        )
+        await execute(
+            conn,
+            "templates.insert_version",
+            {
+                "id": version_id,
+                "template_id": template["id"],
+                "organization_id": organization_id,
+                "name": f"v{number}",
+                "message": message,
+                "provisioner": manifest.provisioner,
+                "manifest": text,
+                "source": archive,
+                "source_hash": hashlib.sha256(archive).hexdigest(),
+                "tags": jsonb(dict(manifest.tags)),
+                "agents": jsonb(list(manifest.agents)),
+                "warnings": jsonb(list(warnings)),
+                "activate_on_import": activate or template["active_version_id"] is None,
+                "job_id": job_id,
+                "created_by": created_by,
+                "now": now,
+            },
+        )
+    log.info("template.version_pushed", template=template_name, version=f"v{number}", job_id=str(job_id))
+    return PushedVersion(
+        template["id"], template["name"], version_id, f"v{number}", job_id, warnings, created
+    )
+
+
+async def record_import(
+    conn: Conn, clock: Clock, version: Row, parameters: tuple[ParameterSpec, ...], warnings: tuple[str, ...]
+) -> None:
+    """Store what a successful import found; raises ManifestError when presets do not fit the final parameters."""
+    manifest = parse_manifest(version["manifest"])
+    check_presets(parameters, manifest.presets)
+    merged = TemplateManifest(**{**manifest.__dict__, "parameters": parameters})
+    all_warnings = list(dict.fromkeys([*preset_warnings(merged), *warnings]))
+    now = clock.now()
+    for position, spec in enumerate(parameters):
+        await execute(
+            conn,
+            "templates.insert_parameter",
+            {
+                "version_id": version["id"],
+                "name": spec.name,
+                "position": position,
+                "spec": jsonb(spec.to_json()),
+            },
+        )
+    for preset in manifest.presets:
+        preset_id = uuid4()
+        settings = preset.prebuilds
+        await execute(
+            conn,
+            "templates.insert_preset",
+            {
+                "id": preset_id,
+                "version_id": version["id"],
+                "name": preset.name,
+                "description": preset.description,
+                "parameters": jsonb(dict(preset.parameters)),
+                "desired_instances": settings.instances if settings else None,
+                "ttl_seconds": settings.ttl_seconds if settings else 0,
+                "timezone": settings.timezone if settings else "UTC",
+                "now": now,
+            },
+        )
+        for position, schedule in enumerate(settings.schedules if settings else ()):
+            await execute(
+                conn,
+                "templates.insert_preset_schedule",
+                {
+                    "preset_id": preset_id,
+                    "position": position,
+                    "cron": schedule.cron,
+                    "desired_instances": schedule.instances,
+                },
+            )
+    await execute(
+        conn,
+        "templates.set_version_warnings",
+        {
+            "id": version["id"],
+            "warnings": jsonb(all_warnings),
+            "now": now,
+        },
+    )
+    if version["activate_on_import"]:
+        await execute(
+            conn,
+            "templates.set_active_version",
+            {
+                "template_id": version["template_id"],
+                "version_id": version["id"],
+                "now": now,
+            },
+        )
+    log.info(
+        "template.version_imported",
+        version_id=str(version["id"]),
+        parameters=len(parameters),
+        presets=len(manifest.presets),
+        activated=version["activate_on_import"],
+    )

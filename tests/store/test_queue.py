@@ -1,0 +1,239 @@
+"""The job queue with real daemons: priority, SKIP LOCKED, stale jobs, cancel, tags, LISTEN/NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+from prebuildd.clock import FakeClock
+from prebuildd.domain.jobs import JobPriority, Transition
+from prebuildd.provisioner.base import BuildContext, BuildResult, ImportContext, ImportResult, LogSink
+from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
+from prebuildd.provisioner.queue import PgJobQueue
+from prebuildd.store import channels
+from prebuildd.store.listener import Listener
+from tests.helpers import Env, wait_for
+
+ECHO = 'provisioner = "echo"\n'
+BLOCKING_ECHO = 'provisioner = "echo"\n[echo]\nstart = { block = true, logs = ["working"] }\n'
+
+
+async def _workspaces(
+    env: Env, template_id: UUID, n: int, *, priority: int = JobPriority.HUMAN, prefix: str = "ws"
+) -> list[UUID]:
+    from prebuildd.builder import BuildRequest
+
+    jobs = []
+    for i in range(n):
+        req = BuildRequest(
+            transition=Transition.START,
+            initiator_id=env.member_id,
+            owner_id=env.member_id,
+            template_id=template_id,
+            name=f"{prefix}{i}",
+            priority=priority,
+        )
+        async with env.db.transaction() as conn:
+            jobs.append((await env.builder.build(conn, req)).job_id)
+        env.clock.advance(1)
+    return jobs
+
+
+async def test_human_jobs_before_prebuild_jobs_then_oldest(env: Env) -> None:
+    pushed = await env.push("t", ECHO)
+    prebuild_jobs = await _workspaces(env, pushed.template_id, 3, priority=JobPriority.PREBUILD, prefix="p")
+    human_jobs = await _workspaces(env, pushed.template_id, 3, prefix="h")
+    order = []
+    while (job := await env.queue.acquire("w", ["echo"], {})) is not None:
+        order.append(job.id)
+    assert order == human_jobs + prebuild_jobs
+
+
+class Recording:
+    """A provisioner that records every job it runs (to prove each runs exactly once)."""
+
+    kind = "echo"
+
+    def __init__(self) -> None:
+        self.runs: Counter[str] = Counter()
+
+    async def run_build(self, ctx: BuildContext, log: LogSink) -> BuildResult:
+        self.runs[ctx.job_id] += 1
+        await asyncio.sleep(0)
+        return BuildResult()
+
+    async def import_version(self, ctx: ImportContext, log: LogSink) -> ImportResult:
+        return ImportResult(parameters=ctx.manifest.parameters)
+
+
+async def test_concurrent_daemons_run_each_job_exactly_once(env: Env) -> None:
+    pushed = await env.push("t", ECHO)
+    jobs = await _workspaces(env, pushed.template_id, 60)
+    recording = Recording()
+    daemons = [
+        ProvisionerDaemon(
+            env.queue,
+            {"echo": recording},
+            DaemonOptions(name=f"d{i}", poll_interval=0.05, heartbeat_interval=1, work_root=env.tmp),
+        )
+        for i in range(6)
+    ]
+    tasks = [asyncio.create_task(d.run()) for d in daemons]
+
+    async def all_done() -> bool:
+        row = await env.one(
+            "SELECT count(*) AS n FROM provisioner_jobs WHERE job_status = 'succeeded' "
+            "AND type = 'workspace_build'"
+        )
+        return int(row["n"]) == len(jobs)
+
+    await wait_for(all_done, what="all jobs to succeed")
+    for d in daemons:
+        d.stop()
+    await asyncio.gather(*tasks)
+    assert set(recording.runs) == {str(j) for j in jobs}
+    assert set(recording.runs.values()) == {1}
+    assert sum(d.jobs_done for d in daemons) == len(jobs)
+    assert sum(1 for d in daemons if d.jobs_done) > 1, "more than one daemon should have taken jobs"
+
+
+async def test_cancel_pending_job_never_starts(env: Env) -> None:
+    pushed = await env.push("t", ECHO)
+    [job_id] = await _workspaces(env, pushed.template_id, 1)
+    assert await env.queue.cancel(job_id) == "canceled"
+    assert await env.queue.acquire("w", ["echo"], {}) is None
+    job = await env.job(job_id)
+    assert job["job_status"] == "canceled" and job["started_at"] is None
+    assert await env.queue.cancel(job_id) is None  # already finished
+
+
+async def test_cancel_running_job_stops_it(env: Env) -> None:
+    pushed = await env.push("t", BLOCKING_ECHO)
+    [job_id] = await _workspaces(env, pushed.template_id, 1)
+    acquired = await env.queue.acquire(env.daemon.worker_id, ["echo"], {})
+    assert acquired is not None
+    running = asyncio.create_task(env.daemon.run_job(acquired))
+    await wait_for(lambda: _status_is(env, job_id, "running"))
+    assert await env.queue.cancel(job_id) == "canceling"
+    await asyncio.wait_for(running, 20)
+    job = await env.job(job_id)
+    assert job["job_status"] == "canceled", job
+    assert any(line["output"] == "working" for line in await env.queue.logs(job_id))
+
+
+async def _status_is(env: Env, job_id: UUID, status: str) -> bool:
+    return (await env.job(job_id))["job_status"] == status
+
+
+async def test_jobs_wait_for_a_daemon_with_their_kind_and_tags(env: Env) -> None:
+    pushed = await env.push("t", 'provisioner = "echo"\ntags = { region = "eu" }\n', run_import=False)
+    assert await env.queue.acquire("w", ["exec"], {"region": "eu"}) is None
+    assert await env.queue.acquire("w", ["echo"], {}) is None
+    assert await env.queue.acquire("w", ["echo"], {"region": "us"}) is None
+    job = await env.queue.acquire("w", ["echo"], {"region": "eu", "gpu": "yes"})
+    assert job is not None and job.id == pushed.job_id
+
+
+async def test_a_new_job_wakes_an_idle_daemon_through_notify(env: Env) -> None:
+    pushed = await env.push("t", ECHO)
+    listener = Listener(env.db, channels.ALL)
+    await listener.start()
+    assert listener.connected.is_set()
+    queue = PgJobQueue(env.db, env.clock, listener)
+    daemon = ProvisionerDaemon(
+        queue,
+        {"echo": Recording()},
+        DaemonOptions(poll_interval=3600, heartbeat_interval=1, work_root=env.tmp),
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_for(lambda: _idle(listener))
+        [job_id] = await _workspaces(env, pushed.template_id, 1)
+        # The poll interval is an hour: only the notification can get this job run in time.
+        await wait_for(lambda: _status_is(env, job_id, "succeeded"), timeout=20)
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 10)
+        await listener.stop()
+
+
+async def _idle(listener: Listener) -> bool:
+    return bool(listener._events.get(channels.JOB_QUEUED))
+
+
+DAEMON_SCRIPT = textwrap.dedent("""
+    import asyncio, sys
+    from pathlib import Path
+    from prebuildd.clock import SystemClock
+    from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
+    from prebuildd.provisioner.queue import PgJobQueue
+    from prebuildd.provisioner.registry import available_provisioners
+    from prebuildd.store.db import Database
+
+    async def main():
+        db = await Database(sys.argv[1], min_size=1, max_size=2).open()
+        queue = PgJobQueue(db, SystemClock())
+        opts = DaemonOptions(name="doomed", heartbeat_interval=0.2, poll_interval=0.1, work_root=Path(sys.argv[2]))
+        await ProvisionerDaemon(queue, available_provisioners(), opts).run()
+
+    asyncio.run(main())
+""")
+
+
+async def test_a_daemon_killed_mid_job_gets_its_job_failed_as_stale(env: Env, database_url: str) -> None:
+    env.clock.set(datetime.now(UTC))
+    pushed = await env.push("t", BLOCKING_ECHO)
+    [job_id] = await _workspaces(env, pushed.template_id, 1)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DAEMON_SCRIPT, database_url, str(env.tmp)], start_new_session=True
+    )
+    try:
+        await wait_for(lambda: _status_is(env, job_id, "running"), what="the daemon to take the job")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    queue = PgJobQueue(env.db, env.clock)
+    assert await queue.fail_stale(timedelta(minutes=5)) == []  # heartbeat is recent
+    env.clock.advance(minutes=6)
+    assert await queue.fail_stale(timedelta(minutes=5)) == [job_id]
+    job = await env.job(job_id)
+    assert job["job_status"] == "failed" and job["failure_class"] == "infrastructure"
+    assert "provisioner stopped responding" in job["error"] and "doomed" in job["error"]
+
+
+async def test_a_late_completion_after_a_stale_failure_is_refused(env: Env) -> None:
+    from prebuildd.provisioner.queue import JobOutcome
+
+    pushed = await env.push("t", ECHO)
+    [job_id] = await _workspaces(env, pushed.template_id, 1)
+    acquired = await env.queue.acquire("zombie", ["echo"], {})
+    assert acquired is not None
+    env.clock.advance(minutes=10)
+    assert await env.queue.fail_stale(timedelta(minutes=5)) == [job_id]
+    assert not await env.queue.complete(job_id, "zombie", JobOutcome())
+    assert (await env.job(job_id))["job_status"] == "failed"
+
+
+async def test_every_timestamp_comes_from_the_injected_clock(
+    env: Env, clock: FakeClock, tmp_path: Path
+) -> None:
+    clock.set(datetime(2030, 6, 1, 12, 0, tzinfo=UTC))
+    pushed = await env.push("t", 'provisioner = "echo"\n[echo]\nstart = { logs = ["hello"] }\n')
+    [job_id] = await _workspaces(env, pushed.template_id, 1)
+    await env.run_jobs()
+    job = await env.job(job_id)
+    assert job["job_status"] == "succeeded"
+    for column in ("created_at", "updated_at", "started_at", "completed_at"):
+        assert job[column].year == 2030, column
+    for line in await env.queue.logs(job_id):
+        assert line["created_at"].year == 2030

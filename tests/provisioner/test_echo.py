@@ -95,9 +95,7 @@ async def test_scripted_failure(tmp_path: Path) -> None:
 async def test_claim_build_plays_the_claim_step(tmp_path: Path) -> None:
     m = manifest(claim=EchoStep(logs=("personalising",), outputs={"claimed": True}))
     logs = Logs()
-    result = await EchoProvisioner().run_build(
-        context(m, tmp_path, is_claim=True, build_number=2), logs
-    )
+    result = await EchoProvisioner().run_build(context(m, tmp_path, is_claim=True, build_number=2), logs)
     assert result.outputs == {"claimed": True}
     assert logs.records == [("info", "claim", "personalising")]
 
@@ -124,7 +122,7 @@ async def test_block_waits_until_canceled(tmp_path: Path) -> None:
 
 
 async def test_import_step(tmp_path: Path) -> None:
-    ok = manifest(import_=EchoStep())
+    ok = manifest()
     result = await EchoProvisioner().import_version(
         ImportContext(version_id="v-1", files_dir=tmp_path, manifest=ok), Logs()
     )

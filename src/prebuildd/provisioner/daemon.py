@@ -79,6 +79,8 @@ class ProvisionerDaemon:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{name}:{uuid.uuid4().hex[:8]}"
         self._stopping = asyncio.Event()
         self.current_job: uuid.UUID | None = None
+        self.interrupted: list[uuid.UUID] = []
+        """Jobs this daemon was running when its task was canceled (a shutdown past its grace period)."""
         self.jobs_done = 0
 
     @property
@@ -127,6 +129,7 @@ class ProvisionerDaemon:
             elif beater.done() and beater.result() is Heartbeat.CANCELED:
                 outcome = JobOutcome(canceled=True)
             else:
+                self.interrupted.append(job.id)
                 raise
         finally:
             beater.cancel()

@@ -296,6 +296,14 @@ class PgJobQueue:
                 await _notify_completed(conn, job_id, None, None)
         return None if row is None else str(row["job_status"])
 
+    async def release(self, job_id: UUID, worker_id: str) -> bool:
+        """Put a job interrupted by a shutdown back in the queue (it runs again from the start)."""
+        async with self.db.transaction() as conn:
+            row = await fetch_one(
+                conn, "jobs.release", {"id": job_id, "worker_id": worker_id, "now": self.clock.now()}
+            )
+        return row is not None
+
     async def fail_stale(self, stale_after: timedelta) -> list[UUID]:
         """Fail running jobs whose daemon has not sent a heartbeat for ``stale_after`` (class infrastructure)."""
         now = self.clock.now()

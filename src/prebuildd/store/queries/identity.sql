@@ -21,3 +21,6 @@ SELECT * FROM users WHERE id = %(id)s;
 
 -- name: user_by_name
 SELECT * FROM users WHERE lower(username) = lower(%(username)s);
+
+-- name: first_owner
+SELECT * FROM users WHERE role = 'owner' AND NOT is_system ORDER BY created_at LIMIT 1;

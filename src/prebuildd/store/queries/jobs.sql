@@ -96,3 +96,12 @@ SELECT pg_notify('prebuildd_job_completed', %(payload)s::text);
 -- name: set_error
 UPDATE provisioner_jobs SET error = %(error)s, failure_class = %(failure_class)s, updated_at = %(now)s
 WHERE id = %(id)s;
+
+-- name: release
+-- A job interrupted by a shutdown goes back to the queue for another daemon.
+WITH released AS (
+    UPDATE provisioner_jobs SET started_at = NULL, worker_id = NULL, updated_at = %(now)s
+    WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL AND canceled_at IS NULL
+    RETURNING id, provisioner
+)
+SELECT id, pg_notify('prebuildd_job_queued', provisioner) FROM released;

@@ -1,0 +1,3 @@
+from prebuildd.cli import main
+
+main()

@@ -1,0 +1,261 @@
+"""`prebuildd server`: one asyncio process with the HTTP API, embedded provisioner daemons and background loops.
+
+Start order: database (embedded or by URL), migrations, first-start bootstrap, LISTEN, queue, daemons, background
+services (the stale-job reaper; the reconciler registers itself the same way), then HTTP. Stop runs it backwards:
+HTTP stops taking requests, daemons stop taking jobs and get ``shutdown_grace`` to finish (jobs still running then
+are released back to the queue for another daemon), services stop, the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from prebuildd.api.app import create_app
+from prebuildd.auth import create_token
+from prebuildd.builder import WorkspaceBuilder
+from prebuildd.clock import Clock, SystemClock
+from prebuildd.config import ServerConfig
+from prebuildd.embedded_pg import EmbeddedPostgres
+from prebuildd.identity import create_user, ensure_default_organization
+from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
+from prebuildd.provisioner.queue import PgJobQueue
+from prebuildd.provisioner.registry import available_provisioners
+from prebuildd.services import Services
+from prebuildd.store import channels
+from prebuildd.store.db import Database, fetch_one
+from prebuildd.store.listener import Listener
+from prebuildd.store.migrate import migrate
+
+log = structlog.get_logger(__name__)
+
+OWNER_TOKEN_FILE = "owner-token"
+
+
+@dataclass
+class BackgroundService:
+    """A loop that starts and stops with the server (the stale-job reaper, the reconciler)."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+
+
+class Server:
+    def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.embedded: EmbeddedPostgres | None = None
+        self.services: Services | None = None
+        self.daemons: list[ProvisionerDaemon] = []
+        self._daemon_tasks: list[asyncio.Task[None]] = []
+        self._background: list[BackgroundService] = []
+        self._background_tasks: list[asyncio.Task[None]] = []
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()
+        self.bound_port: int | None = None
+        self.extensions: list[Callable[[Server], Awaitable[None]]] = []
+        """Called after the services exist and before HTTP starts: where later features attach themselves."""
+
+    def add_background(self, service: BackgroundService) -> None:
+        self._background.append(service)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.bound_port or self.config.port}"
+
+    # -- start ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> Services:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        url = config.postgres_url
+        if url is None:
+            self.embedded = EmbeddedPostgres(config.data_dir)
+            url = await asyncio.to_thread(self.embedded.start)
+        db = await Database(url, max_size=config.db_pool_size).open()
+        conn = await db.connect()
+        try:
+            applied = await migrate(conn, self.clock.now())
+        finally:
+            await conn.close()
+        if applied:
+            log.info("server.migrated", versions=applied)
+        await self._bootstrap(db)
+        listener = Listener(db, channels.ALL)
+        await listener.start()
+        queue = PgJobQueue(db, self.clock, listener)
+        self.services = services = Services(
+            config=config,
+            clock=self.clock,
+            db=db,
+            listener=listener,
+            queue=queue,
+            builder=WorkspaceBuilder(self.clock),
+        )
+        self.add_background(BackgroundService("stale-job-reaper", self._reap_stale_jobs))
+        for extension in self.extensions:
+            await extension(self)
+        if config.demo:
+            from prebuildd.demo import install_demo
+
+            await install_demo(services)
+        await self._start_http(services)  # first: a port of 0 is only known once bound
+        if not config.access_url:
+            config.access_url = self.url
+        self._start_daemons(queue)
+        for service in self._background:
+            self._background_tasks.append(asyncio.create_task(self._supervise(service), name=service.name))
+        self.started.set()
+        return services
+
+    async def _bootstrap(self, db: Database) -> None:
+        """First start: the default organization, an owner, and their token in `<data-dir>/owner-token`."""
+        org = await ensure_default_organization(db, self.clock)
+        async with db.transaction() as conn:
+            owner = await fetch_one(conn, "identity.first_owner")
+        if owner is not None:
+            return
+        user = await create_user(db, self.clock, username="admin", role="owner", organization_id=org["id"])
+        _, secret = await create_token(db, self.clock, user_id=user["id"], name="first-start")
+        path = self.config.data_dir / OWNER_TOKEN_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        log.info(
+            "server.owner_created",
+            username="admin",
+            token_file=str(path),
+            hint=f"prebuildd login {self.config.effective_access_url} --token-file {path}",
+        )
+
+    def _start_daemons(self, queue: PgJobQueue) -> None:
+        provisioners = available_provisioners()
+        for i in range(self.config.provisioner_daemons):
+            daemon = ProvisionerDaemon(
+                queue,
+                provisioners,
+                DaemonOptions(
+                    name=f"embedded-{i}",
+                    tags=self.config.provisioner_tags,
+                    heartbeat_interval=self.config.heartbeat_interval,
+                    poll_interval=self.config.job_poll_interval,
+                    data_dir=self.config.data_dir,
+                    work_root=_work_root(self.config.data_dir),
+                    access_url=self.config.effective_access_url,
+                ),
+            )
+            self.daemons.append(daemon)
+            self._daemon_tasks.append(asyncio.create_task(daemon.run(), name=f"daemon-{i}"))
+
+    async def _supervise(self, service: BackgroundService) -> None:
+        """Keep a background loop alive: a crash is logged and the loop restarts after a pause."""
+        while True:
+            try:
+                await service.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("server.background_crashed", service=service.name)
+                await asyncio.sleep(5)
+
+    async def _reap_stale_jobs(self) -> None:
+        assert self.services is not None
+        interval = min(self.config.stale_job_timeout / 5, 30.0)
+        while True:
+            await self.services.queue.fail_stale(timedelta(seconds=self.config.stale_job_timeout))
+            await asyncio.sleep(interval)
+
+    async def _start_http(self, services: Services) -> None:
+        app = create_app(services)
+        uv_config = uvicorn.Config(
+            app,
+            host=self.config.host,
+            port=self.config.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        self._http = _Uvicorn(uv_config)
+        self._http_task = asyncio.create_task(self._http.serve(), name="http")
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise RuntimeError(f"HTTP server did not start on {self.config.http_address}")
+            await asyncio.sleep(0.01)
+        for server in self._http.servers:
+            for sock in server.sockets:
+                self.bound_port = sock.getsockname()[1]
+                break
+        log.info("server.listening", url=self.url, access_url=self.config.effective_access_url)
+
+    # -- stop ----------------------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._http_task
+        for daemon in self.daemons:
+            daemon.stop()
+        if self._daemon_tasks:
+            _, pending = await asyncio.wait(self._daemon_tasks, timeout=self.config.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self._release_unfinished()
+        for task in self._background_tasks:
+            task.cancel()
+        await asyncio.gather(*self._background_tasks, return_exceptions=True)
+        if self.services is not None:
+            await self.services.listener.stop()
+            await self.services.db.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        log.info("server.stopped")
+
+    async def _release_unfinished(self) -> None:
+        assert self.services is not None
+        for daemon in self.daemons:
+            for job_id in daemon.interrupted:
+                if await self.services.queue.release(job_id, daemon.worker_id):
+                    log.info("server.job_released", job_id=str(job_id), reason="shutdown")
+
+    async def run(self) -> None:
+        """Start, serve until SIGINT/SIGTERM, stop."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+            log.info("server.stopping")
+        finally:
+            await self.stop()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its signal handling: the server owns SIGINT/SIGTERM and stops every part in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _work_root(data_dir: Path) -> Path:
+    path = data_dir / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,29 @@
+"""The running parts of one prebuildd process, shared by the HTTP API and the background loops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prebuildd.builder import WorkspaceBuilder
+from prebuildd.clock import Clock
+from prebuildd.config import ServerConfig
+from prebuildd.provisioner.queue import PgJobQueue
+from prebuildd.store.db import Database
+from prebuildd.store.listener import Listener
+
+
+@dataclass
+class Services:
+    config: ServerConfig
+    clock: Clock
+    db: Database
+    listener: Listener
+    queue: PgJobQueue
+    builder: WorkspaceBuilder
+    kick_hooks: list[Callable[[str], None]] = field(default_factory=list)
+    """Called with a reason when something should make the reconciler run now (claims, settings, versions)."""
+
+    def kick(self, reason: str) -> None:
+        for hook in self.kick_hooks:
+            hook(reason)

@@ -19,7 +19,6 @@ import structlog
 
 from prebuildd.clock import Clock
 from prebuildd.domain.errors import BAD_REQUEST, CONFLICT, INTERNAL, NOT_ACCEPTABLE, NOT_FOUND, BuildError
-from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, FailureClass, JobPriority, JobStatus, JobType, Transition
 from prebuildd.domain.parameters import ParameterError, ParameterSpec, resolve_parameters
 from prebuildd.store.db import Conn, Database, Row, execute, fetch_all, fetch_one, fetch_val, jsonb
@@ -43,6 +42,9 @@ class BuildRequest:
     preset_id: UUID | None = None
     parameters: Mapping[str, object] = field(default_factory=dict)
     priority: int = JobPriority.HUMAN
+    expected_owner_id: UUID | None = None
+    """Existing workspaces: refuse (409) unless still owned by this user, checked under the row lock. A reconciler
+    delete sets it to the prebuilds user, so a delete and a claim of the same prebuild can never both win."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,8 @@ class WorkspaceBuilder:
             raise BuildError(NOT_FOUND, f"workspace {workspace_id} not found")
         if workspace["deleted"]:
             raise BuildError(BAD_REQUEST, f"workspace {workspace['name']} is deleted")
+        if req.expected_owner_id is not None and workspace["owner_id"] != req.expected_owner_id:
+            raise BuildError(CONFLICT, f"workspace {workspace['name']} changed owner")
         last = await fetch_one(conn, "workspaces.latest_build", {"workspace_id": workspace_id})
         if last is None:
             raise BuildError(INTERNAL, f"workspace {workspace['name']} has no build")
@@ -371,7 +375,3 @@ def _conflict_message(exc: psycopg.errors.UniqueViolation) -> str:
     if constraint == "workspace_builds_workspace_id_build_number_key":
         return "another build of this workspace was created at the same time"
     return f"conflict: {exc.diag.message_primary or exc}"
-
-
-def is_prebuild_owner(owner_id: UUID) -> bool:
-    return owner_id == PREBUILDS_USER_ID

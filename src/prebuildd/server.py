@@ -30,6 +30,7 @@ from prebuildd.identity import create_user, ensure_default_organization
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.provisioner.queue import PgJobQueue
 from prebuildd.provisioner.registry import available_provisioners
+from prebuildd.reconciler import Reconciler
 from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.db import Database, fetch_one
@@ -104,6 +105,8 @@ class Server:
             builder=WorkspaceBuilder(self.clock),
         )
         self.add_background(BackgroundService("stale-job-reaper", self._reap_stale_jobs))
+        services.reconciler = Reconciler(services)
+        self.add_background(BackgroundService("reconciler", services.reconciler.run))
         for extension in self.extensions:
             await extension(self)
         if config.demo:

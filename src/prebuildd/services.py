@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prebuildd.builder import WorkspaceBuilder
 from prebuildd.clock import Clock
@@ -11,6 +12,9 @@ from prebuildd.config import ServerConfig
 from prebuildd.provisioner.queue import PgJobQueue
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
+
+if TYPE_CHECKING:
+    from prebuildd.reconciler import Reconciler
 
 
 @dataclass
@@ -21,6 +25,7 @@ class Services:
     listener: Listener
     queue: PgJobQueue
     builder: WorkspaceBuilder
+    reconciler: Reconciler | None = None
     kick_hooks: list[Callable[[str], None]] = field(default_factory=list)
     """Called with a reason when something should make the reconciler run now (claims, settings, versions)."""
 

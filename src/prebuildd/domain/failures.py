@@ -1,0 +1,138 @@
+"""Failure maths of SPEC §6: database-derived backoff, the transient backoff, and the hard limit.
+
+All of it is computed from what PostgreSQL holds (the latest build of each prebuild and the preset's transient
+failure record), so every replica and every restart reaches the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from prebuildd.domain.snapshot import PrebuildRow, PresetRow
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    backoff_interval: timedelta = timedelta(minutes=1)
+    backoff_lookback: timedelta = timedelta(hours=1)
+    max_backoff: timedelta = timedelta(hours=1)
+    hard_limit: int = 3
+    """0 disables the hard limit."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    until: datetime
+    failures: int
+    reason: str
+
+
+def _creations(preset: PresetRow, rows: Sequence[PrebuildRow]) -> list[PrebuildRow]:
+    """Finished creations of this preset that still count: start builds on the preset's version, newest first,
+    after the last retry or cleanup, excluding infrastructure failures (nothing the template did)."""
+    found = [
+        r
+        for r in rows
+        if r.transition == "start"
+        and r.version_id == preset.version_id
+        and r.job_status in ("succeeded", "failed")
+        and r.failure_class != "infrastructure"
+        and (preset.failures_reset_at is None or r.build_created_at >= preset.failures_reset_at)
+    ]
+    return sorted(found, key=lambda r: r.build_created_at, reverse=True)
+
+
+def build_backoff(
+    preset: PresetRow, rows: Sequence[PrebuildRow], now: datetime, policy: FailurePolicy
+) -> Backoff | None:
+    """§6.1: among the newest `desired` creations, failures within the lookback delay the next create by
+    ``failures * interval`` from the newest failure's completion (not its creation)."""
+    newest = _creations(preset, rows)[: max(preset.desired_instances or 0, 1)]
+    recent = [
+        r for r in newest if r.job_status == "failed" and r.build_created_at >= now - policy.backoff_lookback
+    ]
+    if not recent:
+        return None
+    last = max(r.job_completed_at or r.build_created_at for r in recent)
+    until = last + len(recent) * policy.backoff_interval
+    latest_error = max(recent, key=lambda r: r.job_completed_at or r.build_created_at).error or "build failed"
+    return Backoff(until, len(recent), f"{len(recent)} failed builds, last: {latest_error}")
+
+
+def transient_backoff(
+    preset: PresetRow, rows: Sequence[PrebuildRow], now: datetime, policy: FailurePolicy
+) -> Backoff | None:
+    """§6.2: refused creations recorded on the preset, plus infrastructure failures of its builds, back off
+    linearly in the number of consecutive failures, capped by ``max_backoff``."""
+    candidates: list[Backoff] = []
+    if preset.consecutive_failures and preset.last_failure_at is not None:
+        wait = min(policy.backoff_interval * preset.consecutive_failures, policy.max_backoff)
+        reason = f"{preset.consecutive_failures} transient failures, last: {preset.last_error or 'unknown'}"
+        candidates.append(Backoff(preset.last_failure_at + wait, preset.consecutive_failures, reason))
+    infra = sorted(
+        (
+            r
+            for r in rows
+            if r.transition == "start"
+            and r.job_status == "failed"
+            and r.failure_class == "infrastructure"
+            and r.build_created_at >= now - policy.backoff_lookback
+            and (preset.failures_reset_at is None or r.build_created_at >= preset.failures_reset_at)
+        ),
+        key=lambda r: r.job_completed_at or r.build_created_at,
+    )
+    if infra:
+        last = infra[-1]
+        wait = min(policy.backoff_interval * len(infra), policy.max_backoff)
+        reason = f"{len(infra)} infrastructure failures, last: {last.error or 'unknown'}"
+        candidates.append(
+            Backoff((last.job_completed_at or last.build_created_at) + wait, len(infra), reason)
+        )
+    return max(candidates, key=lambda b: b.until, default=None)
+
+
+@dataclass(frozen=True)
+class HardLimit:
+    limited: bool
+    reason_class: str | None = None
+    """'config' when the last failure was a refused build, 'build' otherwise."""
+    last_error: str = ""
+
+    def describe(self, limit: int) -> str:
+        return f"last {limit} creations failed: {self.last_error}" if self.limited else ""
+
+
+def hard_limit(preset: PresetRow, rows: Sequence[PrebuildRow], policy: FailurePolicy) -> HardLimit:
+    """§6.3: the last ``hard_limit`` creations all failed (no time window)."""
+    if policy.hard_limit <= 0:
+        return HardLimit(False)
+    last = _creations(preset, rows)[: policy.hard_limit]
+    if len(last) < policy.hard_limit or any(r.job_status != "failed" for r in last):
+        return HardLimit(False)
+    newest = last[0]
+    reason_class = "config" if newest.failure_class == "config" else "build"
+    return HardLimit(True, reason_class, newest.error or "build failed")
+
+
+def failure_inputs(policy: FailurePolicy, now: datetime) -> Any:
+    """The FailureInputs callback for ``snapshot.preset_snapshot``."""
+
+    def inputs(preset: PresetRow, rows: list[PrebuildRow]) -> dict[str, Any]:
+        limit = hard_limit(preset, rows, policy)
+        backoffs = [
+            b
+            for b in (build_backoff(preset, rows, now, policy), transient_backoff(preset, rows, now, policy))
+            if b is not None
+        ]
+        backoff = max(backoffs, key=lambda b: b.until, default=None)
+        return {
+            "backoff_until": backoff.until if backoff else None,
+            "backoff_reason": backoff.reason if backoff else "",
+            "hard_limited": limit.limited,
+            "hard_limit_reason": limit.describe(policy.hard_limit),
+        }
+
+    return inputs

@@ -1,0 +1,433 @@
+"""The reconcile loop: take the cycle lock, read one global snapshot, plan (pure), execute, record (SPEC §5).
+
+Locking: the cycle lock is a session advisory lock taken with ``pg_try_advisory_lock`` on a dedicated autocommit
+connection at the start of each cycle and released at its end. That connection is never inside a transaction, so
+nothing sits "idle in transaction" while actions run; the snapshot has its own short read-only REPEATABLE READ
+transaction, and each action its own short write transaction. The cycle lock only avoids duplicate work: what
+guarantees the invariant is the per-preset transaction lock plus re-count taken by every create, so replicas
+that race (or a lock lost with its connection) still never exceed a target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import structlog
+from psycopg import IsolationLevel
+
+from prebuildd.builder import BuildRequest, prebuild_name
+from prebuildd.domain.errors import BuildError
+from prebuildd.domain.failures import FailurePolicy, failure_inputs, hard_limit
+from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
+from prebuildd.domain.planner import Plan, PresetSnapshot, pace, plan_preset
+from prebuildd.domain.schedules import Schedule
+from prebuildd.domain.snapshot import PrebuildRow, PresetRow, group, inflight_jobs, preset_snapshot
+from prebuildd.services import Services
+from prebuildd.store import channels
+from prebuildd.store.db import Conn, execute, fetch_all, fetch_one
+
+log = structlog.get_logger(__name__)
+
+CYCLE_LOCK = 0x70726563  # "prec"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: datetime
+    paused: bool
+    presets: dict[UUID, PresetRow]
+    snapshots: list[PresetSnapshot]
+    prebuilds: list[PrebuildRow]
+    inflight: int
+
+
+@dataclass
+class CycleResult:
+    snapshot: Snapshot
+    plans: list[Plan]
+    created: int = 0
+    deleted: int = 0
+    canceled: int = 0
+    failures: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    queries: int = 0
+
+
+@dataclass(frozen=True)
+class _Event:
+    kind: str
+    preset: PresetRow
+    message: str
+    workspace_id: UUID | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, services: Services, *, use_cycle_lock: bool = True, debounce: float = 0.1) -> None:
+        self.services = services
+        self.config = services.config
+        self.clock = services.clock
+        self.use_cycle_lock = use_cycle_lock
+        self.debounce = debounce
+        self.policy = FailurePolicy(
+            backoff_interval=timedelta(seconds=self.config.backoff_interval),
+            backoff_lookback=timedelta(seconds=self.config.backoff_lookback),
+            max_backoff=timedelta(seconds=self.config.max_backoff),
+            hard_limit=self.config.failure_hard_limit,
+        )
+        size = self.config.reconcile_concurrency or max(1, min(5, services.db.pool.max_size // 2))
+        self._concurrency = asyncio.Semaphore(size)
+        self._kicked = asyncio.Event()
+        self._lock_conn: Conn | None = None
+        self._last_decisions: dict[UUID, str] = {}
+        self._last_prune: datetime | None = None
+        self.last_result: CycleResult | None = None
+        self.holds_lock = False
+        self.newly_hard_limited: list[PresetRow] = []
+        self.cycles = 0
+        self.on_cycle: list[Any] = []
+        """Callbacks ``f(result)`` after each cycle (metrics)."""
+
+    # -- triggers ------------------------------------------------------------------------------------------
+
+    def kick(self, reason: str = "") -> None:
+        """Run a cycle soon (coalesced with other kicks within the debounce window)."""
+        log.debug("reconcile.kicked", reason=reason)
+        self._kicked.set()
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == channels.JOB_COMPLETED:
+            self.kick("job completed")
+
+    async def run(self) -> None:
+        """The loop: a cycle every interval, or sooner when kicked."""
+        self.services.listener.add_handler(self._on_notify)
+        self.services.kick_hooks.append(self.kick)
+        try:
+            while True:
+                try:
+                    await self.run_cycle()
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("reconcile.cycle_failed", error=str(exc))
+                    await self._drop_lock_conn()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kicked.wait(), timeout=self.config.reconcile_interval)
+                    await asyncio.sleep(self.debounce)  # let a burst of kicks make one cycle
+                self._kicked.clear()
+        finally:
+            await self._drop_lock_conn()
+
+    # -- one cycle -----------------------------------------------------------------------------------------
+
+    async def run_cycle(self) -> CycleResult | None:
+        started = time.perf_counter()
+        if self.use_cycle_lock and not await self._try_lock():
+            self.holds_lock = False
+            log.debug("reconcile.skipped", reason="another replica holds the cycle lock")
+            return None
+        self.holds_lock = True
+        try:
+            snap = await self.snapshot()
+            plans = [plan_preset(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots]
+            plans = pace(plans, snap.inflight, self.config.max_inflight_prebuild_jobs)
+            result = CycleResult(snap, plans, queries=3)
+            await self._record_status(snap, result)
+            if not snap.paused:
+                await asyncio.gather(
+                    *(self._execute(snap.presets[p.preset_id], p, result) for p in plans if p.actions)
+                )
+            await self._record(snap, result)
+            await self._prune_events(snap.taken_at)
+        finally:
+            if self.use_cycle_lock:
+                await self._unlock()
+        result.duration = time.perf_counter() - started
+        self.last_result = result
+        self.cycles += 1
+        for callback in self.on_cycle:
+            callback(result)
+        log.info(
+            "reconcile.cycle",
+            presets=len(plans),
+            created=result.created,
+            deleted=result.deleted,
+            canceled=result.canceled,
+            paused=snap.paused,
+            duration_ms=round(result.duration * 1000, 1),
+        )
+        return result
+
+    async def snapshot(self) -> Snapshot:
+        """The global snapshot: three queries in one read-only REPEATABLE READ transaction, whatever the size."""
+        async with self.services.db.transaction(
+            isolation=IsolationLevel.REPEATABLE_READ, readonly=True
+        ) as conn:
+            now = self.clock.now()
+            settings = await fetch_one(conn, "reconcile.settings")
+            preset_rows = await fetch_all(
+                conn, "reconcile.snapshot_presets", {"prebuilds_user_id": PREBUILDS_USER_ID}
+            )
+            prebuild_rows = await fetch_all(
+                conn, "reconcile.snapshot_prebuilds", {"prebuilds_user_id": PREBUILDS_USER_ID}
+            )
+        presets = [_preset_row(r) for r in preset_rows]
+        prebuilds = [PrebuildRow(**r) for r in prebuild_rows]
+        grouped = group(presets, prebuilds)
+        inputs = failure_inputs(self.policy, now)
+        retry = timedelta(seconds=self.config.backoff_interval)
+        snapshots = [
+            preset_snapshot(rows, delete_retry=retry, failure_inputs=inputs) for rows in grouped.values()
+        ]
+        return Snapshot(
+            taken_at=now,
+            paused=bool(settings and settings["reconciliation_paused"]),
+            presets={p.preset_id: p for p in presets},
+            snapshots=snapshots,
+            prebuilds=prebuilds,
+            inflight=inflight_jobs(prebuilds),
+        )
+
+    # -- executing -----------------------------------------------------------------------------------------
+
+    async def _execute(self, preset: PresetRow, plan: Plan, result: CycleResult) -> None:
+        async with self._concurrency:
+            for cancel in plan.cancels:
+                status = await self.services.queue.cancel(cancel.job_id)
+                if status == "canceled" and await self._delete(cancel.workspace_id, "inactive version"):
+                    result.canceled += 1
+            for delete in plan.deletes:
+                if await self._delete(delete.workspace_id, delete.reason.value):
+                    result.deleted += 1
+            if plan.create:
+                result.created += await self._create(preset, plan, result)
+
+    async def _delete(self, workspace_id: UUID, reason: str) -> bool:
+        req = BuildRequest(
+            transition=Transition.DELETE,
+            initiator_id=PREBUILDS_USER_ID,
+            workspace_id=workspace_id,
+            reason=BuildReason.PREBUILD,
+            priority=JobPriority.PREBUILD,
+            expected_owner_id=PREBUILDS_USER_ID,
+        )
+        try:
+            async with self.services.db.transaction() as conn:
+                created = await self.services.builder.build(conn, req)
+        except BuildError as exc:
+            # Claimed meanwhile, or a build started: the next cycle sees the new state.
+            log.info(
+                "prebuild.delete_skipped", workspace_id=str(workspace_id), reason=reason, error=exc.message
+            )
+            return False
+        log.info(
+            "prebuild.delete", workspace_id=str(workspace_id), reason=reason, orphan=created.orphan_deleted
+        )
+        return True
+
+    async def _create(self, preset: PresetRow, plan: Plan, result: CycleResult) -> int:
+        created = 0
+        for _ in range(plan.create):
+            req = BuildRequest(
+                transition=Transition.START,
+                initiator_id=PREBUILDS_USER_ID,
+                owner_id=PREBUILDS_USER_ID,
+                organization_id=preset.organization_id,
+                template_id=preset.template_id,
+                name=prebuild_name(),
+                version_id=preset.version_id,
+                preset_id=preset.preset_id,
+                reason=BuildReason.PREBUILD,
+                priority=JobPriority.PREBUILD,
+            )
+            try:
+                if not await self._create_one(preset, plan.state.desired, req):
+                    break
+            except BuildError as exc:
+                result.failures.append(f"{preset.template_name}/{preset.preset_name}: {exc.message}")
+                await self._creation_refused(preset, req, exc)
+                break  # the remaining creates would fail the same way (SPEC §6.2)
+            created += 1
+        if created and preset.consecutive_failures:
+            async with self.services.db.transaction() as conn:
+                await execute(conn, "failures.clear_transient", {"preset_id": preset.preset_id})
+        return created
+
+    async def _create_one(self, preset: PresetRow, desired: int, req: BuildRequest) -> bool:
+        """One create under the preset's lock, after re-counting: never above the target, whatever else runs."""
+        async with self.services.db.transaction(isolation=IsolationLevel.READ_COMMITTED) as conn:
+            await execute(conn, "reconcile.lock_preset", {"preset_id": preset.preset_id})
+            counts = await fetch_one(
+                conn,
+                "reconcile.count_pool",
+                {
+                    "preset_id": preset.preset_id,
+                    "prebuilds_user_id": PREBUILDS_USER_ID,
+                    "now": self.clock.now(),
+                    "invalidated_at": preset.last_invalidated_at,
+                    "ttl_seconds": preset.ttl_seconds,
+                },
+            )
+            assert counts is not None
+            if counts["running_valid"] + counts["starting"] >= desired:
+                log.info(
+                    "prebuild.create_skipped",
+                    preset_id=str(preset.preset_id),
+                    reason="target already met (re-counted under the preset lock)",
+                )
+                return False
+            created = await self.services.builder.build(conn, req)
+        log.info("prebuild.create", preset_id=str(preset.preset_id), workspace_id=str(created.workspace_id))
+        return True
+
+    async def _creation_refused(self, preset: PresetRow, req: BuildRequest, exc: BuildError) -> None:
+        log.warning(
+            "prebuild.create_failed",
+            preset_id=str(preset.preset_id),
+            status=exc.status,
+            transient=exc.is_transient,
+            error=exc.message,
+        )
+        if exc.is_transient:
+            async with self.services.db.transaction() as conn:
+                await execute(
+                    conn,
+                    "failures.record_transient",
+                    {
+                        "preset_id": preset.preset_id,
+                        "now": self.clock.now(),
+                        "error": exc.message,
+                    },
+                )
+            return
+        try:
+            await self.services.builder.record_failed_build(self.services.db, req, exc)
+        except (BuildError, psycopg.Error) as record_exc:
+            log.error(
+                "prebuild.failed_record_not_written", preset_id=str(preset.preset_id), error=str(record_exc)
+            )
+
+    # -- recording -----------------------------------------------------------------------------------------
+
+    async def _record_status(self, snap: Snapshot, result: CycleResult) -> None:
+        """Store hard-limit transitions (even while paused), with their reason and last error."""
+        changes: list[tuple[PresetRow, str, str | None, str]] = []
+        for preset in snap.presets.values():
+            rows = [r for r in snap.prebuilds if r.preset_id == preset.preset_id]
+            limit = hard_limit(preset, rows, self.policy) if preset.active else None
+            status = "hard_limited" if limit and limit.limited else "healthy"
+            if status != preset.prebuild_status:
+                changes.append(
+                    (preset, status, limit.reason_class if limit else None, limit.last_error if limit else "")
+                )
+        if not changes:
+            return
+        async with self.services.db.transaction() as conn:
+            for preset, status, reason_class, error in changes:
+                await execute(
+                    conn,
+                    "failures.set_status",
+                    {
+                        "preset_id": preset.preset_id,
+                        "status": status,
+                        "reason": reason_class,
+                        "error": error or None,
+                        "now": snap.taken_at,
+                    },
+                )
+        self.newly_hard_limited = [c[0] for c in changes if c[1] == "hard_limited"]
+        for preset, status, _, error in changes:
+            log.warning(
+                "prebuild.status_changed",
+                preset=f"{preset.template_name}/{preset.preset_name}",
+                status=status,
+                error=error,
+            )
+
+    async def _record(self, snap: Snapshot, result: CycleResult) -> None:
+        """An event per preset whose decision changed since the last cycle (bounded writes at any scale)."""
+        events: list[_Event] = []
+        for plan in result.plans:
+            preset = snap.presets[plan.preset_id]
+            text = plan.blocked or plan.reason
+            if plan.blocked and plan.wanted_creates:
+                text = f"{plan.reason}; {plan.blocked}"
+            if self._last_decisions.get(plan.preset_id) != text or plan.actions:
+                self._last_decisions[plan.preset_id] = text
+                events.append(
+                    _Event(
+                        "reconcile.decision",
+                        preset,
+                        text,
+                        data={
+                            "create": plan.create,
+                            "deletes": [d.reason.value for d in plan.deletes],
+                            "cancels": len(plan.cancels),
+                            "desired": plan.state.desired,
+                            "running": plan.state.running_valid,
+                            "starting": plan.state.starting,
+                        },
+                    )
+                )
+        if not events:
+            return
+        async with self.services.db.transaction() as conn:
+            await execute(
+                conn,
+                "reconcile.insert_events",
+                {
+                    "now": snap.taken_at,
+                    "kinds": [e.kind for e in events],
+                    "organization_ids": [e.preset.organization_id for e in events],
+                    "template_ids": [e.preset.template_id for e in events],
+                    "preset_ids": [e.preset.preset_id for e in events],
+                    "workspace_ids": [e.workspace_id for e in events],
+                    "messages": [e.message for e in events],
+                    "datas": [json.dumps(e.data) for e in events],
+                },
+            )
+
+    async def _prune_events(self, now: datetime) -> None:
+        if self._last_prune is not None and now - self._last_prune < timedelta(hours=1):
+            return
+        self._last_prune = now
+        async with self.services.db.transaction() as conn:
+            await execute(
+                conn,
+                "reconcile.prune_events",
+                {"before": now - timedelta(seconds=self.config.event_retention)},
+            )
+
+    # -- the cycle lock ------------------------------------------------------------------------------------
+
+    async def _try_lock(self) -> bool:
+        if self._lock_conn is None or self._lock_conn.closed:
+            self._lock_conn = await self.services.db.connect()
+        row = await fetch_one(self._lock_conn, "reconcile.try_cycle_lock", {"key": CYCLE_LOCK})
+        return bool(row and row["locked"])
+
+    async def _unlock(self) -> None:
+        if self._lock_conn is not None and not self._lock_conn.closed:
+            try:
+                await fetch_one(self._lock_conn, "reconcile.cycle_unlock", {"key": CYCLE_LOCK})
+            except psycopg.Error:
+                await self._drop_lock_conn()
+
+    async def _drop_lock_conn(self) -> None:
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._lock_conn.close()
+            self._lock_conn = None
+
+
+def _preset_row(row: dict[str, Any]) -> PresetRow:
+    schedules = tuple(Schedule(s["cron"], s["instances"]) for s in row.pop("schedules") or ())
+    return PresetRow(schedules=schedules, **row)

@@ -1,0 +1,86 @@
+-- name: try_cycle_lock
+SELECT pg_try_advisory_lock(%(key)s) AS locked;
+
+-- name: cycle_unlock
+SELECT pg_advisory_unlock(%(key)s) AS unlocked;
+
+-- name: settings
+SELECT reconciliation_paused, updated_at FROM settings;
+
+-- name: snapshot_prebuilds
+-- The latest build of every prebuild, with its job: the one source for running, starting, leftovers and failures.
+SELECT lb.workspace_id, lb.workspace_created_at, lb.preset_id, lb.template_version_id AS version_id,
+       lb.transition, lb.job_id, lb.job_status, lb.build_created_at, lb.job_started_at, lb.job_completed_at,
+       lb.failure_class, lb.job_error AS error
+FROM workspace_latest_builds lb
+WHERE lb.owner_id = %(prebuilds_user_id)s;
+
+-- name: snapshot_presets
+-- Presets with a pool on active versions, plus any preset that still has prebuilds (old versions included).
+SELECT p.id AS preset_id, p.name AS preset_name, t.id AS template_id, t.name AS template_name,
+       t.organization_id, v.id AS version_id, v.name AS version_name,
+       (t.active_version_id = v.id AND NOT t.deleted AND t.deprecated_at IS NULL) AS active,
+       p.desired_instances, p.ttl_seconds, p.scheduling_timezone AS timezone, p.last_invalidated_at,
+       p.failures_reset_at, p.prebuild_status,
+       coalesce(s.schedules, '[]'::json) AS schedules,
+       coalesce(f.consecutive_failures, 0) AS consecutive_failures, f.last_failure_at,
+       coalesce(f.last_error, '') AS last_error
+FROM template_version_presets p
+JOIN template_versions v ON v.id = p.template_version_id
+JOIN templates t ON t.id = v.template_id
+LEFT JOIN preset_failure_trackers f ON f.preset_id = p.id
+LEFT JOIN LATERAL (
+    SELECT json_agg(json_build_object('cron', sc.cron, 'instances', sc.desired_instances) ORDER BY sc.position)
+           AS schedules
+    FROM template_version_preset_schedules sc WHERE sc.preset_id = p.id
+) s ON true
+WHERE (p.desired_instances IS NOT NULL AND t.active_version_id = v.id AND NOT t.deleted)
+   OR p.id IN (
+       SELECT DISTINCT b.preset_id
+       FROM workspaces w
+       CROSS JOIN LATERAL (
+           SELECT wb.preset_id FROM workspace_builds wb
+           WHERE wb.workspace_id = w.id ORDER BY wb.build_number DESC LIMIT 1
+       ) b
+       WHERE w.owner_id = %(prebuilds_user_id)s AND NOT w.deleted AND b.preset_id IS NOT NULL
+   )
+ORDER BY t.name, v.created_at, p.name;
+
+-- name: lock_preset
+-- Serialises creates of one preset across replicas for the rest of the transaction.
+SELECT pg_advisory_xact_lock(hashtextextended(%(preset_id)s::text, 7));
+
+-- name: count_pool
+-- Valid running plus starting prebuilds of one preset, re-read under its lock just before a create.
+SELECT
+    count(*) FILTER (WHERE b.transition = 'start' AND j.job_status IN ('pending', 'running', 'canceling'))
+        AS starting,
+    count(*) FILTER (
+        WHERE b.transition = 'start' AND j.job_status = 'succeeded'
+          AND (%(invalidated_at)s::timestamptz IS NULL OR w.created_at >= %(invalidated_at)s::timestamptz)
+          AND (%(ttl_seconds)s::int = 0 OR w.created_at > %(now)s::timestamptz - make_interval(secs => %(ttl_seconds)s::int))
+    ) AS running_valid
+FROM (SELECT DISTINCT workspace_id FROM workspace_builds WHERE preset_id = %(preset_id)s) c
+JOIN workspaces w ON w.id = c.workspace_id AND NOT w.deleted AND w.owner_id = %(prebuilds_user_id)s
+CROSS JOIN LATERAL (
+    SELECT wb.transition, wb.preset_id, wb.job_id FROM workspace_builds wb
+    WHERE wb.workspace_id = w.id ORDER BY wb.build_number DESC LIMIT 1
+) b
+JOIN provisioner_jobs j ON j.id = b.job_id
+WHERE b.preset_id = %(preset_id)s;
+
+-- name: insert_events
+INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, message, data)
+SELECT %(now)s, e.kind, e.organization_id, e.template_id, e.preset_id, e.workspace_id, e.message, e.data
+FROM unnest(%(kinds)s::text[], %(organization_ids)s::uuid[], %(template_ids)s::uuid[], %(preset_ids)s::uuid[],
+            %(workspace_ids)s::uuid[], %(messages)s::text[], %(datas)s::jsonb[])
+     AS e (kind, organization_id, template_id, preset_id, workspace_id, message, data);
+
+-- name: prune_events
+DELETE FROM events WHERE created_at < %(before)s;
+
+-- name: preset_events
+SELECT created_at, kind, message, data FROM events
+WHERE preset_id = %(preset_id)s
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;

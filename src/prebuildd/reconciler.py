@@ -31,6 +31,7 @@ from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
 from prebuildd.domain.planner import Plan, PresetSnapshot, pace, plan_preset
 from prebuildd.domain.schedules import Schedule
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow, group, inflight_jobs, preset_snapshot
+from prebuildd.notify import WebhookNotifier
 from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.db import Conn, execute, fetch_all, fetch_one
@@ -48,6 +49,8 @@ class Snapshot:
     snapshots: list[PresetSnapshot]
     prebuilds: list[PrebuildRow]
     inflight: int
+    queue_depth: int = 0
+    oldest_pending: datetime | None = None
 
 
 @dataclass
@@ -93,6 +96,8 @@ class Reconciler:
         self.last_result: CycleResult | None = None
         self.holds_lock = False
         self.newly_hard_limited: list[PresetRow] = []
+        url = self.config.notify_webhook
+        self.notifier: WebhookNotifier | None = WebhookNotifier(url) if url else None
         self.cycles = 0
         self.on_cycle: list[Any] = []
         """Callbacks ``f(result)`` after each cycle (metrics)."""
@@ -132,6 +137,7 @@ class Reconciler:
         started = time.perf_counter()
         if self.use_cycle_lock and not await self._try_lock():
             self.holds_lock = False
+            self.services.metrics.lock_holder.set(0)
             log.debug("reconcile.skipped", reason="another replica holds the cycle lock")
             return None
         self.holds_lock = True
@@ -139,7 +145,7 @@ class Reconciler:
             snap = await self.snapshot()
             plans = [plan_preset(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots]
             plans = pace(plans, snap.inflight, self.config.max_inflight_prebuild_jobs)
-            result = CycleResult(snap, plans, queries=3)
+            result = CycleResult(snap, plans, queries=4)
             await self._record_status(snap, result)
             if not snap.paused:
                 await asyncio.gather(
@@ -152,6 +158,7 @@ class Reconciler:
                 await self._unlock()
         result.duration = time.perf_counter() - started
         self.last_result = result
+        self._observe(result)
         self.cycles += 1
         for callback in self.on_cycle:
             callback(result)
@@ -179,6 +186,7 @@ class Reconciler:
             prebuild_rows = await fetch_all(
                 conn, "reconcile.snapshot_prebuilds", {"prebuilds_user_id": PREBUILDS_USER_ID}
             )
+            queue = await fetch_one(conn, "reconcile.queue_depth")
         presets = [_preset_row(r) for r in preset_rows]
         prebuilds = [PrebuildRow(**r) for r in prebuild_rows]
         grouped = group(presets, prebuilds)
@@ -194,7 +202,28 @@ class Reconciler:
             snapshots=snapshots,
             prebuilds=prebuilds,
             inflight=inflight_jobs(prebuilds),
+            queue_depth=int(queue["pending"]) if queue else 0,
+            oldest_pending=queue["oldest"] if queue else None,
         )
+
+    def _observe(self, result: CycleResult) -> None:
+        snap, metrics = result.snapshot, self.services.metrics
+        metrics.observe_cycle(
+            snap.presets,
+            result.plans,
+            paused=snap.paused,
+            duration=result.duration,
+            ended_at=self.clock.now(),
+            failed_ids=[
+                (r.workspace_id, r.preset_id)
+                for r in snap.prebuilds
+                if r.preset_id and r.transition == "start" and r.job_status == "failed"
+            ],
+        )
+        metrics.lock_holder.set(1 if self.holds_lock else 0)
+        metrics.queue_depth.set(snap.queue_depth)
+        age = (snap.taken_at - snap.oldest_pending).total_seconds() if snap.oldest_pending else 0
+        metrics.oldest_pending.set(max(age, 0))
 
     # -- executing -----------------------------------------------------------------------------------------
 
@@ -285,6 +314,7 @@ class Reconciler:
                 )
                 return False
             created = await self.services.builder.build(conn, req)
+        self.services.metrics.created.labels(*self.services.metrics.labels(preset)).inc()
         log.info("prebuild.create", preset_id=str(preset.preset_id), workspace_id=str(created.workspace_id))
         return True
 
@@ -343,13 +373,40 @@ class Reconciler:
                         "now": snap.taken_at,
                     },
                 )
-        self.newly_hard_limited = [c[0] for c in changes if c[1] == "hard_limited"]
+        limited = [(c[0], c[2], c[3]) for c in changes if c[1] == "hard_limited"]
+        self.newly_hard_limited = [p for p, _, _ in limited]
         for preset, status, _, error in changes:
             log.warning(
                 "prebuild.status_changed",
                 preset=f"{preset.template_name}/{preset.preset_name}",
                 status=status,
                 error=error,
+            )
+        limit_n = self.policy.hard_limit
+        events = [
+            _Event(
+                "prebuild.hard_limited",
+                p,
+                f"hard-limited: last {limit_n} creations failed: {error}",
+                data={"reason": reason},
+            )
+            for p, reason, error in limited
+        ]
+        events += [_Event("prebuild.healthy", c[0], "healthy again") for c in changes if c[1] == "healthy"]
+        await self._insert_events(snap.taken_at, events)
+        if limited and self.notifier is not None:
+            self.notifier.hard_limited(
+                [
+                    {
+                        "organization_id": str(p.organization_id),
+                        "template": p.template_name,
+                        "preset": p.preset_name,
+                        "version": p.version_name,
+                        "reason": reason,
+                        "last_error": error,
+                    }
+                    for p, reason, error in limited
+                ]
             )
 
     async def _record(self, snap: Snapshot, result: CycleResult) -> None:
@@ -377,6 +434,9 @@ class Reconciler:
                         },
                     )
                 )
+        await self._insert_events(snap.taken_at, events)
+
+    async def _insert_events(self, now: datetime, events: list[_Event]) -> None:
         if not events:
             return
         async with self.services.db.transaction() as conn:
@@ -384,7 +444,7 @@ class Reconciler:
                 conn,
                 "reconcile.insert_events",
                 {
-                    "now": snap.taken_at,
+                    "now": now,
                     "kinds": [e.kind for e in events],
                     "organization_ids": [e.preset.organization_id for e in events],
                     "template_ids": [e.preset.template_id for e in events],

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from prebuildd.builder import WorkspaceBuilder
 from prebuildd.clock import Clock
 from prebuildd.config import ServerConfig
+from prebuildd.metrics import Metrics
 from prebuildd.provisioner.queue import PgJobQueue
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
@@ -26,6 +27,7 @@ class Services:
     queue: PgJobQueue
     builder: WorkspaceBuilder
     reconciler: Reconciler | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     kick_hooks: list[Callable[[str], None]] = field(default_factory=list)
     """Called with a reason when something should make the reconciler run now (claims, settings, versions)."""
 

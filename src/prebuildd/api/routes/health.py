@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 import prebuildd
 from prebuildd.api.deps import ServicesDep
@@ -35,3 +35,10 @@ async def readyz(services: ServicesDep) -> Any:
             {"message": f"migrations not applied: {pending}", "detail": None}, status_code=503
         )
     return {"status": "ready"}
+
+
+@router.get(
+    "/metrics", summary="Prometheus metrics, served from the last reconcile snapshot", response_class=Response
+)
+async def metrics(services: ServicesDep) -> Response:
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -7,6 +7,9 @@ SELECT pg_advisory_unlock(%(key)s) AS unlocked;
 -- name: settings
 SELECT reconciliation_paused, updated_at FROM settings;
 
+-- name: queue_depth
+SELECT count(*) AS pending, min(created_at) AS oldest FROM provisioner_jobs WHERE job_status = 'pending';
+
 -- name: snapshot_prebuilds
 -- The latest build of every prebuild, with its job: the one source for running, starting, leftovers and failures.
 SELECT lb.workspace_id, lb.workspace_created_at, lb.preset_id, lb.template_version_id AS version_id,
@@ -78,9 +81,3 @@ FROM unnest(%(kinds)s::text[], %(organization_ids)s::uuid[], %(template_ids)s::u
 
 -- name: prune_events
 DELETE FROM events WHERE created_at < %(before)s;
-
--- name: preset_events
-SELECT created_at, kind, message, data FROM events
-WHERE preset_id = %(preset_id)s
-ORDER BY created_at DESC, id DESC
-LIMIT %(limit)s;

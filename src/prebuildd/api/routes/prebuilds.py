@@ -1,0 +1,218 @@
+"""Routes: prebuild pools — status, settings (pause/resume), pool settings, invalidate, retry, cleanup, explain."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from prebuildd import prebuild_ops
+from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
+from prebuildd.api.errors import ApiError
+from prebuildd.domain.durations import parse_duration
+from prebuildd.domain.schedules import Schedule
+
+router = APIRouter(tags=["prebuilds"])
+
+
+class PoolSettings(BaseModel):
+    reconciliation_paused: bool
+
+
+class PresetStatusOut(BaseModel):
+    preset_id: UUID
+    template: str
+    preset: str
+    version: str
+    active: bool
+    status: str = Field(description="healthy, hard_limited, backing_off, paused or inactive")
+    desired: int
+    running: int
+    eligible: int
+    expired: int
+    starting: int
+    stopping: int
+    deleting: int
+    failed: int
+    next_action: str
+    blocked: str | None
+    backoff_until: datetime | None
+    hard_limit_reason: str
+    schedule_problem: str | None
+    last_decision: str | None
+    last_decision_at: datetime | None
+    extra: dict[str, Any] = {}
+
+
+class StatusOut(BaseModel):
+    paused: bool
+    presets: list[PresetStatusOut]
+
+
+class PresetRef(BaseModel):
+    template: str = Field(min_length=1, max_length=64)
+    preset: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class ScheduleIn(BaseModel):
+    cron: str = Field(min_length=1, max_length=100)
+    instances: int = Field(ge=0, le=10_000)
+
+
+class PoolUpdate(BaseModel):
+    instances: int | None = Field(default=None, ge=0, le=10_000)
+    ttl: str | None = Field(default=None, description="Duration such as 8h; 0 for none", max_length=32)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    schedules: list[ScheduleIn] | None = Field(default=None, max_length=50)
+
+
+class CleanupIn(BaseModel):
+    template: str | None = Field(default=None, min_length=1, max_length=64)
+    preset: str | None = Field(default=None, min_length=1, max_length=128)
+    dry_run: bool = True
+
+
+class FailedPrebuild(BaseModel):
+    workspace_id: UUID
+    workspace_name: str
+    template: str
+    preset: str | None
+    error: str | None
+    failure_class: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class CleanupOut(BaseModel):
+    dry_run: bool
+    prebuilds: list[FailedPrebuild]
+    errors: list[str]
+
+
+class ExplainEvent(BaseModel):
+    at: datetime
+    kind: str
+    message: str
+
+
+class ExplainOut(BaseModel):
+    status: PresetStatusOut
+    decisions: list[ExplainEvent]
+
+
+def _raise(exc: prebuild_ops.OpError) -> ApiError:
+    return ApiError(exc.status, exc.message)
+
+
+@router.get(
+    "/prebuilds/status", response_model=StatusOut, summary="Every pool: targets, counts, status and why"
+)
+async def status(services: ServicesDep, user: UserDep) -> StatusOut:
+    paused, presets = await prebuild_ops.pool_status(services)
+    return StatusOut(paused=paused, presets=[PresetStatusOut(**asdict(p)) for p in presets])
+
+
+@router.get("/prebuilds/settings", response_model=PoolSettings)
+async def get_settings(services: ServicesDep, user: UserDep) -> PoolSettings:
+    paused, _ = await prebuild_ops.pool_status(services)
+    return PoolSettings(reconciliation_paused=paused)
+
+
+@router.put("/prebuilds/settings", response_model=PoolSettings, summary="Pause or resume reconciliation")
+async def put_settings(body: PoolSettings, services: ServicesDep, user: OwnerDep) -> PoolSettings:
+    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user["id"])
+    return PoolSettings(reconciliation_paused=row["reconciliation_paused"])
+
+
+@router.patch(
+    "/templates/{template}/presets/{preset}", summary="Change a preset's pool without a new version"
+)
+async def update_pool(
+    template: str, preset: str, body: PoolUpdate, services: ServicesDep, user: TemplateAdminDep
+) -> dict[str, Any]:
+    ttl = None
+    if body.ttl is not None:
+        try:
+            ttl = round(parse_duration(body.ttl))
+        except ValueError as exc:
+            raise ApiError(400, f"ttl: {exc}") from None
+    schedules = (
+        [Schedule(s.cron, s.instances) for s in body.schedules] if body.schedules is not None else None
+    )
+    try:
+        row = await prebuild_ops.set_pool(
+            services,
+            template,
+            preset,
+            instances=body.instances,
+            ttl_seconds=ttl,
+            timezone=body.timezone,
+            schedules=schedules,
+        )
+    except prebuild_ops.OpError as exc:
+        raise _raise(exc) from None
+    return {
+        "preset": row["name"],
+        "desired_instances": row["desired_instances"],
+        "ttl_seconds": row["ttl_seconds"],
+        "timezone": row["scheduling_timezone"],
+        "schedules": row["schedules"],
+    }
+
+
+@router.post("/prebuilds/invalidate", summary="Replace every prebuild of a template (or one preset)")
+async def invalidate(body: PresetRef, services: ServicesDep, user: TemplateAdminDep) -> dict[str, Any]:
+    try:
+        names = await prebuild_ops.invalidate(services, body.template, body.preset)
+    except prebuild_ops.OpError as exc:
+        raise _raise(exc) from None
+    return {"template": body.template, "presets": names}
+
+
+@router.post("/prebuilds/retry", summary="Clear a hard limit or backoff: earlier failures stop counting")
+async def retry(body: PresetRef, services: ServicesDep, user: TemplateAdminDep) -> dict[str, Any]:
+    try:
+        names = await prebuild_ops.retry(services, body.template, body.preset)
+    except prebuild_ops.OpError as exc:
+        raise _raise(exc) from None
+    return {"template": body.template, "presets": names}
+
+
+@router.post(
+    "/prebuilds/cleanup", response_model=CleanupOut, summary="List (dry run) or delete failed prebuilds"
+)
+async def cleanup(body: CleanupIn, services: ServicesDep, user: TemplateAdminDep) -> CleanupOut:
+    rows, errors = await prebuild_ops.cleanup(services, body.template, body.preset, dry_run=body.dry_run)
+    return CleanupOut(
+        dry_run=body.dry_run,
+        errors=errors,
+        prebuilds=[
+            FailedPrebuild(
+                workspace_id=r["workspace_id"],
+                workspace_name=r["workspace_name"],
+                template=r["template_name"],
+                preset=r["preset_name"],
+                error=r["error"],
+                failure_class=r["failure_class"],
+                created_at=r["build_created_at"],
+                completed_at=r["job_completed_at"],
+            )
+            for r in rows
+        ],
+    )
+
+
+@router.get("/prebuilds/explain", response_model=ExplainOut, summary="Why a pool is the way it is")
+async def explain(template: str, preset: str, services: ServicesDep, user: UserDep) -> ExplainOut:
+    try:
+        current, events = await prebuild_ops.explain(services, template, preset)
+    except prebuild_ops.OpError as exc:
+        raise _raise(exc) from None
+    return ExplainOut(
+        status=PresetStatusOut(**asdict(current)),
+        decisions=[ExplainEvent(at=e["created_at"], kind=e["kind"], message=e["message"]) for e in events],
+    )

@@ -1,0 +1,146 @@
+"""Prometheus metrics (SPEC §8), one registry per server; gauges come from the last reconcile snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from uuid import UUID
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from prebuildd.domain.planner import Plan
+from prebuildd.domain.snapshot import PresetRow
+
+PRESET_LABELS = ("organization", "template", "preset")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.created = Counter(
+            "prebuildd_prebuilds_created_total", "Prebuild creations started.", PRESET_LABELS, registry=r
+        )
+        self.failed = Counter(
+            "prebuildd_prebuilds_failed_total", "Prebuild creations that failed.", PRESET_LABELS, registry=r
+        )
+        self.claimed = Counter(
+            "prebuildd_prebuilds_claimed_total", "Prebuilds claimed by users.", PRESET_LABELS, registry=r
+        )
+        self.claim_missed = Counter(
+            "prebuildd_prebuilds_claim_missed_total",
+            "Creations with a preset that found no eligible prebuild.",
+            PRESET_LABELS,
+            registry=r,
+        )
+        self.desired = Gauge(
+            "prebuildd_prebuilds_desired", "Target size of the pool.", PRESET_LABELS, registry=r
+        )
+        self.running = Gauge(
+            "prebuildd_prebuilds_running", "Valid running prebuilds.", PRESET_LABELS, registry=r
+        )
+        self.eligible = Gauge(
+            "prebuildd_prebuilds_eligible", "Prebuilds ready to be claimed.", PRESET_LABELS, registry=r
+        )
+        self.starting = Gauge(
+            "prebuildd_prebuilds_starting", "Prebuilds being built.", PRESET_LABELS, registry=r
+        )
+        self.hard_limited = Gauge(
+            "prebuildd_preset_hard_limited", "1 when the preset is hard-limited.", PRESET_LABELS, registry=r
+        )
+        self.backing_off = Gauge(
+            "prebuildd_preset_backing_off",
+            "1 while creation backs off after failures.",
+            PRESET_LABELS,
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "prebuildd_reconcile_duration_seconds",
+            "Duration of a reconcile cycle.",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.last_reconcile = Gauge(
+            "prebuildd_reconcile_last_timestamp_seconds", "When the last reconcile cycle ended.", registry=r
+        )
+        self.paused = Gauge(
+            "prebuildd_reconciliation_paused", "1 while reconciliation is paused.", registry=r
+        )
+        self.lock_holder = Gauge(
+            "prebuildd_reconcile_lock_holder",
+            "1 when this replica held the cycle lock at its last attempt.",
+            registry=r,
+        )
+        self.queue_depth = Gauge("prebuildd_job_queue_depth", "Pending provisioner jobs.", registry=r)
+        self.oldest_pending = Gauge(
+            "prebuildd_job_queue_oldest_pending_seconds",
+            "Age of the oldest pending provisioner job.",
+            registry=r,
+        )
+        self.claim_duration = Histogram(
+            "prebuildd_claim_duration_seconds",
+            "Time to claim a prebuild.",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 10),
+        )
+        self.time_to_ready = Histogram(
+            "prebuildd_prebuild_time_to_ready_seconds",
+            "From a prebuild's creation to ready.",
+            registry=r,
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
+        self._seen_failed: set[UUID] | None = None
+        self._labelled: set[tuple[str, str, str]] = set()
+
+    @staticmethod
+    def labels(preset: PresetRow) -> tuple[str, str, str]:
+        return (str(preset.organization_id), preset.template_name, preset.preset_name)
+
+    def observe_cycle(
+        self,
+        presets: dict[UUID, PresetRow],
+        plans: Iterable[Plan],
+        *,
+        paused: bool,
+        duration: float,
+        ended_at: datetime,
+        failed_ids: Iterable[tuple[UUID, UUID]],
+    ) -> None:
+        self.paused.set(1 if paused else 0)
+        self.reconcile_duration.observe(duration)
+        self.last_reconcile.set(ended_at.timestamp())
+        current: set[tuple[str, str, str]] = set()
+        for plan in plans:
+            preset = presets[plan.preset_id]
+            labels = self.labels(preset)
+            current.add(labels)
+            state = plan.state
+            self.desired.labels(*labels).set(state.desired)
+            self.running.labels(*labels).set(state.running_valid)
+            self.eligible.labels(*labels).set(state.eligible)
+            self.starting.labels(*labels).set(state.starting)
+            blocked = plan.blocked or ""
+            self.hard_limited.labels(*labels).set(1 if blocked.startswith("hard-limited") else 0)
+            self.backing_off.labels(*labels).set(1 if blocked.startswith("backing off") else 0)
+        for labels in self._labelled - current:  # presets gone since the last cycle
+            for gauge in (
+                self.desired,
+                self.running,
+                self.eligible,
+                self.starting,
+                self.hard_limited,
+                self.backing_off,
+            ):
+                gauge.remove(*labels)
+        self._labelled = current
+        failed = list(failed_ids)
+        if self._seen_failed is None:  # failures from before this process started are not new
+            self._seen_failed = {workspace_id for workspace_id, _ in failed}
+            return
+        for workspace_id, preset_id in failed:
+            if workspace_id not in self._seen_failed and preset_id in presets:
+                self._seen_failed.add(workspace_id)
+                self.failed.labels(*self.labels(presets[preset_id])).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,53 @@
+"""Notifications to operators: one webhook POST per cycle listing the presets that became hard-limited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class WebhookNotifier:
+    def __init__(
+        self, url: str, *, attempts: int = 4, first_retry: float = 1.0, timeout: float = 10.0
+    ) -> None:
+        self.url = url
+        self.attempts = attempts
+        self.first_retry = first_retry
+        self.timeout = timeout
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    def hard_limited(self, presets: Sequence[dict[str, Any]]) -> None:
+        """Send in the background (never delays a cycle); retried with doubling pauses on failure."""
+        payload = {"event": "prebuilds.hard_limited", "presets": list(presets)}
+        task = asyncio.create_task(self.send(payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def send(self, payload: dict[str, Any]) -> bool:
+        pause = self.first_retry
+        for attempt in range(1, self.attempts + 1):
+            try:
+                async with httpx.AsyncClient(timeout=self.timeout) as client:
+                    response = await client.post(self.url, json=payload)
+                if response.status_code < 300:
+                    log.info("notify.webhook_sent", url=self.url, presets=len(payload["presets"]))
+                    return True
+                error = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                error = str(exc) or type(exc).__name__
+            log.warning("notify.webhook_failed", url=self.url, attempt=attempt, error=error)
+            if attempt < self.attempts:
+                await asyncio.sleep(pause)
+                pause *= 2
+        return False
+
+    async def drain(self) -> None:
+        """Wait for notifications in flight (used on shutdown and in tests)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -40,7 +40,7 @@ def _creations(preset: PresetRow, rows: Sequence[PrebuildRow]) -> list[PrebuildR
         and r.version_id == preset.version_id
         and r.job_status in ("succeeded", "failed")
         and r.failure_class != "infrastructure"
-        and (preset.failures_reset_at is None or r.build_created_at >= preset.failures_reset_at)
+        and (preset.failures_reset_at is None or r.build_created_at > preset.failures_reset_at)
     ]
     return sorted(found, key=lambda r: r.build_created_at, reverse=True)
 
@@ -80,7 +80,7 @@ def transient_backoff(
             and r.job_status == "failed"
             and r.failure_class == "infrastructure"
             and r.build_created_at >= now - policy.backoff_lookback
-            and (preset.failures_reset_at is None or r.build_created_at >= preset.failures_reset_at)
+            and (preset.failures_reset_at is None or r.build_created_at > preset.failures_reset_at)
         ),
         key=lambda r: r.job_completed_at or r.build_created_at,
     )
@@ -117,6 +117,24 @@ def hard_limit(preset: PresetRow, rows: Sequence[PrebuildRow], policy: FailurePo
     return HardLimit(True, reason_class, newest.error or "build failed")
 
 
+def slow_start_cap(preset: PresetRow, rows: Sequence[PrebuildRow]) -> int | None:
+    """§5.1: after a failed creation, 1, 2, 4, … creates per cycle until one succeeds.
+
+    Derived from the database: the cap is one more than the creations started since the newest failure, so each
+    cycle may double what is in flight (0 → 1, 1 → 2, 3 → 4, 7 → 8) until a success ends the slow start.
+    """
+    finished = _creations(preset, rows)
+    if not finished or finished[0].job_status != "failed":
+        return None
+    failed_at = finished[0].job_completed_at or finished[0].build_created_at
+    started_since = sum(
+        1
+        for r in rows
+        if r.transition == "start" and r.version_id == preset.version_id and r.build_created_at > failed_at
+    )
+    return started_since + 1
+
+
 def failure_inputs(policy: FailurePolicy, now: datetime) -> Any:
     """The FailureInputs callback for ``snapshot.preset_snapshot``."""
 
@@ -133,6 +151,7 @@ def failure_inputs(policy: FailurePolicy, now: datetime) -> Any:
             "backoff_reason": backoff.reason if backoff else "",
             "hard_limited": limit.limited,
             "hard_limit_reason": limit.describe(policy.hard_limit),
+            "create_cap": slow_start_cap(preset, rows),
         }
 
     return inputs

@@ -14,7 +14,9 @@ SELECT count(*) AS pending, min(created_at) AS oldest FROM provisioner_jobs WHER
 -- The latest build of every prebuild, with its job: the one source for running, starting, leftovers and failures.
 SELECT lb.workspace_id, lb.workspace_created_at, lb.preset_id, lb.template_version_id AS version_id,
        lb.transition, lb.job_id, lb.job_status, lb.build_created_at, lb.job_started_at, lb.job_completed_at,
-       lb.failure_class, lb.job_error AS error
+       lb.failure_class, lb.job_error AS error,
+       NOT EXISTS (SELECT 1 FROM workspace_agents a WHERE a.workspace_id = lb.workspace_id AND a.lifecycle <> 'ready')
+           AS ready
 FROM workspace_latest_builds lb
 WHERE lb.owner_id = %(prebuilds_user_id)s;
 

@@ -27,11 +27,18 @@ SELECT EXISTS (
 ) AS ran;
 
 -- name: insert_build
-INSERT INTO workspace_builds (id, workspace_id, build_number, transition, template_version_id, preset_id,
-                              parameters, state, initiator_id, reason, job_id, created_at, updated_at)
-VALUES (%(id)s, %(workspace_id)s, %(build_number)s, %(transition)s, %(version_id)s, %(preset_id)s,
-        %(parameters)s, %(state)s, %(initiator_id)s, %(reason)s, %(job_id)s, %(now)s, %(now)s)
-RETURNING id, build_number;
+-- Also moves the workspace's latest_build_number, which claims re-check under their row lock.
+WITH build AS (
+    INSERT INTO workspace_builds (id, workspace_id, build_number, transition, template_version_id, preset_id,
+                                  parameters, state, initiator_id, reason, job_id, created_at, updated_at)
+    VALUES (%(id)s, %(workspace_id)s, %(build_number)s, %(transition)s, %(version_id)s, %(preset_id)s,
+            %(parameters)s, %(state)s, %(initiator_id)s, %(reason)s, %(job_id)s, %(now)s, %(now)s)
+    RETURNING id, build_number, workspace_id
+), moved AS (
+    UPDATE workspaces w SET latest_build_number = build.build_number, updated_at = %(now)s
+    FROM build WHERE w.id = build.workspace_id
+)
+SELECT id, build_number FROM build;
 
 -- name: mark_deleted
 UPDATE workspaces SET deleted = true, deleted_at = %(now)s, updated_at = %(now)s

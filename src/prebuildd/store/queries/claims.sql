@@ -1,0 +1,52 @@
+-- name: pool_presets
+-- Presets of a version that have a pool, for choosing which one a creation can claim from.
+SELECT id, name, parameters, desired_instances FROM template_version_presets
+WHERE template_version_id = %(version_id)s AND desired_instances IS NOT NULL;
+
+-- name: set_claim_timeout
+SELECT set_config('statement_timeout', %(ms)s::text, true);
+
+-- name: claim
+-- Hand the oldest eligible prebuild of a preset to a user, in one statement. Eligible: owned by the prebuilds
+-- user, latest build a successful start on the template's active version, template neither deleted nor
+-- deprecated, every agent ready, not expired. SKIP LOCKED passes over a prebuild a delete is working on, and the
+-- latest_build_number re-check under the row lock drops one that got a new build after this statement began.
+WITH candidate AS (
+    SELECT w.id
+    FROM (SELECT DISTINCT workspace_id FROM workspace_builds WHERE preset_id = %(preset_id)s) c
+    JOIN workspaces w ON w.id = c.workspace_id
+    JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
+    JOIN provisioner_jobs j ON j.id = b.job_id
+    JOIN templates t ON t.id = w.template_id
+    JOIN template_version_presets p ON p.id = b.preset_id
+    WHERE w.owner_id = %(prebuilds_user_id)s AND NOT w.deleted
+      AND b.preset_id = %(preset_id)s AND b.transition = 'start' AND j.job_status = 'succeeded'
+      AND t.active_version_id = b.template_version_id AND NOT t.deleted AND t.deprecated_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM workspace_agents a WHERE a.workspace_id = w.id AND a.lifecycle <> 'ready')
+      AND (p.last_invalidated_at IS NULL OR w.created_at >= p.last_invalidated_at)
+      AND (p.ttl_seconds = 0 OR w.created_at > %(now)s::timestamptz - make_interval(secs => p.ttl_seconds))
+    ORDER BY w.created_at
+    LIMIT 1
+    FOR UPDATE OF w SKIP LOCKED
+)
+UPDATE workspaces w
+SET owner_id = %(owner_id)s, name = %(name)s, claimed_at = %(now)s, updated_at = %(now)s
+FROM candidate
+WHERE w.id = candidate.id
+RETURNING w.id, w.name, w.created_at, w.latest_build_number;
+
+-- name: insert_event
+INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message, data)
+VALUES (%(now)s, %(kind)s, %(organization_id)s, %(template_id)s, %(preset_id)s, %(workspace_id)s, %(user_id)s,
+        %(message)s, %(data)s);
+
+-- name: hit_rates
+-- Claims and misses per preset over the last hour and day.
+SELECT preset_id,
+       count(*) FILTER (WHERE kind = 'claim.succeeded' AND created_at >= %(hour_ago)s) AS claims_hour,
+       count(*) FILTER (WHERE kind = 'claim.missed' AND created_at >= %(hour_ago)s) AS misses_hour,
+       count(*) FILTER (WHERE kind = 'claim.succeeded') AS claims_day,
+       count(*) FILTER (WHERE kind = 'claim.missed') AS misses_day
+FROM events
+WHERE kind IN ('claim.succeeded', 'claim.missed') AND created_at >= %(day_ago)s AND preset_id = ANY(%(preset_ids)s)
+GROUP BY preset_id;

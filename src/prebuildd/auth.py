@@ -13,6 +13,7 @@ from prebuildd.store.db import Database, Row, execute, fetch_one, jsonb
 
 TOKEN_PREFIX = "pbt_"
 KEY_PREFIX = "pbk_"
+AGENT_TOKEN_PREFIX = "pba_"
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
@@ -87,3 +88,11 @@ async def provisioner_key(db: Database, secret: str) -> Row | None:
         return None
     async with db.transaction() as conn:
         return await fetch_one(conn, "auth.provisioner_key_by_hash", {"key_hash": secret_hash(secret)})
+
+
+async def agent_for_token(db: Database, secret: str) -> Row | None:
+    """The agent behind ``secret`` with its workspace, or None (unknown token, or the workspace is deleted)."""
+    if not secret.startswith(AGENT_TOKEN_PREFIX):
+        return None
+    async with db.transaction() as conn:
+        return await fetch_one(conn, "agents.by_token", {"token_hash": secret_hash(secret)})

@@ -202,6 +202,7 @@ async def _try_claim(
                         priority=JobPriority.HUMAN,
                     ),
                 )
+            await execute(conn, "agents.notify_claimed", {"workspace_id": row["id"]})
             await _insert_event(
                 conn,
                 services,

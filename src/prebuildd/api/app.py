@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 import prebuildd
 from prebuildd.api.errors import install_error_handlers
-from prebuildd.api.routes import health, jobs, prebuilds, provisioner, templates, users, workspaces
+from prebuildd.api.routes import agent, health, jobs, prebuilds, provisioner, templates, users, workspaces
 from prebuildd.services import Services
 
 
@@ -22,6 +22,6 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (users, templates, workspaces, jobs, prebuilds, provisioner):
+    for module in (users, templates, workspaces, jobs, prebuilds, provisioner, agent):
         app.include_router(module.router, prefix="/api/v1")
     return app

@@ -72,3 +72,19 @@ async def current_provisioner_key(
 
 
 ProvisionerKeyDep = Annotated[Row, Depends(current_provisioner_key)]
+
+
+async def current_agent(
+    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Row:
+    if credentials is None:
+        raise ApiError(
+            401, "authentication required: send the agent token as 'Authorization: Bearer <token>'"
+        )
+    agent = await auth.agent_for_token(services.db, credentials.credentials)
+    if agent is None:
+        raise ApiError(401, "invalid agent token, or its workspace was deleted")
+    return agent
+
+
+AgentDep = Annotated[Row, Depends(current_agent)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prebuildd.cli import client_commands, provisioner_commands, server_command
+from prebuildd.cli import agent_command, client_commands, provisioner_commands, server_command
 
 app = typer.Typer(
     name="prebuildd",
@@ -23,6 +23,7 @@ def _root() -> None:
 server_command.register(app)
 client_commands.register(app)
 provisioner_commands.register(app)
+agent_command.register(app)
 
 
 def main() -> None:

@@ -43,6 +43,14 @@ class DaemonOptions:
     access_url: str = ""
 
 
+def agent_env(tokens: Mapping[str, str]) -> dict[str, str]:
+    """`PREBUILDD_AGENT_TOKEN_<NAME>` per agent, and `PREBUILDD_AGENT_TOKEN` when there is exactly one."""
+    env = {f"PREBUILDD_AGENT_TOKEN_{name.upper().replace('-', '_')}": token for name, token in tokens.items()}
+    if len(tokens) == 1:
+        env["PREBUILDD_AGENT_TOKEN"] = next(iter(tokens.values()))
+    return env
+
+
 class _LogBuffer:
     """Collects a job's log lines and sends them in batches, in order."""
 
@@ -205,6 +213,7 @@ class ProvisionerDaemon:
                 is_claim=b.reason == "claim",
                 access_url=self.options.access_url,
                 data_dir=data_dir,
+                extra_env=agent_env(b.agent_tokens),
             )
             result = await provisioner.run_build(ctx, logs.add)
             return JobOutcome(state=result.state, outputs=result.outputs)

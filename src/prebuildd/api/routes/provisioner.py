@@ -1,7 +1,232 @@
-"""Routes: provisioner."""
+"""Routes: provisioner keys (owner) and the endpoints standalone provisioner daemons call with such a key.
+
+The daemon endpoints are the ``JobQueue`` of ``provisioner/queue.py`` over HTTP: acquire (a long poll), heartbeat,
+logs, complete. They accept only a provisioner key, and a key is accepted nowhere else. The server scopes the
+daemon's worker id to its key, so a key can only heartbeat, log to and complete jobs it acquired itself.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+import structlog
+from fastapi import APIRouter, Request, Response
+
+from prebuildd.api.deps import OwnerDep, ProvisionerKeyDep, ServicesDep
+from prebuildd.api.errors import ApiError, not_found
+from prebuildd.api.provisioner_models import (
+    MAX_WAIT_SECONDS,
+    AcquiredJobOut,
+    AcquireIn,
+    CompleteIn,
+    CompleteOut,
+    CreatedProvisionerKey,
+    HeartbeatOut,
+    LogsIn,
+    ProvisionerKeyIn,
+    ProvisionerKeyOut,
+    WorkerIn,
+    acquired_job_out,
+    job_outcome,
+    log_lines,
+)
+from prebuildd.auth import create_provisioner_key
+from prebuildd.services import Services
+from prebuildd.store.db import Row, fetch_all, fetch_one, psycopg
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["provisioner"])
+
+_NO_JOB: dict[int | str, dict[str, Any]] = {204: {"description": "No job came within `wait_seconds`."}}
+
+
+# -- provisioner keys --------------------------------------------------------------------------------------
+
+
+async def _organization_of(services: Services, user: Row) -> UUID:
+    async with services.db.transaction() as conn:
+        row = await fetch_one(conn, "auth.organization_of_user", {"user_id": user["id"]})
+    if row is None:
+        raise ApiError(403, f"user {user['username']} belongs to no organization")
+    organization_id: UUID = row["organization_id"]
+    return organization_id
+
+
+def _key_out(row: Row) -> ProvisionerKeyOut:
+    return ProvisionerKeyOut(
+        id=row["id"],
+        name=row["name"],
+        tags=row["tags"] or {},
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+@router.get("/provisioner-keys", response_model=list[ProvisionerKeyOut], summary="Provisioner keys")
+async def list_keys(
+    services: ServicesDep, user: OwnerDep, include_revoked: bool = False
+) -> list[ProvisionerKeyOut]:
+    organization_id = await _organization_of(services, user)
+    async with services.db.transaction() as conn:
+        rows = await fetch_all(conn, "auth.provisioner_keys", {"organization_id": organization_id})
+    return [_key_out(row) for row in rows if include_revoked or row["revoked_at"] is None]
+
+
+@router.post(
+    "/provisioner-keys",
+    response_model=CreatedProvisionerKey,
+    status_code=201,
+    summary="Create a provisioner key; the secret is returned once",
+)
+async def create_key(services: ServicesDep, user: OwnerDep, body: ProvisionerKeyIn) -> CreatedProvisionerKey:
+    organization_id = await _organization_of(services, user)
+    try:
+        row, secret = await create_provisioner_key(
+            services.db, services.clock, organization_id=organization_id, name=body.name, tags=body.tags
+        )
+    except psycopg.errors.UniqueViolation:
+        raise ApiError(
+            409,
+            f"a provisioner key named {body.name!r} already exists: revoke it first or choose another name",
+        ) from None
+    log.info("provisioner_key.created", key_id=str(row["id"]), name=body.name, by=user["username"])
+    return CreatedProvisionerKey(key=_key_out(row), secret=secret)
+
+
+@router.delete(
+    "/provisioner-keys/{key}",
+    status_code=204,
+    summary="Revoke a provisioner key (by name or id); its daemons are refused from their next request",
+)
+async def revoke_key(services: ServicesDep, user: OwnerDep, key: str) -> Response:
+    organization_id = await _organization_of(services, user)
+    async with services.db.transaction() as conn:
+        row = await fetch_one(
+            conn,
+            "auth.revoke_provisioner_key",
+            {"organization_id": organization_id, "key": key, "now": services.clock.now()},
+        )
+    if row is None:
+        raise not_found(f"provisioner key {key!r}")
+    log.info("provisioner_key.revoked", key_id=str(row["id"]), by=user["username"])
+    return Response(status_code=204)
+
+
+# -- daemon endpoints --------------------------------------------------------------------------------------
+
+
+def _worker(key: Row, worker_id: str) -> str:
+    """The worker id as stored on jobs: the daemon's own id, bound to its key."""
+    return f"{worker_id}@key:{key['id']}"
+
+
+def _format_tags(tags: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(tags.items())) or "none"
+
+
+def _check_tags(key: Row, offered: Mapping[str, str]) -> None:
+    allowed: Mapping[str, str] = key["tags"] or {}
+    refused = {k: v for k, v in offered.items() if allowed.get(k) != v}
+    if refused:
+        raise ApiError(
+            400,
+            f"tags: provisioner key {key['name']!r} does not allow {_format_tags(refused)} "
+            f"(a daemon may offer only the key's tags: {_format_tags(allowed)})",
+            [{"field": "tags", "problem": f"not allowed by the key: {_format_tags(refused)}"}],
+        )
+
+
+async def _key_active(services: Services, key: Row) -> bool:
+    async with services.db.transaction() as conn:
+        return await fetch_one(conn, "auth.provisioner_key_active", {"id": key["id"]}) is not None
+
+
+async def _job_organization(services: Services, job_id: UUID) -> UUID | None:
+    async with services.db.transaction() as conn:
+        row = await fetch_one(conn, "auth.job_organization", {"id": job_id})
+    return None if row is None else UUID(str(row["organization_id"]))
+
+
+async def _check_job(services: Services, key: Row, job_id: UUID) -> None:
+    if await _job_organization(services, job_id) != key["organization_id"]:
+        raise not_found(f"job {job_id}")
+
+
+@router.post(
+    "/provisioner/daemon/acquire",
+    response_model=AcquiredJobOut,
+    responses=_NO_JOB,
+    summary="Take the next job this daemon can run, waiting up to wait_seconds for one",
+)
+async def acquire(
+    request: Request, services: ServicesDep, key: ProvisionerKeyDep, body: AcquireIn
+) -> AcquiredJobOut | Response:
+    _check_tags(key, body.tags)
+    worker = _worker(key, body.worker_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(body.wait_seconds, MAX_WAIT_SECONDS)
+    poll = max(services.config.job_poll_interval, 0.05)
+    first = True
+    while True:
+        if not first:
+            if await request.is_disconnected():  # the daemon went away: take nothing for it
+                return Response(status_code=204)
+            if not await _key_active(services, key):
+                raise ApiError(401, "invalid or revoked provisioner key")
+        first = False
+        job = await services.queue.acquire(worker, body.kinds, body.tags)
+        if job is not None:
+            if await _job_organization(services, job.id) != key["organization_id"]:
+                # The queue does not filter by organization yet; another organization's job goes back.
+                await services.queue.release(job.id, worker)
+                log.warning("provisioner.foreign_job_released", job_id=str(job.id), key_id=str(key["id"]))
+            elif await request.is_disconnected():
+                await services.queue.release(job.id, worker)
+                return Response(status_code=204)
+            else:
+                log.info("provisioner.job_acquired", job_id=str(job.id), worker_id=worker, key=key["name"])
+                return acquired_job_out(job)
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return Response(status_code=204)
+        await services.queue.wait_for_jobs(min(remaining, poll))
+
+
+@router.post(
+    "/provisioner/daemon/jobs/{job_id}/heartbeat",
+    response_model=HeartbeatOut,
+    summary="Keep a running job alive; learn whether it was canceled or lost",
+)
+async def heartbeat(
+    job_id: UUID, services: ServicesDep, key: ProvisionerKeyDep, body: WorkerIn
+) -> HeartbeatOut:
+    await _check_job(services, key, job_id)
+    beat = await services.queue.heartbeat(job_id, _worker(key, body.worker_id))
+    return HeartbeatOut(status=beat.value)
+
+
+@router.post(
+    "/provisioner/daemon/jobs/{job_id}/logs", status_code=204, summary="Append log lines to a running job"
+)
+async def append_logs(job_id: UUID, services: ServicesDep, key: ProvisionerKeyDep, body: LogsIn) -> Response:
+    await _check_job(services, key, job_id)
+    await services.queue.append_logs(job_id, _worker(key, body.worker_id), log_lines(body))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/provisioner/daemon/jobs/{job_id}/complete",
+    response_model=CompleteOut,
+    summary="Report how a job ended",
+)
+async def complete(
+    job_id: UUID, services: ServicesDep, key: ProvisionerKeyDep, body: CompleteIn
+) -> CompleteOut:
+    await _check_job(services, key, job_id)
+    outcome = job_outcome(body.outcome)
+    accepted = await services.queue.complete(job_id, _worker(key, body.worker_id), outcome)
+    return CompleteOut(accepted=accepted)

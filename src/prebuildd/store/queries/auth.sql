@@ -41,3 +41,14 @@ UPDATE provisioner_keys SET revoked_at = %(now)s
 WHERE organization_id = %(organization_id)s AND (id::text = %(key)s OR lower(name) = lower(%(key)s))
   AND revoked_at IS NULL
 RETURNING id;
+
+-- name: provisioner_key_active
+-- A long poll checks its key again while it waits, so that a revoked key stops its daemon promptly.
+SELECT id FROM provisioner_keys WHERE id = %(id)s AND revoked_at IS NULL;
+
+-- name: organization_of_user
+SELECT organization_id FROM organization_members WHERE user_id = %(user_id)s
+ORDER BY created_at, organization_id LIMIT 1;
+
+-- name: job_organization
+SELECT organization_id FROM provisioner_jobs WHERE id = %(id)s;

@@ -49,7 +49,7 @@ WHERE id = %(id)s AND NOT deleted;
 SELECT b.id AS build_id, b.build_number, b.transition, b.parameters, b.reason, b.state AS previous_state,
        w.id AS workspace_id, w.name AS workspace_name, w.owner_id, u.username AS owner_name,
        w.owner_id = %(prebuilds_user_id)s AS is_prebuild,
-       t.name AS template_name, v.id AS version_id, v.manifest, v.source, v.source_hash,
+       t.name AS template_name, v.id AS version_id, v.manifest, v.source, v.source_hash, v.agents,
        p.name AS preset_name
 FROM workspace_builds b
 JOIN workspaces w ON w.id = b.workspace_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -90,6 +91,15 @@ class Metrics:
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
         )
         self._seen_failed: set[UUID] | None = None
+        self._preset_gauges = (
+            self.desired,
+            self.running,
+            self.eligible,
+            self.starting,
+            self.hard_limited,
+            self.backing_off,
+        )
+        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._labelled: set[tuple[str, str, str]] = set()
 
     @staticmethod
@@ -115,23 +125,22 @@ class Metrics:
             labels = self.labels(preset)
             current.add(labels)
             state = plan.state
-            self.desired.labels(*labels).set(state.desired)
-            self.running.labels(*labels).set(state.running_valid)
-            self.eligible.labels(*labels).set(state.eligible)
-            self.starting.labels(*labels).set(state.starting)
+            children = self._children.get(labels)
+            if children is None:  # labels() is costly: resolve each preset's series once
+                children = tuple(g.labels(*labels) for g in self._preset_gauges)
+                self._children[labels] = children
+            desired, running, eligible, starting, hard_limited, backing_off = children
+            desired.set(state.desired)
+            running.set(state.running_valid)
+            eligible.set(state.eligible)
+            starting.set(state.starting)
             blocked = plan.blocked or ""
-            self.hard_limited.labels(*labels).set(1 if blocked.startswith("hard-limited") else 0)
-            self.backing_off.labels(*labels).set(1 if blocked.startswith("backing off") else 0)
+            hard_limited.set(1 if blocked.startswith("hard-limited") else 0)
+            backing_off.set(1 if blocked.startswith("backing off") else 0)
         for labels in self._labelled - current:  # presets gone since the last cycle
-            for gauge in (
-                self.desired,
-                self.running,
-                self.eligible,
-                self.starting,
-                self.hard_limited,
-                self.backing_off,
-            ):
+            for gauge in self._preset_gauges:
                 gauge.remove(*labels)
+            self._children.pop(labels, None)
         self._labelled = current
         failed = list(failed_ids)
         if self._seen_failed is None:  # failures from before this process started are not new

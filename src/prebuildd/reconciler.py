@@ -34,7 +34,7 @@ from prebuildd.domain.snapshot import PrebuildRow, PresetRow, group, inflight_jo
 from prebuildd.notify import WebhookNotifier
 from prebuildd.services import Services
 from prebuildd.store import channels
-from prebuildd.store.db import Conn, execute, fetch_all, fetch_one
+from prebuildd.store.db import Conn, execute, fetch_all, fetch_all_as, fetch_one
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +48,7 @@ class Snapshot:
     presets: dict[UUID, PresetRow]
     snapshots: list[PresetSnapshot]
     prebuilds: list[PrebuildRow]
+    rows_by_preset: dict[UUID, list[PrebuildRow]]
     inflight: int
     queue_depth: int = 0
     oldest_pending: datetime | None = None
@@ -183,12 +184,11 @@ class Reconciler:
             preset_rows = await fetch_all(
                 conn, "reconcile.snapshot_presets", {"prebuilds_user_id": PREBUILDS_USER_ID}
             )
-            prebuild_rows = await fetch_all(
-                conn, "reconcile.snapshot_prebuilds", {"prebuilds_user_id": PREBUILDS_USER_ID}
+            prebuilds = await fetch_all_as(
+                conn, "reconcile.snapshot_prebuilds", {"prebuilds_user_id": PREBUILDS_USER_ID}, PrebuildRow
             )
             queue = await fetch_one(conn, "reconcile.queue_depth")
         presets = [_preset_row(r) for r in preset_rows]
-        prebuilds = [PrebuildRow(**r) for r in prebuild_rows]
         grouped = group(presets, prebuilds)
         inputs = failure_inputs(self.policy, now)
         retry = timedelta(seconds=self.config.backoff_interval)
@@ -201,6 +201,7 @@ class Reconciler:
             presets={p.preset_id: p for p in presets},
             snapshots=snapshots,
             prebuilds=prebuilds,
+            rows_by_preset={preset_id: rows.prebuilds for preset_id, rows in grouped.items()},
             inflight=inflight_jobs(prebuilds),
             queue_depth=int(queue["pending"]) if queue else 0,
             oldest_pending=queue["oldest"] if queue else None,
@@ -350,14 +351,19 @@ class Reconciler:
     async def _record_status(self, snap: Snapshot, result: CycleResult) -> None:
         """Store hard-limit transitions (even while paused), with their reason and last error."""
         changes: list[tuple[PresetRow, str, str | None, str]] = []
-        for preset in snap.presets.values():
-            rows = [r for r in snap.prebuilds if r.preset_id == preset.preset_id]
-            limit = hard_limit(preset, rows, self.policy) if preset.active else None
-            status = "hard_limited" if limit and limit.limited else "healthy"
-            if status != preset.prebuild_status:
-                changes.append(
-                    (preset, status, limit.reason_class if limit else None, limit.last_error if limit else "")
-                )
+        for s in snap.snapshots:
+            preset = snap.presets[s.preset_id]
+            status = "hard_limited" if s.hard_limited and s.active else "healthy"
+            if status == preset.prebuild_status:
+                continue
+            limit = (
+                hard_limit(preset, snap.rows_by_preset.get(s.preset_id, []), self.policy)
+                if s.active
+                else None
+            )
+            changes.append(
+                (preset, status, limit.reason_class if limit else None, limit.last_error if limit else "")
+            )
         if not changes:
             return
         async with self.services.db.transaction() as conn:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, IsolationLevel
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from prebuildd.store.sql import q
 
 Conn = AsyncConnection[DictRow]
+T = TypeVar("T")
 Row = dict[str, Any]
 Params = Mapping[str, Any]
 
@@ -66,6 +68,18 @@ class Database:
                     await conn.set_isolation_level(None)
                     await conn.set_read_only(None)
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Conn]:
+        """A connection in autocommit mode, for one statement that is a transaction of its own: no BEGIN and
+        COMMIT round trips. Several statements belong in ``transaction``."""
+        async with self.pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    await conn.set_autocommit(False)
+
     async def connect(self) -> Conn:
         """A dedicated connection outside the pool (for LISTEN and session locks); the caller closes it."""
         conn = await AsyncConnection.connect(self.url, row_factory=dict_row, autocommit=True)
@@ -81,6 +95,18 @@ async def fetch_one(conn: Conn, query: str, params: Params | None = None) -> Row
 async def fetch_all(conn: Conn, query: str, params: Params | None = None) -> list[Row]:
     cur = await conn.execute(q(query), params)
     return await cur.fetchall()
+
+
+async def fetch_all_as(conn: Conn, query: str, params: Params | None, cls: Callable[..., T]) -> list[T]:
+    """Rows built positionally into ``cls``, the fastest way to many objects: the query's columns must be
+    the dataclass's fields, in order (checked on every call against the result's description)."""
+    async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+        await cur.execute(q(query), params)
+        names = tuple(col.name for col in cur.description or ())
+        expected = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        if names != expected[: len(names)]:
+            raise RuntimeError(f"{query} returns {names}, expected the fields of {cls.__name__}: {expected}")
+        return [cls(*row) for row in await cur.fetchall()]
 
 
 async def fetch_val(conn: Conn, query: str, params: Params | None = None) -> Any:

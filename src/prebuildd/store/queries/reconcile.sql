@@ -43,10 +43,7 @@ WHERE (p.desired_instances IS NOT NULL AND t.active_version_id = v.id AND NOT t.
    OR p.id IN (
        SELECT DISTINCT b.preset_id
        FROM workspaces w
-       CROSS JOIN LATERAL (
-           SELECT wb.preset_id FROM workspace_builds wb
-           WHERE wb.workspace_id = w.id ORDER BY wb.build_number DESC LIMIT 1
-       ) b
+       JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
        WHERE w.owner_id = %(prebuilds_user_id)s AND NOT w.deleted AND b.preset_id IS NOT NULL
    )
 ORDER BY t.name, v.created_at, p.name;
@@ -67,10 +64,7 @@ SELECT
     ) AS running_valid
 FROM (SELECT DISTINCT workspace_id FROM workspace_builds WHERE preset_id = %(preset_id)s) c
 JOIN workspaces w ON w.id = c.workspace_id AND NOT w.deleted AND w.owner_id = %(prebuilds_user_id)s
-CROSS JOIN LATERAL (
-    SELECT wb.transition, wb.preset_id, wb.job_id FROM workspace_builds wb
-    WHERE wb.workspace_id = w.id ORDER BY wb.build_number DESC LIMIT 1
-) b
+JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
 JOIN provisioner_jobs j ON j.id = b.job_id
 WHERE b.preset_id = %(preset_id)s;
 

@@ -7,7 +7,7 @@ what they say is what the next cycle will do.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -71,10 +71,23 @@ async def pool_status(services: Services) -> tuple[bool, list[PresetStatus]]:
     """(paused, one status per preset with a pool) from a fresh snapshot and the planner."""
     snap = await _reconciler(services).snapshot()
     plans = {s.preset_id: plan_preset(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots}
+    now = services.clock.now()
     async with services.db.transaction() as conn:
         decisions = {
             row["preset_id"]: row
             for row in await fetch_all(conn, "prebuilds.last_decisions", {"preset_ids": list(plans)})
+        }
+        hits = {
+            row.pop("preset_id"): row
+            for row in await fetch_all(
+                conn,
+                "claims.hit_rates",
+                {
+                    "preset_ids": list(plans),
+                    "hour_ago": now - timedelta(hours=1),
+                    "day_ago": now - timedelta(days=1),
+                },
+            )
         }
     statuses = []
     for s in snap.snapshots:
@@ -115,9 +128,20 @@ async def pool_status(services: Services) -> tuple[bool, list[PresetStatus]]:
                 schedule_problem=st.schedule_problem,
                 last_decision=decision["message"] if decision else None,
                 last_decision_at=decision["created_at"] if decision else None,
+                extra={"hit_rate": _hit_rate(hits.get(s.preset_id))},
             )
         )
     return snap.paused, statuses
+
+
+def _hit_rate(row: Row | None) -> dict[str, Any]:
+    counts: dict[str, Any] = {
+        k: int(row[k]) if row else 0 for k in ("claims_hour", "misses_hour", "claims_day", "misses_day")
+    }
+    for window in ("hour", "day"):
+        total = counts[f"claims_{window}"] + counts[f"misses_{window}"]
+        counts[f"hit_rate_{window}"] = round(counts[f"claims_{window}"] / total, 3) if total else None
+    return counts
 
 
 async def set_paused(services: Services, paused: bool, user_id: UUID) -> Row:

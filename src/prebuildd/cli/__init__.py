@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from prebuildd.cli import agent_command, client_commands, provisioner_commands, server_command
+from prebuildd.cli.cmd_prebuilds import prebuilds_app
 
 app = typer.Typer(
     name="prebuildd",
@@ -24,6 +25,7 @@ server_command.register(app)
 client_commands.register(app)
 provisioner_commands.register(app)
 agent_command.register(app)
+app.add_typer(prebuilds_app)
 
 
 def main() -> None:

@@ -1,0 +1,250 @@
+"""`prebuildd prebuilds …` (status, pause, resume, retry, invalidate, cleanup, explain) and `presets set`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from prebuildd.cli.client import TokenOption, UrlOption, connect, fail, quote
+from prebuildd.cli.cmd_presets import presets_app
+from prebuildd.cli.output import JsonOption, age, note, print_fields, print_json, print_table
+from prebuildd.domain.durations import format_duration
+
+prebuilds_app = typer.Typer(
+    name="prebuilds",
+    help="Prebuild pools: status, pause/resume, retry, cleanup, explain.",
+    no_args_is_help=True,
+)
+
+
+def _pct(claims: int, misses: int) -> str:
+    total = claims + misses
+    return f"{100 * claims / total:.0f}%" if total else "-"
+
+
+def _status_text(p: dict[str, Any]) -> str:
+    if p["status"] == "hard_limited":
+        return f"hard-limited: {p['hard_limit_reason']}"
+    if p["status"] == "backing_off" and p.get("blocked"):
+        return str(p["blocked"])
+    return str(p["status"])
+
+
+@prebuilds_app.command("status")
+def status(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Every pool: desired, running, eligible, starting; its status and what happens next."""
+    with connect(url, token) as api:
+        data = api.get("/prebuilds/status")
+    if as_json:
+        print_json(data)
+        return
+    if data["paused"]:
+        note("reconciliation is PAUSED: no prebuild is created or deleted (prebuildd prebuilds resume)")
+    rows = []
+    for p in data["presets"]:
+        hits = p.get("extra", {}).get("hit_rate", {})
+        rows.append(
+            [
+                p["template"],
+                p["preset"],
+                p["version"],
+                p["desired"],
+                p["running"],
+                p["eligible"],
+                p["expired"],
+                p["starting"],
+                p["deleting"],
+                p["failed"],
+                _status_text(p),
+                _pct(hits.get("claims_hour", 0), hits.get("misses_hour", 0)),
+                p.get("blocked") or p["next_action"],
+            ]
+        )
+    print_table(
+        [
+            "TEMPLATE",
+            "PRESET",
+            "VERSION",
+            "DESIRED",
+            "RUNNING",
+            "ELIGIBLE",
+            "EXPIRED",
+            "STARTING",
+            "DELETING",
+            "FAILED",
+            "STATUS",
+            "HIT 1H",
+            "NEXT",
+        ],
+        rows,
+        empty="No preset has a prebuild pool.",
+    )
+
+
+def _set_paused(paused: bool, url: str | None, token: str | None) -> None:
+    with connect(url, token) as api:
+        api.put("/prebuilds/settings", {"reconciliation_paused": paused})
+    note("reconciliation paused: pools stay as they are" if paused else "reconciliation resumed")
+
+
+@prebuilds_app.command("pause")
+def pause(url: UrlOption = None, token: TokenOption = None) -> None:
+    """Stop every reconcile action (status and metrics stay current; queued jobs still run)."""
+    _set_paused(True, url, token)
+
+
+@prebuilds_app.command("resume")
+def resume(url: UrlOption = None, token: TokenOption = None) -> None:
+    """Resume reconciliation: pools go back to their targets."""
+    _set_paused(False, url, token)
+
+
+TemplateArg = Annotated[str, typer.Argument(help="The template's name.", show_default=False)]
+
+
+@prebuilds_app.command("retry")
+def retry(
+    template: TemplateArg,
+    preset: Annotated[str | None, typer.Argument(help="One preset (default: all of the template).")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Clear a hard limit or a backoff: earlier failures stop counting, creation resumes now."""
+    with connect(url, token) as api:
+        result = api.post("/prebuilds/retry", {"template": template, "preset": preset})
+    note(
+        f"retrying {template}: {', '.join(result['presets'])} (failed prebuilds stay as evidence until cleanup)"
+    )
+
+
+@prebuilds_app.command("invalidate")
+def invalidate(
+    template: TemplateArg,
+    preset: Annotated[str | None, typer.Argument(help="One preset (default: all of the template).")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Replace every prebuild of a template (or one preset), e.g. after its base image changed."""
+    with connect(url, token) as api:
+        result = api.post("/prebuilds/invalidate", {"template": template, "preset": preset})
+    note(f"invalidated {template}: {', '.join(result['presets'])}; the reconciler replaces their prebuilds")
+
+
+@prebuilds_app.command("cleanup")
+def cleanup(
+    template: Annotated[str | None, typer.Option("--template", help="Only this template.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Only this preset.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted.")] = False,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete failed prebuilds kept as evidence (nothing is provisioned again to delete a never-run one)."""
+    with connect(url, token) as api:
+        result = api.post("/prebuilds/cleanup", {"template": template, "preset": preset, "dry_run": dry_run})
+    if as_json:
+        print_json(result)
+        return
+    print_table(
+        ["WORKSPACE", "TEMPLATE", "PRESET", "FAILED", "ERROR"],
+        (
+            [
+                p["workspace_name"],
+                p["template"],
+                p["preset"],
+                age(p["completed_at"] or p["created_at"]),
+                (p["error"] or "")[:100],
+            ]
+            for p in result["prebuilds"]
+        ),
+        empty="No failed prebuilds.",
+    )
+    if result["prebuilds"]:
+        verb = "would delete" if dry_run else "deleting"
+        note(f"{verb} {len(result['prebuilds'])} failed prebuilds")
+    for error in result["errors"]:
+        note(f"not deleted: {error}")
+    if result["errors"]:
+        raise typer.Exit(1)
+
+
+@prebuilds_app.command("explain")
+def explain(
+    template: TemplateArg,
+    preset: Annotated[str, typer.Argument(help="The preset's name.", show_default=False)],
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Why a pool is the way it is: its state now and its last decisions, newest first."""
+    with connect(url, token) as api:
+        data = api.get("/prebuilds/explain", {"template": template, "preset": preset})
+    if as_json:
+        print_json(data)
+        return
+    s = data["status"]
+    print_fields(
+        [
+            ("preset", f"{s['template']}/{s['preset']} ({s['version']})"),
+            ("status", _status_text(s)),
+            (
+                "pool",
+                f"desired {s['desired']}, running {s['running']}, eligible {s['eligible']}, "
+                f"starting {s['starting']}, expired {s['expired']}, failed {s['failed']}",
+            ),
+            ("next", s.get("blocked") or s["next_action"]),
+            *([("schedule", s["schedule_problem"])] if s.get("schedule_problem") else []),
+        ]
+    )
+    print_table(
+        ["WHEN", "WHAT", "DECISION"],
+        ([age(e["at"]), e["kind"], e["message"]] for e in data["decisions"]),
+        empty="No decision recorded yet.",
+    )
+
+
+@presets_app.command("set")
+def set_pool(
+    template: TemplateArg,
+    preset: Annotated[str, typer.Argument(help="The preset's name.", show_default=False)],
+    instances: Annotated[int | None, typer.Option("--instances", min=0, help="Desired prebuilds.")] = None,
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="Recycle prebuilds older than this (e.g. 8h; 0: never).")
+    ] = None,
+    schedule: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--schedule", help="CRON=N: N instances during the cron's hours (minute field '*'); repeatable."
+        ),
+    ] = None,
+    clear_schedules: Annotated[
+        bool, typer.Option("--clear-schedules", help="Remove every schedule.")
+    ] = False,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="IANA timezone of the schedules.")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Change a preset's pool without a new template version."""
+    body: dict[str, Any] = {"instances": instances, "ttl": ttl, "timezone": timezone}
+    if schedule or clear_schedules:
+        parsed = []
+        for item in schedule or []:
+            cron, sep, count = item.rpartition("=")
+            if not sep or not count.strip().isdigit():
+                fail(f"--schedule {item!r}: expected CRON=N, e.g. '* 8-18 * * 1-5=5'", 2)
+            parsed.append({"cron": cron.strip(), "instances": int(count)})
+        body["schedules"] = parsed
+    with connect(url, token) as api:
+        result = api.patch(
+            f"/templates/{quote(template)}/presets/{quote(preset)}",
+            {k: v for k, v in body.items() if v is not None},
+        )
+    ttl_text = format_duration(result["ttl_seconds"]) if result["ttl_seconds"] else "none"
+    schedules = ", ".join(f"{s['cron']}={s['instances']}" for s in result["schedules"]) or "none"
+    note(
+        f"{template}/{result['preset']}: {result['desired_instances']} instances, ttl {ttl_text}, "
+        f"timezone {result['timezone']}, schedules {schedules}"
+    )

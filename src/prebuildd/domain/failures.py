@@ -48,14 +48,16 @@ def _creations(preset: PresetRow, rows: Sequence[PrebuildRow]) -> list[PrebuildR
 def build_backoff(
     preset: PresetRow, rows: Sequence[PrebuildRow], now: datetime, policy: FailurePolicy
 ) -> Backoff | None:
-    """§6.1: among the newest `desired` creations, failures within the lookback delay the next create by
-    ``failures * interval`` from the newest failure's completion (not its creation)."""
-    newest = _creations(preset, rows)[: max(preset.desired_instances or 0, 1)]
-    recent = [
-        r for r in newest if r.job_status == "failed" and r.build_created_at >= now - policy.backoff_lookback
-    ]
-    if not recent:
+    """§6.1: when one of the newest `desired` creations failed within the lookback, the next create waits
+    ``num_failed * interval`` from the newest failure's completion (not its creation), where ``num_failed``
+    counts every failed creation within the lookback (as the reference does), so waits grow with each failure
+    even for a pool of one."""
+    creations = _creations(preset, rows)
+    since = now - policy.backoff_lookback
+    newest = creations[: max(preset.desired_instances or 0, 1)]
+    if not any(r.job_status == "failed" and r.build_created_at >= since for r in newest):
         return None
+    recent = [r for r in creations if r.job_status == "failed" and r.build_created_at >= since]
     last = max(r.job_completed_at or r.build_created_at for r in recent)
     until = last + len(recent) * policy.backoff_interval
     latest_error = max(recent, key=lambda r: r.job_completed_at or r.build_created_at).error or "build failed"
@@ -68,19 +70,26 @@ def transient_backoff(
     """§6.2: refused creations recorded on the preset, plus infrastructure failures of its builds, back off
     linearly in the number of consecutive failures, capped by ``max_backoff``."""
     candidates: list[Backoff] = []
-    if preset.consecutive_failures and preset.last_failure_at is not None:
+    reset = preset.failures_reset_at
+    if (
+        preset.consecutive_failures
+        and preset.last_failure_at is not None
+        and (reset is None or preset.last_failure_at > reset)
+    ):
         wait = min(policy.backoff_interval * preset.consecutive_failures, policy.max_backoff)
         reason = f"{preset.consecutive_failures} transient failures, last: {preset.last_error or 'unknown'}"
         candidates.append(Backoff(preset.last_failure_at + wait, preset.consecutive_failures, reason))
+    starts = [r for r in rows if r.transition == "start" and (reset is None or r.build_created_at > reset)]
+    # Consecutive: a successful creation ends the series, as it clears the persisted record.
+    last_success = max((r.build_created_at for r in starts if r.job_status == "succeeded"), default=None)
     infra = sorted(
         (
             r
-            for r in rows
-            if r.transition == "start"
-            and r.job_status == "failed"
+            for r in starts
+            if r.job_status == "failed"
             and r.failure_class == "infrastructure"
             and r.build_created_at >= now - policy.backoff_lookback
-            and (preset.failures_reset_at is None or r.build_created_at > preset.failures_reset_at)
+            and (last_success is None or r.build_created_at > last_success)
         ),
         key=lambda r: r.job_completed_at or r.build_created_at,
     )

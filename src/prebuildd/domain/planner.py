@@ -28,6 +28,9 @@ class RunningPrebuild:
 class CleanupReason(StrEnum):
     STOPPED = "stopped"
     CANCELED = "canceled create"
+    """Canceled before a daemon started it: nothing was provisioned, so the delete is an orphan delete."""
+    CANCELED_STARTED = "canceled running create"
+    """Canceled after it started: infrastructure may exist, so the delete runs a job (SPEC §3)."""
     DELETE_FAILED = "delete failed"
 
 
@@ -160,6 +163,7 @@ def _is_expired(p: RunningPrebuild, snap: PresetSnapshot, now: datetime) -> bool
 _LEFTOVER_REASON = {
     CleanupReason.STOPPED: DeleteReason.STOPPED,
     CleanupReason.CANCELED: DeleteReason.CANCELED,
+    CleanupReason.CANCELED_STARTED: DeleteReason.CANCELED,
     CleanupReason.DELETE_FAILED: DeleteReason.DELETE_FAILED,
 }
 

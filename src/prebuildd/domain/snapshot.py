@@ -102,7 +102,10 @@ def preset_snapshot(
             if status == "succeeded":
                 running.append(RunningPrebuild(row.workspace_id, row.workspace_created_at, row.ready))
             elif status == "canceled":
-                leftovers.append(Leftover(row.workspace_id, CleanupReason.CANCELED))
+                # Only a create that never started is an orphan (the builder checks the same thing).
+                started = row.job_started_at is not None
+                reason = CleanupReason.CANCELED_STARTED if started else CleanupReason.CANCELED
+                leftovers.append(Leftover(row.workspace_id, reason))
             else:
                 failed += 1
         elif transition == "stop":

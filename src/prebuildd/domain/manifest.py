@@ -6,6 +6,7 @@ Every problem is a :class:`ManifestError` naming the file, the dotted key (``par
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,10 @@ MANIFEST_FILE = "prebuildd.toml"
 PROVISIONER_KINDS = ("echo", "exec", "terraform")
 
 EXEC_SCRIPTS = ("create", "start", "stop", "delete", "claim")
+TERRAFORM_KEYS = ("timeout", "vars")
+"""The ``[terraform]`` keys prebuildd reads; others are kept in the raw section (the import warns about them)."""
+TERRAFORM_FACT_PREFIX = "prebuildd_"
+"""Terraform variables named so receive workspace facts from prebuildd; they are never parameters."""
 ECHO_STEPS = ("import", "start", "stop", "delete", "claim")
 ECHO_RESULTS = ("success", "failure")
 
@@ -116,6 +121,18 @@ class EchoConfig:
 
 
 @dataclass(frozen=True)
+class TerraformConfig:
+    """The typed view of a manifest's ``[terraform]`` section (see :func:`terraform_config`)."""
+
+    timeout_seconds: float | None = None
+    """Limit for one build or import job (init, apply and outputs together); None = the provisioner's default."""
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    """Fixed values for Terraform variables that are not parameters (passed when the configuration declares them)."""
+    unknown_keys: tuple[str, ...] = ()
+    """Keys of the section prebuildd does not read."""
+
+
+@dataclass(frozen=True)
 class TemplateManifest:
     provisioner: str
     display_name: str = ""
@@ -127,6 +144,7 @@ class TemplateManifest:
     exec: ExecConfig | None = None
     echo: EchoConfig | None = None
     terraform: Mapping[str, Any] | None = None
+    """The raw ``[terraform]`` table; :func:`terraform_config` reads it."""
 
 
 class ManifestError(ValueError):
@@ -292,6 +310,36 @@ def _parse_exec(r: _Reader, value: object) -> ExecConfig:
         claim=scripts.get("claim"),
         timeout_seconds=timeout,
     )
+
+
+_TERRAFORM_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _parse_terraform(r: _Reader, table: Mapping[str, Any]) -> TerraformConfig:
+    timeout: float | None = None
+    if "timeout" in table:
+        timeout = r.duration(table["timeout"], "terraform.timeout")
+        if timeout <= 0:
+            raise r.error("terraform.timeout", "must be greater than zero")
+    variables: dict[str, Any] = {}
+    if "vars" in table:
+        for name, value in r.table(table["vars"], "terraform.vars").items():
+            if not _TERRAFORM_VAR_NAME.fullmatch(name):
+                raise r.error(f"terraform.vars.{name}", f"invalid Terraform variable name {name!r}")
+            if name.startswith(TERRAFORM_FACT_PREFIX):
+                raise r.error(
+                    f"terraform.vars.{name}",
+                    f"variables named {TERRAFORM_FACT_PREFIX}* receive workspace facts from prebuildd "
+                    "and cannot be set here",
+                )
+            variables[name] = value
+    unknown = tuple(name for name in table if name not in TERRAFORM_KEYS)
+    return TerraformConfig(timeout_seconds=timeout, vars=variables, unknown_keys=unknown)
+
+
+def terraform_config(manifest: TemplateManifest, file: str = MANIFEST_FILE) -> TerraformConfig:
+    """The typed ``[terraform]`` section of ``manifest`` (defaults when it has none); raises ManifestError."""
+    return _parse_terraform(_Reader(file), manifest.terraform or {})
 
 
 def _parse_echo_step(r: _Reader, value: object, key: str) -> EchoStep:
@@ -545,9 +593,28 @@ def _parse_prebuilds(r: _Reader, value: object, key: str) -> PrebuildSettings:
     )
 
 
+def _loose_canonical(raw: object) -> str:
+    """The canonical string a value would have under the type it looks like (for a parameter declared later)."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, int | float):
+        return format_number(raw)
+    return json.dumps(raw, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _parse_preset(
-    r: _Reader, value: object, index: int, specs: Mapping[str, ParameterSpec], seen: Mapping[str, int]
+    r: _Reader,
+    value: object,
+    index: int,
+    specs: Mapping[str, ParameterSpec],
+    seen: Mapping[str, int],
+    *,
+    defer_unknown: bool = False,
 ) -> PresetSpec:
+    """``defer_unknown``: keep values of parameters the manifest does not declare (Terraform variables that the
+    import declares); :func:`check_presets` checks them against the imported parameters."""
     key = f"presets[{index}]"
     table = r.table(value, key)
     if "name" not in table:
@@ -565,6 +632,9 @@ def _parse_preset(
         for parameter, raw in r.table(table["parameters"], f"{key}.parameters").items():
             value_key = f"{key}.parameters.{parameter}"
             spec = specs.get(parameter)
+            if spec is None and defer_unknown:
+                values[parameter] = _loose_canonical(raw)
+                continue
             if spec is None:
                 raise r.error(value_key, unknown_parameter_reason(tuple(specs.values())))
             values[parameter] = _canonical(r, spec, raw, value_key)
@@ -632,7 +702,7 @@ def parse_manifest(text: str, file: str = MANIFEST_FILE) -> TemplateManifest:
 
     exec_config: ExecConfig | None = None
     echo_config: EchoConfig | None = None
-    terraform_config: dict[str, Any] | None = None
+    terraform_section: dict[str, Any] | None = None
     if provisioner == "exec":
         if "exec" not in data:
             raise r.error("exec", 'section is required when provisioner = "exec"')
@@ -640,7 +710,8 @@ def parse_manifest(text: str, file: str = MANIFEST_FILE) -> TemplateManifest:
     elif provisioner == "echo":
         echo_config = _parse_echo(r, data["echo"]) if "echo" in data else EchoConfig()
     else:
-        terraform_config = dict(r.table(data["terraform"], "terraform")) if "terraform" in data else {}
+        terraform_section = dict(r.table(data["terraform"], "terraform")) if "terraform" in data else {}
+        _parse_terraform(r, terraform_section)
 
     parameters: list[ParameterSpec] = []
     parameter_index: dict[str, int] = {}
@@ -655,10 +726,18 @@ def parse_manifest(text: str, file: str = MANIFEST_FILE) -> TemplateManifest:
     preset_index: dict[str, int] = {}
     if "presets" in data:
         for i, item in enumerate(r.array(data["presets"], "presets")):
-            preset = _parse_preset(r, item, i, specs, preset_index)
+            preset = _parse_preset(r, item, i, specs, preset_index, defer_unknown=provisioner == "terraform")
             preset_index[preset.name] = i
             presets.append(preset)
-    check_presets(parameters, presets, file)
+    if provisioner == "terraform":
+        # A Terraform version's other parameters are its variables, known after its import, which checks
+        # the presets again then; here only the values of parameters the manifest declares.
+        checked = [
+            replace(p, parameters={k: v for k, v in p.parameters.items() if k in specs}) for p in presets
+        ]
+        check_presets(parameters, checked, file)
+    else:
+        check_presets(parameters, presets, file)
 
     return TemplateManifest(
         provisioner=provisioner,
@@ -670,7 +749,7 @@ def parse_manifest(text: str, file: str = MANIFEST_FILE) -> TemplateManifest:
         agents=_parse_agents(r, data["agents"]) if "agents" in data else (),
         exec=exec_config,
         echo=echo_config,
-        terraform=terraform_config,
+        terraform=terraform_section,
     )
 
 

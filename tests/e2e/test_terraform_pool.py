@@ -1,0 +1,121 @@
+"""A pool on the Terraform example (examples/terraform-local) with real Terraform and real workspace agents:
+the pool converges (agents report ready), a claim hands one over (the agent runs its claim hook), the pool
+refills. Skips where Terraform is absent, fails so under CI=true."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from prebuildd.archive import pack_directory
+from prebuildd.claim import CreateRequest, create_workspace
+from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.identity import create_user, ensure_default_organization
+from prebuildd.store.db import fetch_one
+from tests.e2e.conftest import RunningServer, start_server
+from tests.helpers import wait_for
+from tests.provisioner.terraform_support import require_terraform
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "terraform-local"
+
+
+@pytest.fixture
+def agent_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`prebuildd` on PATH for the agents the example starts, whatever way this interpreter was installed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "prebuildd"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m prebuildd "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("TF_PLUGIN_CACHE_DIR", str(tmp_path / "plugin-cache"))
+
+
+def stop_agents(data_dir: Path) -> None:
+    """End the agent supervisors the example started (each leads its own process group)."""
+    for pid_file in data_dir.glob("workspaces/*/.agent/supervisor.pid"):
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+
+
+async def status(running: RunningServer) -> dict[str, dict[str, object]]:
+    async with running.client() as client:
+        response = await client.get("/api/v1/prebuilds/status")
+        assert response.status_code == 200, response.text
+        return {p["preset"]: p for p in response.json()["presets"]}
+
+
+async def test_a_terraform_pool_converges_and_a_claim_hands_one_over(
+    database_url: str, tmp_path: Path, agent_path: None
+) -> None:
+    require_terraform()
+    data_dir = tmp_path / "server"
+    running = await start_server(database_url, data_dir, reconcile_interval=0.5)
+    try:
+        async with running.client() as client:
+            pushed = await client.post(
+                "/api/v1/templates/workspace/versions",
+                params={"activate": True},
+                content=pack_directory(EXAMPLE),
+                headers={"Content-Type": "application/gzip"},
+            )
+            assert pushed.status_code == 201, pushed.text
+
+        async def two_ready() -> bool:
+            hello = (await status(running)).get("hello")
+            return bool(hello and hello["eligible"] == 2 and hello["starting"] == 0)
+
+        await wait_for(two_ready, timeout=120, what="2 prebuilds of `hello` with ready agents")
+        hello = (await status(running))["hello"]
+        assert hello["status"] == "healthy" and hello["desired"] == 2 and hello["failed"] == 0
+
+        services = running.server.services
+        assert services is not None
+        org = await ensure_default_organization(services.db, services.clock)
+        alice = await create_user(services.db, services.clock, username="alice")
+        async with services.db.transaction() as conn:
+            template = await fetch_one(
+                conn, "templates.template_by_name", {"organization_id": org["id"], "name": "workspace"}
+            )
+        assert template is not None
+        created = await create_workspace(
+            services,
+            CreateRequest(
+                organization_id=org["id"],
+                owner_id=alice["id"],
+                initiator_id=alice["id"],
+                template_id=template["id"],
+                name="mine",
+                preset_id=UUID(str(hello["preset_id"])),
+            ),
+        )
+        assert created.claimed and created.build is None, "a claim of this template starts no build"
+        async with services.db.transaction() as conn:
+            workspace = await fetch_one(conn, "workspaces.workspace_by_id", {"id": created.workspace_id})
+        assert workspace is not None
+        assert workspace["owner_id"] == alice["id"] and workspace["owner_id"] != PREBUILDS_USER_ID
+
+        # The prebuilt directory is the one the user gets, and its agent learned of the claim.
+        home = data_dir / "workspaces" / str(created.workspace_id) / "hello"
+        assert (home / "README.md").read_text() == "# hello\n"
+
+        async def claim_hook_ran() -> bool:
+            marker = home / ".claimed-by"
+            return marker.exists() and marker.read_text().strip() == "alice"
+
+        await wait_for(claim_hook_ran, timeout=60, what="the agent's claim hook")
+
+        async def refilled() -> bool:
+            hello = (await status(running))["hello"]
+            return hello["eligible"] == 2 and hello["starting"] == 0
+
+        await wait_for(refilled, timeout=120, what="the pool to replace the claimed prebuild")
+    finally:
+        await running.server.stop()
+        stop_agents(data_dir)

@@ -237,3 +237,27 @@ async def test_every_timestamp_comes_from_the_injected_clock(
         assert job[column].year == 2030, column
     for line in await env.queue.logs(job_id):
         assert line["created_at"].year == 2030
+
+
+async def test_a_completion_notifies_the_same_payload_for_builds_and_imports(env: Env) -> None:
+    # Builds complete in one statement (jobs.complete_build), imports on the general path: one payload format.
+    import json
+
+    listen = await env.db.connect()
+    try:
+        await listen.execute(f"LISTEN {channels.JOB_COMPLETED}")
+        pushed = await env.push("t", ECHO)
+        [job_id] = await _workspaces(env, pushed.template_id, 1)
+        assert await env.run_jobs() == 1
+        payloads = []
+        async for notify in listen.notifies(timeout=5, stop_after=2):
+            payloads.append(notify.payload)
+    finally:
+        await listen.close()
+    workspace_id = (await env.one("SELECT workspace_id FROM workspace_builds WHERE job_id = %s", job_id))[
+        "workspace_id"
+    ]
+    assert payloads == [
+        json.dumps({"job_id": str(pushed.job_id), "type": "template_version_import", "workspace_id": None}),
+        json.dumps({"job_id": str(job_id), "type": "workspace_build", "workspace_id": str(workspace_id)}),
+    ]

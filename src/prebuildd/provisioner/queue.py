@@ -264,7 +264,9 @@ class PgJobQueue:
             return True
         return await self._complete(job_id, worker_id, outcome, params)
 
-    async def _complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome, params: dict[str, Any]) -> bool:
+    async def _complete(
+        self, job_id: UUID, worker_id: str, outcome: JobOutcome, params: dict[str, Any]
+    ) -> bool:
         now, error = params["now"], params["error"]
         async with self.db.transaction() as conn:
             job = await fetch_one(conn, "jobs.complete", params)

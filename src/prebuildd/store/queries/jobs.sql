@@ -58,6 +58,33 @@ SET completed_at = %(now)s, updated_at = %(now)s, error = %(error)s, failure_cla
 WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL
 RETURNING id, type, job_status, input, organization_id;
 
+-- name: complete_build
+-- `complete`, `workspaces.finish_build`, `workspaces.mark_deleted` and `notify_completed` for a build, in one
+-- statement run on its own (autocommit): one round trip. No row, and nothing written, unless the job is a build
+-- held by this worker and has its build; the caller then takes the general path. The payload is the one
+-- `notify_completed` sends, byte for byte.
+WITH job AS (
+    UPDATE provisioner_jobs
+    SET completed_at = %(now)s, updated_at = %(now)s, error = %(error)s, failure_class = %(failure_class)s
+    WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL AND type = 'workspace_build'
+      AND EXISTS (SELECT 1 FROM workspace_builds WHERE job_id = %(id)s)
+    RETURNING id, type, job_status, input
+), build AS (
+    UPDATE workspace_builds b SET state = %(state)s, outputs = %(outputs)s, updated_at = %(now)s
+    FROM job
+    WHERE b.job_id = job.id AND job.job_status = 'succeeded'
+    RETURNING b.workspace_id, b.transition
+), deleted AS (
+    UPDATE workspaces w SET deleted = true, deleted_at = %(now)s, updated_at = %(now)s
+    FROM build
+    WHERE w.id = build.workspace_id AND build.transition = 'delete' AND NOT w.deleted
+)
+SELECT job.id, job.job_status,
+       pg_notify('prebuildd_job_completed',
+                 format('{"job_id": %%s, "type": %%s, "workspace_id": %%s}', to_json(job.id::text),
+                        to_json(job.type), coalesce(to_json(job.input ->> 'workspace_id')::text, 'null')))
+FROM job;
+
 -- name: cancel
 -- A pending job is canceled outright and never starts; a running one is marked, and its daemon stops it.
 UPDATE provisioner_jobs

@@ -282,3 +282,21 @@ async def test_preset_values_fill_parameters(env: Env) -> None:
     build = await env.one("SELECT * FROM workspace_builds WHERE id = %s", created.build_id)
     assert build["parameters"] == {"repo": "https://example.com/web.git", "size": "large", "cpu": "4"}
     assert build["preset_id"] == preset["id"]
+
+
+async def test_a_failed_build_keeps_the_state_it_left_for_the_delete(env: Env) -> None:
+    files = {
+        **EXEC_FILES,
+        "create.sh": '#!/bin/sh\necho "half-made" > "$PREBUILDD_STATE_FILE"\necho "quota exceeded" >&2\nexit 1\n',
+    }
+    pushed = await env.push("web", EXEC_MANIFEST, files)
+    created = await env.create(pushed.template_id, parameters={"repo": "r"})
+    await env.run_jobs()
+    assert (await env.job(created.job_id))["job_status"] == "failed"
+    build = await env.one("SELECT * FROM workspace_builds WHERE id = %s", created.build_id)
+    assert bytes(build["state"]).strip() == b"half-made"
+    deleted = await env.transition(created.workspace_id, Transition.DELETE)
+    assert not deleted.orphan_deleted  # the script ran: a real delete, with the state it left
+    await env.run_jobs()
+    logs = await env.queue.logs(deleted.job_id)
+    assert any("deleting with state half-made" in line["output"] for line in logs)

@@ -67,10 +67,15 @@ class ImportResult:
 class ProvisionerFailure(Exception):
     """A build or import failed; ``message`` is what the job's error will say."""
 
-    def __init__(self, message: str, failure_class: FailureClass = FailureClass.BUILD) -> None:
+    def __init__(
+        self, message: str, failure_class: FailureClass = FailureClass.BUILD, state: bytes | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.failure_class = failure_class
+        self.state = state
+        """What the failed run left (e.g. resources created before the error), so the next build, a delete
+        above all, still knows about them. None: the previous state stands."""
 
 
 class Provisioner(Protocol):

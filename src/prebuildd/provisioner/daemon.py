@@ -219,7 +219,7 @@ class ProvisionerDaemon:
             return JobOutcome(state=result.state, outputs=result.outputs)
         except ProvisionerFailure as exc:
             await logs.add("error", "", exc.message)
-            return JobOutcome(error=exc.message, failure_class=exc.failure_class)
+            return JobOutcome(error=exc.message, failure_class=exc.failure_class, state=exc.state)
         except Exception as exc:
             log.exception("daemon.provisioner_crashed", job_id=str(job.id))
             return JobOutcome(

@@ -94,7 +94,14 @@ class ExecProvisioner:
                 timeout=config.timeout_seconds,
                 grace_seconds=self.grace_seconds,
             )
-            await run.run()
+            try:
+                await run.run()
+            except ProvisionerFailure as failure:
+                # Keep what the script wrote to its state file before failing: the next build needs it.
+                written = state_file.read_bytes() if state_file.exists() else b""
+                if written and written != (ctx.state or b""):
+                    failure.state = written
+                raise
             state, outputs = _read_results(state_file, outputs_file, script)
             return BuildResult(state=state, outputs=outputs)
         finally:

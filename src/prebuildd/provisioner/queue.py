@@ -294,6 +294,12 @@ class PgJobQueue:
                     )
             if job["type"] == JobType.WORKSPACE_BUILD and job["job_status"] == "succeeded":
                 await self._finish_build(conn, job_id, outcome)
+            elif job["type"] == JobType.WORKSPACE_BUILD and outcome.state is not None:
+                await execute(
+                    conn,
+                    "workspaces.keep_failed_state",
+                    {"job_id": job_id, "state": outcome.state, "now": now},
+                )
             await _notify_completed(conn, job_id, job["type"], job["input"].get("workspace_id"))
         log.info("job.completed", job_id=str(job_id), status=job["job_status"], error=error)
         return True

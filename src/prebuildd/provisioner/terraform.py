@@ -76,8 +76,7 @@ class TerraformFailure(ProvisionerFailure):
     """A failed Terraform build, with the state Terraform left (resources created before the error)."""
 
     def __init__(self, message: str, failure_class: FailureClass, state: bytes | None = None) -> None:
-        super().__init__(message, failure_class)
-        self.state = state
+        super().__init__(message, failure_class, state)
 
 
 def default_plugin_cache_dir() -> Path:

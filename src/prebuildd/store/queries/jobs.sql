@@ -70,14 +70,19 @@ WITH job AS (
       AND EXISTS (SELECT 1 FROM workspace_builds WHERE job_id = %(id)s)
     RETURNING id, type, job_status, input
 ), build AS (
-    UPDATE workspace_builds b SET state = %(state)s, outputs = %(outputs)s, updated_at = %(now)s
+    -- A success stores its state and outputs; a failure stores the state it left, when it reports one.
+    UPDATE workspace_builds b
+    SET state = %(state)s::bytea,
+        outputs = CASE WHEN job.job_status = 'succeeded' THEN %(outputs)s ELSE b.outputs END,
+        updated_at = %(now)s
     FROM job
-    WHERE b.job_id = job.id AND job.job_status = 'succeeded'
-    RETURNING b.workspace_id, b.transition
+    WHERE b.job_id = job.id AND (job.job_status = 'succeeded' OR %(state)s::bytea IS NOT NULL)
+    RETURNING b.workspace_id, b.transition, job.job_status
 ), deleted AS (
     UPDATE workspaces w SET deleted = true, deleted_at = %(now)s, updated_at = %(now)s
     FROM build
-    WHERE w.id = build.workspace_id AND build.transition = 'delete' AND NOT w.deleted
+    WHERE w.id = build.workspace_id AND build.transition = 'delete' AND build.job_status = 'succeeded'
+      AND NOT w.deleted
 )
 SELECT job.id, job.job_status,
        pg_notify('prebuildd_job_completed',

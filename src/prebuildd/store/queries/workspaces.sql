@@ -70,3 +70,6 @@ SELECT b.id, b.build_number, b.transition, b.template_version_id, b.preset_id, b
 FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
 WHERE b.workspace_id = %(workspace_id)s
 ORDER BY b.build_number DESC;
+
+-- name: keep_failed_state
+UPDATE workspace_builds SET state = %(state)s, updated_at = %(now)s WHERE job_id = %(job_id)s;

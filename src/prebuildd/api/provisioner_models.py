@@ -16,6 +16,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from prebuildd.api.errors import ApiError
+from prebuildd.api.models import ShortText
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.domain.parameters import ParameterSpec
 from prebuildd.provisioner.queue import AcquiredJob, JobOutcome, LogLine
@@ -23,7 +24,8 @@ from prebuildd.provisioner.queue import AcquiredJob, JobOutcome, LogLine
 KEY_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$"
 MAX_WAIT_SECONDS = 30.0
 
-Tags = dict[str, str]
+Tags = dict[ShortText, ShortText]
+"""Tag keys and values: text PostgreSQL can store (no NUL), at most 200 characters."""
 
 
 # -- provisioner keys --------------------------------------------------------------------------------------

@@ -90,13 +90,12 @@ def create(
         build = workspace.get("latest_build") or {}
         if as_json:
             print_json(workspace)
-        elif preset and build.get("status") == "succeeded":  # only a handed-over prebuild is ready at once
-            note(
-                f"Created workspace {workspace['name']} in {seconds:.2f}s: a ready prebuild of preset {preset}."
-            )
+        elif workspace.get("claimed"):
+            took = workspace.get("seconds") or seconds
+            note(f"Created workspace {workspace['name']} in {took * 1000:.0f} ms: claimed a ready prebuild.")
         else:
             number, status = build.get("build_number"), build.get("status")
-            note(f"Created workspace {workspace['name']} (build #{number} {status}).")
+            note(f"Created workspace {workspace['name']}: building cold (build #{number} {status}).")
         if not wait or not build:
             return
         if build.get("status") not in FINISHED:

@@ -1,7 +1,76 @@
-"""Routes: jobs."""
+"""Routes: the job queue as operators see it (with why a pending job waits), cancelling a job, and the global
+settings (the reconciliation pause switch)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from prebuildd import prebuild_ops
+from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
+from prebuildd.api.errors import ApiError, not_found
+from prebuildd.api.lookups import organization_of
+from prebuildd.api.models import JobOut, Settings
+from prebuildd.jobs import list_jobs, offered_capabilities, waiting_reason
+from prebuildd.services import Services
+from prebuildd.store.db import Row, fetch_one
 
 router = APIRouter(tags=["jobs"])
+
+JobStatusFilter = Literal["pending", "running", "succeeded", "canceling", "canceled", "failed"]
+
+
+async def _job(services: Services, job_id: UUID) -> Row | None:
+    async with services.db.transaction() as conn:
+        return await fetch_one(conn, "api.job_by_id", {"id": job_id})
+
+
+@router.get("/jobs", response_model=list[JobOut], summary="Provisioner jobs, newest first")
+async def jobs(
+    services: ServicesDep,
+    user: TemplateAdminDep,
+    status: Annotated[JobStatusFilter | None, Query(description="Only jobs with this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[JobOut]:
+    organization_id = await organization_of(services, user)
+    found = await list_jobs(
+        services.db, services.config, organization_id=organization_id, status=status, limit=limit
+    )
+    return [JobOut.from_row(row, reason) for row, reason in found]
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a job: a pending one never starts, a running one is stopped by its daemon",
+    responses={409: {"description": "The job has already finished."}},
+)
+async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
+    job = await _job(services, job_id)
+    if (
+        job is None
+        or job["organization_id"] != await organization_of(services, user)
+        or not (has_role(user, "template-admin") or job["initiator_id"] == user["id"])
+    ):
+        raise not_found(f"job {job_id}")
+    if await services.queue.cancel(job_id) is None:
+        raise ApiError(409, f"job {job_id} has already finished ({job['job_status']})")
+    job = await _job(services, job_id)
+    assert job is not None
+    return JobOut.from_row(job, waiting_reason(job, offered_capabilities(services.config)))
+
+
+@router.get("/settings", response_model=Settings, summary="Global settings")
+async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
+    async with services.db.transaction() as conn:
+        row = await fetch_one(conn, "reconcile.settings")
+    assert row is not None
+    return Settings(reconciliation_paused=row["reconciliation_paused"])
+
+
+@router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
+async def put_settings(body: Settings, services: ServicesDep, user: OwnerDep) -> Settings:
+    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user["id"])
+    return Settings(reconciliation_paused=row["reconciliation_paused"])

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from prebuildd import prebuild_ops
 from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
 from prebuildd.api.errors import ApiError
+from prebuildd.api.models import LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.schedules import Schedule
 
@@ -54,25 +55,25 @@ class StatusOut(BaseModel):
 
 
 class PresetRef(BaseModel):
-    template: str = Field(min_length=1, max_length=64)
-    preset: str | None = Field(default=None, min_length=1, max_length=128)
+    template: LookupText
+    preset: LookupText | None = None
 
 
 class ScheduleIn(BaseModel):
-    cron: str = Field(min_length=1, max_length=100)
+    cron: LookupText
     instances: int = Field(ge=0, le=10_000)
 
 
 class PoolUpdate(BaseModel):
     instances: int | None = Field(default=None, ge=0, le=10_000)
-    ttl: str | None = Field(default=None, description="Duration such as 8h; 0 for none", max_length=32)
-    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    ttl: ShortText | None = Field(default=None, description="Duration such as 8h; 0 for none")
+    timezone: LookupText | None = None
     schedules: list[ScheduleIn] | None = Field(default=None, max_length=50)
 
 
 class CleanupIn(BaseModel):
-    template: str | None = Field(default=None, min_length=1, max_length=64)
-    preset: str | None = Field(default=None, min_length=1, max_length=128)
+    template: LookupText | None = None
+    preset: LookupText | None = None
     dry_run: bool = True
 
 
@@ -132,7 +133,7 @@ async def put_settings(body: PoolSettings, services: ServicesDep, user: OwnerDep
     "/templates/{template}/presets/{preset}", summary="Change a preset's pool without a new version"
 )
 async def update_pool(
-    template: str, preset: str, body: PoolUpdate, services: ServicesDep, user: TemplateAdminDep
+    template: LookupText, preset: LookupText, body: PoolUpdate, services: ServicesDep, user: TemplateAdminDep
 ) -> dict[str, Any]:
     ttl = None
     if body.ttl is not None:
@@ -207,7 +208,12 @@ async def cleanup(body: CleanupIn, services: ServicesDep, user: TemplateAdminDep
 
 
 @router.get("/prebuilds/explain", response_model=ExplainOut, summary="Why a pool is the way it is")
-async def explain(template: str, preset: str, services: ServicesDep, user: UserDep) -> ExplainOut:
+async def explain(
+    template: Annotated[LookupText, Query()],
+    preset: Annotated[LookupText, Query()],
+    services: ServicesDep,
+    user: UserDep,
+) -> ExplainOut:
     try:
         current, events = await prebuild_ops.explain(services, template, preset)
     except prebuild_ops.OpError as exc:

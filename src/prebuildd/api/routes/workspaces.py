@@ -1,7 +1,218 @@
-"""Routes: workspaces."""
+"""Routes: workspaces, their builds, and build logs (a JSON page, or an NDJSON stream that follows the job).
+
+Creating a workspace goes through ``claim.create_workspace``: a ready prebuild is handed over when a preset
+fits, otherwise the builder starts a cold build. Later transitions go straight to the builder. Members see and
+act on their own workspaces only; anyone else's is a 404 for them.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from prebuildd import claim
+from prebuildd.api.deps import ServicesDep, UserDep, has_role
+from prebuildd.api.errors import ApiError
+from prebuildd.api.log_stream import MEDIA_TYPE, follow_job_logs
+from prebuildd.api.lookups import (
+    organization_of,
+    template_named,
+    user_named,
+    visible_build,
+    visible_workspace,
+)
+from prebuildd.api.models import (
+    BuildCreate,
+    BuildOut,
+    LogLineOut,
+    TemplateName,
+    WorkspaceCreate,
+    WorkspaceName,
+    WorkspaceOut,
+)
+from prebuildd.builder import BuildRequest
+from prebuildd.domain.jobs import JobPriority, Transition
+from prebuildd.services import Services
+from prebuildd.store.db import Row, fetch_all, fetch_one
+from prebuildd.workspaces import build_by_id, builds_of_workspace, list_workspaces, workspace_by_id
 
 router = APIRouter(tags=["workspaces"])
+
+_LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The lines as a JSON array; with `follow=true`, a stream of NDJSON lines ending with "
+        '`{"end": true, "status": …}` once the job has finished.',
+        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+    }
+}
+
+
+async def _owner_for_creation(services: Services, user: Row, username: str | None) -> Row:
+    if username is None or username.lower() == str(user["username"]).lower():
+        return user
+    if not has_role(user, "template-admin"):
+        raise ApiError(403, "only template admins create workspaces for other users")
+    owner = await user_named(services, username, system_too=True)
+    if owner["is_system"]:
+        raise ApiError(400, f"owner: {username} is a system user; prebuilds are created by the reconciler")
+    return owner
+
+
+async def _preset_id(services: Services, template: Row, preset: str | None) -> UUID | None:
+    """The id of ``preset`` in the template's active version; None when no preset is asked for."""
+    if preset is None:
+        return None
+    version_id = template["active_version_id"]
+    if version_id is None:
+        return None  # the builder explains why the template cannot be used yet
+    async with services.db.transaction() as conn:
+        row = await fetch_one(conn, "templates.preset_by_name", {"version_id": version_id, "name": preset})
+        if row is None:
+            names = [
+                p["name"]
+                for p in await fetch_all(conn, "templates.version_presets", {"version_id": version_id})
+            ]
+            raise ApiError(
+                400,
+                f"preset: {template['name']} {template['active_version']} has no preset {preset!r}; "
+                f"presets: {', '.join(names) or 'none'}",
+            )
+    preset_id: UUID = row["id"]
+    return preset_id
+
+
+async def _workspace_out(services: Services, workspace_id: UUID) -> WorkspaceOut:
+    row = await workspace_by_id(services.db, workspace_id)
+    assert row is not None
+    return WorkspaceOut.from_row(row)
+
+
+@router.post(
+    "/workspaces",
+    response_model=WorkspaceOut,
+    status_code=201,
+    summary="Create a workspace: a ready prebuild when a preset fits, else a cold build",
+    responses={406: {"description": "The template's version is still importing."}},
+)
+async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: UserDep) -> WorkspaceOut:
+    organization_id = await organization_of(services, user)
+    template = await template_named(services, organization_id, body.template)
+    owner = await _owner_for_creation(services, user, body.owner)
+    created = await claim.create_workspace(
+        services,
+        claim.CreateRequest(
+            organization_id=organization_id,
+            owner_id=owner["id"],
+            initiator_id=user["id"],
+            template_id=template["id"],
+            name=body.name,
+            preset_id=await _preset_id(services, template, body.preset),
+            parameters=body.parameters,
+        ),
+    )
+    workspace = await _workspace_out(services, created.workspace_id)
+    return workspace.model_copy(update={"claimed": created.claimed, "seconds": round(created.seconds, 4)})
+
+
+@router.get("/workspaces", response_model=list[WorkspaceOut], summary="Workspaces with their latest build")
+async def list_all(
+    services: ServicesDep,
+    user: UserDep,
+    owner: Annotated[
+        str,
+        Query(
+            description="`me`, `all` (template admins) or a username (template admins)",
+            max_length=63,
+            pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+        ),
+    ] = "me",
+    template: Annotated[TemplateName | None, Query()] = None,
+    name: Annotated[WorkspaceName | None, Query()] = None,
+) -> list[WorkspaceOut]:
+    organization_id = await organization_of(services, user)
+    owner_id: UUID | None = user["id"]
+    if owner.lower() not in ("me", str(user["username"]).lower()):
+        if not has_role(user, "template-admin"):
+            raise ApiError(403, "members list only their own workspaces (owner=me)")
+        owner_id = (
+            None if owner.lower() == "all" else (await user_named(services, owner, system_too=True))["id"]
+        )
+    rows = await list_workspaces(
+        services.db, organization_id=organization_id, owner_id=owner_id, template=template, name=name
+    )
+    return [WorkspaceOut.from_row(row) for row in rows]
+
+
+@router.get(
+    "/workspaces/{workspace_id}", response_model=WorkspaceOut, summary="One workspace (deleted ones too)"
+)
+async def get_workspace(workspace_id: UUID, services: ServicesDep, user: UserDep) -> WorkspaceOut:
+    return WorkspaceOut.from_row(await visible_workspace(services, user, workspace_id))
+
+
+@router.post(
+    "/workspaces/{workspace_id}/builds",
+    response_model=BuildOut,
+    status_code=201,
+    summary="Start, stop or delete a workspace",
+    responses={409: {"description": "The workspace already has an active build."}},
+)
+async def create_build(
+    workspace_id: UUID, body: BuildCreate, services: ServicesDep, user: UserDep
+) -> BuildOut:
+    workspace = await visible_workspace(services, user, workspace_id)
+    transition = Transition(body.transition)
+    if body.parameters and transition is not Transition.START:
+        raise ApiError(400, f"parameters: a {transition} build reuses the last build's values; send none")
+    request = BuildRequest(
+        transition=transition,
+        initiator_id=user["id"],
+        workspace_id=workspace["workspace_id"],
+        parameters=body.parameters,
+        priority=JobPriority.HUMAN,
+    )
+    async with services.db.transaction() as conn:
+        created = await services.builder.build(conn, request)
+    build = await build_by_id(services.db, created.build_id)
+    assert build is not None
+    return BuildOut.from_row(build)
+
+
+@router.get(
+    "/workspaces/{workspace_id}/builds",
+    response_model=list[BuildOut],
+    summary="A workspace's builds, newest first",
+)
+async def list_builds(workspace_id: UUID, services: ServicesDep, user: UserDep) -> list[BuildOut]:
+    await visible_workspace(services, user, workspace_id)
+    return [BuildOut.from_row(row) for row in await builds_of_workspace(services.db, workspace_id)]
+
+
+@router.get(
+    "/builds/{build_id}/logs",
+    response_model=list[LogLineOut],
+    summary="A build's log lines; `follow=true` streams them (NDJSON) until the build's job finishes",
+    responses=_LOG_RESPONSES,
+)
+async def build_logs(
+    build_id: UUID,
+    services: ServicesDep,
+    user: UserDep,
+    after: Annotated[int, Query(ge=0, le=2**62, description="Only lines with an id above this one.")] = 0,
+    follow: Annotated[bool, Query(description="Stream new lines until the job finishes.")] = False,
+    limit: Annotated[
+        int, Query(ge=1, le=10_000, description="Without follow: at most this many lines; page with `after`.")
+    ] = 10_000,
+) -> Any:
+    build = await visible_build(services, user, build_id)
+    if follow:
+        return StreamingResponse(
+            follow_job_logs(services, build["build_job_id"], after),
+            media_type=MEDIA_TYPE,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+    lines = await services.queue.logs(build["build_job_id"], after=after, limit=limit)
+    return [LogLineOut.from_row(line) for line in lines]

@@ -144,10 +144,21 @@ def slow_start_cap(preset: PresetRow, rows: Sequence[PrebuildRow]) -> int | None
     return started_since + 1
 
 
+_NO_FAILURES: dict[str, Any] = {
+    "backoff_until": None,
+    "backoff_reason": "",
+    "hard_limited": False,
+    "hard_limit_reason": "",
+    "create_cap": None,
+}
+
+
 def failure_inputs(policy: FailurePolicy, now: datetime) -> Any:
     """The FailureInputs callback for ``snapshot.preset_snapshot``."""
 
     def inputs(preset: PresetRow, rows: list[PrebuildRow]) -> dict[str, Any]:
+        if not preset.consecutive_failures and all(r.job_status != "failed" for r in rows):
+            return dict(_NO_FAILURES)  # nothing failed: the common case, kept cheap
         limit = hard_limit(preset, rows, policy)
         backoffs = [
             b

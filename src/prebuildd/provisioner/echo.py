@@ -35,6 +35,8 @@ class EchoProvisioner:
     """
 
     kind: str = "echo"
+    needs_files: bool = False
+    """Plays steps from the manifest only: the daemon need not unpack the template for it."""
 
     async def run_build(self, ctx: BuildContext, log: LogSink) -> BuildResult:
         step = _step(ctx.manifest.echo, step_name(ctx))

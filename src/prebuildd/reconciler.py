@@ -245,7 +245,8 @@ class Reconciler:
                 if await self._delete(delete.workspace_id, delete.reason.value):
                     result.deleted += 1
             if plan.create:
-                result.created += await self._create(preset, plan, result)
+                created = await self._create(preset, plan, result)
+                result.created += created  # not `+= await`: that reads the total before the await
 
     async def _delete(self, workspace_id: UUID, reason: str) -> bool:
         req = BuildRequest(
@@ -319,6 +320,9 @@ class Reconciler:
                     "prebuild.create_skipped",
                     preset_id=str(preset.preset_id),
                     reason="target already met (re-counted under the preset lock)",
+                    desired=desired,
+                    running_valid=counts["running_valid"],
+                    starting=counts["starting"],
                 )
                 return False
             created = await self.services.builder.build(conn, req)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -24,34 +23,9 @@ class PoolSettings(BaseModel):
     reconciliation_paused: bool
 
 
-class PresetStatusOut(BaseModel):
-    preset_id: UUID
-    template: str
-    preset: str
-    version: str
-    active: bool
-    status: str = Field(description="healthy, hard_limited, backing_off, paused or inactive")
-    desired: int
-    running: int
-    eligible: int
-    expired: int
-    starting: int
-    stopping: int
-    deleting: int
-    failed: int
-    next_action: str
-    blocked: str | None
-    backoff_until: datetime | None
-    hard_limit_reason: str
-    schedule_problem: str | None
-    last_decision: str | None
-    last_decision_at: datetime | None
-    extra: dict[str, Any] = {}
-
-
 class StatusOut(BaseModel):
     paused: bool
-    presets: list[PresetStatusOut]
+    presets: list[prebuild_ops.PresetStatus]
 
 
 class PresetRef(BaseModel):
@@ -101,7 +75,7 @@ class ExplainEvent(BaseModel):
 
 
 class ExplainOut(BaseModel):
-    status: PresetStatusOut
+    status: prebuild_ops.PresetStatus
     decisions: list[ExplainEvent]
 
 
@@ -114,7 +88,7 @@ def _raise(exc: prebuild_ops.OpError) -> ApiError:
 )
 async def status(services: ServicesDep, user: UserDep) -> StatusOut:
     paused, presets = await prebuild_ops.pool_status(services)
-    return StatusOut(paused=paused, presets=[PresetStatusOut(**asdict(p)) for p in presets])
+    return StatusOut(paused=paused, presets=presets)
 
 
 @router.get("/prebuilds/settings", response_model=PoolSettings)
@@ -219,6 +193,6 @@ async def explain(
     except prebuild_ops.OpError as exc:
         raise _raise(exc) from None
     return ExplainOut(
-        status=PresetStatusOut(**asdict(current)),
+        status=current,
         decisions=[ExplainEvent(at=e["created_at"], kind=e["kind"], message=e["message"]) for e in events],
     )

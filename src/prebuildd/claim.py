@@ -24,7 +24,7 @@ from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
 from prebuildd.domain.manifest import TemplateManifest, parse_manifest
 from prebuildd.domain.parameters import ParameterError, ParameterSpec, canonical_value
 from prebuildd.services import Services
-from prebuildd.store.db import Conn, Row, execute, fetch_all, fetch_one, jsonb
+from prebuildd.store.db import Conn, Row, execute, fetch_one, jsonb
 
 log = structlog.get_logger(__name__)
 
@@ -105,37 +105,47 @@ def _default(specs: Mapping[str, ParameterSpec], name: str) -> str | None:
 
 
 async def create_workspace(services: Services, req: CreateRequest) -> CreateResult:
-    """Claim a prebuild when one fits, else build cold; records a claim or a claim-missed event either way."""
+    """Claim a prebuild when one fits, else build cold; records a claim or a claim-missed event either way.
+
+    A claim of a preset with no parameters to compare takes two round trips: the context, then the claim.
+    """
     started = time.perf_counter()
-    async with services.db.transaction() as conn:
-        template = await fetch_one(conn, "templates.template_by_id", {"id": req.template_id})
-        if template is None or template["deleted"]:
+    async with services.db.autocommit() as conn:
+        context = await fetch_one(
+            conn,
+            "claims.context",
+            {
+                "template_id": req.template_id,
+                "owner_id": req.owner_id,
+                "name": req.name,
+            },
+        )
+        if context is None or context["deleted"]:
             raise BuildError(NOT_FOUND, f"template {req.template_id} not found")
-        version_id = template["active_version_id"]
         preset: Row | None = None
         differing: dict[str, str] = {}
-        if version_id is not None:
-            presets = await fetch_all(conn, "claims.pool_presets", {"version_id": version_id})
-            if presets:
-                specs = await services.builder.parameter_specs(conn, version_id)
-                preset, differing = choose_preset(presets, specs, req.preset_id, req.parameters or {})
-        name_free = not await _name_taken(conn, req)
-    if preset is not None and name_free:
-        claimed = await _try_claim(services, req, template, preset, differing, started)
+        if context["presets"]:
+            presets = [{**p, "id": UUID(p["id"])} for p in context["presets"]]
+            specs: list[ParameterSpec] = []
+            if req.parameters:  # values to compare with the presets': canonicalise them first
+                specs = await services.builder.parameter_specs(conn, context["active_version_id"])
+            preset, differing = choose_preset(presets, specs, req.preset_id, req.parameters or {})
+    if preset is not None and not context["name_taken"]:
+        claimed = await _try_claim(services, req, context, preset, differing, started)
         if claimed is not None:
             return claimed
     if preset is not None:
         await _event(
             services,
             "claim.missed",
-            template,
+            context,
             preset["id"],
             None,
             req.owner_id,
             f"no eligible prebuild of preset {preset['name']}: building cold",
         )
         services.metrics.claim_missed.labels(
-            str(template["organization_id"]), template["name"], preset["name"]
+            str(context["organization_id"]), context["name"], preset["name"]
         ).inc()
     build_req = BuildRequest(
         transition=Transition.START,
@@ -153,13 +163,6 @@ async def create_workspace(services: Services, req: CreateRequest) -> CreateResu
     return CreateResult(build.workspace_id, False, build, req.preset_id, time.perf_counter() - started)
 
 
-async def _name_taken(conn: Conn, req: CreateRequest) -> bool:
-    existing = await fetch_one(
-        conn, "workspaces.workspace_by_owner_and_name", {"owner_id": req.owner_id, "name": req.name}
-    )
-    return existing is not None
-
-
 async def _try_claim(
     services: Services,
     req: CreateRequest,
@@ -169,50 +172,40 @@ async def _try_claim(
     started: float,
 ) -> CreateResult | None:
     timeout = services.config.claim_timeout
+    params = {
+        "preset_id": preset["id"],
+        "prebuilds_user_id": PREBUILDS_USER_ID,
+        "owner_id": req.owner_id,
+        "name": req.name,
+        "now": services.clock.now(),
+    }
+    needs_build = bool(differing) or (
+        bool(template["manifest"]) and has_claim_step(_manifest(template["manifest"]))
+    )
     try:
-        async with asyncio.timeout(timeout), services.db.transaction() as conn:
-            await fetch_one(conn, "claims.set_claim_timeout", {"ms": int(timeout * 1000)})
-            row = await fetch_one(
-                conn,
-                "claims.claim",
-                {
-                    "preset_id": preset["id"],
-                    "prebuilds_user_id": PREBUILDS_USER_ID,
-                    "owner_id": req.owner_id,
-                    "name": req.name,
-                    "now": services.clock.now(),
-                },
-            )
+        async with asyncio.timeout(timeout):
+            build = None
+            if not needs_build:
+                # One statement: the claim, its event and the agent's notification commit together.
+                async with services.db.autocommit() as conn:
+                    row = await fetch_one(conn, "claims.claim", params)
+            else:
+                async with services.db.transaction() as conn:
+                    row = await fetch_one(conn, "claims.claim", params)
+                    if row is not None:
+                        build = await services.builder.build(
+                            conn,
+                            BuildRequest(
+                                transition=Transition.START,
+                                initiator_id=req.initiator_id,
+                                workspace_id=row["id"],
+                                parameters=differing,
+                                reason=BuildReason.CLAIM,
+                                priority=JobPriority.HUMAN,
+                            ),
+                        )
             if row is None:
                 return None
-            build = None
-            version = await fetch_one(
-                conn, "templates.version_with_job", {"id": template["active_version_id"]}
-            )
-            assert version is not None
-            if differing or has_claim_step(_manifest(version["manifest"])):
-                build = await services.builder.build(
-                    conn,
-                    BuildRequest(
-                        transition=Transition.START,
-                        initiator_id=req.initiator_id,
-                        workspace_id=row["id"],
-                        parameters=differing,
-                        reason=BuildReason.CLAIM,
-                        priority=JobPriority.HUMAN,
-                    ),
-                )
-            await execute(conn, "agents.notify_claimed", {"workspace_id": row["id"]})
-            await _insert_event(
-                conn,
-                services,
-                "claim.succeeded",
-                template,
-                preset["id"],
-                row["id"],
-                req.owner_id,
-                f"claimed {row['name']} (prebuilt {row['created_at']:%Y-%m-%d %H:%M:%S}Z)",
-            )
     except (TimeoutError, psycopg.errors.QueryCanceled):
         log.warning("claim.timed_out", preset_id=str(preset["id"]), timeout=timeout)
         return None

@@ -243,8 +243,8 @@ async def test_a_prebuild_job_completion_kicks_the_loop(env: Env) -> None:
     try:
         from tests.helpers import wait_for
 
-        async def three_starting() -> bool:
-            return (await pool(env))["starting"] == 3
+        async def three_starting() -> bool:  # and the first cycle over, so that the count below is stable
+            return rec.cycles >= 1 and (await pool(env))["starting"] == 3
 
         await wait_for(three_starting, what="the first cycle")
         cycles = rec.cycles
@@ -253,7 +253,7 @@ async def test_a_prebuild_job_completion_kicks_the_loop(env: Env) -> None:
         async def cycled() -> bool:
             return rec.cycles > cycles
 
-        await wait_for(cycled, what="a cycle kicked by the completion (the interval is an hour)")
+        await wait_for(cycled, timeout=60, what="a cycle kicked by the completion (the interval is an hour)")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -3,8 +3,19 @@
 SELECT id, name, parameters, desired_instances FROM template_version_presets
 WHERE template_version_id = %(version_id)s AND desired_instances IS NOT NULL;
 
--- name: set_claim_timeout
-SELECT set_config('statement_timeout', %(ms)s::text, true);
+-- name: context
+-- Everything a creation needs to decide whether it can claim, in one round trip: the template, its active
+-- version's manifest, the pool presets of that version, and whether the owner already has a workspace so named.
+SELECT t.id, t.name, t.organization_id, t.deleted, t.active_version_id, v.manifest,
+       coalesce((SELECT json_agg(json_build_object('id', p.id, 'name', p.name, 'parameters', p.parameters))
+                 FROM template_version_presets p
+                 WHERE p.template_version_id = t.active_version_id AND p.desired_instances IS NOT NULL),
+                '[]'::json) AS presets,
+       EXISTS (SELECT 1 FROM workspaces w WHERE w.owner_id = %(owner_id)s AND lower(w.name) = lower(%(name)s)
+               AND NOT w.deleted) AS name_taken
+FROM templates t
+LEFT JOIN template_versions v ON v.id = t.active_version_id
+WHERE t.id = %(template_id)s;
 
 -- name: claim
 -- Hand the oldest eligible prebuild of a preset to a user, in one statement. Eligible: owned by the prebuilds
@@ -28,12 +39,22 @@ WITH candidate AS (
     ORDER BY w.created_at
     LIMIT 1
     FOR UPDATE OF w SKIP LOCKED
+), claimed AS (
+    UPDATE workspaces w
+    SET owner_id = %(owner_id)s, name = %(name)s, claimed_at = %(now)s, updated_at = %(now)s
+    FROM candidate
+    WHERE w.id = candidate.id
+    RETURNING w.id, w.name, w.created_at, w.latest_build_number, w.organization_id, w.template_id
+), event AS (
+    -- The claim event and the agent's wake-up go with the claim itself: one statement, one round trip.
+    INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message)
+    SELECT %(now)s, 'claim.succeeded', c.organization_id, c.template_id, %(preset_id)s, c.id, %(owner_id)s,
+           'claimed ' || c.name || ' (prebuilt ' || to_char(c.created_at AT TIME ZONE 'UTC',
+                                                          'YYYY-MM-DD HH24:MI:SS') || 'Z)'
+    FROM claimed c
 )
-UPDATE workspaces w
-SET owner_id = %(owner_id)s, name = %(name)s, claimed_at = %(now)s, updated_at = %(now)s
-FROM candidate
-WHERE w.id = candidate.id
-RETURNING w.id, w.name, w.created_at, w.latest_build_number;
+SELECT c.id, c.name, c.created_at, c.latest_build_number, pg_notify('prebuildd_workspace_claimed', c.id::text)
+FROM claimed c;
 
 -- name: insert_event
 INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message, data)

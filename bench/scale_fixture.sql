@@ -37,9 +37,9 @@ CROSS JOIN LATERAL (
 ) k;
 
 INSERT INTO workspaces (id, organization_id, owner_id, template_id, name, created_at, updated_at, deleted,
-                        latest_build_number)
+                        latest_build_number, pool_preset_id)
 SELECT id, %(org)s, %(prebuilds_user)s, template_id, 'prebuild-' || replace(id::text, '-', ''), %(now)s, %(now)s,
-       kind = 'deleted', CASE WHEN kind = 'deleted' THEN 2 ELSE 1 END
+       kind = 'deleted', CASE WHEN kind = 'deleted' THEN 2 ELSE 1 END, preset_id
 FROM bench_ws;
 
 INSERT INTO provisioner_jobs (id, organization_id, type, provisioner, priority, created_at, updated_at, started_at,

@@ -19,6 +19,7 @@ import structlog
 
 from prebuildd.clock import Clock
 from prebuildd.domain.errors import BAD_REQUEST, CONFLICT, INTERNAL, NOT_ACCEPTABLE, NOT_FOUND, BuildError
+from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, FailureClass, JobPriority, JobStatus, JobType, Transition
 from prebuildd.domain.parameters import ParameterError, ParameterSpec, resolve_parameters
 from prebuildd.store.db import Conn, Database, Row, execute, fetch_all, fetch_one, fetch_val, jsonb
@@ -299,6 +300,7 @@ class WorkspaceBuilder:
                 "owner_id": req.owner_id,
                 "template_id": template["id"],
                 "name": req.name,
+                "pool_preset_id": req.preset_id if req.owner_id == PREBUILDS_USER_ID else None,
                 "now": self.clock.now(),
             },
         )

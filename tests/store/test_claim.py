@@ -161,7 +161,8 @@ async def test_ineligible_prebuilds_are_never_claimed(env: Env) -> None:
             assert result.workspace_id == victim
             async with env.db.transaction() as conn:  # hand it back for the next check
                 await conn.execute(
-                    "UPDATE workspaces SET owner_id = %s, name = 'prebuild-back', claimed_at = NULL "
+                    "UPDATE workspaces SET owner_id = %s, name = 'prebuild-back', claimed_at = NULL, "
+                    "pool_preset_id = (SELECT preset_id FROM workspace_builds b WHERE b.workspace_id = workspaces.id AND b.build_number = 1) "
                     "WHERE id = %s",
                     (PREBUILDS_USER_ID, victim),
                 )

@@ -24,13 +24,12 @@ WHERE t.id = %(template_id)s;
 -- latest_build_number re-check under the row lock drops one that got a new build after this statement began.
 WITH candidate AS (
     SELECT w.id
-    FROM (SELECT DISTINCT workspace_id FROM workspace_builds WHERE preset_id = %(preset_id)s) c
-    JOIN workspaces w ON w.id = c.workspace_id
+    FROM workspaces w
     JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
     JOIN provisioner_jobs j ON j.id = b.job_id
     JOIN templates t ON t.id = w.template_id
     JOIN template_version_presets p ON p.id = b.preset_id
-    WHERE w.owner_id = %(prebuilds_user_id)s AND NOT w.deleted
+    WHERE w.pool_preset_id = %(preset_id)s AND w.owner_id = %(prebuilds_user_id)s AND NOT w.deleted
       AND b.preset_id = %(preset_id)s AND b.transition = 'start' AND j.job_status = 'succeeded'
       AND t.active_version_id = b.template_version_id AND NOT t.deleted AND t.deprecated_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM workspace_agents a WHERE a.workspace_id = w.id AND a.lifecycle <> 'ready')
@@ -41,7 +40,8 @@ WITH candidate AS (
     FOR UPDATE OF w SKIP LOCKED
 ), claimed AS (
     UPDATE workspaces w
-    SET owner_id = %(owner_id)s, name = %(name)s, claimed_at = %(now)s, updated_at = %(now)s
+    SET owner_id = %(owner_id)s, name = %(name)s, claimed_at = %(now)s, updated_at = %(now)s,
+        pool_preset_id = NULL
     FROM candidate
     WHERE w.id = candidate.id
     RETURNING w.id, w.name, w.created_at, w.latest_build_number, w.organization_id, w.template_id

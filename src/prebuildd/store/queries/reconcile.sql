@@ -62,11 +62,11 @@ SELECT
           AND (%(invalidated_at)s::timestamptz IS NULL OR w.created_at >= %(invalidated_at)s::timestamptz)
           AND (%(ttl_seconds)s::int = 0 OR w.created_at > %(now)s::timestamptz - make_interval(secs => %(ttl_seconds)s::int))
     ) AS running_valid
-FROM (SELECT DISTINCT workspace_id FROM workspace_builds WHERE preset_id = %(preset_id)s) c
-JOIN workspaces w ON w.id = c.workspace_id AND NOT w.deleted AND w.owner_id = %(prebuilds_user_id)s
+FROM workspaces w
 JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
 JOIN provisioner_jobs j ON j.id = b.job_id
-WHERE b.preset_id = %(preset_id)s;
+WHERE w.pool_preset_id = %(preset_id)s AND NOT w.deleted AND w.owner_id = %(prebuilds_user_id)s
+  AND b.preset_id = %(preset_id)s;
 
 -- name: insert_events
 INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, message, data)

@@ -1,6 +1,7 @@
 -- name: insert_workspace
-INSERT INTO workspaces (id, organization_id, owner_id, template_id, name, created_at, updated_at)
-VALUES (%(id)s, %(organization_id)s, %(owner_id)s, %(template_id)s, %(name)s, %(now)s, %(now)s)
+INSERT INTO workspaces (id, organization_id, owner_id, template_id, name, created_at, updated_at, pool_preset_id)
+VALUES (%(id)s, %(organization_id)s, %(owner_id)s, %(template_id)s, %(name)s, %(now)s, %(now)s,
+        %(pool_preset_id)s)
 RETURNING *;
 
 -- name: lock_workspace

@@ -31,7 +31,14 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
 from prebuildd.domain.planner import Plan, PresetSnapshot, pace, plan_preset
 from prebuildd.domain.schedules import Schedule
-from prebuildd.domain.snapshot import PrebuildRow, PresetRow, group, inflight_jobs, preset_snapshot
+from prebuildd.domain.snapshot import (
+    PrebuildRow,
+    PresetRow,
+    PresetRows,
+    group,
+    inflight_jobs,
+    preset_snapshot,
+)
 from prebuildd.notify import WebhookNotifier
 from prebuildd.services import Services
 from prebuildd.store import channels
@@ -49,7 +56,8 @@ class Snapshot:
     presets: dict[UUID, PresetRow]
     snapshots: list[PresetSnapshot]
     prebuilds: list[PrebuildRow]
-    rows_by_preset: dict[UUID, list[PrebuildRow]]
+    history_by_preset: dict[UUID, list[PrebuildRow]]
+    """The rows the failure maths read for each preset (its creation history when it has failures)."""
     inflight: int
     queue_depth: int = 0
     oldest_pending: datetime | None = None
@@ -195,8 +203,9 @@ class Reconciler:
                 conn, "reconcile.snapshot_prebuilds", {"prebuilds_user_id": PREBUILDS_USER_ID}, PrebuildRow
             )
             queue = await fetch_one(conn, "reconcile.queue_depth")
-        presets = [_preset_row(r) for r in preset_rows]
-        grouped = group(presets, prebuilds)
+            presets = [_preset_row(r) for r in preset_rows]
+            grouped = group(presets, prebuilds)
+            await self._creation_history(conn, grouped)
         inputs = failure_inputs(self.policy, now)
         retry = timedelta(seconds=self.config.backoff_interval)
         snapshots = [
@@ -208,7 +217,10 @@ class Reconciler:
             presets={p.preset_id: p for p in presets},
             snapshots=snapshots,
             prebuilds=prebuilds,
-            rows_by_preset={preset_id: rows.prebuilds for preset_id, rows in grouped.items()},
+            history_by_preset={
+                preset_id: rows.prebuilds if rows.creations is None else rows.creations
+                for preset_id, rows in grouped.items()
+            },
             inflight=inflight_jobs(prebuilds),
             queue_depth=int(queue["pending"]) if queue else 0,
             oldest_pending=queue["oldest"] if queue else None,
@@ -232,6 +244,31 @@ class Reconciler:
         metrics.queue_depth.set(snap.queue_depth)
         age = (snap.taken_at - snap.oldest_pending).total_seconds() if snap.oldest_pending else 0
         metrics.oldest_pending.set(max(age, 0))
+
+    async def _creation_history(self, conn: Conn, grouped: dict[UUID, PresetRows]) -> None:
+        """For presets with failures in their pool, read their newest creations, claimed ones included, so that
+        a claimed success still breaks a run of failures. Healthy presets need no extra read (one query at most,
+        whatever the number of presets)."""
+        failing = [r for r in grouped.values() if any(p.job_status == "failed" for p in r.prebuilds)]
+        if not failing:
+            return
+        keep = [max(r.preset.desired_instances or 0, self.policy.hard_limit, 1) for r in failing]
+        rows = await fetch_all_as(
+            conn,
+            "reconcile.snapshot_creations",
+            {
+                "preset_ids": [r.preset.preset_id for r in failing],
+                "keep": keep,
+            },
+            PrebuildRow,
+        )
+        for r in failing:
+            r.creations = []
+        for row in rows:
+            if row.preset_id in grouped:
+                creations = grouped[row.preset_id].creations
+                assert creations is not None
+                creations.append(row)
 
     # -- executing -----------------------------------------------------------------------------------------
 
@@ -368,7 +405,7 @@ class Reconciler:
             if status == preset.prebuild_status:
                 continue
             limit = (
-                hard_limit(preset, snap.rows_by_preset.get(s.preset_id, []), self.policy)
+                hard_limit(preset, snap.history_by_preset.get(s.preset_id, []), self.policy)
                 if s.active
                 else None
             )

@@ -304,3 +304,39 @@ async def test_slow_start_after_a_failure_doubles_creates_per_cycle(env: Env) ->
         4,
         3,
     ]  # 1 + 2 + 4 in flight, then the 3 the pool of 10 still lacks (failed ones take no slot)
+
+
+async def test_a_claimed_success_still_breaks_a_run_of_failures(env: Env) -> None:
+    """Three creations fail, a fourth succeeds and is claimed: the last three creations of the pool are not all
+    failures, so the preset must not be hard-limited (the claimed prebuild left the pool, not the history)."""
+    manifest = FAILING_BUILD.replace("instances = 4", "instances = 1")
+    await env.push("t", manifest)
+    rec = reconciler(env, backoff_interval=1.0, failure_hard_limit=3)
+    for _ in range(2):  # two failures
+        await rec.run_cycle()
+        await env.run_jobs()
+        env.clock.advance(INTERVAL * 10)
+    # The template is fixed in place for the test: the next creation succeeds.
+    async with env.db.transaction() as conn:
+        await conn.execute("UPDATE template_versions SET manifest = replace(manifest, 'failure', 'success')")
+    await rec.run_cycle()
+    await env.run_jobs()
+    succeeded = await env.one(
+        "SELECT workspace_id FROM workspace_latest_builds WHERE owner_id = %s AND job_status = 'succeeded'",
+        PREBUILDS_USER_ID,
+    )
+    async with env.db.transaction() as conn:  # the success is claimed
+        await conn.execute(
+            "UPDATE workspaces SET owner_id = %s, name = 'mine', pool_preset_id = NULL WHERE id = %s",
+            (env.member_id, succeeded["workspace_id"]),
+        )
+        await conn.execute("UPDATE template_versions SET manifest = replace(manifest, 'success', 'failure')")
+    env.clock.advance(INTERVAL * 10)
+    await rec.run_cycle()  # one more failure: failures, failures, success, failure
+    await env.run_jobs()
+    env.clock.advance(INTERVAL * 10)
+    result = await rec.run_cycle()
+    assert result is not None
+    preset = await env.one("SELECT * FROM template_version_presets WHERE name = 'small'")
+    assert preset["prebuild_status"] == "healthy", result.plans[0]
+    assert not (result.plans[0].blocked or "").startswith("hard-limited")

@@ -65,6 +65,9 @@ class PrebuildRow:
 class PresetRows:
     preset: PresetRow
     prebuilds: list[PrebuildRow] = field(default_factory=list)
+    creations: list[PrebuildRow] | None = None
+    """The preset's latest creations (first builds of its prebuilds, claimed or deleted ones included), for the
+    failure maths. None: use ``prebuilds`` (the latest build of each prebuild still in the pool)."""
 
 
 def group(presets: Iterable[PresetRow], prebuilds: Iterable[PrebuildRow]) -> dict[UUID, PresetRows]:
@@ -115,7 +118,8 @@ def preset_snapshot(
             leftovers.append(
                 Leftover(row.workspace_id, CleanupReason.DELETE_FAILED, completed + delete_retry)
             )
-    extra = dict(failure_inputs(p, rows.prebuilds)) if failure_inputs else {}
+    history = rows.prebuilds if rows.creations is None else rows.creations
+    extra = dict(failure_inputs(p, history)) if failure_inputs else {}
     return PresetSnapshot(
         preset_id=p.preset_id,
         template_name=p.template_name,

@@ -20,6 +20,25 @@ SELECT lb.workspace_id, lb.workspace_created_at, lb.preset_id, lb.template_versi
 FROM workspace_latest_builds lb
 WHERE lb.owner_id = %(prebuilds_user_id)s;
 
+-- name: snapshot_creations
+-- The newest creations of the given presets (the first build of each of their prebuilds, whoever owns it now
+-- and even if deleted): a claimed success still counts as a success in the failure maths. Columns in the order
+-- of PrebuildRow.
+SELECT c.workspace_id, c.workspace_created_at, c.preset_id, c.version_id, c.transition, c.job_id, c.job_status,
+       c.build_created_at, c.job_started_at, c.job_completed_at, c.failure_class, c.error, true AS ready
+FROM unnest(%(preset_ids)s::uuid[], %(keep)s::int[]) AS p (id, keep)
+CROSS JOIN LATERAL (
+    SELECT b.workspace_id, w.created_at AS workspace_created_at, b.preset_id, b.template_version_id AS version_id,
+           b.transition, j.id AS job_id, j.job_status, b.created_at AS build_created_at,
+           j.started_at AS job_started_at, j.completed_at AS job_completed_at, j.failure_class, j.error
+    FROM workspace_builds b
+    JOIN workspaces w ON w.id = b.workspace_id
+    JOIN provisioner_jobs j ON j.id = b.job_id
+    WHERE b.preset_id = p.id AND b.build_number = 1 AND b.reason = 'prebuild'
+    ORDER BY b.created_at DESC
+    LIMIT p.keep
+) c;
+
 -- name: snapshot_presets
 -- Presets with a pool on active versions, plus any preset that still has prebuilds (old versions included).
 SELECT p.id AS preset_id, p.name AS preset_name, t.id AS template_id, t.name AS template_name,

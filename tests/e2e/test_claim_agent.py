@@ -40,6 +40,10 @@ setsid prebuildd agent --poll 5 \\
     > agent.log 2>&1 < /dev/null &
 echo $! > agent.pid
 echo "$PREBUILDD_AGENT_TOKEN" > agent.token
+# Exit only once the agent is running in its own session: what is left in the script's process group when it
+# exits is killed, and a background child may not have reached setsid yet.
+i=0
+while [ ! -s agent.log ] && [ "$i" -lt 200 ]; do i=$((i + 1)); sleep 0.05; done
 echo "agent started"
 """,
     "delete.sh": """#!/bin/sh

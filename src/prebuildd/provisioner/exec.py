@@ -217,6 +217,17 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+async def group_left_running(pgid: int, settle: float = 1.0) -> bool:
+    """Whether processes are still in the script's group after it exited, once ``settle`` seconds have let any
+    that are detaching (`setsid cmd &` forks first, then leaves the group) finish leaving it."""
+    deadline = asyncio.get_running_loop().time() + settle
+    while _group_has_live_members(pgid):
+        if asyncio.get_running_loop().time() >= deadline:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 def _group_has_live_members(pgid: int) -> bool:
     """Whether a process of the group is still running (zombies waiting to be reaped do not count).
 
@@ -360,7 +371,7 @@ class _ScriptRun:
                 raise ProvisionerFailure(
                     self._with_tail(f"{self.script} timed out after {format_duration(self.timeout or 0)}")
                 ) from None
-            leftovers = _group_has_live_members(pgid)
+            leftovers = await group_left_running(pgid)
             if _signal_group(pgid, signal.SIGKILL) and leftovers:
                 await self.log(
                     "warn",

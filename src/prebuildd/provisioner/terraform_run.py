@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from prebuildd.provisioner.base import LogSink
-from prebuildd.provisioner.exec import _group_has_live_members, _ScriptProtocol, _signal_group
+from prebuildd.provisioner.exec import _ScriptProtocol, _signal_group, group_left_running
 
 TAIL_LINES = 10
 """Log lines quoted in an error that has no diagnostic to show."""
@@ -182,7 +182,7 @@ class TerraformCommand:
                 result.timed_out = True
                 await self._stop(protocol, pgid)
             else:
-                leftovers = _group_has_live_members(pgid)
+                leftovers = await group_left_running(pgid)
                 if _signal_group(pgid, signal.SIGKILL) and leftovers:
                     await self.log(
                         "warn",

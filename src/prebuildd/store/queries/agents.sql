@@ -26,6 +26,3 @@ RETURNING lifecycle, ready_at;
 SELECT w.claimed_at, w.name AS workspace_name, u.username AS owner_name, w.owner_id, w.deleted
 FROM workspaces w JOIN users u ON u.id = w.owner_id
 WHERE w.id = %(workspace_id)s;
-
--- name: notify_claimed
-SELECT pg_notify('prebuildd_workspace_claimed', %(workspace_id)s::text);

@@ -1,8 +1,3 @@
--- name: pool_presets
--- Presets of a version that have a pool, for choosing which one a creation can claim from.
-SELECT id, name, parameters, desired_instances FROM template_version_presets
-WHERE template_version_id = %(version_id)s AND desired_instances IS NOT NULL;
-
 -- name: context
 -- Everything a creation needs to decide whether it can claim, in one round trip: the template, its active
 -- version's manifest, the pool presets of that version, and whether the owner already has a workspace so named.

@@ -16,9 +16,6 @@ INSERT INTO organization_members (organization_id, user_id, created_at)
 VALUES (%(organization_id)s, %(user_id)s, %(now)s)
 ON CONFLICT DO NOTHING;
 
--- name: user_by_id
-SELECT * FROM users WHERE id = %(id)s;
-
 -- name: user_by_name
 SELECT * FROM users WHERE lower(username) = lower(%(username)s);
 

@@ -116,12 +116,6 @@ WHERE job_id = %(job_id)s AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s;
 
--- name: pending_without_provisioner
-SELECT provisioner, count(*) AS jobs, min(created_at) AS oldest
-FROM provisioner_jobs
-WHERE job_status = 'pending' AND NOT (provisioner = ANY(%(kinds)s))
-GROUP BY provisioner;
-
 -- name: notify_completed
 SELECT pg_notify('prebuildd_job_completed', %(payload)s::text);
 

@@ -10,9 +10,6 @@ SELECT * FROM workspaces WHERE id = %(id)s FOR UPDATE;
 -- name: workspace_by_id
 SELECT * FROM workspaces WHERE id = %(id)s;
 
--- name: workspace_by_owner_and_name
-SELECT * FROM workspaces WHERE owner_id = %(owner_id)s AND lower(name) = lower(%(name)s) AND NOT deleted;
-
 -- name: latest_build
 SELECT b.*, j.job_status, j.error AS job_error, j.failure_class, j.started_at AS job_started_at,
        j.completed_at AS job_completed_at
@@ -64,13 +61,6 @@ WHERE b.job_id = %(job_id)s;
 UPDATE workspace_builds SET state = %(state)s, outputs = %(outputs)s, updated_at = %(now)s
 WHERE job_id = %(job_id)s
 RETURNING workspace_id, transition, build_number;
-
--- name: builds_of_workspace
-SELECT b.id, b.build_number, b.transition, b.template_version_id, b.preset_id, b.parameters, b.outputs,
-       b.reason, b.created_at, b.job_id, j.job_status, j.error, j.failure_class, j.completed_at
-FROM workspace_builds b JOIN provisioner_jobs j ON j.id = b.job_id
-WHERE b.workspace_id = %(workspace_id)s
-ORDER BY b.build_number DESC;
 
 -- name: keep_failed_state
 UPDATE workspace_builds SET state = %(state)s, updated_at = %(now)s WHERE job_id = %(job_id)s;

@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 import psycopg
 
-from prebuildd.archive import pack_directory
-from prebuildd.claim import CreateRequest, create_workspace
-from prebuildd.config import ServerConfig
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.embedded_pg import EmbeddedPostgres
-from prebuildd.server import OWNER_TOKEN_FILE, Server
+from prebuildd.prebuilds.claim import CreateRequest, create_workspace
+from prebuildd.runtime.config import ServerConfig
+from prebuildd.server.embedded_pg import EmbeddedPostgres
+from prebuildd.server.process import OWNER_TOKEN_FILE, Server
 from prebuildd.store.db import fetch_one
+from prebuildd.templates.archive import pack_directory
 
 TEMPLATE = """
 provisioner = "echo"

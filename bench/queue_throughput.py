@@ -41,21 +41,22 @@ from uuid import UUID
 import psycopg
 import structlog
 
-from prebuildd.archive import pack_directory
-from prebuildd.builder import BuildRequest, WorkspaceBuilder
-from prebuildd.clock import SystemClock
 from prebuildd.domain.jobs import Transition
-from prebuildd.embedded_pg import EmbeddedPostgres
-from prebuildd.identity import create_user, ensure_default_organization
+from prebuildd.identity.users import create_user, ensure_default_organization
 from prebuildd.provisioner.base import BuildContext, BuildResult, ImportContext, ImportResult, LogSink
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.provisioner.echo import EchoProvisioner
-from prebuildd.provisioner.queue import AcquiredJob, Heartbeat, JobOutcome, LogLine, PgJobQueue
+from prebuildd.queue.pg import PgJobQueue
+from prebuildd.queue.port import AcquiredJob, Heartbeat, JobOutcome, LogLine
+from prebuildd.runtime.clock import SystemClock
+from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.store import channels
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
 from prebuildd.store.migrate import migrate
-from prebuildd.templates import push_version
+from prebuildd.templates.archive import pack_directory
+from prebuildd.templates.versions import push_version
+from prebuildd.workspaces.builder import BuildRequest, WorkspaceBuilder
 
 ECHO_MANIFEST = 'provisioner = "echo"\n'
 ENQUEUE_BATCH = 500

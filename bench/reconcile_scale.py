@@ -21,20 +21,20 @@ from typing import Any
 
 import psycopg
 
-from prebuildd import reconciler as reconciler_module
-from prebuildd.builder import WorkspaceBuilder
-from prebuildd.clock import FakeClock
-from prebuildd.config import ServerConfig
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.embedded_pg import EmbeddedPostgres
-from prebuildd.identity import create_user, ensure_default_organization
-from prebuildd.provisioner.queue import PgJobQueue
-from prebuildd.reconciler import Reconciler
+from prebuildd.identity.users import create_user, ensure_default_organization
+from prebuildd.prebuilds import loop as reconciler_module
+from prebuildd.prebuilds.loop import Reconciler
+from prebuildd.queue.pg import PgJobQueue
+from prebuildd.runtime.clock import FakeClock
+from prebuildd.runtime.config import ServerConfig
+from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
 from prebuildd.store.migrate import migrate
+from prebuildd.workspaces.builder import WorkspaceBuilder
 
 FIXTURE = (Path(__file__).parent / "scale_fixture.sql").read_text()
 PREBUILDS_PER_PRESET = 10

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from prebuildd.clock import FakeClock
-from prebuildd.embedded_pg import EmbeddedPostgres
+from prebuildd.runtime.clock import FakeClock
+from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.store.db import Database
 from prebuildd.store.migrate import migrate
 from reconcile_scale import machine, populate  # bench/ is on sys.path when run as a script

@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from prebuildd.clock import FakeClock
-from prebuildd.embedded_pg import EmbeddedPostgres
+from prebuildd.runtime.clock import FakeClock
+from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.store.db import Database
 from prebuildd.store.migrate import migrate
 from tests.helpers import Env, daemon_for
@@ -93,9 +93,9 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def env(db: Database, clock: FakeClock, tmp_path: Path) -> Env:
-    from prebuildd.builder import WorkspaceBuilder
-    from prebuildd.identity import create_user, ensure_default_organization
-    from prebuildd.provisioner.queue import PgJobQueue
+    from prebuildd.identity.users import create_user, ensure_default_organization
+    from prebuildd.queue.pg import PgJobQueue
+    from prebuildd.workspaces.builder import WorkspaceBuilder
 
     org = await ensure_default_organization(db, clock)
     owner = await create_user(db, clock, username="admin", role="owner")

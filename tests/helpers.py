@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prebuildd.archive import pack_directory
-from prebuildd.builder import BuildCreated, BuildRequest, WorkspaceBuilder
-from prebuildd.clock import FakeClock
 from prebuildd.domain.jobs import Transition
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
-from prebuildd.provisioner.queue import PgJobQueue
 from prebuildd.provisioner.registry import available_provisioners
+from prebuildd.queue.pg import PgJobQueue
+from prebuildd.runtime.clock import FakeClock
 from prebuildd.store.db import Database, Row
-from prebuildd.templates import PushedVersion, push_version
+from prebuildd.templates.archive import pack_directory
+from prebuildd.templates.versions import PushedVersion, push_version
+from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
 
 
 def write_template(root: Path, manifest: str, files: Mapping[str, str] | None = None) -> Path:

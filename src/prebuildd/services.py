@@ -6,16 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prebuildd.builder import WorkspaceBuilder
-from prebuildd.clock import Clock
-from prebuildd.config import ServerConfig
-from prebuildd.metrics import Metrics
-from prebuildd.provisioner.queue import PgJobQueue
+from prebuildd.queue.pg import PgJobQueue
+from prebuildd.runtime.clock import Clock
+from prebuildd.runtime.config import ServerConfig
+from prebuildd.runtime.metrics import Metrics
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
+from prebuildd.workspaces.builder import WorkspaceBuilder
 
 if TYPE_CHECKING:
-    from prebuildd.reconciler import Reconciler
+    from prebuildd.prebuilds.loop import Reconciler
 
 
 @dataclass

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import httpx
 
-from prebuildd.archive import pack_directory
+from prebuildd.templates.archive import pack_directory
 from tests.e2e.conftest import RunningServer
 from tests.helpers import wait_for, write_template
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prebuildd.config import ServerConfig
-from prebuildd.server import OWNER_TOKEN_FILE, Server
+from prebuildd.runtime.config import ServerConfig
+from prebuildd.server.process import OWNER_TOKEN_FILE, Server
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prebuildd.archive import MAX_TEMPLATE_BYTES
+from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
 from tests.e2e.api_support import API, push, user_with_token, wait_imported
 from tests.e2e.conftest import RunningServer, start_server
 from tests.store.test_builder import EXEC_FILES, EXEC_MANIFEST

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.server import OWNER_TOKEN_FILE
+from prebuildd.server.process import OWNER_TOKEN_FILE
 from tests.e2e.conftest import RunningServer, start_server
 from tests.e2e.test_cli import Cli
 from tests.helpers import wait_for, write_template

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from prebuildd.server import OWNER_TOKEN_FILE
+from prebuildd.server.process import OWNER_TOKEN_FILE
 from tests.e2e.conftest import RunningServer
 from tests.helpers import wait_for, write_template
 

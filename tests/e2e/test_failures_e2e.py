@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from prebuildd.server import OWNER_TOKEN_FILE
+from prebuildd.server.process import OWNER_TOKEN_FILE
 from tests.e2e.conftest import start_server
 from tests.e2e.test_cli import Cli
 from tests.helpers import wait_for, write_template

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from prebuildd.archive import pack_directory
 from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.templates.archive import pack_directory
 from tests.e2e.conftest import RunningServer, start_server
 from tests.helpers import wait_for, write_template
 

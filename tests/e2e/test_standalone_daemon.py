@@ -22,22 +22,22 @@ import httpx
 import pytest
 
 from prebuildd.api.provisioner_models import AcquiredJobOut, OutcomeIn, acquired_job_out, job_outcome
-from prebuildd.archive import pack_directory
-from prebuildd.auth import create_token
-from prebuildd.builder import BuildRequest
 from prebuildd.domain.jobs import FailureClass, JobType, Transition
 from prebuildd.domain.parameters import ParameterSpec, ParameterType
-from prebuildd.identity import create_user
-from prebuildd.provisioner.http_queue import (
+from prebuildd.identity.auth import create_token
+from prebuildd.identity.users import create_user
+from prebuildd.queue.http import (
     HttpJobQueue,
     ProvisionerKeyRejected,
     acquired_job_from_json,
     outcome_to_json,
 )
-from prebuildd.provisioner.queue import AcquiredJob, BuildPayload, JobOutcome, LogLine
+from prebuildd.queue.port import AcquiredJob, BuildPayload, JobOutcome, LogLine
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_one
-from prebuildd.templates import PushedVersion, push_version
+from prebuildd.templates.archive import pack_directory
+from prebuildd.templates.versions import PushedVersion, push_version
+from prebuildd.workspaces.builder import BuildRequest
 from tests.e2e.conftest import RunningServer, start_server
 from tests.helpers import wait_for, write_template
 

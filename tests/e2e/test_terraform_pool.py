@@ -13,11 +13,11 @@ from uuid import UUID
 
 import pytest
 
-from prebuildd.archive import pack_directory
-from prebuildd.claim import CreateRequest, create_workspace
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.identity import create_user, ensure_default_organization
+from prebuildd.identity.users import create_user, ensure_default_organization
+from prebuildd.prebuilds.claim import CreateRequest, create_workspace
 from prebuildd.store.db import fetch_one
+from prebuildd.templates.archive import pack_directory
 from tests.e2e.conftest import RunningServer, start_server
 from tests.helpers import wait_for
 from tests.provisioner.terraform_support import require_terraform

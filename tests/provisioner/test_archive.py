@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from prebuildd.archive import MAX_TEMPLATE_BYTES, pack_directory, read_member, unpack_archive
+from prebuildd.templates.archive import MAX_TEMPLATE_BYTES, pack_directory, read_member, unpack_archive
 
 
 def make_template(root: Path) -> Path:

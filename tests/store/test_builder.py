@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from prebuildd.builder import BuildRequest
 from prebuildd.domain.errors import BuildError
 from prebuildd.domain.jobs import BuildReason, Transition
 from prebuildd.domain.manifest import ManifestError
+from prebuildd.workspaces.builder import BuildRequest
 from tests.helpers import Env
 
 EXEC_MANIFEST = """

@@ -10,8 +10,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from prebuildd.claim import CreateRequest, CreateResult, create_workspace
 from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.prebuilds.claim import CreateRequest, CreateResult, create_workspace
 from prebuildd.store.db import Database
 from tests.helpers import Env
 from tests.store.test_reconciler import prebuild_ids, reconciler

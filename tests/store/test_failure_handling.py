@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from prebuildd.builder import BuildCreated, BuildRequest, WorkspaceBuilder
-from prebuildd.domain.errors import BuildError
+from prebuildd.domain.errors import BuildError, ErrorCode
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
+from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
 from tests.helpers import Env
 from tests.store.test_reconciler import pool, reconciler
 
@@ -22,7 +22,7 @@ class FlakyBuilder(WorkspaceBuilder):
 
     async def build(self, conn: Conn, req: BuildRequest) -> BuildCreated:
         if self.failing and req.workspace_id is None:
-            raise BuildError(503, "provisioner capacity exhausted")
+            raise BuildError(ErrorCode.UNAVAILABLE, "provisioner capacity exhausted")
         return await super().build(conn, req)
 
 
@@ -229,7 +229,7 @@ async def test_a_failure_completing_long_after_its_build_was_created_still_backs
 
 
 async def test_retry_lets_a_hard_limited_preset_create_again(env: Env) -> None:
-    from prebuildd import prebuild_ops
+    from prebuildd.prebuilds import operations as prebuild_ops
 
     await _fail_n_builds(env, 3, hard_limit=3)
     rec = reconciler(env, backoff_interval=INTERVAL)
@@ -247,7 +247,7 @@ async def test_retry_lets_a_hard_limited_preset_create_again(env: Env) -> None:
 
 
 async def test_cleanup_lists_then_deletes_failed_prebuilds(env: Env) -> None:
-    from prebuildd import prebuild_ops
+    from prebuildd.prebuilds import operations as prebuild_ops
 
     await _fail_n_builds(env, 3, hard_limit=3)
     rec = reconciler(env, backoff_interval=INTERVAL)

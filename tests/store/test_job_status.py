@@ -6,8 +6,8 @@ import itertools
 from datetime import timedelta
 from uuid import uuid4
 
-from prebuildd.clock import FakeClock
 from prebuildd.domain.jobs import JobStatus, job_status
+from prebuildd.runtime.clock import FakeClock
 from prebuildd.store.db import Database
 
 EXPECTED = {

@@ -7,7 +7,7 @@ import subprocess
 
 import psycopg
 
-from prebuildd.clock import FakeClock
+from prebuildd.runtime.clock import FakeClock
 from prebuildd.store.db import Database
 from prebuildd.store.migrate import available_migrations, migrate, pending_migrations
 from tests.conftest import PgServer

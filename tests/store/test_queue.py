@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
-from prebuildd.clock import FakeClock
 from prebuildd.domain.jobs import JobPriority, Transition
 from prebuildd.provisioner.base import BuildContext, BuildResult, ImportContext, ImportResult, LogSink
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
-from prebuildd.provisioner.queue import PgJobQueue
+from prebuildd.queue.pg import PgJobQueue
+from prebuildd.runtime.clock import FakeClock
 from prebuildd.store import channels
 from prebuildd.store.listener import Listener
 from tests.helpers import Env, wait_for
@@ -29,7 +29,7 @@ BLOCKING_ECHO = 'provisioner = "echo"\n[echo]\nstart = { block = true, logs = ["
 async def _workspaces(
     env: Env, template_id: UUID, n: int, *, priority: int = JobPriority.HUMAN, prefix: str = "ws"
 ) -> list[UUID]:
-    from prebuildd.builder import BuildRequest
+    from prebuildd.workspaces.builder import BuildRequest
 
     jobs = []
     for i in range(n):
@@ -172,9 +172,9 @@ async def _idle(listener: Listener) -> bool:
 DAEMON_SCRIPT = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
-    from prebuildd.clock import SystemClock
+    from prebuildd.runtime.clock import SystemClock
     from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
-    from prebuildd.provisioner.queue import PgJobQueue
+    from prebuildd.queue.pg import PgJobQueue
     from prebuildd.provisioner.registry import available_provisioners
     from prebuildd.store.db import Database
 
@@ -212,7 +212,7 @@ async def test_a_daemon_killed_mid_job_gets_its_job_failed_as_stale(env: Env, da
 
 
 async def test_a_late_completion_after_a_stale_failure_is_refused(env: Env) -> None:
-    from prebuildd.provisioner.queue import JobOutcome
+    from prebuildd.queue.port import JobOutcome
 
     pushed = await env.push("t", ECHO)
     [job_id] = await _workspaces(env, pushed.template_id, 1)

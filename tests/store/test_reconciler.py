@@ -8,9 +8,9 @@ import random
 from datetime import timedelta
 from uuid import UUID
 
-from prebuildd.config import ServerConfig
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.reconciler import Reconciler
+from prebuildd.prebuilds.loop import Reconciler
+from prebuildd.runtime.config import ServerConfig
 from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.listener import Listener

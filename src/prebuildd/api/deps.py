@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from prebuildd import auth
-from prebuildd.api.errors import ApiError
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.identity import auth
 from prebuildd.services import Services
 from prebuildd.store.db import Row
 
@@ -31,10 +31,13 @@ async def current_user(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Row:
     if credentials is None:
-        raise ApiError(401, "authentication required: send an API token as 'Authorization: Bearer <token>'")
+        raise PrebuilddError(
+            ErrorCode.UNAUTHENTICATED,
+            "authentication required: send an API token as 'Authorization: Bearer <token>'",
+        )
     user = await auth.user_for_token(services.db, services.clock, credentials.credentials)
     if user is None:
-        raise ApiError(401, "invalid, expired or revoked API token")
+        raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid, expired or revoked API token")
     return user
 
 
@@ -48,7 +51,7 @@ def has_role(user: Row, role: str) -> bool:
 def require_role(role: str) -> Any:
     async def check(user: UserDep) -> Row:
         if not has_role(user, role):
-            raise ApiError(403, f"this needs the {role} role; you are {user['role']}")
+            raise PrebuilddError(ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user['role']}")
         return user
 
     return Depends(check)
@@ -62,12 +65,13 @@ async def current_provisioner_key(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Row:
     if credentials is None:
-        raise ApiError(
-            401, "authentication required: send a provisioner key as 'Authorization: Bearer <key>'"
+        raise PrebuilddError(
+            ErrorCode.UNAUTHENTICATED,
+            "authentication required: send a provisioner key as 'Authorization: Bearer <key>'",
         )
     key = await auth.provisioner_key(services.db, credentials.credentials)
     if key is None:
-        raise ApiError(401, "invalid or revoked provisioner key")
+        raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid or revoked provisioner key")
     return key
 
 
@@ -78,12 +82,13 @@ async def current_agent(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Row:
     if credentials is None:
-        raise ApiError(
-            401, "authentication required: send the agent token as 'Authorization: Bearer <token>'"
+        raise PrebuilddError(
+            ErrorCode.UNAUTHENTICATED,
+            "authentication required: send the agent token as 'Authorization: Bearer <token>'",
         )
     agent = await auth.agent_for_token(services.db, credentials.credentials)
     if agent is None:
-        raise ApiError(401, "invalid agent token, or its workspace was deleted")
+        raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid agent token, or its workspace was deleted")
     return agent
 
 

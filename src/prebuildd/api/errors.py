@@ -1,4 +1,10 @@
-"""Errors as JSON `{"message", "detail"}` with the right status, whatever raised them."""
+"""Errors as JSON ``{"code", "message", "detail"}``, mapped to HTTP in one place, whatever raised them.
+
+Every refusal is a ``PrebuilddError`` (its code's status comes from ``domain.errors.HTTP_STATUS``); request
+validation becomes ``invalid_request`` with one ``{"field", "problem"}`` per problem, and Starlette's own errors
+(unknown route, wrong method) get the code of their status. ``ERROR_RESPONSES`` is what the OpenAPI document
+says each error looks like.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +13,61 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prebuildd.domain.errors import BuildError
-from prebuildd.domain.manifest import ManifestError
+from prebuildd.domain.errors import HTTP_STATUS, ErrorCode, PrebuilddError
+
+_CODE_OF_STATUS: dict[int, ErrorCode] = {
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.UNAUTHENTICATED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.INVALID_REQUEST,
+    406: ErrorCode.NOT_ACCEPTABLE,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.TOO_LARGE,
+    503: ErrorCode.UNAVAILABLE,
+}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.detail = detail
+class ErrorBody(BaseModel):
+    """Every error the API sends."""
+
+    code: ErrorCode = Field(description="What kind of refusal this is; stable, for clients to branch on.")
+    message: str = Field(description="What was wrong and what to do, for people.")
+    detail: Any = Field(default=None, description="Structured detail: field problems, the manifest key, …")
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, f"{what} not found")
+def error_body(code: ErrorCode, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"code": code.value, "message": message, "detail": detail}
 
 
-def forbidden(message: str) -> ApiError:
-    return ApiError(403, message)
+def error_response(exc: PrebuilddError) -> JSONResponse:
+    return JSONResponse(error_body(exc.code, exc.message, exc.detail), status_code=HTTP_STATUS[exc.code])
 
 
-def _body(message: str, detail: Any = None) -> dict[str, Any]:
-    return {"message": message, "detail": detail}
+def _response(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _response("Invalid request, parameter or manifest (`detail` lists each field's problem)"),
+    401: _response("Missing, unknown, expired or revoked credentials"),
+    403: _response("The caller's role does not allow this"),
+    404: _response("Not found, or not visible to the caller"),
+    406: _response("The template version's import has not finished"),
+    409: _response("Conflicts with the current state"),
+    413: _response("The request body is too large"),
+    503: _response("The database is unreachable; retry later"),
+}
+"""The errors every route may answer with; FastAPI's default 422 is never sent and not advertised."""
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_body(exc.message, exc.detail), status_code=exc.status)
-
-    @app.exception_handler(BuildError)
-    async def _build_error(request: Request, exc: BuildError) -> JSONResponse:
-        return JSONResponse(_body(exc.message, {"transient": exc.is_transient}), status_code=exc.status)
-
-    @app.exception_handler(ManifestError)
-    async def _manifest_error(request: Request, exc: ManifestError) -> JSONResponse:
-        detail = {"file": exc.file, "key": exc.key, "reason": exc.reason}
-        return JSONResponse(_body(str(exc), detail), status_code=400)
+    @app.exception_handler(PrebuilddError)
+    async def _refusal(request: Request, exc: PrebuilddError) -> JSONResponse:
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -54,8 +76,12 @@ def install_error_handlers(app: FastAPI) -> None:
             location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
             problems.append({"field": location, "problem": error.get("msg", "invalid")})
         message = "; ".join(f"{p['field']}: {p['problem']}" for p in problems) or "invalid request"
-        return JSONResponse(_body(f"invalid request: {message}", problems), status_code=400)
+        body = error_body(ErrorCode.INVALID_REQUEST, f"invalid request: {message}", problems)
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+        code = _CODE_OF_STATUS.get(exc.status_code, ErrorCode.INTERNAL)
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )

@@ -6,17 +6,17 @@ from __future__ import annotations
 from uuid import UUID
 
 from prebuildd.api.deps import has_role
-from prebuildd.api.errors import ApiError, not_found
+from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_one
-from prebuildd.workspaces import build_by_id, workspace_by_id
+from prebuildd.workspaces.reads import build_by_id, workspace_by_id
 
 
 async def organization_of(services: Services, user: Row) -> UUID:
     async with services.db.transaction() as conn:
         row = await fetch_one(conn, "auth.organization_of_user", {"user_id": user["id"]})
     if row is None:
-        raise ApiError(403, f"user {user['username']} belongs to no organization")
+        raise PrebuilddError(ErrorCode.FORBIDDEN, f"user {user['username']} belongs to no organization")
     organization_id: UUID = row["organization_id"]
     return organization_id
 

@@ -2,7 +2,7 @@
 
 The daemon endpoints carry the queue's dataclasses (``AcquiredJob``, ``JobOutcome``) as JSON: bytes as base64,
 parameter declarations in ``ParameterSpec.to_json`` form. The client half of this wire format lives in
-``prebuildd.provisioner.http_queue`` (the daemon must not import the API); a test round-trips both halves.
+``prebuildd.queue.http`` (the daemon must not import the API); a test round-trips both halves.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from prebuildd.api.errors import ApiError
 from prebuildd.api.models import ShortText
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.domain.parameters import ParameterSpec
-from prebuildd.provisioner.queue import AcquiredJob, JobOutcome, LogLine
+from prebuildd.queue.port import AcquiredJob, JobOutcome, LogLine
 
 KEY_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$"
 MAX_WAIT_SECONDS = 30.0
@@ -150,8 +150,10 @@ def _unb64(text: str | None, field: str) -> bytes | None:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(
-            400, f"{field}: not valid base64", [{"field": field, "problem": "not base64"}]
+        raise PrebuilddError(
+            ErrorCode.INVALID_REQUEST,
+            f"{field}: not valid base64",
+            [{"field": field, "problem": "not base64"}],
         ) from None
 
 
@@ -195,7 +197,9 @@ def job_outcome(body: OutcomeIn) -> JobOutcome:
             parameters.append(ParameterSpec.from_json(spec))
         except (KeyError, TypeError, ValueError) as exc:
             field = f"outcome.parameters.{i}"
-            raise ApiError(400, f"{field}: {exc}", [{"field": field, "problem": str(exc)}]) from None
+            raise PrebuilddError(
+                ErrorCode.INVALID_REQUEST, f"{field}: {exc}", [{"field": field, "problem": str(exc)}]
+            ) from None
     return JobOutcome(
         error=body.error,
         failure_class=body.failure_class,

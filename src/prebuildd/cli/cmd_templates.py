@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from prebuildd.archive import pack_directory
 from prebuildd.cli.client import TokenOption, UrlOption, connect, fail, quote
 from prebuildd.cli.follow import wait_for_import
 from prebuildd.cli.output import (
@@ -20,6 +19,7 @@ from prebuildd.cli.output import (
     print_table,
     warn,
 )
+from prebuildd.templates.archive import pack_directory
 
 templates_app = typer.Typer(name="templates", help="Templates and their versions.", no_args_is_help=True)
 

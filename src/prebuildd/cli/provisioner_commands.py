@@ -22,12 +22,12 @@ import structlog
 import typer
 
 from prebuildd.cli.server_command import _duration, _tags, configure_logging
-from prebuildd.config import default_data_dir
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
-from prebuildd.provisioner.http_queue import HttpJobQueue, StandaloneDaemonRefused
-from prebuildd.provisioner.queue import JobOutcome
 from prebuildd.provisioner.registry import available_provisioners
+from prebuildd.queue.http import HttpJobQueue, StandaloneDaemonRefused
+from prebuildd.queue.port import JobOutcome
+from prebuildd.runtime.config import default_data_dir
 
 log = structlog.get_logger(__name__)
 

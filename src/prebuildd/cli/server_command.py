@@ -12,8 +12,8 @@ from typing import Annotated
 import structlog
 import typer
 
-from prebuildd.config import ServerConfig, default_data_dir
 from prebuildd.domain.durations import parse_duration
+from prebuildd.runtime.config import ServerConfig, default_data_dir
 
 
 def _duration(value: str) -> float:
@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
         configure_logging(config.log_format, config.log_level)
-        from prebuildd.server import Server
+        from prebuildd.server.process import Server
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(Server(config).run())

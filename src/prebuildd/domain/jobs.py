@@ -1,9 +1,13 @@
-"""Provisioner job vocabulary: types, statuses, failure classes, priorities, and the status rule."""
+"""Provisioner job vocabulary: types, statuses, failure classes, priorities, the status rule, and why a pending
+job waits."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class JobType(StrEnum):
@@ -75,3 +79,24 @@ def job_status(
     if canceled_at is not None:
         return JobStatus.CANCELING
     return JobStatus.PENDING if started_at is None else JobStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the known daemons can run: provisioner kinds, and the tags they offer."""
+
+    kinds: frozenset[str]
+    tags: Mapping[str, str]
+
+
+def waiting_reason(job: Mapping[str, Any], offered: Capabilities) -> str | None:
+    """Why the pending ``job`` cannot be taken by any known daemon, or None when one can take it."""
+    if job["job_status"] != "pending":
+        return None
+    if job["provisioner"] not in offered.kinds:
+        return f"no provisioner for kind {job['provisioner']}"
+    missing = {k: v for k, v in dict(job["tags"] or {}).items() if offered.tags.get(k) != v}
+    if missing:
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(missing.items()))
+        return f"no provisioner offering tags {tags}"
+    return None

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from prebuildd.domain.durations import parse_duration
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.domain.parameters import (
     MONOTONIC_KINDS,
@@ -147,11 +148,12 @@ class TemplateManifest:
     """The raw ``[terraform]`` table; :func:`terraform_config` reads it."""
 
 
-class ManifestError(ValueError):
+class ManifestError(PrebuilddError, ValueError):
     """The manifest is invalid: ``file``, dotted ``key`` (may be empty) and ``reason``."""
 
     def __init__(self, file: str, key: str, reason: str) -> None:
-        super().__init__(f"{file}: {key}: {reason}" if key else f"{file}: {reason}")
+        message = f"{file}: {key}: {reason}" if key else f"{file}: {reason}"
+        super().__init__(ErrorCode.INVALID_MANIFEST, message, {"file": file, "key": key, "reason": reason})
         self.file = file
         self.key = key
         self.reason = reason

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import structlog
 
-from prebuildd.archive import unpack_archive
 from prebuildd.domain.jobs import FailureClass, JobType
 from prebuildd.domain.manifest import ManifestError, TemplateManifest, parse_manifest
 from prebuildd.provisioner.base import BuildContext, ImportContext, Provisioner, ProvisionerFailure
-from prebuildd.provisioner.queue import AcquiredJob, Heartbeat, JobOutcome, JobQueue, LogLine
+from prebuildd.queue.port import AcquiredJob, Heartbeat, JobOutcome, JobQueue, LogLine
+from prebuildd.templates.archive import unpack_archive
 
 log = structlog.get_logger(__name__)
 

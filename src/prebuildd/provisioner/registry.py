@@ -8,10 +8,12 @@ from pathlib import Path
 
 import structlog
 
+from prebuildd.domain.jobs import Capabilities
 from prebuildd.provisioner.base import Provisioner
 from prebuildd.provisioner.echo import EchoProvisioner
 from prebuildd.provisioner.exec import ExecProvisioner
 from prebuildd.provisioner.terraform import TerraformProvisioner
+from prebuildd.runtime.config import ServerConfig
 
 TERRAFORM_ENV = "PREBUILDD_TERRAFORM"
 """Path (or command name) of the Terraform binary; without it, `terraform` on PATH."""
@@ -42,3 +44,10 @@ def available_provisioners() -> dict[str, Provisioner]:
     if binary is not None:
         provisioners.append(TerraformProvisioner(binary))
     return {provisioner.kind: provisioner for provisioner in provisioners}
+
+
+def offered_capabilities(config: ServerConfig) -> Capabilities:
+    """The kinds and tags of the embedded daemons (none when the server runs no embedded daemon)."""
+    if config.provisioner_daemons <= 0:
+        return Capabilities(frozenset(), {})
+    return Capabilities(frozenset(available_provisioners()), dict(config.provisioner_tags))

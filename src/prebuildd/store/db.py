@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import fields
-from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, IsolationLevel
-from psycopg.rows import DictRow, dict_row, tuple_row
-from psycopg.types.json import Jsonb
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from prebuildd.store.sql import q
-
 Conn = AsyncConnection[DictRow]
-T = TypeVar("T")
-Row = dict[str, Any]
-Params = Mapping[str, Any]
 
 
 async def _configure(conn: Conn) -> None:
@@ -87,40 +79,19 @@ class Database:
         return conn
 
 
-async def fetch_one(conn: Conn, query: str, params: Params | None = None) -> Row | None:
-    cur = await conn.execute(q(query), params)
-    return await cur.fetchone()
+# Transitional: the row helpers moved to ``store.rows``; they are re-exported here until every caller outside the
+# store uses a repository. Then this goes, and the contract on ``store.rows`` bites.
+from prebuildd.store.rows import Row, execute, fetch_all, fetch_all_as, fetch_one, fetch_val, jsonb  # noqa: E402
 
-
-async def fetch_all(conn: Conn, query: str, params: Params | None = None) -> list[Row]:
-    cur = await conn.execute(q(query), params)
-    return await cur.fetchall()
-
-
-async def fetch_all_as(conn: Conn, query: str, params: Params | None, cls: Callable[..., T]) -> list[T]:
-    """Rows built positionally into ``cls``, the fastest way to many objects: the query's columns must be
-    the dataclass's fields, in order (checked on every call against the result's description)."""
-    async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-        await cur.execute(q(query), params)
-        names = tuple(col.name for col in cur.description or ())
-        expected = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
-        if names != expected[: len(names)]:
-            raise RuntimeError(f"{query} returns {names}, expected the fields of {cls.__name__}: {expected}")
-        return [cls(*row) for row in await cur.fetchall()]
-
-
-async def fetch_val(conn: Conn, query: str, params: Params | None = None) -> Any:
-    row = await fetch_one(conn, query, params)
-    return None if row is None else next(iter(row.values()))
-
-
-async def execute(conn: Conn, query: str, params: Params | None = None) -> int:
-    cur = await conn.execute(q(query), params)
-    return cur.rowcount
-
-
-def jsonb(value: Any) -> Jsonb:
-    return Jsonb(value)
-
-
-__all__ = ["Conn", "Database", "Row", "execute", "fetch_all", "fetch_one", "fetch_val", "jsonb", "psycopg"]
+__all__ = [
+    "Conn",
+    "Database",
+    "Row",
+    "execute",
+    "fetch_all",
+    "fetch_all_as",
+    "fetch_one",
+    "fetch_val",
+    "jsonb",
+    "psycopg",
+]

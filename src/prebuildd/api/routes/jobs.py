@@ -8,12 +8,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from prebuildd import prebuild_ops
 from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
-from prebuildd.api.errors import ApiError, not_found
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
-from prebuildd.jobs import list_jobs, offered_capabilities, waiting_reason
+from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
+from prebuildd.domain.jobs import waiting_reason
+from prebuildd.prebuilds import operations as prebuild_ops
+from prebuildd.provisioner.registry import offered_capabilities
+from prebuildd.queue.reads import list_jobs
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_one
 
@@ -36,7 +38,11 @@ async def jobs(
 ) -> list[JobOut]:
     organization_id = await organization_of(services, user)
     found = await list_jobs(
-        services.db, services.config, organization_id=organization_id, status=status, limit=limit
+        services.db,
+        offered_capabilities(services.config),
+        organization_id=organization_id,
+        status=status,
+        limit=limit,
     )
     return [JobOut.from_row(row, reason) for row, reason in found]
 
@@ -56,7 +62,7 @@ async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
     ):
         raise not_found(f"job {job_id}")
     if await services.queue.cancel(job_id) is None:
-        raise ApiError(409, f"job {job_id} has already finished ({job['job_status']})")
+        raise PrebuilddError(ErrorCode.CONFLICT, f"job {job_id} has already finished ({job['job_status']})")
     job = await _job(services, job_id)
     assert job is not None
     return JobOut.from_row(job, waiting_reason(job, offered_capabilities(services.config)))

@@ -9,12 +9,12 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from prebuildd import prebuild_ops
 from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
-from prebuildd.api.errors import ApiError
 from prebuildd.api.models import LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.schedules import Schedule
+from prebuildd.prebuilds import operations as prebuild_ops
 
 router = APIRouter(tags=["prebuilds"])
 
@@ -79,10 +79,6 @@ class ExplainOut(BaseModel):
     decisions: list[ExplainEvent]
 
 
-def _raise(exc: prebuild_ops.OpError) -> ApiError:
-    return ApiError(exc.status, exc.message)
-
-
 @router.get(
     "/prebuilds/status", response_model=StatusOut, summary="Every pool: targets, counts, status and why"
 )
@@ -114,22 +110,19 @@ async def update_pool(
         try:
             ttl = round(parse_duration(body.ttl))
         except ValueError as exc:
-            raise ApiError(400, f"ttl: {exc}") from None
+            raise PrebuilddError(ErrorCode.INVALID_REQUEST, f"ttl: {exc}") from None
     schedules = (
         [Schedule(s.cron, s.instances) for s in body.schedules] if body.schedules is not None else None
     )
-    try:
-        row = await prebuild_ops.set_pool(
-            services,
-            template,
-            preset,
-            instances=body.instances,
-            ttl_seconds=ttl,
-            timezone=body.timezone,
-            schedules=schedules,
-        )
-    except prebuild_ops.OpError as exc:
-        raise _raise(exc) from None
+    row = await prebuild_ops.set_pool(
+        services,
+        template,
+        preset,
+        instances=body.instances,
+        ttl_seconds=ttl,
+        timezone=body.timezone,
+        schedules=schedules,
+    )
     return {
         "preset": row["name"],
         "desired_instances": row["desired_instances"],
@@ -141,19 +134,13 @@ async def update_pool(
 
 @router.post("/prebuilds/invalidate", summary="Replace every prebuild of a template (or one preset)")
 async def invalidate(body: PresetRef, services: ServicesDep, user: TemplateAdminDep) -> dict[str, Any]:
-    try:
-        names = await prebuild_ops.invalidate(services, body.template, body.preset)
-    except prebuild_ops.OpError as exc:
-        raise _raise(exc) from None
+    names = await prebuild_ops.invalidate(services, body.template, body.preset)
     return {"template": body.template, "presets": names}
 
 
 @router.post("/prebuilds/retry", summary="Clear a hard limit or backoff: earlier failures stop counting")
 async def retry(body: PresetRef, services: ServicesDep, user: TemplateAdminDep) -> dict[str, Any]:
-    try:
-        names = await prebuild_ops.retry(services, body.template, body.preset)
-    except prebuild_ops.OpError as exc:
-        raise _raise(exc) from None
+    names = await prebuild_ops.retry(services, body.template, body.preset)
     return {"template": body.template, "presets": names}
 
 
@@ -188,10 +175,7 @@ async def explain(
     services: ServicesDep,
     user: UserDep,
 ) -> ExplainOut:
-    try:
-        current, events = await prebuild_ops.explain(services, template, preset)
-    except prebuild_ops.OpError as exc:
-        raise _raise(exc) from None
+    current, events = await prebuild_ops.explain(services, template, preset)
     return ExplainOut(
         status=current,
         decisions=[ExplainEvent(at=e["created_at"], kind=e["kind"], message=e["message"]) for e in events],

@@ -16,7 +16,6 @@ import structlog
 from fastapi import APIRouter, Request, Response
 
 from prebuildd.api.deps import OwnerDep, ProvisionerKeyDep, ServicesDep
-from prebuildd.api.errors import ApiError, not_found
 from prebuildd.api.provisioner_models import (
     MAX_WAIT_SECONDS,
     AcquiredJobOut,
@@ -33,7 +32,8 @@ from prebuildd.api.provisioner_models import (
     job_outcome,
     log_lines,
 )
-from prebuildd.auth import create_provisioner_key
+from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
+from prebuildd.identity.auth import create_provisioner_key
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_all, fetch_one, psycopg
 
@@ -51,7 +51,7 @@ async def _organization_of(services: Services, user: Row) -> UUID:
     async with services.db.transaction() as conn:
         row = await fetch_one(conn, "auth.organization_of_user", {"user_id": user["id"]})
     if row is None:
-        raise ApiError(403, f"user {user['username']} belongs to no organization")
+        raise PrebuilddError(ErrorCode.FORBIDDEN, f"user {user['username']} belongs to no organization")
     organization_id: UUID = row["organization_id"]
     return organization_id
 
@@ -89,8 +89,8 @@ async def create_key(services: ServicesDep, user: OwnerDep, body: ProvisionerKey
             services.db, services.clock, organization_id=organization_id, name=body.name, tags=body.tags
         )
     except psycopg.errors.UniqueViolation:
-        raise ApiError(
-            409,
+        raise PrebuilddError(
+            ErrorCode.CONFLICT,
             f"a provisioner key named {body.name!r} already exists: revoke it first or choose another name",
         ) from None
     log.info("provisioner_key.created", key_id=str(row["id"]), name=body.name, by=user["username"])
@@ -132,8 +132,8 @@ def _check_tags(key: Row, offered: Mapping[str, str]) -> None:
     allowed: Mapping[str, str] = key["tags"] or {}
     refused = {k: v for k, v in offered.items() if allowed.get(k) != v}
     if refused:
-        raise ApiError(
-            400,
+        raise PrebuilddError(
+            ErrorCode.INVALID_REQUEST,
             f"tags: provisioner key {key['name']!r} does not allow {_format_tags(refused)} "
             f"(a daemon may offer only the key's tags: {_format_tags(allowed)})",
             [{"field": "tags", "problem": f"not allowed by the key: {_format_tags(refused)}"}],
@@ -176,7 +176,7 @@ async def acquire(
             if await request.is_disconnected():  # the daemon went away: take nothing for it
                 return Response(status_code=204)
             if not await _key_active(services, key):
-                raise ApiError(401, "invalid or revoked provisioner key")
+                raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid or revoked provisioner key")
         first = False
         job = await services.queue.acquire(worker, body.kinds, body.tags)
         if job is not None:

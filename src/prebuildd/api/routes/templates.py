@@ -15,7 +15,6 @@ import psycopg
 from fastapi import APIRouter, Query, Request, Response
 
 from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep
-from prebuildd.api.errors import ApiError, not_found
 from prebuildd.api.lookups import organization_of, template_named
 from prebuildd.api.models import (
     LogLineOut,
@@ -28,12 +27,13 @@ from prebuildd.api.models import (
     VersionName,
     VersionOut,
 )
-from prebuildd.archive import MAX_TEMPLATE_BYTES
+from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import JobStatus
 from prebuildd.services import Services
 from prebuildd.store.db import Conn, Row, execute, fetch_all, fetch_one
-from prebuildd.templates import push_version
+from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
+from prebuildd.templates.versions import push_version
 
 router = APIRouter(tags=["templates"])
 
@@ -56,8 +56,9 @@ async def _read_archive(request: Request) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_TEMPLATE_BYTES:
-            raise ApiError(
-                413, f"template archive too large: at most {MAX_TEMPLATE_BYTES // (1024 * 1024)} MiB"
+            raise PrebuilddError(
+                ErrorCode.TOO_LARGE,
+                f"template archive too large: at most {MAX_TEMPLATE_BYTES // (1024 * 1024)} MiB",
             )
         chunks.append(chunk)
     return b"".join(chunks)
@@ -112,8 +113,8 @@ async def push(
             message=message,
         )
     except psycopg.errors.UniqueViolation:
-        raise ApiError(
-            409, f"another version of template {name} was pushed at the same time; push again"
+        raise PrebuilddError(
+            ErrorCode.CONFLICT, f"another version of template {name} was pushed at the same time; push again"
         ) from None
     return PushedVersionOut(
         template=pushed.template_name,
@@ -175,8 +176,9 @@ def _deprecation(template: Row, body: TemplateUpdate, now: datetime) -> tuple[da
     deprecated = template["deprecated_at"] is not None if body.deprecated is None else body.deprecated
     if not deprecated:
         if body.deprecation_message is not None:
-            raise ApiError(
-                400, "deprecation_message: only a deprecated template has one; send deprecated: true"
+            raise PrebuilddError(
+                ErrorCode.INVALID_REQUEST,
+                "deprecation_message: only a deprecated template has one; send deprecated: true",
             )
         return None, None
     message = (
@@ -188,13 +190,13 @@ def _deprecation(template: Row, body: TemplateUpdate, now: datetime) -> tuple[da
 def _check_activatable(version: Row) -> None:
     status = JobStatus(version["import_status"])
     if status.is_active:
-        raise ApiError(
-            406,
+        raise PrebuilddError(
+            ErrorCode.IMPORT_PENDING,
             f"version {version['name']} is still importing ({status}); activate it once its import has finished",
         )
     if status is not JobStatus.SUCCEEDED:
-        raise ApiError(
-            400,
+        raise PrebuilddError(
+            ErrorCode.INVALID_REQUEST,
             f"version {version['name']} cannot be activated: its import {status}: "
             f"{version['import_error'] or 'canceled'}",
         )
@@ -220,8 +222,8 @@ async def delete_template(name: TemplateName, services: ServicesDep, user: Templ
         if live:
             names = ", ".join(f"{row['username']}/{row['name']}" for row in live)
             more = f" and {live[0]['total'] - len(live)} more" if live[0]["total"] > len(live) else ""
-            raise ApiError(
-                409,
+            raise PrebuilddError(
+                ErrorCode.CONFLICT,
                 f"template {name} still has {live[0]['total']} workspace(s) of users ({names}{more}); "
                 "delete them first",
             )

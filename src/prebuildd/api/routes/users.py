@@ -9,7 +9,6 @@ import psycopg
 from fastapi import APIRouter, Response
 
 from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
-from prebuildd.api.errors import ApiError, not_found
 from prebuildd.api.lookups import organization_of, user_named
 from prebuildd.api.models import (
     CreatedToken,
@@ -20,8 +19,9 @@ from prebuildd.api.models import (
     UserOut,
     UserUpdate,
 )
-from prebuildd.auth import create_token
-from prebuildd.identity import create_user
+from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
+from prebuildd.identity.auth import create_token
+from prebuildd.identity.users import create_user
 from prebuildd.store.db import fetch_all, fetch_one, fetch_val
 
 router = APIRouter(tags=["users"])
@@ -52,7 +52,7 @@ async def add_user(body: UserCreate, services: ServicesDep, user: OwnerDep) -> U
             organization_id=organization_id,
         )
     except psycopg.errors.UniqueViolation:
-        raise ApiError(409, f"username {body.username} is taken") from None
+        raise PrebuilddError(ErrorCode.CONFLICT, f"username {body.username} is taken") from None
     return UserOut.from_row(created)
 
 
@@ -73,8 +73,9 @@ async def update_user(username: Username, body: UserUpdate, services: ServicesDe
         if row is None:
             raise not_found(f"user {username}")
         if await fetch_val(conn, "api.active_owner_count") == 0:
-            raise ApiError(
-                409, f"refused: {username} is the last active owner; make another user owner first"
+            raise PrebuilddError(
+                ErrorCode.CONFLICT,
+                f"refused: {username} is the last active owner; make another user owner first",
             )
     return UserOut.from_row(row)
 
@@ -99,7 +100,7 @@ async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep) -> 
     holder = user
     if body.username is not None and body.username.lower() != str(user["username"]).lower():
         if not has_role(user, "owner"):
-            raise ApiError(403, "only owners create tokens for other users")
+            raise PrebuilddError(ErrorCode.FORBIDDEN, "only owners create tokens for other users")
         holder = await user_named(services, body.username)
     lifetime = timedelta(seconds=body.lifetime_seconds) if body.lifetime_seconds else None
     row, secret = await create_token(

@@ -13,9 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from prebuildd import claim
 from prebuildd.api.deps import ServicesDep, UserDep, has_role
-from prebuildd.api.errors import ApiError
 from prebuildd.api.log_stream import MEDIA_TYPE, follow_job_logs
 from prebuildd.api.lookups import (
     organization_of,
@@ -33,11 +31,13 @@ from prebuildd.api.models import (
     WorkspaceName,
     WorkspaceOut,
 )
-from prebuildd.builder import BuildRequest
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import JobPriority, Transition
+from prebuildd.prebuilds import claim
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_all, fetch_one
-from prebuildd.workspaces import build_by_id, builds_of_workspace, list_workspaces, workspace_by_id
+from prebuildd.workspaces.builder import BuildRequest
+from prebuildd.workspaces.reads import build_by_id, builds_of_workspace, list_workspaces, workspace_by_id
 
 router = APIRouter(tags=["workspaces"])
 
@@ -54,10 +54,13 @@ async def _owner_for_creation(services: Services, user: Row, username: str | Non
     if username is None or username.lower() == str(user["username"]).lower():
         return user
     if not has_role(user, "template-admin"):
-        raise ApiError(403, "only template admins create workspaces for other users")
+        raise PrebuilddError(ErrorCode.FORBIDDEN, "only template admins create workspaces for other users")
     owner = await user_named(services, username, system_too=True)
     if owner["is_system"]:
-        raise ApiError(400, f"owner: {username} is a system user; prebuilds are created by the reconciler")
+        raise PrebuilddError(
+            ErrorCode.INVALID_REQUEST,
+            f"owner: {username} is a system user; prebuilds are created by the reconciler",
+        )
     return owner
 
 
@@ -75,8 +78,8 @@ async def _preset_id(services: Services, template: Row, preset: str | None) -> U
                 p["name"]
                 for p in await fetch_all(conn, "templates.version_presets", {"version_id": version_id})
             ]
-            raise ApiError(
-                400,
+            raise PrebuilddError(
+                ErrorCode.INVALID_REQUEST,
                 f"preset: {template['name']} {template['active_version']} has no preset {preset!r}; "
                 f"presets: {', '.join(names) or 'none'}",
             )
@@ -136,7 +139,7 @@ async def list_all(
     owner_id: UUID | None = user["id"]
     if owner.lower() not in ("me", str(user["username"]).lower()):
         if not has_role(user, "template-admin"):
-            raise ApiError(403, "members list only their own workspaces (owner=me)")
+            raise PrebuilddError(ErrorCode.FORBIDDEN, "members list only their own workspaces (owner=me)")
         owner_id = (
             None if owner.lower() == "all" else (await user_named(services, owner, system_too=True))["id"]
         )
@@ -166,7 +169,10 @@ async def create_build(
     workspace = await visible_workspace(services, user, workspace_id)
     transition = Transition(body.transition)
     if body.parameters and transition is not Transition.START:
-        raise ApiError(400, f"parameters: a {transition} build reuses the last build's values; send none")
+        raise PrebuilddError(
+            ErrorCode.INVALID_REQUEST,
+            f"parameters: a {transition} build reuses the last build's values; send none",
+        )
     request = BuildRequest(
         transition=transition,
         initiator_id=user["id"],

@@ -21,21 +21,21 @@ import structlog
 import uvicorn
 
 from prebuildd.api.app import create_app
-from prebuildd.auth import create_token
-from prebuildd.builder import WorkspaceBuilder
-from prebuildd.clock import Clock, SystemClock
-from prebuildd.config import ServerConfig
-from prebuildd.embedded_pg import EmbeddedPostgres
-from prebuildd.identity import create_user, ensure_default_organization
+from prebuildd.identity.auth import create_token
+from prebuildd.identity.users import create_user, ensure_default_organization
+from prebuildd.prebuilds.loop import Reconciler
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
-from prebuildd.provisioner.queue import PgJobQueue
 from prebuildd.provisioner.registry import available_provisioners
-from prebuildd.reconciler import Reconciler
+from prebuildd.queue.pg import PgJobQueue
+from prebuildd.runtime.clock import Clock, SystemClock
+from prebuildd.runtime.config import ServerConfig
+from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.db import Database, fetch_one
 from prebuildd.store.listener import Listener
 from prebuildd.store.migrate import migrate
+from prebuildd.workspaces.builder import WorkspaceBuilder
 
 log = structlog.get_logger(__name__)
 
@@ -110,7 +110,7 @@ class Server:
         for extension in self.extensions:
             await extension(self)
         if config.demo:
-            from prebuildd.demo import install_demo
+            from prebuildd.server.demo import install_demo
 
             await install_demo(services)
         await self._start_http(services)  # first: a port of 0 is only known once bound

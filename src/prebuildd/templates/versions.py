@@ -13,8 +13,6 @@ from uuid import UUID, uuid4
 
 import structlog
 
-from prebuildd.archive import read_member
-from prebuildd.clock import Clock
 from prebuildd.domain.jobs import JobPriority, JobType
 from prebuildd.domain.manifest import (
     MANIFEST_FILE,
@@ -25,7 +23,9 @@ from prebuildd.domain.manifest import (
     preset_warnings,
 )
 from prebuildd.domain.parameters import ParameterSpec
+from prebuildd.runtime.clock import Clock
 from prebuildd.store.db import Conn, Database, Row, execute, fetch_one, fetch_val, jsonb
+from prebuildd.templates.archive import read_member
 
 log = structlog.get_logger(__name__)
 

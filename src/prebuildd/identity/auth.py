@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Mapping
 from datetime import timedelta
 from uuid import UUID, uuid4
 
-from prebuildd.clock import Clock
+from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, KEY_PREFIX, TOKEN_PREFIX, new_secret, secret_hash
+from prebuildd.runtime.clock import Clock
 from prebuildd.store.db import Database, Row, execute, fetch_one, jsonb
 
-TOKEN_PREFIX = "pbt_"
-KEY_PREFIX = "pbk_"
-AGENT_TOKEN_PREFIX = "pba_"
+__all__ = ["AGENT_TOKEN_PREFIX", "KEY_PREFIX", "TOKEN_PREFIX", "new_secret", "secret_hash"]
+
 _TOUCH_EVERY = timedelta(minutes=1)
-
-
-def new_secret(prefix: str) -> str:
-    return prefix + secrets.token_urlsafe(32)
-
-
-def secret_hash(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
 
 
 async def create_token(

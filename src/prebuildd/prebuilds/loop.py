@@ -24,7 +24,6 @@ import psycopg
 import structlog
 from psycopg import IsolationLevel
 
-from prebuildd.builder import BuildRequest, prebuild_name
 from prebuildd.domain.errors import BuildError
 from prebuildd.domain.failures import FailurePolicy, failure_inputs, hard_limit
 from prebuildd.domain.identity import PREBUILDS_USER_ID
@@ -39,10 +38,11 @@ from prebuildd.domain.snapshot import (
     inflight_jobs,
     preset_snapshot,
 )
-from prebuildd.notify import WebhookNotifier
+from prebuildd.runtime.notify import WebhookNotifier
 from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.db import Conn, execute, fetch_all, fetch_all_as, fetch_one
+from prebuildd.workspaces.builder import BuildRequest, prebuild_name
 
 log = structlog.get_logger(__name__)
 

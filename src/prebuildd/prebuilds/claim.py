@@ -17,7 +17,6 @@ from uuid import UUID
 import psycopg
 import structlog
 
-from prebuildd.builder import BuildCreated, BuildRequest
 from prebuildd.domain.errors import CONFLICT, NOT_FOUND, BuildError
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
@@ -25,6 +24,7 @@ from prebuildd.domain.manifest import TemplateManifest, parse_manifest
 from prebuildd.domain.parameters import ParameterError, ParameterSpec, canonical_value
 from prebuildd.services import Services
 from prebuildd.store.db import Conn, Row, execute, fetch_one, jsonb
+from prebuildd.workspaces.builder import BuildCreated, BuildRequest
 
 log = structlog.get_logger(__name__)
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import structlog
 
-from prebuildd.archive import pack_directory
 from prebuildd.services import Services
 from prebuildd.store.db import fetch_one
-from prebuildd.templates import push_version
+from prebuildd.templates.archive import pack_directory
+from prebuildd.templates.versions import push_version
 
 log = structlog.get_logger(__name__)
 
@@ -18,8 +18,8 @@ DEMO_TEMPLATE = "local-workspace"
 
 def examples_dir() -> Path:
     """The example templates: packaged with the wheel, or at the top of a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_examples", here.parent.parent / "examples"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "_examples", package.parent.parent / "examples"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(

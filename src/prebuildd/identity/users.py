@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from uuid import UUID, uuid4
 
-from prebuildd.clock import Clock
 from prebuildd.domain.identity import ROLES
+from prebuildd.runtime.clock import Clock
 from prebuildd.store.db import Database, Row, execute, fetch_one
 
 DEFAULT_ORGANIZATION = "default"

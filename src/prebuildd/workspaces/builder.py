@@ -17,11 +17,11 @@ from uuid import UUID, uuid4
 import psycopg
 import structlog
 
-from prebuildd.clock import Clock
 from prebuildd.domain.errors import BAD_REQUEST, CONFLICT, INTERNAL, NOT_ACCEPTABLE, NOT_FOUND, BuildError
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, FailureClass, JobPriority, JobStatus, JobType, Transition
 from prebuildd.domain.parameters import ParameterError, ParameterSpec, resolve_parameters
+from prebuildd.runtime.clock import Clock
 from prebuildd.store.db import Conn, Database, Row, execute, fetch_all, fetch_one, fetch_val, jsonb
 
 log = structlog.get_logger(__name__)

@@ -14,26 +14,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from prebuildd.builder import BuildRequest
-from prebuildd.domain.errors import BuildError
+from prebuildd.domain.errors import BuildError, ErrorCode, PrebuilddError
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
 from prebuildd.domain.planner import Plan, plan_preset
 from prebuildd.domain.schedules import Schedule, cron_problem
-from prebuildd.reconciler import Reconciler
+from prebuildd.prebuilds.loop import Reconciler
 from prebuildd.services import Services
 from prebuildd.store.db import Row, execute, fetch_all, fetch_one
+from prebuildd.workspaces.builder import BuildRequest
 
 log = structlog.get_logger(__name__)
-
-
-class OpError(Exception):
-    """A refused operator action; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -156,7 +147,7 @@ async def set_paused(services: Services, paused: bool, user_id: UUID) -> Row:
 
 
 async def active_presets(services: Services, template: str, preset: str | None = None) -> list[Row]:
-    """Presets of the template's active version (one when ``preset`` is given); OpError 404 when none."""
+    """Presets of the template's active version (one when ``preset`` is given); a not_found error when none."""
     async with services.db.transaction() as conn:
         org = await fetch_one(conn, "identity.default_organization")
         assert org is not None
@@ -167,7 +158,7 @@ async def active_presets(services: Services, template: str, preset: str | None =
         )
     if not rows:
         what = f"preset {preset} of template {template}" if preset else f"template {template}"
-        raise OpError(404, f"{what} not found (or the template has no active version)")
+        raise PrebuilddError(ErrorCode.NOT_FOUND, f"{what} not found (or the template has no active version)")
     return rows
 
 
@@ -234,19 +225,24 @@ async def set_pool(
 
 def _check_pool(instances: int | None, ttl: int, timezone: str, schedules: list[Schedule] | None) -> None:
     if instances is not None and instances < 0:
-        raise OpError(400, "instances must be 0 or more")
+        raise PrebuilddError(ErrorCode.INVALID_PARAMETER, "instances must be 0 or more")
     if ttl < 0:
-        raise OpError(400, "ttl must be 0 (none) or more")
+        raise PrebuilddError(ErrorCode.INVALID_PARAMETER, "ttl must be 0 (none) or more")
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise OpError(400, f"unknown timezone {timezone!r}: use an IANA name such as Europe/Paris") from None
+        raise PrebuilddError(
+            ErrorCode.INVALID_PARAMETER,
+            f"unknown timezone {timezone!r}: use an IANA name such as Europe/Paris",
+        ) from None
     for schedule in schedules or ():
         problem = cron_problem(schedule.cron)
         if problem:
-            raise OpError(400, problem)
+            raise PrebuilddError(ErrorCode.INVALID_PARAMETER, problem)
         if schedule.instances < 0:
-            raise OpError(400, f"schedule {schedule.cron!r}: instances must be 0 or more")
+            raise PrebuilddError(
+                ErrorCode.INVALID_PARAMETER, f"schedule {schedule.cron!r}: instances must be 0 or more"
+            )
 
 
 async def retry(services: Services, template: str, preset: str | None = None) -> list[str]:
@@ -316,7 +312,10 @@ async def explain(
     _, statuses = await pool_status(services)
     status = next((s for s in statuses if s.preset_id == row["id"]), None)
     if status is None:
-        raise OpError(404, f"preset {preset} of template {template} has no pool (no prebuild instances set)")
+        raise PrebuilddError(
+            ErrorCode.NOT_FOUND,
+            f"preset {preset} of template {template} has no pool (no prebuild instances set)",
+        )
     async with services.db.transaction() as conn:
         events = await fetch_all(conn, "prebuilds.preset_events", {"preset_ids": [row["id"]], "limit": limit})
     return status, events

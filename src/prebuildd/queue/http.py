@@ -25,7 +25,7 @@ import structlog
 
 import prebuildd
 from prebuildd.domain.jobs import JobType, Transition
-from prebuildd.provisioner.queue import AcquiredJob, BuildPayload, Heartbeat, JobOutcome, LogLine
+from prebuildd.queue.port import AcquiredJob, BuildPayload, Heartbeat, JobOutcome, LogLine
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,1 @@
+"""Organizations, users, roles, API tokens and provisioner keys: who may act, and how they prove it."""

@@ -1,0 +1,96 @@
+"""The job queue as daemons see it: acquire, heartbeat, log, complete.
+
+``JobQueue`` is the one interface a daemon uses, so the same daemon runs inside the server (``PgJobQueue``, on
+the database) or on another machine (``HttpJobQueue``, over the HTTP API with a provisioner key). This module is
+the port: plain dataclasses and a protocol, importable without a database driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+from prebuildd.domain.jobs import FailureClass, JobType, Transition
+from prebuildd.domain.parameters import ParameterSpec
+
+
+@dataclass(frozen=True)
+class BuildPayload:
+    build_id: UUID
+    build_number: int
+    transition: Transition
+    reason: str
+    parameters: Mapping[str, str]
+    state: bytes | None
+    workspace_id: UUID
+    workspace_name: str
+    owner_id: UUID
+    owner_name: str
+    template_name: str
+    version_id: UUID
+    preset_name: str | None
+    is_prebuild: bool
+    agent_tokens: Mapping[str, str] = field(default_factory=dict)
+    """Start builds: a fresh token per declared agent (a claim step keeps the running agents' tokens)."""
+
+
+@dataclass(frozen=True)
+class AcquiredJob:
+    id: UUID
+    type: JobType
+    provisioner: str
+    manifest: str
+    source: bytes
+    source_hash: str
+    build: BuildPayload | None = None
+    version_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    level: str
+    stage: str
+    output: str
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended, as its daemon reports it."""
+
+    error: str | None = None
+    failure_class: FailureClass | None = None
+    canceled: bool = False
+    state: bytes | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    parameters: tuple[ParameterSpec, ...] = ()
+    """Import jobs: the declared parameters after the provisioner's import."""
+    warnings: tuple[str, ...] = ()
+
+
+class Heartbeat(StrEnum):
+    OK = "ok"
+    CANCELED = "canceled"
+    """The job was canceled: stop it and complete it."""
+    LOST = "lost"
+    """The job is no longer ours (failed as stale, or completed): stop it and report nothing."""
+
+
+class JobQueue(Protocol):
+    async def acquire(
+        self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
+    ) -> AcquiredJob | None: ...
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        """Return when new jobs may be there, or after ``timeout`` seconds."""
+        ...
+
+    async def heartbeat(self, job_id: UUID, worker_id: str) -> Heartbeat: ...
+
+    async def append_logs(self, job_id: UUID, worker_id: str, lines: Sequence[LogLine]) -> None: ...
+
+    async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:
+        """Record the end of the job; False when the job was no longer this worker's."""
+        ...

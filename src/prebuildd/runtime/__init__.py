@@ -1,0 +1,1 @@
+"""What every layer may use and that knows no service: injected time, configuration, metrics, notifications."""

@@ -224,6 +224,34 @@ async def test_a_late_completion_after_a_stale_failure_is_refused(env: Env) -> N
     assert (await env.job(job_id))["job_status"] == "failed"
 
 
+async def test_the_reaper_fails_a_stale_job_and_logs_it(env: Env) -> None:
+    from structlog.testing import capture_logs
+
+    from prebuildd.queue.reaper import StaleJobReaper
+
+    pushed = await env.push("t", ECHO)
+    [job_id] = await _workspaces(env, pushed.template_id, 1)
+    assert await env.queue.acquire("gone", ["echo"], {}) is not None
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        raise asyncio.CancelledError  # one pass of the loop is enough
+
+    reaper = StaleJobReaper(env.queue, env.clock, timedelta(minutes=5), sleep=sleep)
+    with capture_logs() as logs:
+        assert await reaper.reap_once() == []  # the job is not stale yet
+        env.clock.advance(minutes=6)
+        try:
+            await reaper.run()
+        except asyncio.CancelledError:
+            pass
+    assert sleeps == [30.0]
+    assert [e["job_id"] for e in logs if e["event"] == "job.failed_stale"] == [str(job_id)]
+    job = await env.job(job_id)
+    assert job["job_status"] == "failed" and job["failure_class"] == "infrastructure"
+
+
 async def test_every_timestamp_comes_from_the_injected_clock(
     env: Env, clock: FakeClock, tmp_path: Path
 ) -> None:

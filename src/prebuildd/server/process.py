@@ -27,6 +27,7 @@ from prebuildd.prebuilds.loop import Reconciler
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.provisioner.registry import available_provisioners
 from prebuildd.queue.pg import PgJobQueue
+from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.server.embedded_pg import EmbeddedPostgres
@@ -104,7 +105,8 @@ class Server:
             queue=queue,
             builder=WorkspaceBuilder(self.clock),
         )
-        self.add_background(BackgroundService("stale-job-reaper", self._reap_stale_jobs))
+        reaper = StaleJobReaper(queue, self.clock, timedelta(seconds=config.stale_job_timeout))
+        self.add_background(BackgroundService("stale-job-reaper", reaper.run))
         services.reconciler = Reconciler(services)
         self.add_background(BackgroundService("reconciler", services.reconciler.run))
         for extension in self.extensions:
@@ -172,13 +174,6 @@ class Server:
             except Exception:
                 log.exception("server.background_crashed", service=service.name)
                 await asyncio.sleep(5)
-
-    async def _reap_stale_jobs(self) -> None:
-        assert self.services is not None
-        interval = min(self.config.stale_job_timeout / 5, 30.0)
-        while True:
-            await self.services.queue.fail_stale(timedelta(seconds=self.config.stale_job_timeout))
-            await asyncio.sleep(interval)
 
     async def _start_http(self, services: Services) -> None:
         app = create_app(services)

@@ -21,7 +21,7 @@ import httpx
 import structlog
 import typer
 
-from prebuildd.cli.server_command import _duration, _tags, configure_logging
+from prebuildd.cli.flags import configure_logging, parse_duration_flag, parse_tags
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.provisioner.registry import available_provisioners
@@ -98,7 +98,9 @@ def create_key(
     token: TokenOption = None,
 ) -> None:
     """Create a provisioner key; its secret is printed once (stdout), so store it now."""
-    created = _api("POST", "/provisioner-keys", url, token, body={"name": name, "tags": _tags(tag)}).json()
+    created = _api(
+        "POST", "/provisioner-keys", url, token, body={"name": name, "tags": parse_tags(tag)}
+    ).json()
     if as_json:
         typer.echo(json.dumps(created, indent=2))
         return
@@ -265,10 +267,10 @@ def start(
         run_standalone(
             url,
             key,
-            tags=_tags(tag),
+            tags=parse_tags(tag),
             name=name or socket.gethostname(),
             work_dir=work_dir or default_data_dir() / "provisioner",
-            heartbeat_interval=_duration(heartbeat_interval),
+            heartbeat_interval=parse_duration_flag(heartbeat_interval),
         )
     )
     if refusal is not None:

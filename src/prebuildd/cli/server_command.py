@@ -4,55 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
-import structlog
 import typer
 
-from prebuildd.domain.durations import parse_duration
+from prebuildd.cli.flags import configure_logging, parse_duration_flag, parse_tags
 from prebuildd.runtime.config import ServerConfig, default_data_dir
 
-
-def _duration(value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-
-
-def _tags(values: list[str]) -> dict[str, str]:
-    tags = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"tag {item!r}: expected KEY=VALUE")
-        tags[key] = value
-    return tags
-
-
-def configure_logging(log_format: str, level: str) -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise typer.BadParameter(f"unknown log level {level!r}: use debug, info, warning or error")
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+# Shared with `provisioner start`; the old names stay for this module's flags.
+_duration = parse_duration_flag
+_tags = parse_tags
 
 
 def Env(name: str) -> str:

@@ -46,7 +46,9 @@ class StaleJobReaper:
         self.stale_after = stale_after
         # A fifth of the timeout: a job is failed at most 20 % after it went stale, and capped so that a long
         # timeout does not make the reaper sleep for many minutes.
-        self.interval = interval if interval is not None else min(stale_after.total_seconds() / 5, MAX_INTERVAL_SECONDS)
+        self.interval = (
+            interval if interval is not None else min(stale_after.total_seconds() / 5, MAX_INTERVAL_SECONDS)
+        )
         self._sleep = sleep
 
     async def reap_once(self) -> list[UUID]:

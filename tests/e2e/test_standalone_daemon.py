@@ -131,7 +131,7 @@ async def build_workspace(services: Services, template_id: UUID, name: str, **pa
 
 
 async def log_text(services: Services, job_id: UUID) -> str:
-    return "\n".join(row["output"] for row in await services.queue.logs(job_id))
+    return "\n".join(line.output for line in await services.queue.logs(job_id))
 
 
 async def cli(running: RunningServer, *args: str, token: str | None = None) -> tuple[int, str, str]:

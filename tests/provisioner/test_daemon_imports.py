@@ -44,5 +44,14 @@ def test_the_root_help_still_lists_every_command() -> None:
         [sys.executable, "-m", "prebuildd", "--help"], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    for command in ("server", "provisioner", "agent", "prebuilds", "templates", "workspaces", "jobs", "login"):
+    for command in (
+        "server",
+        "provisioner",
+        "agent",
+        "prebuilds",
+        "templates",
+        "workspaces",
+        "jobs",
+        "login",
+    ):
         assert command in done.stdout, command

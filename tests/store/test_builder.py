@@ -79,7 +79,7 @@ async def test_cold_build_end_to_end_with_exec(env: Env) -> None:
     assert build["outputs"] == {"path": str(data_dir)}
     assert (data_dir / "repo").read_text().strip() == "https://example.com/app.git"
     logs = await env.queue.logs(created.job_id)
-    assert any("cloning https://example.com/app.git (small, 2 cpu)" in line["output"] for line in logs)
+    assert any("cloning https://example.com/app.git (small, 2 cpu)" in line.output for line in logs)
 
     deleted = await env.transition(created.workspace_id, Transition.DELETE)
     assert not deleted.orphan_deleted
@@ -89,7 +89,7 @@ async def test_cold_build_end_to_end_with_exec(env: Env) -> None:
     assert workspace["deleted"] and workspace["deleted_at"] == env.clock.now()
     assert not data_dir.exists()
     delete_logs = await env.queue.logs(deleted.job_id)
-    assert any("deleting with state created-ws" in line["output"] for line in delete_logs)
+    assert any("deleting with state created-ws" in line.output for line in delete_logs)
 
 
 async def test_a_failing_script_fails_the_job_with_its_output(env: Env) -> None:
@@ -299,4 +299,4 @@ async def test_a_failed_build_keeps_the_state_it_left_for_the_delete(env: Env) -
     assert not deleted.orphan_deleted  # the script ran: a real delete, with the state it left
     await env.run_jobs()
     logs = await env.queue.logs(deleted.job_id)
-    assert any("deleting with state half-made" in line["output"] for line in logs)
+    assert any("deleting with state half-made" in line.output for line in logs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -126,7 +127,7 @@ async def test_cancel_running_job_stops_it(env: Env) -> None:
     await asyncio.wait_for(running, 20)
     job = await env.job(job_id)
     assert job["job_status"] == "canceled", job
-    assert any(line["output"] == "working" for line in await env.queue.logs(job_id))
+    assert any(line.output == "working" for line in await env.queue.logs(job_id))
 
 
 async def _status_is(env: Env, job_id: UUID, status: str) -> bool:
@@ -242,10 +243,8 @@ async def test_the_reaper_fails_a_stale_job_and_logs_it(env: Env) -> None:
     with capture_logs() as logs:
         assert await reaper.reap_once() == []  # the job is not stale yet
         env.clock.advance(minutes=6)
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await reaper.run()
-        except asyncio.CancelledError:
-            pass
     assert sleeps == [30.0]
     assert [e["job_id"] for e in logs if e["event"] == "job.failed_stale"] == [str(job_id)]
     job = await env.job(job_id)
@@ -264,7 +263,7 @@ async def test_every_timestamp_comes_from_the_injected_clock(
     for column in ("created_at", "updated_at", "started_at", "completed_at"):
         assert job[column].year == 2030, column
     for line in await env.queue.logs(job_id):
-        assert line["created_at"].year == 2030
+        assert line.created_at.year == 2030
 
 
 async def test_a_completion_notifies_the_same_payload_for_builds_and_imports(env: Env) -> None:

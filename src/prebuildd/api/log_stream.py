@@ -16,8 +16,7 @@ from uuid import UUID
 from prebuildd.api.models import LogEnd, LogLineOut
 from prebuildd.domain.jobs import JobStatus
 from prebuildd.services import Services
-from prebuildd.store import channels
-from prebuildd.store.db import fetch_all, fetch_val
+from prebuildd.store import channels, jobs
 from prebuildd.store.listener import Listener
 
 POLL_SECONDS = 1.0
@@ -47,14 +46,12 @@ async def follow_job_logs(services: Services, job_id: UUID, after: int) -> Async
         news = asyncio.create_task(_news(services.listener, POLL_SECONDS))
         try:
             async with services.db.transaction() as conn:
-                status = await fetch_val(conn, "api.job_status", {"id": job_id})
-                rows = await fetch_all(
-                    conn, "jobs.logs_after", {"job_id": job_id, "after": after, "limit": PAGE_SIZE}
-                )
-            for row in rows:
-                after = row["id"]
-                yield (LogLineOut.from_row(row).model_dump_json() + "\n").encode()
-            if len(rows) == PAGE_SIZE:
+                status = await jobs.job_status(conn, job_id)
+                lines = await jobs.logs_after(conn, job_id, after, PAGE_SIZE)
+            for line in lines:
+                after = line.id
+                yield (LogLineOut.from_row(line).model_dump_json() + "\n").encode()
+            if len(lines) == PAGE_SIZE:
                 continue  # more lines are waiting: read on before waiting
             if status is None or not JobStatus(status).is_active:
                 yield (LogEnd(status=status or "unknown").model_dump_json() + "\n").encode()

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from prebuildd.store.db import Row
+from prebuildd.store.jobs import JobLogLine, JobSummary
 
 # -- names and text ----------------------------------------------------------------------------------------
 
@@ -327,13 +328,14 @@ class LogLineOut(BaseModel):
     output: str
 
     @classmethod
-    def from_row(cls, row: Row) -> LogLineOut:
+    def from_row(cls, line: JobLogLine) -> LogLineOut:
+        # Named from_row still so that the log routes of templates and workspaces need no edit in this change.
         return cls(
-            id=row["id"],
-            created_at=row["created_at"],
-            level=row["level"],
-            stage=row["stage"],
-            output=row["output"],
+            id=line.id,
+            created_at=line.created_at,
+            level=line.level,
+            stage=line.stage,
+            output=line.output,
         )
 
 
@@ -452,20 +454,20 @@ class JobOut(BaseModel):
     )
 
     @classmethod
-    def from_row(cls, row: Row, waiting_reason: str | None) -> JobOut:
+    def from_job(cls, job: JobSummary, waiting_reason: str | None) -> JobOut:
         return cls(
-            id=row["id"],
-            type=row["type"],
-            provisioner=row["provisioner"],
-            status=row["job_status"],
-            error=row["error"],
-            failure_class=row["failure_class"],
-            priority=row["priority"],
-            tags=dict(row["tags"]),
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            completed_at=row["completed_at"],
-            worker_id=row["worker_id"],
+            id=job.id,
+            type=job.type,
+            provisioner=job.provisioner,
+            status=job.job_status,
+            error=job.error,
+            failure_class=job.failure_class,
+            priority=job.priority,
+            tags=dict(job.tags),
+            created_at=job.created_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            worker_id=job.worker_id,
             waiting_reason=waiting_reason,
         )
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Protocol
 
 
 class JobType(StrEnum):
@@ -89,10 +89,28 @@ class Capabilities:
     tags: Mapping[str, str]
 
 
-def waiting_reason(job: Mapping[str, Any], offered: Capabilities) -> str | None:
+class QueuedJob(Protocol):
+    """What ``waiting_reason`` reads of a job."""
+
+    @property
+    def job_status(self) -> str: ...
+    @property
+    def provisioner(self) -> str: ...
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+
+
+def waiting_reason(job: QueuedJob, offered: Capabilities) -> str | None:
     """Why the pending ``job`` cannot be taken by any known daemon, or None when one can take it."""
-    if job["job_status"] != "pending":
+    if job.job_status != "pending":
         return None
+    if job.provisioner not in offered.kinds:
+        return f"no provisioner for kind {job.provisioner}"
+    missing = {k: v for k, v in dict(job.tags or {}).items() if offered.tags.get(k) != v}
+    if missing:
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(missing.items()))
+        return f"no provisioner offering tags {tags}"
+    return None
     if job["provisioner"] not in offered.kinds:
         return f"no provisioner for kind {job['provisioner']}"
     missing = {k: v for k, v in dict(job["tags"] or {}).items() if offered.tags.get(k) != v}

@@ -1,19 +1,19 @@
 """The job queue on PostgreSQL: ``FOR UPDATE SKIP LOCKED``, human jobs first, LISTEN/NOTIFY wake-ups.
 
-Operator operations (cancel, failing stale jobs, reading logs) live here only, not on the daemon's port.
+Operator operations (cancel, failing stale jobs, reading logs) live here only, not on the daemon's port. Every
+statement is a function of ``prebuildd.store.jobs``; this module decides what to run, in which transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import structlog
 
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import FailureClass, JobType, Transition
 from prebuildd.domain.manifest import ManifestError
@@ -21,7 +21,9 @@ from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, new_secret, secret_hash
 from prebuildd.queue.port import AcquiredJob, BuildPayload, Heartbeat, JobOutcome, LogLine
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import channels
-from prebuildd.store.db import Conn, Database, Row, execute, fetch_all, fetch_one, jsonb
+from prebuildd.store import jobs as store
+from prebuildd.store.db import Conn, Database, fetch_one
+from prebuildd.store.jobs import AcquiredJobRow, BuildForJob, Completion, JobLogLine
 from prebuildd.store.listener import Listener
 from prebuildd.templates.versions import record_import
 
@@ -40,83 +42,65 @@ class PgJobQueue:
         self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
     ) -> AcquiredJob | None:
         async with self.db.transaction() as conn:
-            job = await fetch_one(
-                conn,
-                "jobs.acquire",
-                {
-                    "now": self.clock.now(),
-                    "worker_id": worker_id,
-                    "kinds": list(kinds),
-                    "tags": jsonb(dict(tags)),
-                },
-            )
+            job = await store.acquire(conn, worker_id, kinds, tags, self.clock.now())
             if job is None:
                 return None
             return await self._payload(conn, job)
 
-    async def _payload(self, conn: Conn, job: Row) -> AcquiredJob:
-        job_type = JobType(job["type"])
-        if job_type is JobType.TEMPLATE_VERSION_IMPORT:
-            version_id = UUID(job["input"]["template_version_id"])
-            version = await fetch_one(conn, "templates.version_source", {"id": version_id})
-            assert version is not None, f"import job {job['id']} has no version"
+    async def _payload(self, conn: Conn, job: AcquiredJobRow) -> AcquiredJob:
+        if job.type is JobType.TEMPLATE_VERSION_IMPORT:
+            version_id = UUID(job.input["template_version_id"])
+            version = await store.version_source(conn, version_id)
+            if version is None:
+                raise _inconsistent(f"import job {job.id} has no template version {version_id}")
             return AcquiredJob(
-                job["id"],
-                job_type,
-                job["provisioner"],
-                version["manifest"],
-                version["source"],
-                version["source_hash"],
+                job.id,
+                job.type,
+                job.provisioner,
+                version.manifest,
+                version.source,
+                version.source_hash,
                 version_id=version_id,
             )
-        row = await fetch_one(
-            conn, "workspaces.build_for_job", {"job_id": job["id"], "prebuilds_user_id": PREBUILDS_USER_ID}
-        )
-        assert row is not None, f"build job {job['id']} has no build"
+        row = await store.build_for_job(conn, job.id, PREBUILDS_USER_ID)
+        if row is None:
+            raise _inconsistent(f"build job {job.id} has no build")
         build = BuildPayload(
-            build_id=row["build_id"],
-            build_number=row["build_number"],
-            transition=Transition(row["transition"]),
-            reason=row["reason"],
-            parameters=row["parameters"],
-            state=row["previous_state"],
-            workspace_id=row["workspace_id"],
-            workspace_name=row["workspace_name"],
-            owner_id=row["owner_id"],
-            owner_name=row["owner_name"],
-            template_name=row["template_name"],
-            version_id=row["version_id"],
-            preset_name=row["preset_name"],
-            is_prebuild=row["is_prebuild"],
+            build_id=row.build_id,
+            build_number=row.build_number,
+            transition=Transition(row.transition),
+            reason=row.reason,
+            parameters=row.parameters,
+            state=row.previous_state,
+            workspace_id=row.workspace_id,
+            workspace_name=row.workspace_name,
+            owner_id=row.owner_id,
+            owner_name=row.owner_name,
+            template_name=row.template_name,
+            version_id=row.version_id,
+            preset_name=row.preset_name,
+            is_prebuild=row.is_prebuild,
             agent_tokens=await self._agent_tokens(conn, row),
         )
         return AcquiredJob(
-            job["id"],
-            job_type,
-            job["provisioner"],
-            row["manifest"],
-            row["source"],
-            row["source_hash"],
+            job.id,
+            job.type,
+            job.provisioner,
+            row.manifest,
+            row.source,
+            row.source_hash,
             build=build,
-            version_id=row["version_id"],
+            version_id=row.version_id,
         )
 
-    async def _agent_tokens(self, conn: Conn, row: Row) -> dict[str, str]:
-        if row["transition"] != Transition.START or row["reason"] == "claim" or row["agents"] == []:
+    async def _agent_tokens(self, conn: Conn, row: BuildForJob) -> dict[str, str]:
+        if row.transition != Transition.START or row.reason == "claim" or row.agents == []:
             return {}
         tokens = {}
-        for name in row["agents"]:
+        for name in row.agents:
             tokens[name] = new_secret(AGENT_TOKEN_PREFIX)
-            await execute(
-                conn,
-                "agents.issue_token",
-                {
-                    "id": uuid4(),
-                    "workspace_id": row["workspace_id"],
-                    "name": name,
-                    "token_hash": secret_hash(tokens[name]),
-                    "now": self.clock.now(),
-                },
+            await store.issue_agent_token(
+                conn, row.workspace_id, name, secret_hash(tokens[name]), self.clock.now()
             )
         return tokens
 
@@ -128,97 +112,66 @@ class PgJobQueue:
 
     async def heartbeat(self, job_id: UUID, worker_id: str) -> Heartbeat:
         async with self.db.transaction() as conn:
-            row = await fetch_one(
-                conn, "jobs.heartbeat", {"id": job_id, "worker_id": worker_id, "now": self.clock.now()}
-            )
-        if row is None:
+            canceled = await store.heartbeat(conn, job_id, worker_id, self.clock.now())
+        if canceled is None:
             return Heartbeat.LOST
-        return Heartbeat.CANCELED if row["canceled"] else Heartbeat.OK
+        return Heartbeat.CANCELED if canceled else Heartbeat.OK
 
     async def append_logs(self, job_id: UUID, worker_id: str, lines: Sequence[LogLine]) -> None:
         if not lines:
             return
         now = self.clock.now()
         async with self.db.transaction() as conn:
-            await execute(
+            await store.append_logs(
                 conn,
-                "jobs.insert_logs",
-                {
-                    "job_id": job_id,
-                    "worker_id": worker_id,
-                    "created_at": [now] * len(lines),
-                    "levels": [line.level for line in lines],
-                    "stages": [line.stage for line in lines],
-                    "outputs": [line.output for line in lines],
-                },
+                job_id,
+                worker_id,
+                now,
+                levels=[line.level for line in lines],
+                stages=[line.stage for line in lines],
+                outputs=[line.output for line in lines],
             )
 
     async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:
-        now = self.clock.now()
         error = outcome.error
         failure_class = outcome.failure_class
         if outcome.canceled:
             error, failure_class = None, None
         elif error and failure_class is None:
             failure_class = FailureClass.BUILD
-        params = {
-            "id": job_id,
-            "worker_id": worker_id,
-            "now": now,
-            "error": error,
-            "failure_class": failure_class.value if failure_class else None,
-        }
+        completion = Completion(job_id, worker_id, self.clock.now(), error, failure_class)
         # Most completions are builds: one statement, its own transaction, one round trip instead of five
         # (bench/queue_throughput.py). Anything else (imports, a job no longer ours) takes the general path.
         async with self.db.autocommit() as conn:
-            build = await fetch_one(
-                conn,
-                "jobs.complete_build",
-                {**params, "state": outcome.state, "outputs": jsonb(dict(outcome.outputs))},
-            )
-        if build is not None:
-            log.info("job.completed", job_id=str(job_id), status=build["job_status"], error=error)
+            status = await store.complete_build(conn, completion, outcome.state, outcome.outputs)
+        if status is not None:
+            log.info("job.completed", job_id=str(job_id), status=status, error=error)
             return True
-        return await self._complete(job_id, worker_id, outcome, params)
+        return await self._complete(completion, outcome)
 
-    async def _complete(
-        self, job_id: UUID, worker_id: str, outcome: JobOutcome, params: dict[str, Any]
-    ) -> bool:
-        now, error = params["now"], params["error"]
+    async def _complete(self, completion: Completion, outcome: JobOutcome) -> bool:
+        job_id, now = completion.job_id, completion.now
         async with self.db.transaction() as conn:
-            job = await fetch_one(conn, "jobs.complete", params)
+            job = await store.complete(conn, completion)
             if job is None:
                 log.warning(
                     "job.complete_refused",
                     job_id=str(job_id),
-                    worker_id=worker_id,
+                    worker_id=completion.worker_id,
                     reason="job is no longer held by this worker",
                 )
                 return False
-            if job["type"] == JobType.TEMPLATE_VERSION_IMPORT and job["job_status"] == "succeeded":
+            if job.type == JobType.TEMPLATE_VERSION_IMPORT and job.job_status == "succeeded":
                 manifest_error = await self._record_import(conn, job_id, outcome)
                 if manifest_error is not None:
                     # The import ran but its result does not fit the manifest: the version fails to import.
-                    await execute(
-                        conn,
-                        "jobs.set_error",
-                        {
-                            "id": job_id,
-                            "error": str(manifest_error),
-                            "failure_class": FailureClass.CONFIG.value,
-                            "now": now,
-                        },
-                    )
-            if job["type"] == JobType.WORKSPACE_BUILD and job["job_status"] == "succeeded":
+                    await store.set_error(conn, job_id, str(manifest_error), FailureClass.CONFIG, now)
+            if job.type == JobType.WORKSPACE_BUILD and job.job_status == "succeeded":
                 await self._finish_build(conn, job_id, outcome)
-            elif job["type"] == JobType.WORKSPACE_BUILD and outcome.state is not None:
-                await execute(
-                    conn,
-                    "workspaces.keep_failed_state",
-                    {"job_id": job_id, "state": outcome.state, "now": now},
-                )
-            await _notify_completed(conn, job_id, job["type"], job["input"].get("workspace_id"))
-        log.info("job.completed", job_id=str(job_id), status=job["job_status"], error=error)
+            elif job.type == JobType.WORKSPACE_BUILD and outcome.state is not None:
+                await store.keep_failed_state(conn, job_id, outcome.state, now)
+            await store.notify_completed(conn, job_id, job.type.value, job.workspace_id)
+        log.info("job.completed", job_id=str(job_id), status=job.job_status, error=completion.error)
         return True
 
     async def _record_import(self, conn: Conn, job_id: UUID, outcome: JobOutcome) -> ManifestError | None:
@@ -233,56 +186,43 @@ class PgJobQueue:
 
     async def _finish_build(self, conn: Conn, job_id: UUID, outcome: JobOutcome) -> None:
         now = self.clock.now()
-        build = await fetch_one(
-            conn,
-            "workspaces.finish_build",
-            {
-                "job_id": job_id,
-                "state": outcome.state,
-                "outputs": jsonb(dict(outcome.outputs)),
-                "now": now,
-            },
-        )
-        assert build is not None
-        if build["transition"] == Transition.DELETE:
-            await execute(conn, "workspaces.mark_deleted", {"id": build["workspace_id"], "now": now})
+        build = await store.finish_build(conn, job_id, outcome.state, outcome.outputs, now)
+        if build is None:
+            raise _inconsistent(f"build job {job_id} has no build")
+        if build.transition == Transition.DELETE:
+            await store.mark_workspace_deleted(conn, build.workspace_id, now)
 
     # -- operator operations -------------------------------------------------------------------------------
 
     async def cancel(self, job_id: UUID) -> str | None:
         """Cancel a job: a pending one never starts; a running one is stopped by its daemon. Returns its status."""
         async with self.db.transaction() as conn:
-            row = await fetch_one(conn, "jobs.cancel", {"id": job_id, "now": self.clock.now()})
-            if row is not None and row["job_status"] == "canceled":
-                await _notify_completed(conn, job_id, None, None)
-        return None if row is None else str(row["job_status"])
+            status = await store.cancel(conn, job_id, self.clock.now())
+            if status == "canceled":
+                await store.notify_completed(conn, job_id, None, None)
+        return status
 
     async def release(self, job_id: UUID, worker_id: str) -> bool:
         """Put a job interrupted by a shutdown back in the queue (it runs again from the start)."""
         async with self.db.transaction() as conn:
-            row = await fetch_one(
-                conn, "jobs.release", {"id": job_id, "worker_id": worker_id, "now": self.clock.now()}
-            )
-        return row is not None
+            return await store.release(conn, job_id, worker_id, self.clock.now())
 
     async def fail_stale(self, stale_after: timedelta) -> list[UUID]:
         """Fail running jobs whose daemon has not sent a heartbeat for ``stale_after`` (class infrastructure)."""
         now = self.clock.now()
         async with self.db.transaction() as conn:
-            rows = await fetch_all(conn, "jobs.fail_stale", {"now": now, "cutoff": now - stale_after})
-            for row in rows:
-                await _notify_completed(conn, row["id"], row["type"], row["input"].get("workspace_id"))
-        for row in rows:
-            log.warning("job.failed_stale", job_id=str(row["id"]))
-        return [row["id"] for row in rows]
+            stale = await store.fail_stale(conn, now, now - stale_after)
+            for job in stale:
+                await store.notify_completed(conn, job.id, job.type.value, job.workspace_id)
+        for job in stale:
+            log.warning("job.failed_stale", job_id=str(job.id))
+        return [job.id for job in stale]
 
-    async def logs(self, job_id: UUID, after: int = 0, limit: int = 1000) -> list[Row]:
+    async def logs(self, job_id: UUID, after: int = 0, limit: int = 1000) -> list[JobLogLine]:
         async with self.db.transaction() as conn:
-            return await fetch_all(
-                conn, "jobs.logs_after", {"job_id": job_id, "after": after, "limit": limit}
-            )
+            return await store.logs_after(conn, job_id, after, limit)
 
 
-async def _notify_completed(conn: Conn, job_id: UUID, job_type: str | None, workspace_id: str | None) -> None:
-    payload = json.dumps({"job_id": str(job_id), "type": job_type, "workspace_id": workspace_id})
-    await execute(conn, "jobs.notify_completed", {"payload": payload})
+def _inconsistent(message: str) -> PrebuilddError:
+    """A job whose build or version is missing: the database broke an invariant the queue relies on."""
+    return PrebuilddError(ErrorCode.INTERNAL, message)

@@ -10,15 +10,27 @@ from __future__ import annotations
 from uuid import UUID
 
 from prebuildd.domain.jobs import Capabilities, waiting_reason
-from prebuildd.store.db import Database, Row, fetch_all
+from prebuildd.store import jobs as store
+from prebuildd.store.db import Database
+from prebuildd.store.jobs import JobDetail, JobSummary
 
 
 async def list_jobs(
     db: Database, offered: Capabilities, *, organization_id: UUID, status: str | None, limit: int
-) -> list[tuple[Row, str | None]]:
+) -> list[tuple[JobSummary, str | None]]:
     """The newest ``limit`` jobs (of one status when given), each with its waiting reason."""
     async with db.transaction() as conn:
-        rows = await fetch_all(
-            conn, "api.jobs", {"organization_id": organization_id, "status": status, "limit": limit}
-        )
-    return [(row, waiting_reason(row, offered)) for row in rows]
+        jobs = await store.list_jobs(conn, organization_id, status, limit)
+    return [(job, waiting_reason(job, offered)) for job in jobs]
+
+
+async def job_detail(db: Database, job_id: UUID) -> JobDetail | None:
+    """One job, with its organization (for access checks), or None."""
+    async with db.transaction() as conn:
+        return await store.job_detail(conn, job_id)
+
+
+async def job_organization(db: Database, job_id: UUID) -> UUID | None:
+    """The organization a job belongs to, or None when there is no such job."""
+    async with db.transaction() as conn:
+        return await store.job_organization(conn, job_id)

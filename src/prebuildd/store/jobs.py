@@ -1,12 +1,12 @@
-"""The job repository: the one way a job enters the queue (builds, imports, refused builds recorded as failed).
-
-The daemon-facing operations (acquire, heartbeat, complete) are the PostgreSQL queue adapter's, in
-``prebuildd.queue.pg``; they use the statements of ``queries/jobs.sql`` too.
+"""The job repository: the one way a job enters the queue (builds, imports, refused builds recorded as failed),
+the statements of the PostgreSQL queue (``prebuildd.queue.pg``: acquire, heartbeat, logs, complete, cancel, stale
+jobs) and jobs as operators see them. Rows come back as frozen dataclasses; nothing outside knows a query name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 from prebuildd.domain.jobs import FailureClass, JobPriority, JobType
 from prebuildd.store.db import Conn
-from prebuildd.store.rows import fetch_val, jsonb
+from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one, fetch_val, jsonb
 
 
 @dataclass(frozen=True)
@@ -60,3 +60,309 @@ def _params(job: NewJob, now: datetime) -> dict[str, Any]:
         "initiator_id": job.initiator_id,
         "now": now,
     }
+
+
+# -- the queue's statements (``prebuildd.queue.pg``): one function per statement, the same round trips ------
+
+
+@dataclass(frozen=True)
+class AcquiredJobRow:
+    """A job a worker has just taken (``started_at`` and ``worker_id`` are set)."""
+
+    id: UUID
+    organization_id: UUID
+    type: JobType
+    provisioner: str
+    input: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class VersionSource:
+    """What an import job runs: the version's manifest and source archive."""
+
+    id: UUID
+    manifest: str
+    source: bytes
+    source_hash: str
+
+
+@dataclass(frozen=True)
+class BuildForJob:
+    """Everything a daemon needs to run a build job: the build, its workspace, template and version."""
+
+    build_id: UUID
+    build_number: int
+    transition: str
+    parameters: Mapping[str, str]
+    reason: str
+    previous_state: bytes | None
+    workspace_id: UUID
+    workspace_name: str
+    owner_id: UUID
+    owner_name: str
+    is_prebuild: bool
+    template_name: str
+    version_id: UUID
+    manifest: str
+    source: bytes
+    source_hash: str
+    agents: list[str]
+    preset_name: str | None
+
+
+@dataclass(frozen=True)
+class CompletedJob:
+    """A job just completed by its worker."""
+
+    id: UUID
+    type: JobType
+    job_status: str
+    workspace_id: str | None
+    """The build's workspace (from the job's input), for the completion notification."""
+
+
+@dataclass(frozen=True)
+class FinishedBuild:
+    workspace_id: UUID
+    transition: str
+    build_number: int
+
+
+@dataclass(frozen=True)
+class StaleJob:
+    id: UUID
+    type: JobType
+    workspace_id: str | None
+
+
+@dataclass(frozen=True)
+class JobLogLine:
+    """One stored line of a job's log; ``id`` orders them and is the cursor of ``after``."""
+
+    id: int
+    created_at: datetime
+    level: str
+    stage: str
+    output: str
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as operators see it (``GET /jobs``)."""
+
+    id: UUID
+    type: str
+    provisioner: str
+    job_status: str
+    error: str | None
+    failure_class: str | None
+    priority: int
+    tags: Mapping[str, str]
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    worker_id: str | None
+    initiator_id: UUID | None
+
+
+@dataclass(frozen=True)
+class JobDetail(JobSummary):
+    """A job with the organization it belongs to (for access checks)."""
+
+    organization_id: UUID
+
+
+async def acquire(
+    conn: Conn, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str], now: datetime
+) -> AcquiredJobRow | None:
+    """Take the next pending job this worker can run (human jobs first, then oldest), or None."""
+    row = await fetch_one(
+        conn,
+        "jobs.acquire",
+        {"now": now, "worker_id": worker_id, "kinds": list(kinds), "tags": jsonb(dict(tags))},
+    )
+    if row is None:
+        return None
+    return AcquiredJobRow(
+        row["id"], row["organization_id"], JobType(row["type"]), row["provisioner"], row["input"]
+    )
+
+
+async def version_source(conn: Conn, version_id: UUID) -> VersionSource | None:
+    row = await fetch_one(conn, "templates.version_source", {"id": version_id})
+    return (
+        None if row is None else VersionSource(row["id"], row["manifest"], row["source"], row["source_hash"])
+    )
+
+
+async def build_for_job(conn: Conn, job_id: UUID, prebuilds_user_id: UUID) -> BuildForJob | None:
+    row = await fetch_one(
+        conn, "workspaces.build_for_job", {"job_id": job_id, "prebuilds_user_id": prebuilds_user_id}
+    )
+    return None if row is None else BuildForJob(**row)
+
+
+async def issue_agent_token(
+    conn: Conn, workspace_id: UUID, name: str, token_hash: bytes, now: datetime
+) -> None:
+    """A new token for a declared agent of a workspace; the agent starts over from ``created``."""
+    await execute(
+        conn,
+        "agents.issue_token",
+        {"id": uuid4(), "workspace_id": workspace_id, "name": name, "token_hash": token_hash, "now": now},
+    )
+
+
+async def heartbeat(conn: Conn, job_id: UUID, worker_id: str, now: datetime) -> bool | None:
+    """Keep a job alive: whether it was canceled, or None when the worker no longer holds it."""
+    row = await fetch_one(conn, "jobs.heartbeat", {"id": job_id, "worker_id": worker_id, "now": now})
+    return None if row is None else bool(row["canceled"])
+
+
+async def append_logs(
+    conn: Conn,
+    job_id: UUID,
+    worker_id: str,
+    now: datetime,
+    *,
+    levels: list[str],
+    stages: list[str],
+    outputs: list[str],
+) -> None:
+    """Append lines to a job held by ``worker_id`` (nothing is written otherwise), in one statement."""
+    await execute(
+        conn,
+        "jobs.insert_logs",
+        {
+            "job_id": job_id,
+            "worker_id": worker_id,
+            "created_at": [now] * len(outputs),
+            "levels": levels,
+            "stages": stages,
+            "outputs": outputs,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Completion:
+    """How a worker ends a job, as the completion statements take it."""
+
+    job_id: UUID
+    worker_id: str
+    now: datetime
+    error: str | None
+    failure_class: FailureClass | None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "id": self.job_id,
+            "worker_id": self.worker_id,
+            "now": self.now,
+            "error": self.error,
+            "failure_class": self.failure_class.value if self.failure_class else None,
+        }
+
+
+async def complete_build(
+    conn: Conn, completion: Completion, state: bytes | None, outputs: Mapping[str, Any]
+) -> str | None:
+    """Complete a build job, store its result and notify, in one statement: the job's status, or None when the job
+    is not a build held by this worker (nothing is written; the caller takes ``complete``)."""
+    row = await fetch_one(
+        conn, "jobs.complete_build", {**completion.params(), "state": state, "outputs": jsonb(dict(outputs))}
+    )
+    return None if row is None else str(row["job_status"])
+
+
+async def complete(conn: Conn, completion: Completion) -> CompletedJob | None:
+    """Complete a job held by this worker, or None when it no longer is (a job failed as stale stays failed)."""
+    row = await fetch_one(conn, "jobs.complete", completion.params())
+    if row is None:
+        return None
+    return CompletedJob(row["id"], JobType(row["type"]), row["job_status"], row["input"].get("workspace_id"))
+
+
+async def set_error(conn: Conn, job_id: UUID, error: str, failure_class: FailureClass, now: datetime) -> None:
+    await execute(
+        conn,
+        "jobs.set_error",
+        {"id": job_id, "error": error, "failure_class": failure_class.value, "now": now},
+    )
+
+
+async def finish_build(
+    conn: Conn, job_id: UUID, state: bytes | None, outputs: Mapping[str, Any], now: datetime
+) -> FinishedBuild | None:
+    row = await fetch_one(
+        conn,
+        "workspaces.finish_build",
+        {"job_id": job_id, "state": state, "outputs": jsonb(dict(outputs)), "now": now},
+    )
+    return None if row is None else FinishedBuild(row["workspace_id"], row["transition"], row["build_number"])
+
+
+async def mark_workspace_deleted(conn: Conn, workspace_id: UUID, now: datetime) -> None:
+    await execute(conn, "workspaces.mark_deleted", {"id": workspace_id, "now": now})
+
+
+async def keep_failed_state(conn: Conn, job_id: UUID, state: bytes, now: datetime) -> None:
+    """A failed build keeps the state it reported, so that its delete can clean up."""
+    await execute(conn, "workspaces.keep_failed_state", {"job_id": job_id, "state": state, "now": now})
+
+
+async def notify_completed(conn: Conn, job_id: UUID, job_type: str | None, workspace_id: str | None) -> None:
+    """Wake whoever waits for this job (the reconciler, log followers) when the transaction commits."""
+    payload = json.dumps({"job_id": str(job_id), "type": job_type, "workspace_id": workspace_id})
+    await execute(conn, "jobs.notify_completed", {"payload": payload})
+
+
+async def cancel(conn: Conn, job_id: UUID, now: datetime) -> str | None:
+    """Cancel a job: its status afterwards (``canceled`` or ``canceling``), or None when it already finished."""
+    row = await fetch_one(conn, "jobs.cancel", {"id": job_id, "now": now})
+    return None if row is None else str(row["job_status"])
+
+
+async def release(conn: Conn, job_id: UUID, worker_id: str, now: datetime) -> bool:
+    """Put a job held by ``worker_id`` back in the queue; False when it does not hold it any more."""
+    return (
+        await fetch_one(conn, "jobs.release", {"id": job_id, "worker_id": worker_id, "now": now}) is not None
+    )
+
+
+async def fail_stale(conn: Conn, now: datetime, cutoff: datetime) -> list[StaleJob]:
+    """Fail the running jobs with no heartbeat since ``cutoff`` (class infrastructure)."""
+    rows = await fetch_all(conn, "jobs.fail_stale", {"now": now, "cutoff": cutoff})
+    return [StaleJob(row["id"], JobType(row["type"]), row["input"].get("workspace_id")) for row in rows]
+
+
+async def logs_after(conn: Conn, job_id: UUID, after: int, limit: int) -> list[JobLogLine]:
+    return await fetch_all_as(
+        conn, "jobs.logs_after", {"job_id": job_id, "after": after, "limit": limit}, JobLogLine
+    )
+
+
+# -- jobs as operators see them ------------------------------------------------------------------------------
+
+
+async def list_jobs(conn: Conn, organization_id: UUID, status: str | None, limit: int) -> list[JobSummary]:
+    """The newest ``limit`` jobs of an organization (of one status when given)."""
+    return await fetch_all_as(
+        conn, "api.jobs", {"organization_id": organization_id, "status": status, "limit": limit}, JobSummary
+    )
+
+
+async def job_detail(conn: Conn, job_id: UUID) -> JobDetail | None:
+    row = await fetch_one(conn, "api.job_by_id", {"id": job_id})
+    return None if row is None else JobDetail(**row)
+
+
+async def job_status(conn: Conn, job_id: UUID) -> str | None:
+    status: str | None = await fetch_val(conn, "api.job_status", {"id": job_id})
+    return status
+
+
+async def job_organization(conn: Conn, job_id: UUID) -> UUID | None:
+    """The organization a job belongs to (daemon endpoints check it against their key's)."""
+    organization_id: UUID | None = await fetch_val(conn, "auth.job_organization", {"id": job_id})
+    return organization_id

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from prebuildd.api.deps import AgentDep, ServicesDep
+from prebuildd.domain.errors import not_found
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.store import channels
-from prebuildd.store.db import fetch_one
+from prebuildd.store import agents, channels
 
 router = APIRouter(tags=["agent"])
 
@@ -56,17 +56,16 @@ async def me(agent: AgentDep) -> AgentInfo:
 async def lifecycle(body: LifecycleIn, agent: AgentDep, services: ServicesDep) -> AgentInfo:
     now = services.clock.now()
     async with services.db.transaction() as conn:
-        row = await fetch_one(
-            conn, "agents.set_lifecycle", {"id": agent["id"], "lifecycle": body.state, "now": now}
-        )
-    assert row is not None
+        lifecycle = await agents.set_lifecycle(conn, agent["id"], body.state, now)
+    if lifecycle is None:  # the agent was authenticated a moment ago; only a concurrent reset gets here
+        raise not_found(f"agent {agent['name']}")
     if body.state == "ready" and agent["owner_id"] == PREBUILDS_USER_ID:
         services.metrics.time_to_ready.observe(max((now - agent["workspace_created_at"]).total_seconds(), 0))
     if body.state != agent["lifecycle"]:
         services.kick("agent lifecycle")  # readiness makes a prebuild eligible
     return AgentInfo(
         agent=agent["name"],
-        lifecycle=row["lifecycle"],
+        lifecycle=lifecycle,
         workspace_id=agent["workspace_id"],
         workspace_name=agent["workspace_name"],
         owner=agent["owner_name"],
@@ -89,16 +88,16 @@ async def claim(
     deadline = time.monotonic() + wait
     while True:
         async with services.db.transaction() as conn:
-            row = await fetch_one(conn, "agents.workspace_claim", {"workspace_id": agent["workspace_id"]})
-        if row is None or row["deleted"]:
+            workspace = await agents.workspace_claim(conn, agent["workspace_id"])
+        if workspace is None or workspace.deleted:
             return ClaimOut(claimed=False)
-        claimed_at = row["claimed_at"]
+        claimed_at = workspace.claimed_at
         if claimed_at is not None and (after is None or claimed_at > after):
             return ClaimOut(
                 claimed=True,
                 claimed_at=claimed_at,
-                owner=row["owner_name"],
-                workspace_name=row["workspace_name"],
+                owner=workspace.owner_name,
+                workspace_name=workspace.workspace_name,
             )
         left = deadline - time.monotonic()
         if left <= 0:

@@ -15,18 +15,12 @@ from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import waiting_reason
 from prebuildd.prebuilds import operations as prebuild_ops
 from prebuildd.provisioner.registry import offered_capabilities
-from prebuildd.queue.reads import list_jobs
-from prebuildd.services import Services
-from prebuildd.store.db import Row, fetch_one
+from prebuildd.queue.reads import job_detail, list_jobs
+from prebuildd.store.db import fetch_one
 
 router = APIRouter(tags=["jobs"])
 
 JobStatusFilter = Literal["pending", "running", "succeeded", "canceling", "canceled", "failed"]
-
-
-async def _job(services: Services, job_id: UUID) -> Row | None:
-    async with services.db.transaction() as conn:
-        return await fetch_one(conn, "api.job_by_id", {"id": job_id})
 
 
 @router.get("/jobs", response_model=list[JobOut], summary="Provisioner jobs, newest first")
@@ -44,7 +38,7 @@ async def jobs(
         status=status,
         limit=limit,
     )
-    return [JobOut.from_row(row, reason) for row, reason in found]
+    return [JobOut.from_job(job, reason) for job, reason in found]
 
 
 @router.post(
@@ -54,18 +48,19 @@ async def jobs(
     responses={409: {"description": "The job has already finished."}},
 )
 async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
-    job = await _job(services, job_id)
+    job = await job_detail(services.db, job_id)
     if (
         job is None
-        or job["organization_id"] != await organization_of(services, user)
-        or not (has_role(user, "template-admin") or job["initiator_id"] == user["id"])
+        or job.organization_id != await organization_of(services, user)
+        or not (has_role(user, "template-admin") or job.initiator_id == user["id"])
     ):
         raise not_found(f"job {job_id}")
     if await services.queue.cancel(job_id) is None:
-        raise PrebuilddError(ErrorCode.CONFLICT, f"job {job_id} has already finished ({job['job_status']})")
-    job = await _job(services, job_id)
-    assert job is not None
-    return JobOut.from_row(job, waiting_reason(job, offered_capabilities(services.config)))
+        raise PrebuilddError(ErrorCode.CONFLICT, f"job {job_id} has already finished ({job.job_status})")
+    job = await job_detail(services.db, job_id)
+    if job is None:  # a job is never deleted; only a database reset between the two reads gets here
+        raise not_found(f"job {job_id}")
+    return JobOut.from_job(job, waiting_reason(job, offered_capabilities(services.config)))
 
 
 @router.get("/settings", response_model=Settings, summary="Global settings")

@@ -34,6 +34,7 @@ from prebuildd.api.provisioner_models import (
 )
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.identity.auth import create_provisioner_key
+from prebuildd.queue.reads import job_organization
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_all, fetch_one, psycopg
 
@@ -146,9 +147,7 @@ async def _key_active(services: Services, key: Row) -> bool:
 
 
 async def _job_organization(services: Services, job_id: UUID) -> UUID | None:
-    async with services.db.transaction() as conn:
-        row = await fetch_one(conn, "auth.job_organization", {"id": job_id})
-    return None if row is None else UUID(str(row["organization_id"]))
+    return await job_organization(services.db, job_id)
 
 
 async def _check_job(services: Services, key: Row, job_id: UUID) -> None:

@@ -33,11 +33,13 @@ WHERE id = (
 RETURNING id, organization_id, type, provisioner, tags, priority, input, initiator_id, created_at, started_at;
 
 -- name: heartbeat
+-- A running job is alive; the answer says whether it was canceled (no row: no longer this worker's).
 UPDATE provisioner_jobs SET updated_at = %(now)s
 WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL
 RETURNING canceled_at IS NOT NULL AS canceled;
 
 -- name: insert_logs
+-- Lines are appended only to a job this worker still holds; one statement for a batch, with a wake-up.
 WITH owned AS (
     SELECT id FROM provisioner_jobs
     WHERE id = %(job_id)s AND worker_id = %(worker_id)s AND completed_at IS NULL
@@ -100,6 +102,7 @@ WHERE id = %(id)s AND completed_at IS NULL
 RETURNING id, job_status;
 
 -- name: fail_stale
+-- Running jobs with no heartbeat since the cutoff fail as infrastructure failures.
 UPDATE provisioner_jobs
 SET completed_at = %(now)s, updated_at = %(now)s, failure_class = 'infrastructure',
     error = 'provisioner stopped responding: no heartbeat from ' || coalesce(worker_id, 'its daemon')
@@ -108,18 +111,22 @@ WHERE job_status IN ('running', 'canceling') AND updated_at < %(cutoff)s
 RETURNING id, type, input;
 
 -- name: by_id
+-- A job with every column (tests and tools).
 SELECT * FROM provisioner_jobs WHERE id = %(id)s;
 
 -- name: logs_after
+-- A page of a job's log after a line id (the cursor of log followers).
 SELECT id, created_at, level, stage, output FROM provisioner_job_logs
 WHERE job_id = %(job_id)s AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s;
 
 -- name: notify_completed
+-- Wake waiters for a job (the reconciler, log followers) at commit.
 SELECT pg_notify('prebuildd_job_completed', %(payload)s::text);
 
 -- name: set_error
+-- An import whose result does not fit its manifest: the job fails after all.
 UPDATE provisioner_jobs SET error = %(error)s, failure_class = %(failure_class)s, updated_at = %(now)s
 WHERE id = %(id)s;
 

@@ -1,10 +1,10 @@
 """Running one ``terraform`` command: machine-readable output parsed into the job log line by line, a deadline,
 and cancellation.
 
-Terraform runs in its own session, like an exec script (the child-process plumbing is the exec provisioner's),
-so the whole process group (Terraform, its provider plugins, ``local-exec`` commands) can be signalled: a
-cancellation or a timeout interrupts the group (SIGINT, what Ctrl-C does: Terraform stops its operation and
-writes its state), waits the grace period, then kills the group. Processes a command leaves running in the
+Terraform runs in its own session through the provisioners' one process runner (``provisioner.process``), like
+an exec script, so the whole process group (Terraform, its provider plugins, ``local-exec`` commands) can be
+signalled: a cancellation or a timeout interrupts the group (SIGINT, what Ctrl-C does: Terraform stops its
+operation and writes its state), waits the grace period, then kills the group. Processes a command leaves running in the
 group are killed when Terraform exits; a ``local-exec`` that must start something long-lived detaches it into
 its own session (``setsid``).
 
@@ -17,11 +17,8 @@ configuration warnings, crashes) are logged as warnings, and a Go panic marks th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import signal
-import subprocess
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from prebuildd.provisioner.base import LogSink
-from prebuildd.provisioner.exec import _ScriptProtocol, _signal_group, group_left_running
+from prebuildd.provisioner.process import SpawnError, Warnings, run_process
 
 TAIL_LINES = 10
 """Log lines quoted in an error that has no diagnostic to show."""
-_DRAIN_SECONDS = 2.0
+_WARNINGS = Warnings(
+    leftover_processes="terraform left processes running in its process group (started by a local-exec?); "
+    "they were killed (detach long-lived processes into their own session, e.g. with setsid)",
+    output_still_open="terraform's output is still open after it exited (held by a detached process that did "
+    "not redirect its output?); no longer reading it",
+)
 _LEVELS = {
     "trace": "debug",
     "debug": "debug",
@@ -151,80 +153,44 @@ class TerraformCommand:
     ) -> CommandResult:
         """Run to completion (or to ``deadline``, a loop time); a cancellation stops Terraform and re-raises."""
         result = CommandResult()
-        loop = asyncio.get_running_loop()
+
+        async def on_line(source: str, text: str) -> None:
+            await self._line(source, text, result, stage, json_lines, capture)
+
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _ScriptProtocol(loop),
-                self.binary,
-                *args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+            ended = await run_process(
+                [self.binary, *args],
                 cwd=self.cwd,
-                env=dict(self.env),
-                start_new_session=True,
+                env=self.env,
+                on_line=on_line,
+                log=self.log,
+                stage=stage,
+                deadline=deadline,
+                grace_seconds=self.grace_seconds,
+                warnings=_WARNINGS,
             )
-        except OSError as exc:
-            raise TerraformNotRunnable(f"{self.binary}: {exc.strerror or exc}") from None
-        pgid = transport.get_pid()
-        forwarder = asyncio.create_task(self._forward(protocol, result, stage, json_lines, capture))
-        finished = False
-        try:
-            timer = asyncio.timeout_at(deadline)
-            try:
-                async with timer:
-                    await asyncio.wait({protocol.exited, forwarder}, return_when=asyncio.FIRST_COMPLETED)
-                    if forwarder.done() and not forwarder.cancelled() and forwarder.exception() is not None:
-                        forwarder.result()  # the log sink failed: fail the run now
-            except TimeoutError:
-                if not timer.expired():
-                    raise
-                result.timed_out = True
-                await self._stop(protocol, pgid)
-            else:
-                leftovers = await group_left_running(pgid)
-                if _signal_group(pgid, signal.SIGKILL) and leftovers:
-                    await self.log(
-                        "warn",
-                        stage,
-                        "terraform left processes running in its process group (started by a local-exec?); "
-                        "they were killed (detach long-lived processes into their own session, e.g. with setsid)",
-                    )
-            await self._drain(transport, protocol, forwarder, stage)
-            finished = True
-        finally:
-            if not finished:
-                await self._stop(protocol, pgid)
-            transport.close()
-            if not forwarder.done():
-                forwarder.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await forwarder
-        result.returncode = transport.get_returncode()
+        except SpawnError as failed:
+            raise TerraformNotRunnable(f"{self.binary}: {failed.error.strerror or failed.error}") from None
+        result.returncode = ended.returncode
+        result.timed_out = ended.timed_out
         return result
 
-    async def _forward(
-        self, protocol: _ScriptProtocol, result: CommandResult, stage: str, json_lines: bool, capture: bool
+    async def _line(
+        self, source: str, text: str, result: CommandResult, stage: str, json_lines: bool, capture: bool
     ) -> None:
-        while True:
-            item = await protocol.lines.get()
-            protocol.line_taken()
-            if item is None:
-                return
-            source, text = item
-            if source == "error":  # stderr
-                if any(mark in text for mark in _CRASH_MARKS):
-                    result.crashed = True
-                if text.strip():
-                    result.tail.append(text)
-                await self.log("warn", stage, text)
-            elif capture:
-                result.stdout.append(text)
-            elif json_lines:
-                await self._message(text, result, stage)
-            else:
+        if source == "error":  # stderr
+            if any(mark in text for mark in _CRASH_MARKS):
+                result.crashed = True
+            if text.strip():
                 result.tail.append(text)
-                await self.log("info", stage, text)
+            await self.log("warn", stage, text)
+        elif capture:
+            result.stdout.append(text)
+        elif json_lines:
+            await self._message(text, result, stage)
+        else:
+            result.tail.append(text)
+            await self.log("info", stage, text)
 
     async def _message(self, text: str, result: CommandResult, stage: str) -> None:
         try:
@@ -252,31 +218,3 @@ class TerraformCommand:
         for line in lines:
             result.tail.append(line)
             await self.log(level, stage, line)
-
-    async def _stop(self, protocol: _ScriptProtocol, pgid: int) -> None:
-        """Interrupt the process group, give Terraform the grace period, then kill the group."""
-        try:
-            if not protocol.exited.done() and _signal_group(pgid, signal.SIGINT):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(protocol.exited), self.grace_seconds)
-        finally:
-            _signal_group(pgid, signal.SIGKILL)
-
-    async def _drain(
-        self,
-        transport: asyncio.SubprocessTransport,
-        protocol: _ScriptProtocol,
-        forwarder: asyncio.Task[None],
-        stage: str,
-    ) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(protocol.closed), _DRAIN_SECONDS)
-        if not protocol.closed.done():
-            await self.log(
-                "warn",
-                stage,
-                "terraform's output is still open after it exited (held by a detached process that did not "
-                "redirect its output?); no longer reading it",
-            )
-            transport.close()
-        await forwarder

@@ -148,7 +148,7 @@ class ServerConfig(BaseSettings):
 
     failure_hard_limit: int = _option(3, "Consecutive failed creations that suspend a pool (0 disables).")
     max_inflight_prebuild_jobs: int = _option(20, "Global pacing: prebuild jobs queued or running at once.")
-    reconcile_concurrency: int = _option(0, "Presets reconciled in parallel (0: min(5, pool size / 2)).")
+    reconcile_concurrency: int = _option(0, "Presets reconciled in parallel (0: min(5, --db-pool-size / 2)).")
     notify_webhook: str | None = _option(
         None, "URL POSTed to once per cycle with presets that became hard-limited.", shown="none"
     )

@@ -75,10 +75,12 @@ def _option(
     if shown is not None:
         extra["shown"] = shown
     alias = None
-    if flag is not None or env_aliases:
+    if flag is not None:
+        # With an alias pydantic-settings reads exactly these variables (no prefix added), so list them all.
         extra["flag"] = flag
-        names = [ENV_PREFIX + flag.replace("-", "_").upper()] if flag else []
-        alias = AliasChoices(*names, *env_aliases)
+        alias = AliasChoices(ENV_PREFIX + flag.replace("-", "_").upper(), *env_aliases)
+    elif env_aliases:
+        raise TypeError("env_aliases need the flag they are aliases of")
     if default_factory is not None:
         return Field(
             default_factory=default_factory, description=help, validation_alias=alias, json_schema_extra=extra
@@ -93,7 +95,7 @@ class ServerConfig(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_ignore_empty=True,
         extra="forbid",
-        populate_by_name=True,
+        populate_by_name=True,  # code passes provisioner_tags=... by field name; variables use the alias
     )
 
     postgres_url: str | None = _option(

@@ -56,12 +56,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _response("Missing, unknown, expired or revoked credentials"),
     403: _response("The caller's role does not allow this"),
     404: _response("Not found, or not visible to the caller"),
-    406: _response("The template version's import has not finished"),
-    409: _response("Conflicts with the current state"),
-    413: _response("The request body is too large"),
     503: _response("The database is unreachable; retry later"),
 }
-"""The errors every route may answer with; FastAPI's default 422 is never sent and not advertised."""
+"""The errors every /api/v1 route may answer with. Routes add their own (406 import pending, 409 conflict, 413 too
+large) with a description; the document gives those the same body. FastAPI's default 422 is never sent."""
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -14,6 +14,7 @@ import structlog
 import typer
 
 from prebuildd.domain.durations import parse_duration
+from prebuildd.runtime import config
 
 
 def parse_duration_flag(value: str) -> float:
@@ -25,14 +26,11 @@ def parse_duration_flag(value: str) -> float:
 
 
 def parse_tags(values: list[str]) -> dict[str, str]:
-    """Repeated ``--tag KEY=VALUE`` flags as a mapping."""
-    tags = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"tag {item!r}: expected KEY=VALUE")
-        tags[key] = value
-    return tags
+    """Repeated ``--tag KEY=VALUE`` flags as a mapping, parsed as the server's own tags are."""
+    try:
+        return config.parse_tags(values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def configure_logging(log_format: str, level: str) -> None:

@@ -1,10 +1,26 @@
-"""Server configuration: every option has a flag and a `PREBUILDD_*` variable; defaults follow SPEC §10."""
+"""Server configuration, declared once: each field is a `prebuildd server` flag and a `PREBUILDD_*` variable.
+
+`ServerConfig` is a pydantic-settings model: its field declarations carry the help text, the defaults (SPEC §10)
+and the parsing (durations such as ``500ms``/``30s``/``5m``, ``KEY=VALUE`` tags). The CLI builds its flags from
+`config_options()`, so an option exists in one place. The one naming rule: ``--some-option`` ↔
+``PREBUILDD_SOME_OPTION``; values come from flags, then the environment, then these defaults.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from prebuildd.domain.durations import format_duration, parse_duration
+
+ENV_PREFIX = "PREBUILDD_"
 
 
 def default_data_dir() -> Path:
@@ -15,38 +31,183 @@ def default_data_dir() -> Path:
     return Path(xdg) / "prebuildd" if xdg else Path.home() / ".local" / "share" / "prebuildd"
 
 
-@dataclass
-class ServerConfig:
-    postgres_url: str | None = None
-    """None: run the embedded PostgreSQL in ``data_dir``."""
-    data_dir: Path = field(default_factory=default_data_dir)
-    http_address: str = "127.0.0.1:7080"
-    access_url: str = ""
-    """How workspaces and agents reach the server; defaults to http://<http_address>."""
-    provisioner_daemons: int = 3
-    provisioner_tags: dict[str, str] = field(default_factory=dict)
-    log_format: str = "console"
-    log_level: str = "info"
-    demo: bool = False
+def _seconds(value: object) -> object:
+    # Numbers pass as seconds (tests and benches build configs in code); text is a human duration.
+    return parse_duration(value) if isinstance(value, str) else value
 
-    # durations in seconds
-    reconcile_interval: float = 60.0
-    backoff_interval: float = 60.0
-    backoff_lookback: float = 3600.0
-    max_backoff: float = 3600.0
-    claim_timeout: float = 10.0
-    stale_job_timeout: float = 300.0
-    heartbeat_interval: float = 10.0
-    job_poll_interval: float = 2.0
-    shutdown_grace: float = 30.0
-    event_retention: float = 7 * 86400.0
 
-    failure_hard_limit: int = 3
-    max_inflight_prebuild_jobs: int = 20
-    reconcile_concurrency: int = 0
-    """0: min(5, pool size / 2)."""
-    notify_webhook: str | None = None
-    db_pool_size: int = 20
+def parse_tags(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``KEY=VALUE`` items to a dict; a ValueError names the item that is not one."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, tag = str(item).partition("=")
+        if not sep or not key:
+            raise ValueError(f"tag {item!r}: expected KEY=VALUE")
+        tags[key] = tag
+    return tags
+
+
+def _tags(value: object) -> object:
+    # Repeated flags give a list; one variable holds the items separated by spaces or commas.
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    return parse_tags(value) if isinstance(value, list | tuple) else value
+
+
+_DURATION = BeforeValidator(_seconds)
+Duration = Annotated[float, _DURATION]
+"""Seconds; given as ``500ms``, ``30s``, ``5m``, ``1h30m``, ``7d`` or a bare number of seconds."""
+Tags = Annotated[dict[str, str], NoDecode, BeforeValidator(_tags)]
+
+
+def _option(
+    default: Any = None,
+    help: str = "",
+    *,
+    default_factory: Any = None,
+    shown: str | None = None,
+    flag: str | None = None,
+    env_aliases: tuple[str, ...] = (),
+) -> Any:
+    """A field with its help text; ``shown`` is the default as `--help` prints it, ``flag`` a flag name that
+    is not the field name (its variable follows the flag), ``env_aliases`` older variable names still read."""
+    extra: dict[str, Any] = {}
+    if shown is not None:
+        extra["shown"] = shown
+    alias = None
+    if flag is not None:
+        # With an alias pydantic-settings reads exactly these variables (no prefix added), so list them all.
+        extra["flag"] = flag
+        alias = AliasChoices(ENV_PREFIX + flag.replace("-", "_").upper(), *env_aliases)
+    elif env_aliases:
+        raise TypeError("env_aliases need the flag they are aliases of")
+    if default_factory is not None:
+        return Field(
+            default_factory=default_factory, description=help, validation_alias=alias, json_schema_extra=extra
+        )
+    return Field(default, description=help, validation_alias=alias, json_schema_extra=extra)
+
+
+class ServerConfig(BaseSettings):
+    """Everything `prebuildd server` can be told; the fields' descriptions are the `--help` text."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="forbid",
+        populate_by_name=True,  # code passes provisioner_tags=... by field name; variables use the alias
+    )
+
+    postgres_url: str | None = _option(
+        None,
+        "PostgreSQL URL to use; several servers on one database are replicas. Absent: run the embedded "
+        "PostgreSQL in --data-dir.",
+        shown="embedded",
+    )
+    data_dir: Path = _option(
+        default_factory=default_data_dir,
+        help="Where the embedded PostgreSQL, the owner token and job working directories live.",
+        shown="$XDG_DATA_HOME/prebuildd, or /var/lib/prebuildd as root",
+    )
+    http_address: str = _option("127.0.0.1:7080", "HOST:PORT the HTTP API listens on.")
+    access_url: str = _option(
+        "", "How workspaces and agents reach this server.", shown="http://<http-address>"
+    )
+    provisioner_daemons: int = _option(3, "Embedded provisioner daemons (0: only standalone ones).")
+    provisioner_tags: Tags = _option(
+        default_factory=dict,
+        help="KEY=VALUE tag offered by the embedded daemons; repeat the flag for more tags (the variable takes "
+        "them separated by spaces or commas).",
+        shown="none",
+        flag="provisioner-tag",
+        env_aliases=("PREBUILDD_PROVISIONER_TAGS",),
+    )
+    log_format: str = _option("console", "Log format: console, or json for log shippers.")
+    log_level: str = _option("info", "Log level: debug, info, warning or error.")
+    demo: bool = _option(False, "Push the example template on start.")
+
+    reconcile_interval: Duration = _option(
+        60.0,
+        "The reconcile ticker; claims, job completions, new versions and pool changes kick a cycle at once.",
+    )
+    backoff_interval: Duration = _option(
+        60.0, "Backoff after a failed prebuild creation, per consecutive failure."
+    )
+    backoff_lookback: Duration = _option(3600.0, "How far back failed creations count towards the backoff.")
+    max_backoff: Duration = _option(3600.0, "The longest backoff between failed creations.")
+    claim_timeout: Duration = _option(10.0, "A claim slower than this falls back to a cold build.")
+    stale_job_timeout: Duration = _option(
+        300.0, "A running job without a heartbeat for this long is failed (at least three heartbeats)."
+    )
+    heartbeat_interval: Duration = _option(
+        10.0, "How often a provisioner daemon reports a running job alive."
+    )
+    job_poll_interval: Duration = _option(
+        2.0, "How often an idle provisioner daemon looks for a job when no notification wakes it."
+    )
+    shutdown_grace: Duration = _option(30.0, "How long running jobs get to finish on shutdown.")
+    event_retention: Duration = _option(7 * 86400.0, "How long prebuild events are kept before pruning.")
+
+    failure_hard_limit: int = _option(3, "Consecutive failed creations that suspend a pool (0 disables).")
+    max_inflight_prebuild_jobs: int = _option(20, "Global pacing: prebuild jobs queued or running at once.")
+    reconcile_concurrency: int = _option(0, "Presets reconciled in parallel (0: min(5, --db-pool-size / 2)).")
+    notify_webhook: str | None = _option(
+        None, "URL POSTed to once per cycle with presets that became hard-limited.", shown="none"
+    )
+    db_pool_size: int = _option(20, "Connections in the PostgreSQL pool.")
+
+    @field_validator("http_address")
+    @classmethod
+    def _check_http_address(cls, value: str) -> str:
+        if ":" not in value:
+            raise ValueError(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:7080")
+        port = value.rsplit(":", 1)[1]
+        if not port.isdigit():
+            raise ValueError(f"{value!r}: the port must be a number")
+        if not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r}: the port must be between 0 and 65535")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value not in ("console", "json"):
+            raise ValueError(f"{value!r}: expected console or json")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if not isinstance(logging.getLevelName(value.upper()), int):
+            raise ValueError(f"unknown log level {value!r}: use debug, info, warning or error")
+        return value
+
+    @field_validator("provisioner_daemons", "failure_hard_limit")
+    @classmethod
+    def _check_not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+
+    @field_validator("max_inflight_prebuild_jobs")
+    @classmethod
+    def _check_positive_count(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("reconcile_interval", "backoff_interval", "stale_job_timeout", "heartbeat_interval")
+    @classmethod
+    def _check_positive_duration(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than zero")
+        return value
+
+    @model_validator(mode="after")
+    def _check_heartbeats_fit(self) -> ServerConfig:
+        if self.heartbeat_interval * 3 > self.stale_job_timeout:
+            raise ValueError("--stale-job-timeout must be at least three --heartbeat-interval")
+        return self
 
     @property
     def host(self) -> str:
@@ -63,26 +224,69 @@ class ServerConfig:
         host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         return f"http://{host}:{self.port}"
 
-    def validate(self) -> None:
-        """Raise ValueError naming the option when a value cannot work."""
-        if ":" not in self.http_address:
-            raise ValueError(f"--http-address {self.http_address!r}: expected HOST:PORT, e.g. 127.0.0.1:7080")
-        try:
-            port = self.port
-        except ValueError:
-            raise ValueError(f"--http-address {self.http_address!r}: the port must be a number") from None
-        if not 0 <= port <= 65535:
-            raise ValueError(f"--http-address {self.http_address!r}: the port must be between 0 and 65535")
-        if self.provisioner_daemons < 0:
-            raise ValueError("--provisioner-daemons must be 0 or more")
-        if self.log_format not in ("console", "json"):
-            raise ValueError(f"--log-format {self.log_format!r}: expected console or json")
-        if self.failure_hard_limit < 0:
-            raise ValueError("--failure-hard-limit must be 0 (disabled) or more")
-        if self.max_inflight_prebuild_jobs < 1:
-            raise ValueError("--max-inflight-prebuild-jobs must be at least 1")
-        for name in ("reconcile_interval", "backoff_interval", "stale_job_timeout", "heartbeat_interval"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be more than zero")
-        if self.heartbeat_interval * 3 > self.stale_job_timeout:
-            raise ValueError("--stale-job-timeout must be at least three heartbeat intervals")
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """One ServerConfig field as the CLI and the README show it."""
+
+    field: str
+    flag: str
+    """Without the leading dashes."""
+    env: str
+    env_aliases: tuple[str, ...]
+    help: str
+    default: str
+    """The default as text: a duration as ``1m``, a factory or an empty value as its field says."""
+    kind: str
+    """duration, integer, boolean, path, tags or text: how the value is written."""
+
+
+def _kind(info: FieldInfo) -> str:
+    if _DURATION in info.metadata:
+        return "duration"
+    annotation = info.annotation
+    if annotation is bool:
+        return "boolean"
+    if annotation is int:
+        return "integer"
+    if annotation is Path:
+        return "path"
+    if annotation == dict[str, str]:
+        return "tags"
+    return "text"
+
+
+def _default_text(info: FieldInfo, kind: str, extra: dict[str, Any]) -> str:
+    if "shown" in extra:
+        return str(extra["shown"])
+    default = info.get_default(call_default_factory=True)
+    if kind == "duration":
+        return format_duration(float(default))
+    if kind == "boolean":
+        return "true" if default else "false"
+    return str(default)
+
+
+def config_options() -> list[ConfigOption]:
+    """Every ServerConfig field, in declaration order, with its flag, variables, help and default."""
+    options = []
+    for name, info in ServerConfig.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        flag = str(extra.get("flag") or name.replace("_", "-"))
+        env = ENV_PREFIX + flag.replace("-", "_").upper()
+        aliases: tuple[str, ...] = ()
+        if isinstance(info.validation_alias, AliasChoices):
+            aliases = tuple(str(a) for a in info.validation_alias.choices if a != env)
+        kind = _kind(info)
+        options.append(
+            ConfigOption(
+                field=name,
+                flag=flag,
+                env=env,
+                env_aliases=aliases,
+                help=info.description or "",
+                default=_default_text(info, kind, extra),
+                kind=kind,
+            )
+        )
+    return options

@@ -53,7 +53,6 @@ class BackgroundService:
 
 class Server:
     def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
-        config.validate()
         self.config = config
         self.clock = clock or SystemClock()
         self.embedded: EmbeddedPostgres | None = None

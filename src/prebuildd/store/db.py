@@ -8,9 +8,38 @@ from contextlib import asynccontextmanager
 import psycopg
 from psycopg import AsyncConnection, IsolationLevel
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
 
 Conn = AsyncConnection[DictRow]
+
+
+class StoreUnavailable(PrebuilddError):
+    """The database cannot be reached: no connection within the pool timeout, or the connection broke."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(
+            ErrorCode.UNAVAILABLE,
+            "the database is unavailable; retry in a few seconds",
+            {"cause": type(cause).__name__},
+        )
+
+
+@asynccontextmanager
+async def _borrowed(pool: AsyncConnectionPool[Conn]) -> AsyncIterator[Conn]:
+    """A pooled connection; losing the database becomes ``StoreUnavailable`` here, at the store's boundary, so
+    that callers see one project error and not psycopg's (a query's own errors pass through unchanged)."""
+    try:
+        async with pool.connection() as conn:
+            try:
+                yield conn
+            except psycopg.OperationalError as exc:
+                if conn.broken:
+                    raise StoreUnavailable(exc) from exc
+                raise
+    except PoolTimeout as exc:
+        raise StoreUnavailable(exc) from exc
 
 
 async def _configure(conn: Conn) -> None:
@@ -23,10 +52,19 @@ async def _configure(conn: Conn) -> None:
 class Database:
     """An async pool of dict-row connections to one PostgreSQL database."""
 
-    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 20, name: str = "prebuildd") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 20,
+        name: str = "prebuildd",
+        timeout: float = 30.0,
+    ) -> None:
         self.url = url
         self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url,
+            timeout=timeout,
             min_size=min_size,
             max_size=max_size,
             open=False,
@@ -48,7 +86,7 @@ class Database:
         self, *, isolation: IsolationLevel | None = None, readonly: bool = False
     ) -> AsyncIterator[Conn]:
         """A connection inside one transaction, committed on success and rolled back on error."""
-        async with self.pool.connection() as conn:
+        async with _borrowed(self.pool) as conn:
             if isolation is not None or readonly:
                 await conn.set_isolation_level(isolation)
                 await conn.set_read_only(readonly or None)
@@ -64,7 +102,7 @@ class Database:
     async def autocommit(self) -> AsyncIterator[Conn]:
         """A connection in autocommit mode, for one statement that is a transaction of its own: no BEGIN and
         COMMIT round trips. Several statements belong in ``transaction``."""
-        async with self.pool.connection() as conn:
+        async with _borrowed(self.pool) as conn:
             await conn.set_autocommit(True)
             try:
                 yield conn

@@ -35,6 +35,10 @@ def test_provisioner_start_imports_no_store_and_no_psycopg() -> None:
     assert "prebuildd.queue.http" in modules
     assert [m for m in modules if m.split(".")[0] in ("psycopg", "psycopg_pool")] == []
     assert [m for m in modules if m == "prebuildd.store" or m.startswith("prebuildd.store.")] == []
+    # Command groups load on demand: the daemon's command does not import the client commands or the server.
+    assert [
+        m for m in modules if m.startswith(("prebuildd.cli.cmd_", "prebuildd.server", "prebuildd.api"))
+    ] == ["prebuildd.cli.cmd_auth"]
 
 
 def test_the_root_help_still_lists_every_command() -> None:

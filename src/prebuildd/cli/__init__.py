@@ -1,15 +1,53 @@
-"""The `prebuildd` command: the server, and a client of the HTTP API for every operation."""
+"""The `prebuildd` command: the server, and a client of the HTTP API for every operation.
+
+Command groups are imported when they are run (or listed by `--help`), not when the CLI starts: the standalone
+daemon (`prebuildd provisioner start`) loads the provisioner side only, never the client commands' modules or
+the server's. The top-level commands (`server`, `login`/`logout`/`whoami`, `agent`) are small modules that
+import what they run inside their functions, so they are registered eagerly.
+"""
 
 from __future__ import annotations
 
-import typer
+import importlib
+from typing import Any
 
-from prebuildd.cli import agent_command, client_commands, provisioner_commands, server_command
-from prebuildd.cli.cmd_prebuilds import prebuilds_app
+import typer
+from typer.core import TyperGroup
+
+from prebuildd.cli import agent_command, cmd_auth, server_command
+
+_LAZY_GROUPS: dict[str, tuple[str, str]] = {
+    # name: (module, its typer app), in the order `--help` lists them
+    "templates": ("prebuildd.cli.cmd_templates", "templates_app"),
+    "presets": ("prebuildd.cli.cmd_presets", "presets_app"),
+    "workspaces": ("prebuildd.cli.cmd_workspaces", "workspaces_app"),
+    "users": ("prebuildd.cli.cmd_users", "users_app"),
+    "tokens": ("prebuildd.cli.cmd_users", "tokens_app"),
+    "jobs": ("prebuildd.cli.cmd_jobs", "jobs_app"),
+    "provisioner": ("prebuildd.cli.provisioner_commands", "provisioner_app"),
+    "prebuilds": ("prebuildd.cli.cmd_prebuilds", "prebuilds_app"),
+}
+
+
+class _LazyGroup(TyperGroup):
+    """The root group: eager commands first, then the command groups, each imported on first use."""
+
+    # Typed Any: typer 0.29 runs on its private copy of click (typer._click), whose types it does not export.
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *_LAZY_GROUPS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in _LAZY_GROUPS:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = _LAZY_GROUPS[cmd_name]
+        sub_app: typer.Typer = getattr(importlib.import_module(module_name), attribute)
+        return typer.main.get_group(sub_app)
+
 
 app = typer.Typer(
     name="prebuildd",
     help="Warm pools of prebuilt workspaces.",
+    cls=_LazyGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -22,10 +60,8 @@ def _root() -> None:
 
 
 server_command.register(app)
-client_commands.register(app)
-provisioner_commands.register(app)
+cmd_auth.register(app)
 agent_command.register(app)
-app.add_typer(prebuilds_app)
 
 
 def main() -> None:

@@ -49,7 +49,9 @@ class PgJobQueue:
 
     async def _payload(self, conn: Conn, job: AcquiredJobRow) -> AcquiredJob:
         if job.type is JobType.TEMPLATE_VERSION_IMPORT:
-            version_id = UUID(job.input["template_version_id"])
+            version_id = job.template_version_id
+            if version_id is None:
+                raise _inconsistent(f"import job {job.id} names no template version")
             version = await store.version_source(conn, version_id)
             if version is None:
                 raise _inconsistent(f"import job {job.id} has no template version {version_id}")

@@ -73,7 +73,8 @@ class AcquiredJobRow:
     organization_id: UUID
     type: JobType
     provisioner: str
-    input: Mapping[str, Any]
+    template_version_id: UUID | None
+    """Import jobs: the version to import (from the job's input)."""
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,13 @@ async def acquire(
     )
     if row is None:
         return None
+    version_id = row["input"].get("template_version_id")
     return AcquiredJobRow(
-        row["id"], row["organization_id"], JobType(row["type"]), row["provisioner"], row["input"]
+        row["id"],
+        row["organization_id"],
+        JobType(row["type"]),
+        row["provisioner"],
+        None if version_id is None else UUID(version_id),
     )
 
 

@@ -28,7 +28,9 @@ async def test_activation_needs_a_finished_import_and_kicks_only_on_change(env: 
         await catalog.update_template(env.db, env.clock, kicks.append, owner, "app", active_version="v2")
     assert refused.value.code is ErrorCode.IMPORT_PENDING and "still importing" in refused.value.message
     await env.run_jobs()
-    template = await catalog.update_template(env.db, env.clock, kicks.append, owner, "app", active_version="v2")
+    template = await catalog.update_template(
+        env.db, env.clock, kicks.append, owner, "app", active_version="v2"
+    )
     assert template.active_version == "v2" and template.active_version_id == pending.version_id
     await catalog.update_template(env.db, env.clock, kicks.append, owner, "app", active_version="v2")
     assert kicks == ["new active version"]  # activating the active version again changes nothing

@@ -75,7 +75,7 @@ async def populate(url: str, presets: int, clock: FakeClock) -> None:
         await create_user(db, clock, username="developer")
         templates = max(presets // 10, 1)
         params = {
-            "org": org["id"],
+            "org": org.id,
             "now": clock.now(),
             "earlier": clock.now() - timedelta(hours=2),
             "templates": templates,

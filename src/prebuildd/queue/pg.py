@@ -222,11 +222,9 @@ class PgJobQueue:
         return True
 
     async def _record_import(self, conn: Conn, job_id: UUID, outcome: JobOutcome) -> ManifestError | None:
-        version = await fetch_one(conn, "templates.version_by_job", {"job_id": job_id})
-        assert version is not None
         try:
             async with conn.transaction():
-                await record_import(conn, self.clock, version, outcome.parameters, outcome.warnings)
+                await record_import(conn, self.clock, job_id, outcome.parameters, outcome.warnings)
         except ManifestError as exc:
             return exc
         return None

@@ -42,13 +42,13 @@ class ClaimOut(BaseModel):
 @router.get("/agent/me", response_model=AgentInfo, summary="The agent's workspace")
 async def me(agent: AgentDep) -> AgentInfo:
     return AgentInfo(
-        agent=agent["name"],
-        lifecycle=agent["lifecycle"],
-        workspace_id=agent["workspace_id"],
-        workspace_name=agent["workspace_name"],
-        owner=agent["owner_name"],
-        is_prebuild=agent["owner_id"] == PREBUILDS_USER_ID,
-        claimed_at=agent["claimed_at"],
+        agent=agent.name,
+        lifecycle=agent.lifecycle,
+        workspace_id=agent.workspace_id,
+        workspace_name=agent.workspace_name,
+        owner=agent.owner_name,
+        is_prebuild=agent.owner_id == PREBUILDS_USER_ID,
+        claimed_at=agent.claimed_at,
     )
 
 
@@ -57,21 +57,21 @@ async def lifecycle(body: LifecycleIn, agent: AgentDep, services: ServicesDep) -
     now = services.clock.now()
     async with services.db.transaction() as conn:
         row = await fetch_one(
-            conn, "agents.set_lifecycle", {"id": agent["id"], "lifecycle": body.state, "now": now}
+            conn, "agents.set_lifecycle", {"id": agent.id, "lifecycle": body.state, "now": now}
         )
     assert row is not None
-    if body.state == "ready" and agent["owner_id"] == PREBUILDS_USER_ID:
-        services.metrics.time_to_ready.observe(max((now - agent["workspace_created_at"]).total_seconds(), 0))
-    if body.state != agent["lifecycle"]:
+    if body.state == "ready" and agent.owner_id == PREBUILDS_USER_ID:
+        services.metrics.time_to_ready.observe(max((now - agent.workspace_created_at).total_seconds(), 0))
+    if body.state != agent.lifecycle:
         services.kick("agent lifecycle")  # readiness makes a prebuild eligible
     return AgentInfo(
-        agent=agent["name"],
+        agent=agent.name,
         lifecycle=row["lifecycle"],
-        workspace_id=agent["workspace_id"],
-        workspace_name=agent["workspace_name"],
-        owner=agent["owner_name"],
-        is_prebuild=agent["owner_id"] == PREBUILDS_USER_ID,
-        claimed_at=agent["claimed_at"],
+        workspace_id=agent.workspace_id,
+        workspace_name=agent.workspace_name,
+        owner=agent.owner_name,
+        is_prebuild=agent.owner_id == PREBUILDS_USER_ID,
+        claimed_at=agent.claimed_at,
     )
 
 
@@ -89,7 +89,7 @@ async def claim(
     deadline = time.monotonic() + wait
     while True:
         async with services.db.transaction() as conn:
-            row = await fetch_one(conn, "agents.workspace_claim", {"workspace_id": agent["workspace_id"]})
+            row = await fetch_one(conn, "agents.workspace_claim", {"workspace_id": agent.workspace_id})
         if row is None or row["deleted"]:
             return ClaimOut(claimed=False)
         claimed_at = row["claimed_at"]

@@ -58,7 +58,7 @@ async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
     if (
         job is None
         or job["organization_id"] != await organization_of(services, user)
-        or not (has_role(user, "template-admin") or job["initiator_id"] == user["id"])
+        or not (has_role(user, "template-admin") or job["initiator_id"] == user.id)
     ):
         raise not_found(f"job {job_id}")
     if await services.queue.cancel(job_id) is None:
@@ -78,5 +78,5 @@ async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
 
 @router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
 async def put_settings(body: Settings, services: ServicesDep, user: OwnerDep) -> Settings:
-    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user["id"])
+    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user.id)
     return Settings(reconciliation_paused=row["reconciliation_paused"])

@@ -95,7 +95,7 @@ async def get_settings(services: ServicesDep, user: UserDep) -> PoolSettings:
 
 @router.put("/prebuilds/settings", response_model=PoolSettings, summary="Pause or resume reconciliation")
 async def put_settings(body: PoolSettings, services: ServicesDep, user: OwnerDep) -> PoolSettings:
-    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user["id"])
+    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user.id)
     return PoolSettings(reconciliation_paused=row["reconciliation_paused"])
 
 

@@ -10,7 +10,7 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
 from tests.helpers import Env
-from tests.store.test_reconciler import pool, reconciler
+from tests.store.test_reconciler import operations, pool, reconciler
 
 INTERVAL = 60.0
 
@@ -27,9 +27,8 @@ class FlakyBuilder(WorkspaceBuilder):
 
 
 def flaky(env: Env, **config: Any) -> tuple[Any, FlakyBuilder]:
-    rec = reconciler(env, backoff_interval=INTERVAL, **config)
     builder = FlakyBuilder(env.clock)
-    rec.services.builder = builder
+    rec = reconciler(env, backoff_interval=INTERVAL, builder=builder, **config)
     return rec, builder
 
 
@@ -73,8 +72,8 @@ async def test_transient_backoff_is_linear_persisted_and_shared(env: Env) -> Non
     for n in (1, 2, 3):
         # Backing off for n intervals after n consecutive failures, whoever looks:
         env.clock.advance(INTERVAL * n - 1)
-        restarted, _ = flaky(env)  # a new process (a restart) or another replica sees the same record
-        restarted.services.builder = builder
+        # A new process (a restart) or another replica sees the same record:
+        restarted = reconciler(env, backoff_interval=INTERVAL, builder=builder)
         assert await attempts(env, restarted) == 0
         plan = restarted.last_result.plans[0]
         assert plan.blocked is not None and plan.blocked.startswith("backing off")
@@ -229,11 +228,9 @@ async def test_a_failure_completing_long_after_its_build_was_created_still_backs
 
 
 async def test_retry_lets_a_hard_limited_preset_create_again(env: Env) -> None:
-    from prebuildd.prebuilds import operations as prebuild_ops
-
     await _fail_n_builds(env, 3, hard_limit=3)
     rec = reconciler(env, backoff_interval=INTERVAL)
-    await prebuild_ops.retry(rec.services, "t", "small")
+    await operations(rec).retry("t", "small")
     preset = await env.one("SELECT * FROM template_version_presets WHERE name = 'small'")
     assert preset["prebuild_status"] == "healthy" and preset["failures_reset_at"] == env.clock.now()
     env.clock.advance(1)
@@ -247,14 +244,12 @@ async def test_retry_lets_a_hard_limited_preset_create_again(env: Env) -> None:
 
 
 async def test_cleanup_lists_then_deletes_failed_prebuilds(env: Env) -> None:
-    from prebuildd.prebuilds import operations as prebuild_ops
-
     await _fail_n_builds(env, 3, hard_limit=3)
     rec = reconciler(env, backoff_interval=INTERVAL)
-    listed, errors = await prebuild_ops.cleanup(rec.services, "t", None, dry_run=True)
+    listed, errors = await operations(rec).cleanup("t", None, dry_run=True)
     assert len(listed) == 3 and errors == []
     assert (await pool(env))["total"] == 3
-    removed, errors = await prebuild_ops.cleanup(rec.services, "t", None, dry_run=False)
+    removed, errors = await operations(rec).cleanup("t", None, dry_run=False)
     assert len(removed) == 3 and errors == []
     await env.run_jobs()
     assert (await pool(env))["total"] == 0

@@ -10,10 +10,12 @@ from uuid import UUID
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.prebuilds.loop import Reconciler
+from prebuildd.prebuilds.operations import PrebuildOperations
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.listener import Listener
+from prebuildd.workspaces.builder import WorkspaceBuilder
 from tests.helpers import Env
 
 POOL = """
@@ -25,7 +27,18 @@ instances = 3
 """
 
 
-def reconciler(env: Env, *, use_cycle_lock: bool = True, **config: object) -> Reconciler:
+class ReconcilerUnderTest(Reconciler):
+    """The reconciler, plus the Services that the same test's claims and operator actions use (test setup)."""
+
+    services: Services
+
+    async def _delete(self, workspace_id: UUID, reason: str) -> bool:
+        return await self.executor.delete(workspace_id, reason)
+
+
+def reconciler(
+    env: Env, *, use_cycle_lock: bool = True, builder: WorkspaceBuilder | None = None, **config: object
+) -> ReconcilerUnderTest:
     settings: dict[str, object] = {"postgres_url": env.db.url, "data_dir": env.tmp}
     settings.update(config)
     services = Services(
@@ -34,9 +47,28 @@ def reconciler(env: Env, *, use_cycle_lock: bool = True, **config: object) -> Re
         db=env.db,
         listener=Listener(env.db, channels.ALL),
         queue=env.queue,
-        builder=env.builder,
+        builder=builder or env.builder,
     )
-    return Reconciler(services, use_cycle_lock=use_cycle_lock)
+    rec = ReconcilerUnderTest.build(
+        config=services.config,
+        db=services.db,
+        clock=services.clock,
+        builder=services.builder,
+        queue=services.queue,
+        metrics=services.metrics,
+        listener=services.listener,
+        use_cycle_lock=use_cycle_lock,
+    )
+    assert isinstance(rec, ReconcilerUnderTest)
+    rec.services = services
+    services.kick_hooks.append(rec.kick)
+    return rec
+
+
+def operations(rec: ReconcilerUnderTest) -> PrebuildOperations:
+    """The operator actions on the same database and clock as ``rec``, reading the same snapshot."""
+    s = rec.services
+    return PrebuildOperations(db=s.db, clock=s.clock, builder=s.builder, reader=rec.reader, kick=s.kick)
 
 
 async def pool(env: Env, preset: str = "small") -> dict[str, int]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from prebuildd.domain.errors import BuildError, ErrorCode
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
 from tests.helpers import Env
-from tests.store.test_reconciler import operations, pool, reconciler
+from tests.store.test_reconciler import events_named, operations, pool, reconciler
 
 INTERVAL = 60.0
 
@@ -62,7 +64,11 @@ async def test_transient_backoff_is_linear_persisted_and_shared(env: Env) -> Non
     await env.push("t", POOL)
     rec, builder = flaky(env)
     builder.failing = True
-    assert await attempts(env, rec) == 1  # one failure recorded, the other two creates not tried
+    with capture_logs() as logs:
+        assert await attempts(env, rec) == 1  # one failure recorded, the other two creates not tried
+    [failed] = events_named(logs, "prebuild.create_failed")
+    assert failed["log_level"] == "warning" and failed["transient"] is True
+    assert failed["error"] == "provisioner capacity exhausted" and failed["preset_id"]
     row = await tracker(env)
     assert (
         row is not None
@@ -145,7 +151,12 @@ async def test_config_error_records_failed_builds_and_hard_limits_after_three(en
     env.clock.advance(2 * INTERVAL + 1)
     assert len((await rec.run_cycle()).failures) == 1  # type: ignore[union-attr]
     # The next snapshot sees three failed creations: the preset is hard-limited and says why.
-    limited = await rec.run_cycle()
+    with capture_logs() as logs:
+        limited = await rec.run_cycle()
+    [changed] = events_named(logs, "prebuild.status_changed")
+    assert changed["log_level"] == "warning"
+    assert changed["status"] == "hard_limited" and changed["preset"] == "t/broken"
+    assert "`repo`" in changed["error"]
     assert limited is not None and limited.failures == [] and limited.created == 0
     preset = await env.one("SELECT * FROM template_version_presets WHERE name = 'broken'")
     assert preset["prebuild_status"] == "hard_limited" and preset["prebuild_status_reason"] == "config"

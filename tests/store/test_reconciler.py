@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
+
+from structlog.testing import capture_logs
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.prebuilds.loop import Reconciler
@@ -104,11 +107,20 @@ async def converge(env: Env, rec: Reconciler, cycles: int = 5) -> None:
         await env.run_jobs()
 
 
+def events_named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == event]
+
+
 async def test_converges_from_empty_then_does_nothing(env: Env) -> None:
     await env.push("t", POOL)
     rec = reconciler(env)
-    result = await rec.run_cycle()
+    with capture_logs() as logs:
+        result = await rec.run_cycle()
     assert result is not None and result.created == 3
+    [cycle] = events_named(logs, "reconcile.cycle")
+    assert cycle["log_level"] == "info"
+    assert (cycle["presets"], cycle["created"], cycle["deleted"], cycle["paused"]) == (1, 3, 0, False)
+    assert len(events_named(logs, "prebuild.create")) == 3
     assert await pool(env) == {"running": 0, "starting": 3, "deleting": 0, "total": 3}
     again = await rec.run_cycle()
     assert again is not None and again.created == 0  # the starting ones count

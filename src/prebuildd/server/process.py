@@ -56,6 +56,7 @@ class Server:
         self.clock = clock or SystemClock()
         self.embedded: EmbeddedPostgres | None = None
         self.services: Services | None = None
+        self.reconciler: Reconciler | None = None
         self.daemons: list[ProvisionerDaemon] = []
         self._daemon_tasks: list[asyncio.Task[None]] = []
         self._background: list[BackgroundService] = []
@@ -104,8 +105,17 @@ class Server:
             builder=WorkspaceBuilder(self.clock),
         )
         self.add_background(BackgroundService("stale-job-reaper", self._reap_stale_jobs))
-        services.reconciler = Reconciler(services)
-        self.add_background(BackgroundService("reconciler", services.reconciler.run))
+        self.reconciler = Reconciler.build(
+            config=config,
+            db=db,
+            clock=self.clock,
+            builder=services.builder,
+            queue=queue,
+            metrics=services.metrics,
+            listener=listener,
+        )
+        services.kick_hooks.append(self.reconciler.kick)
+        self.add_background(BackgroundService("reconciler", self.reconciler.run))
         for extension in self.extensions:
             await extension(self)
         if config.demo:

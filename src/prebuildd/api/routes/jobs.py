@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query
 from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
+from prebuildd.api.routes.prebuilds import PrebuildOpsDep
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import waiting_reason
-from prebuildd.prebuilds import operations as prebuild_ops
 from prebuildd.provisioner.registry import offered_capabilities
 from prebuildd.queue.reads import list_jobs
 from prebuildd.services import Services
@@ -77,6 +77,6 @@ async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
 
 
 @router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
-async def put_settings(body: Settings, services: ServicesDep, user: OwnerDep) -> Settings:
-    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user.id)
-    return Settings(reconciliation_paused=row["reconciliation_paused"])
+async def put_settings(body: Settings, ops: PrebuildOpsDep, user: OwnerDep) -> Settings:
+    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+    return Settings(reconciliation_paused=setting.reconciliation_paused)

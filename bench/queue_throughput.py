@@ -252,17 +252,17 @@ async def prepare(admin_url: str, name: str, jobs: int, tmp: Path) -> list[UUID]
         finally:
             await conn.close()
         org = await ensure_default_organization(db, clock)
-        user = await create_user(db, clock, username="bench", organization_id=org["id"])
+        user = await create_user(db, clock, username="bench", organization_id=org.id)
         template_dir = tmp / "template"
         template_dir.mkdir(exist_ok=True)
         (template_dir / "prebuildd.toml").write_text(ECHO_MANIFEST)
         pushed = await push_version(
             db,
             clock,
-            organization_id=org["id"],
+            organization_id=org.id,
             template_name="bench",
             archive=pack_directory(template_dir),
-            created_by=user["id"],
+            created_by=user.id,
             activate=True,
         )
         queue = PgJobQueue(db, clock)
@@ -279,8 +279,8 @@ async def prepare(admin_url: str, name: str, jobs: int, tmp: Path) -> list[UUID]
                 for i in numbers:
                     request = BuildRequest(
                         transition=Transition.START,
-                        initiator_id=user["id"],
-                        owner_id=user["id"],
+                        initiator_id=user.id,
+                        owner_id=user.id,
                         template_id=pushed.template_id,
                         name=f"bench-{i}",
                     )

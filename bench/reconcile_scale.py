@@ -23,14 +23,14 @@ import psycopg
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.identity.users import create_user, ensure_default_organization
-from prebuildd.prebuilds import loop as reconciler_module
 from prebuildd.prebuilds.loop import Reconciler
 from prebuildd.queue.pg import PgJobQueue
 from prebuildd.runtime.clock import FakeClock
 from prebuildd.runtime.config import ServerConfig
+from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
-from prebuildd.services import Services
 from prebuildd.store import channels
+from prebuildd.store import prebuilds as reconciler_store
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
 from prebuildd.store.migrate import migrate
@@ -41,7 +41,8 @@ PREBUILDS_PER_PRESET = 10
 
 
 class Counting:
-    """Counts statements and time spent waiting on the database by the reconciler's store calls."""
+    """Counts statements and time spent waiting on the database by the reconciler's store calls (the row helpers
+    of its repository, ``store.prebuilds``: one statement per call)."""
 
     def __init__(self) -> None:
         self.queries = 0
@@ -50,7 +51,7 @@ class Counting:
 
     def install(self) -> None:
         for name in ("fetch_one", "fetch_all", "fetch_all_as", "execute"):
-            original = getattr(reconciler_module, name)
+            original = getattr(reconciler_store, name)
             self._originals[name] = original
 
             async def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
@@ -61,7 +62,7 @@ class Counting:
                 finally:
                     self.db_seconds += time.perf_counter() - started
 
-            setattr(reconciler_module, name, wrapped)
+            setattr(reconciler_store, name, wrapped)
 
     def reset(self) -> None:
         self.queries = 0
@@ -75,7 +76,7 @@ async def populate(url: str, presets: int, clock: FakeClock) -> None:
         await create_user(db, clock, username="developer")
         templates = max(presets // 10, 1)
         params = {
-            "org": org["id"],
+            "org": org.id,
             "now": clock.now(),
             "earlier": clock.now() - timedelta(hours=2),
             "templates": templates,
@@ -101,17 +102,17 @@ async def measure(url: str, presets: int, rounds: int) -> dict[str, Any]:
     counting = Counting()
     counting.install()
     try:
-        services = Services(
+        rec = Reconciler.build(
             config=ServerConfig(
                 postgres_url=url, data_dir=Path(tempfile.gettempdir()), max_inflight_prebuild_jobs=10**6
             ),
-            clock=clock,
             db=db,
-            listener=Listener(db, channels.ALL),
-            queue=PgJobQueue(db, clock),
+            clock=clock,
             builder=WorkspaceBuilder(clock),
+            queue=PgJobQueue(db, clock),
+            metrics=Metrics(),
+            listener=Listener(db, channels.ALL),
         )
-        rec = Reconciler(services)
         await (
             rec.run_cycle()
         )  # first cycle: stores hard-limit statuses of the failed presets, records decisions

@@ -106,9 +106,9 @@ async def env(db: Database, clock: FakeClock, tmp_path: Path) -> Env:
     return Env(
         db=db,
         clock=clock,
-        org_id=org["id"],
-        owner_id=owner["id"],
-        member_id=member["id"],
+        org_id=org.id,
+        owner_id=owner.id,
+        member_id=member.id,
         builder=WorkspaceBuilder(clock),
         queue=queue,
         daemon=daemon_for(queue, work),

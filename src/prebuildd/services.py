@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from prebuildd.queue.pg import PgJobQueue
 from prebuildd.runtime.clock import Clock
@@ -13,9 +12,6 @@ from prebuildd.runtime.metrics import Metrics
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
 from prebuildd.workspaces.builder import WorkspaceBuilder
-
-if TYPE_CHECKING:
-    from prebuildd.prebuilds.loop import Reconciler
 
 
 @dataclass
@@ -26,7 +22,6 @@ class Services:
     listener: Listener
     queue: PgJobQueue
     builder: WorkspaceBuilder
-    reconciler: Reconciler | None = None
     metrics: Metrics = field(default_factory=Metrics)
     kick_hooks: list[Callable[[str], None]] = field(default_factory=list)
     """Called with a reason when something should make the reconciler run now (claims, settings, versions)."""

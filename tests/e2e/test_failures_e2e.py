@@ -106,7 +106,7 @@ async def test_a_failing_pool_is_hard_limited_explained_notified_and_recovers(
             explained = await cli.ok("prebuilds", "explain", "flaky", "busy")
             assert "hard-limited" in explained.out and "repository not found" in explained.out
             for _ in range(4):  # several more cycles: still exactly 3 failures, and one notification
-                await running.server.services.reconciler.run_cycle()  # type: ignore[union-attr]
+                await running.server.reconciler.run_cycle()  # type: ignore[union-attr]
             assert (await busy())["failed"] == 3 and len(receiver.bodies) == 1
 
             # Fix the script in place is impossible (versions are immutable): push a fixed version. A retry of

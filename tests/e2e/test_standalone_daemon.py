@@ -380,7 +380,7 @@ async def test_a_key_is_refused_by_every_other_endpoint_and_a_token_by_the_daemo
 async def test_only_owners_manage_keys_and_a_secret_is_shown_once(server: RunningServer) -> None:
     services = services_of(server)
     admin = await create_user(services.db, services.clock, username="ta", role="template-admin")
-    _, admin_token = await create_token(services.db, services.clock, user_id=admin["id"], name="t")
+    _, admin_token = await create_token(services.db, services.clock, user_id=admin.id, name="t")
     async with server.client(admin_token) as client:
         assert (await client.get("/api/v1/provisioner-keys")).status_code == 403
         assert (await client.post("/api/v1/provisioner-keys", json={"name": "x"})).status_code == 403

@@ -81,15 +81,15 @@ async def test_a_terraform_pool_converges_and_a_claim_hands_one_over(
         alice = await create_user(services.db, services.clock, username="alice")
         async with services.db.transaction() as conn:
             template = await fetch_one(
-                conn, "templates.template_by_name", {"organization_id": org["id"], "name": "workspace"}
+                conn, "templates.template_by_name", {"organization_id": org.id, "name": "workspace"}
             )
         assert template is not None
         created = await create_workspace(
             services,
             CreateRequest(
-                organization_id=org["id"],
-                owner_id=alice["id"],
-                initiator_id=alice["id"],
+                organization_id=org.id,
+                owner_id=alice.id,
+                initiator_id=alice.id,
                 template_id=template["id"],
                 name="mine",
                 preset_id=UUID(str(hello["preset_id"])),
@@ -99,7 +99,7 @@ async def test_a_terraform_pool_converges_and_a_claim_hands_one_over(
         async with services.db.transaction() as conn:
             workspace = await fetch_one(conn, "workspaces.workspace_by_id", {"id": created.workspace_id})
         assert workspace is not None
-        assert workspace["owner_id"] == alice["id"] and workspace["owner_id"] != PREBUILDS_USER_ID
+        assert workspace["owner_id"] == alice.id and workspace["owner_id"] != PREBUILDS_USER_ID
 
         # The prebuilt directory is the one the user gets, and its agent learned of the claim.
         home = data_dir / "workspaces" / str(created.workspace_id) / "hello"

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from prebuildd.domain.errors import BuildError, ErrorCode
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
 from tests.helpers import Env
-from tests.store.test_reconciler import pool, reconciler
+from tests.store.test_reconciler import events_named, operations, pool, reconciler
 
 INTERVAL = 60.0
 
@@ -27,9 +29,8 @@ class FlakyBuilder(WorkspaceBuilder):
 
 
 def flaky(env: Env, **config: Any) -> tuple[Any, FlakyBuilder]:
-    rec = reconciler(env, backoff_interval=INTERVAL, **config)
     builder = FlakyBuilder(env.clock)
-    rec.services.builder = builder
+    rec = reconciler(env, backoff_interval=INTERVAL, builder=builder, **config)
     return rec, builder
 
 
@@ -63,7 +64,11 @@ async def test_transient_backoff_is_linear_persisted_and_shared(env: Env) -> Non
     await env.push("t", POOL)
     rec, builder = flaky(env)
     builder.failing = True
-    assert await attempts(env, rec) == 1  # one failure recorded, the other two creates not tried
+    with capture_logs() as logs:
+        assert await attempts(env, rec) == 1  # one failure recorded, the other two creates not tried
+    [failed] = events_named(logs, "prebuild.create_failed")
+    assert failed["log_level"] == "warning" and failed["transient"] is True
+    assert failed["error"] == "provisioner capacity exhausted" and failed["preset_id"]
     row = await tracker(env)
     assert (
         row is not None
@@ -73,8 +78,8 @@ async def test_transient_backoff_is_linear_persisted_and_shared(env: Env) -> Non
     for n in (1, 2, 3):
         # Backing off for n intervals after n consecutive failures, whoever looks:
         env.clock.advance(INTERVAL * n - 1)
-        restarted, _ = flaky(env)  # a new process (a restart) or another replica sees the same record
-        restarted.services.builder = builder
+        # A new process (a restart) or another replica sees the same record:
+        restarted = reconciler(env, backoff_interval=INTERVAL, builder=builder)
         assert await attempts(env, restarted) == 0
         plan = restarted.last_result.plans[0]
         assert plan.blocked is not None and plan.blocked.startswith("backing off")
@@ -146,7 +151,12 @@ async def test_config_error_records_failed_builds_and_hard_limits_after_three(en
     env.clock.advance(2 * INTERVAL + 1)
     assert len((await rec.run_cycle()).failures) == 1  # type: ignore[union-attr]
     # The next snapshot sees three failed creations: the preset is hard-limited and says why.
-    limited = await rec.run_cycle()
+    with capture_logs() as logs:
+        limited = await rec.run_cycle()
+    [changed] = events_named(logs, "prebuild.status_changed")
+    assert changed["log_level"] == "warning"
+    assert changed["status"] == "hard_limited" and changed["preset"] == "t/broken"
+    assert "`repo`" in changed["error"]
     assert limited is not None and limited.failures == [] and limited.created == 0
     preset = await env.one("SELECT * FROM template_version_presets WHERE name = 'broken'")
     assert preset["prebuild_status"] == "hard_limited" and preset["prebuild_status_reason"] == "config"
@@ -229,11 +239,9 @@ async def test_a_failure_completing_long_after_its_build_was_created_still_backs
 
 
 async def test_retry_lets_a_hard_limited_preset_create_again(env: Env) -> None:
-    from prebuildd.prebuilds import operations as prebuild_ops
-
     await _fail_n_builds(env, 3, hard_limit=3)
     rec = reconciler(env, backoff_interval=INTERVAL)
-    await prebuild_ops.retry(rec.services, "t", "small")
+    await operations(rec).retry("t", "small")
     preset = await env.one("SELECT * FROM template_version_presets WHERE name = 'small'")
     assert preset["prebuild_status"] == "healthy" and preset["failures_reset_at"] == env.clock.now()
     env.clock.advance(1)
@@ -247,14 +255,12 @@ async def test_retry_lets_a_hard_limited_preset_create_again(env: Env) -> None:
 
 
 async def test_cleanup_lists_then_deletes_failed_prebuilds(env: Env) -> None:
-    from prebuildd.prebuilds import operations as prebuild_ops
-
     await _fail_n_builds(env, 3, hard_limit=3)
     rec = reconciler(env, backoff_interval=INTERVAL)
-    listed, errors = await prebuild_ops.cleanup(rec.services, "t", None, dry_run=True)
+    listed, errors = await operations(rec).cleanup("t", None, dry_run=True)
     assert len(listed) == 3 and errors == []
     assert (await pool(env))["total"] == 3
-    removed, errors = await prebuild_ops.cleanup(rec.services, "t", None, dry_run=False)
+    removed, errors = await operations(rec).cleanup("t", None, dry_run=False)
     assert len(removed) == 3 and errors == []
     await env.run_jobs()
     assert (await pool(env))["total"] == 0

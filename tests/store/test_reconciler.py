@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
+
+from structlog.testing import capture_logs
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.prebuilds.loop import Reconciler
+from prebuildd.prebuilds.operations import PrebuildOperations
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.listener import Listener
+from prebuildd.workspaces.builder import WorkspaceBuilder
 from tests.helpers import Env
 
 POOL = """
@@ -25,7 +30,18 @@ instances = 3
 """
 
 
-def reconciler(env: Env, *, use_cycle_lock: bool = True, **config: object) -> Reconciler:
+class ReconcilerUnderTest(Reconciler):
+    """The reconciler, plus the Services that the same test's claims and operator actions use (test setup)."""
+
+    services: Services
+
+    async def _delete(self, workspace_id: UUID, reason: str) -> bool:
+        return await self.executor.delete(workspace_id, reason)
+
+
+def reconciler(
+    env: Env, *, use_cycle_lock: bool = True, builder: WorkspaceBuilder | None = None, **config: object
+) -> ReconcilerUnderTest:
     settings: dict[str, object] = {"postgres_url": env.db.url, "data_dir": env.tmp}
     settings.update(config)
     services = Services(
@@ -34,9 +50,28 @@ def reconciler(env: Env, *, use_cycle_lock: bool = True, **config: object) -> Re
         db=env.db,
         listener=Listener(env.db, channels.ALL),
         queue=env.queue,
-        builder=env.builder,
+        builder=builder or env.builder,
     )
-    return Reconciler(services, use_cycle_lock=use_cycle_lock)
+    rec = ReconcilerUnderTest.build(
+        config=services.config,
+        db=services.db,
+        clock=services.clock,
+        builder=services.builder,
+        queue=services.queue,
+        metrics=services.metrics,
+        listener=services.listener,
+        use_cycle_lock=use_cycle_lock,
+    )
+    assert isinstance(rec, ReconcilerUnderTest)
+    rec.services = services
+    services.kick_hooks.append(rec.kick)
+    return rec
+
+
+def operations(rec: ReconcilerUnderTest) -> PrebuildOperations:
+    """The operator actions on the same database and clock as ``rec``, reading the same snapshot."""
+    s = rec.services
+    return PrebuildOperations(db=s.db, clock=s.clock, builder=s.builder, reader=rec.reader, kick=s.kick)
 
 
 async def pool(env: Env, preset: str = "small") -> dict[str, int]:
@@ -72,11 +107,20 @@ async def converge(env: Env, rec: Reconciler, cycles: int = 5) -> None:
         await env.run_jobs()
 
 
+def events_named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == event]
+
+
 async def test_converges_from_empty_then_does_nothing(env: Env) -> None:
     await env.push("t", POOL)
     rec = reconciler(env)
-    result = await rec.run_cycle()
+    with capture_logs() as logs:
+        result = await rec.run_cycle()
     assert result is not None and result.created == 3
+    [cycle] = events_named(logs, "reconcile.cycle")
+    assert cycle["log_level"] == "info"
+    assert (cycle["presets"], cycle["created"], cycle["deleted"], cycle["paused"]) == (1, 3, 0, False)
+    assert len(events_named(logs, "prebuild.create")) == 3
     assert await pool(env) == {"running": 0, "starting": 3, "deleting": 0, "total": 3}
     again = await rec.run_cycle()
     assert again is not None and again.created == 0  # the starting ones count

@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the shared services, the authenticated user, role checks, provisioner keys."""
+"""FastAPI dependencies: the shared services, the authenticated user, role checks, provisioner keys, agents.
+
+Each authenticated dependency gives a typed identity (``User``, ``ProvisionerKey``, ``Agent``), never a row.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,25 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.identity import auth
+from prebuildd.identity.auth import Agent, ProvisionerKey
+from prebuildd.identity.users import ROLE_RANK, User, has_role
 from prebuildd.services import Services
-from prebuildd.store.db import Row
+
+__all__ = [
+    "ROLE_RANK",
+    "AgentDep",
+    "OwnerDep",
+    "ProvisionerKeyDep",
+    "ServicesDep",
+    "TemplateAdminDep",
+    "UserDep",
+    "has_role",
+    "require_role",
+]
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API token (pbt_…) or, for daemons, a provisioner key (pbk_…)"
 )
-
-ROLE_RANK = {"member": 0, "template-admin": 1, "owner": 2}
 
 
 def get_services(request: Request) -> Services:
@@ -29,7 +43,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 async def current_user(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Row:
+) -> User:
     if credentials is None:
         raise PrebuilddError(
             ErrorCode.UNAUTHENTICATED,
@@ -41,29 +55,25 @@ async def current_user(
     return user
 
 
-UserDep = Annotated[Row, Depends(current_user)]
-
-
-def has_role(user: Row, role: str) -> bool:
-    return ROLE_RANK[str(user["role"])] >= ROLE_RANK[role]
+UserDep = Annotated[User, Depends(current_user)]
 
 
 def require_role(role: str) -> Any:
-    async def check(user: UserDep) -> Row:
+    async def check(user: UserDep) -> User:
         if not has_role(user, role):
-            raise PrebuilddError(ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user['role']}")
+            raise PrebuilddError(ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user.role}")
         return user
 
     return Depends(check)
 
 
-TemplateAdminDep = Annotated[Row, require_role("template-admin")]
-OwnerDep = Annotated[Row, require_role("owner")]
+TemplateAdminDep = Annotated[User, require_role("template-admin")]
+OwnerDep = Annotated[User, require_role("owner")]
 
 
 async def current_provisioner_key(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Row:
+) -> ProvisionerKey:
     if credentials is None:
         raise PrebuilddError(
             ErrorCode.UNAUTHENTICATED,
@@ -75,12 +85,12 @@ async def current_provisioner_key(
     return key
 
 
-ProvisionerKeyDep = Annotated[Row, Depends(current_provisioner_key)]
+ProvisionerKeyDep = Annotated[ProvisionerKey, Depends(current_provisioner_key)]
 
 
 async def current_agent(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Row:
+) -> Agent:
     if credentials is None:
         raise PrebuilddError(
             ErrorCode.UNAUTHENTICATED,
@@ -92,4 +102,4 @@ async def current_agent(
     return agent
 
 
-AgentDep = Annotated[Row, Depends(current_agent)]
+AgentDep = Annotated[Agent, Depends(current_agent)]

@@ -6,28 +6,21 @@ from __future__ import annotations
 from uuid import UUID
 
 from prebuildd.api.deps import has_role
-from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
+from prebuildd.domain.errors import not_found
+from prebuildd.identity import users
+from prebuildd.identity.users import User
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_one
 from prebuildd.workspaces.reads import build_by_id, workspace_by_id
 
 
-async def organization_of(services: Services, user: Row) -> UUID:
-    async with services.db.transaction() as conn:
-        row = await fetch_one(conn, "auth.organization_of_user", {"user_id": user["id"]})
-    if row is None:
-        raise PrebuilddError(ErrorCode.FORBIDDEN, f"user {user['username']} belongs to no organization")
-    organization_id: UUID = row["organization_id"]
-    return organization_id
+async def organization_of(services: Services, user: User) -> UUID:
+    return await users.organization_of(services.db, user)
 
 
-async def user_named(services: Services, username: str, *, system_too: bool = False) -> Row:
+async def user_named(services: Services, username: str, *, system_too: bool = False) -> User:
     """A user by name, or 404; the prebuilds system user only with ``system_too``."""
-    async with services.db.transaction() as conn:
-        row = await fetch_one(conn, "identity.user_by_name", {"username": username})
-    if row is None or (row["is_system"] and not system_too):
-        raise not_found(f"user {username}")
-    return row
+    return await users.user_named(services.db, username, system_too=system_too)
 
 
 async def template_named(services: Services, organization_id: UUID, name: str) -> Row:
@@ -41,12 +34,12 @@ async def template_named(services: Services, organization_id: UUID, name: str) -
     return row
 
 
-def may_act_for(user: Row, owner_id: UUID) -> bool:
+def may_act_for(user: User, owner_id: UUID) -> bool:
     """Members act on their own workspaces; template admins and owners on everyone's."""
-    return bool(user["id"] == owner_id) or has_role(user, "template-admin")
+    return user.id == owner_id or has_role(user, "template-admin")
 
 
-async def visible_workspace(services: Services, user: Row, workspace_id: UUID) -> Row:
+async def visible_workspace(services: Services, user: User, workspace_id: UUID) -> Row:
     """The workspace (deleted ones too) if the caller may see it, else 404."""
     row = await workspace_by_id(services.db, workspace_id)
     if row is None or not may_act_for(user, row["owner_id"]):
@@ -56,7 +49,7 @@ async def visible_workspace(services: Services, user: Row, workspace_id: UUID) -
     return row
 
 
-async def visible_build(services: Services, user: Row, build_id: UUID) -> Row:
+async def visible_build(services: Services, user: User, build_id: UUID) -> Row:
     row = await build_by_id(services.db, build_id)
     if row is None or not may_act_for(user, row["owner_id"]):
         raise not_found(f"build {build_id}")

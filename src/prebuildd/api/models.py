@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from prebuildd.store.db import Row
+from prebuildd.store.identity import Token, User
 from prebuildd.store.jobs import JobLogLine, JobSummary
+from prebuildd.store.templates import PresetListing, Template, TemplateVersion
 
 # -- names and text ----------------------------------------------------------------------------------------
 
@@ -136,14 +138,14 @@ class UserOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row) -> UserOut:
+    def from_user(cls, user: User) -> UserOut:
         return cls(
-            id=row["id"],
-            username=row["username"],
-            email=row["email"],
-            role=row["role"],
-            suspended=row["suspended"],
-            created_at=row["created_at"],
+            id=user.id,
+            username=user.username,
+            email=user.email,
+            role=cast(Role, user.role),
+            suspended=user.suspended,
+            created_at=user.created_at,
         )
 
 
@@ -170,15 +172,15 @@ class TokenOut(BaseModel):
     revoked_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Row) -> TokenOut:
+    def from_token(cls, token: Token) -> TokenOut:
         return cls(
-            id=row["id"],
-            name=row["name"],
-            user_id=row["user_id"],
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-            last_used_at=row["last_used_at"],
-            revoked_at=row["revoked_at"],
+            id=token.id,
+            name=token.name,
+            user_id=token.user_id,
+            created_at=token.created_at,
+            expires_at=token.expires_at,
+            last_used_at=token.last_used_at,
+            revoked_at=token.revoked_at,
         )
 
 
@@ -216,18 +218,18 @@ class TemplateOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row) -> TemplateOut:
+    def from_template(cls, template: Template) -> TemplateOut:
         return cls(
-            id=row["id"],
-            name=row["name"],
-            display_name=row["display_name"],
-            description=row["description"],
-            active_version=row["active_version"],
-            active_version_id=row["active_version_id"],
-            deprecated=row["deprecated_at"] is not None,
-            deprecation_message=row["deprecation_message"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
+            id=template.id,
+            name=template.name,
+            display_name=template.display_name,
+            description=template.description,
+            active_version=template.active_version,
+            active_version_id=template.active_version_id,
+            deprecated=template.deprecated_at is not None,
+            deprecation_message=template.deprecation_message,
+            created_at=template.created_at,
+            updated_at=template.updated_at,
         )
 
 
@@ -266,19 +268,21 @@ class VersionOut(BaseModel):
     )
 
     @classmethod
-    def from_row(cls, row: Row, parameters: list[dict[str, Any]] | None = None) -> VersionOut:
+    def from_version(
+        cls, version: TemplateVersion, parameters: list[dict[str, Any]] | None = None
+    ) -> VersionOut:
         return cls(
-            id=row["id"],
-            name=row["name"],
-            template=row["template"],
-            message=row["message"],
-            provisioner=row["provisioner"],
-            import_status=row["import_status"],
-            import_error=row["import_error"],
-            warnings=list(row["warnings"] or []),
-            active=row["active"],
-            created_at=row["created_at"],
-            job_id=row["job_id"],
+            id=version.id,
+            name=version.name,
+            template=version.template,
+            message=version.message,
+            provisioner=version.provisioner,
+            import_status=version.import_status,
+            import_error=version.import_error,
+            warnings=list(version.warnings or []),
+            active=version.active,
+            created_at=version.created_at,
+            job_id=version.job_id,
             parameters=parameters,
         )
 
@@ -303,20 +307,20 @@ class PresetOut(BaseModel):
     prebuild_last_error: str | None
 
     @classmethod
-    def from_row(cls, row: Row) -> PresetOut:
+    def from_preset(cls, preset: PresetListing) -> PresetOut:
         return cls(
-            id=row["id"],
-            name=row["name"],
-            description=row["description"],
-            version=row["version"],
-            parameters=dict(row["parameters"]),
-            desired_instances=row["desired_instances"],
-            ttl_seconds=row["ttl_seconds"],
-            timezone=row["timezone"],
-            schedules=[ScheduleOut(**schedule) for schedule in row["schedules"]],
-            prebuild_status=row["prebuild_status"],
-            prebuild_status_reason=row["prebuild_status_reason"],
-            prebuild_last_error=row["prebuild_last_error"],
+            id=preset.id,
+            name=preset.name,
+            description=preset.description,
+            version=preset.version,
+            parameters=dict(preset.parameters),
+            desired_instances=preset.desired_instances,
+            ttl_seconds=preset.ttl_seconds,
+            timezone=preset.timezone,
+            schedules=[ScheduleOut(cron=s.cron, instances=s.instances) for s in preset.schedules],
+            prebuild_status=preset.prebuild_status,
+            prebuild_status_reason=preset.prebuild_status_reason,
+            prebuild_last_error=preset.prebuild_last_error,
         )
 
 

@@ -11,11 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from cronsim import CronSim, CronSimError
 
 from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
@@ -30,6 +26,7 @@ from prebuildd.domain.parameters import (
     unknown_parameter_reason,
     validate_value,
 )
+from prebuildd.domain.pools import check_cron, instances_problem, timezone_problem, ttl_problem
 
 MANIFEST_FILE = "prebuildd.toml"
 PROVISIONER_KINDS = ("echo", "exec", "terraform")
@@ -537,18 +534,19 @@ def _parse_parameter(r: _Reader, value: object, index: int, seen: Mapping[str, i
 
 def _parse_cron(r: _Reader, value: object, key: str) -> str:
     cron = r.string(value, key)
-    fields = cron.split()
-    if len(fields) != 5:
-        raise r.error(key, f"cron {cron!r} must have 5 fields (minute hour day-of-month month day-of-week)")
-    if fields[0] != "*":
-        raise r.error(
-            key, f"cron {cron!r}: the minute field must be '*' (a schedule is a set of whole hours)"
-        )
-    try:
-        CronSim(cron, datetime(2000, 1, 1))
-    except (CronSimError, ValueError, IndexError) as exc:
-        raise r.error(key, f"invalid cron {cron!r}: {exc}") from exc
+    problem = check_cron(cron)
+    if problem is not None:
+        raise r.error(key, problem.reason)
     return cron
+
+
+def _pool_integer(r: _Reader, value: object, key: str) -> int:
+    """A number of instances: an integer, checked by the pool validator."""
+    instances = r.integer(value, key)
+    problem = instances_problem(instances)
+    if problem is not None:
+        raise r.error(key, problem)
+    return instances
 
 
 def _parse_prebuilds(r: _Reader, value: object, key: str) -> PrebuildSettings:
@@ -556,24 +554,22 @@ def _parse_prebuilds(r: _Reader, value: object, key: str) -> PrebuildSettings:
     r.check_keys(table, key, _PREBUILDS_KEYS)
     if "instances" not in table:
         raise r.error(f"{key}.instances", "is required")
-    instances = r.integer(table["instances"], f"{key}.instances", minimum=0)
+    instances = _pool_integer(r, table["instances"], f"{key}.instances")
 
     ttl = 0
     if "ttl" in table:
         seconds = r.duration(table["ttl"], f"{key}.ttl")
-        if not float(seconds).is_integer():
-            raise r.error(f"{key}.ttl", f"must be a whole number of seconds, got {format_number(seconds)}")
+        problem = ttl_problem(seconds)
+        if problem is not None:
+            raise r.error(f"{key}.ttl", problem)
         ttl = int(seconds)
 
     timezone = "UTC"
     if "timezone" in table:
         timezone = r.string(table["timezone"], f"{key}.timezone")
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise r.error(
-                f"{key}.timezone", f"unknown time zone {timezone!r}: expected an IANA name like Europe/Paris"
-            ) from None
+        problem = timezone_problem(timezone)
+        if problem is not None:
+            raise r.error(f"{key}.timezone", problem)
 
     schedules: list[ScheduleSpec] = []
     if "schedule" in table:
@@ -587,7 +583,7 @@ def _parse_prebuilds(r: _Reader, value: object, key: str) -> PrebuildSettings:
             schedules.append(
                 ScheduleSpec(
                     cron=_parse_cron(r, entry["cron"], f"{item_key}.cron"),
-                    instances=r.integer(entry["instances"], f"{item_key}.instances", minimum=0),
+                    instances=_pool_integer(r, entry["instances"], f"{item_key}.instances"),
                 )
             )
     return PrebuildSettings(

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cronsim import CronSim, CronSimError
+from cronsim import CronSim
+
+from prebuildd.domain import pools
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,9 @@ class DesiredCount:
 
 
 def cron_problem(cron: str) -> str | None:
-    fields = cron.split()
-    if len(fields) != 5:
-        return f"schedule {cron!r}: expected 5 fields (minute hour day month weekday)"
-    if fields[0] != "*":
-        return f"schedule {cron!r}: the minute field must be '*' (schedules are sets of whole hours)"
-    try:
-        CronSim(cron, datetime(2026, 1, 1))
-    except (CronSimError, ValueError) as exc:
-        return f"schedule {cron!r}: {exc}"
-    return None
+    """What is wrong with a schedule's cron, in a sentence of its own (the checks are ``domain.pools``)."""
+    problem = pools.check_cron(cron)
+    return None if problem is None else problem.sentence
 
 
 def _matches(cron: str, local: datetime) -> bool:
@@ -50,10 +44,11 @@ def _matches(cron: str, local: datetime) -> bool:
 def desired_at(now: datetime, timezone: str, schedules: Sequence[Schedule], default: int) -> DesiredCount:
     if not schedules:
         return DesiredCount(default)
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return DesiredCount(default, problem=f"unknown timezone {timezone!r}: schedules ignored")
+    zone = pools.zone(timezone)
+    if zone is None:
+        return DesiredCount(
+            default, problem=f"timezone: {pools.timezone_problem(timezone)}; schedules ignored"
+        )
     for schedule in schedules:
         problem = cron_problem(schedule.cron)
         if problem is not None:

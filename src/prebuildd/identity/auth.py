@@ -1,4 +1,8 @@
-"""API tokens and provisioner keys: random secrets shown once, stored as SHA-256 hashes."""
+"""API tokens and provisioner keys: random secrets shown once, stored as SHA-256 hashes.
+
+Who may do what with a token lives here too: a user sees and revokes their own tokens, an owner anyone's, and
+only owners create tokens for other users.
+"""
 
 from __future__ import annotations
 
@@ -6,83 +10,160 @@ from collections.abc import Mapping
 from datetime import timedelta
 from uuid import UUID, uuid4
 
-from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, KEY_PREFIX, TOKEN_PREFIX, new_secret, secret_hash
-from prebuildd.runtime.clock import Clock
-from prebuildd.store.db import Database, Row, execute, fetch_one, jsonb
+import psycopg
 
-__all__ = ["AGENT_TOKEN_PREFIX", "KEY_PREFIX", "TOKEN_PREFIX", "new_secret", "secret_hash"]
+from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
+from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, KEY_PREFIX, TOKEN_PREFIX, new_secret, secret_hash
+from prebuildd.identity.users import has_role, user_named
+from prebuildd.runtime.clock import Clock
+from prebuildd.store import identity as store
+from prebuildd.store.db import Database
+from prebuildd.store.identity import Agent, ProvisionerKey, Token, User
+
+__all__ = [
+    "AGENT_TOKEN_PREFIX",
+    "KEY_PREFIX",
+    "TOKEN_PREFIX",
+    "Agent",
+    "ProvisionerKey",
+    "Token",
+    "new_secret",
+    "secret_hash",
+]
 
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
 async def create_token(
     db: Database, clock: Clock, *, user_id: UUID, name: str, lifetime: timedelta | None = None
-) -> tuple[Row, str]:
+) -> tuple[Token, str]:
     """A new API token for ``user_id``; the secret is returned once and never stored."""
     secret = new_secret(TOKEN_PREFIX)
     now = clock.now()
     async with db.transaction() as conn:
-        row = await fetch_one(
+        token = await store.insert_token(
             conn,
-            "auth.insert_token",
-            {
-                "id": uuid4(),
-                "user_id": user_id,
-                "name": name,
-                "token_hash": secret_hash(secret),
-                "now": now,
-                "expires_at": now + lifetime if lifetime else None,
-            },
+            id=uuid4(),
+            user_id=user_id,
+            name=name,
+            token_hash=secret_hash(secret),
+            now=now,
+            expires_at=now + lifetime if lifetime else None,
         )
-    assert row is not None
-    return row, secret
+    return token, secret
 
 
-async def user_for_token(db: Database, clock: Clock, secret: str) -> Row | None:
+async def issue_token(
+    db: Database,
+    clock: Clock,
+    actor: User,
+    *,
+    name: str,
+    username: str | None = None,
+    lifetime: timedelta | None = None,
+) -> tuple[Token, str]:
+    """A token for ``actor``, or for ``username`` when the actor is an owner (anyone else is refused)."""
+    holder = actor
+    if username is not None and username.lower() != actor.username.lower():
+        if not has_role(actor, "owner"):
+            raise PrebuilddError(ErrorCode.FORBIDDEN, "only owners create tokens for other users")
+        holder = await user_named(db, username)
+    return await create_token(db, clock, user_id=holder.id, name=name, lifetime=lifetime)
+
+
+async def tokens_of(db: Database, user: User) -> list[Token]:
+    """The user's tokens, revoked and expired ones too."""
+    async with db.transaction() as conn:
+        return await store.tokens_of_user(conn, user.id)
+
+
+async def revoke_token(db: Database, clock: Clock, actor: User, token_id: UUID) -> None:
+    """Revoke one of the actor's active tokens (an owner: anyone's); 404 when there is no such token."""
+    async with db.transaction() as conn:
+        revoked = await store.revoke_token(
+            conn, id=token_id, user_id=actor.id, any_user=has_role(actor, "owner"), now=clock.now()
+        )
+    if not revoked:
+        raise not_found(f"active token {token_id}")
+
+
+async def user_for_token(db: Database, clock: Clock, secret: str) -> User | None:
     """The active user behind ``secret``, or None (unknown, revoked, expired, suspended)."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
     now = clock.now()
     async with db.transaction() as conn:
-        user = await fetch_one(conn, "auth.user_by_token", {"token_hash": secret_hash(secret), "now": now})
-        if user is not None:
-            last = user["token_last_used_at"]
-            if last is None or now - last > _TOUCH_EVERY:  # not a write on every request
-                await execute(conn, "auth.touch_token", {"id": user["token_id"], "now": now})
-    return user
+        holder = await store.holder_of_token(conn, secret_hash(secret), now)
+        if holder is None:
+            return None
+        last = holder.token_last_used_at
+        if last is None or now - last > _TOUCH_EVERY:  # not a write on every request
+            await store.touch_token(conn, holder.token_id, now)
+    return holder.user
+
+
+# -- provisioner keys --------------------------------------------------------------------------------------
 
 
 async def create_provisioner_key(
     db: Database, clock: Clock, *, organization_id: UUID, name: str, tags: Mapping[str, str]
-) -> tuple[Row, str]:
+) -> tuple[ProvisionerKey, str]:
+    """A new provisioner key; the secret is returned once. A live key of the same name is a conflict."""
     secret = new_secret(KEY_PREFIX)
+    try:
+        async with db.transaction() as conn:
+            key = await store.insert_provisioner_key(
+                conn,
+                id=uuid4(),
+                organization_id=organization_id,
+                name=name,
+                key_hash=secret_hash(secret),
+                tags=tags,
+                now=clock.now(),
+            )
+    except psycopg.errors.UniqueViolation:
+        raise PrebuilddError(
+            ErrorCode.CONFLICT,
+            f"a provisioner key named {name!r} already exists: revoke it first or choose another name",
+        ) from None
+    return key, secret
+
+
+async def provisioner_keys(
+    db: Database, organization_id: UUID, *, include_revoked: bool
+) -> list[ProvisionerKey]:
     async with db.transaction() as conn:
-        row = await fetch_one(
-            conn,
-            "auth.insert_provisioner_key",
-            {
-                "id": uuid4(),
-                "organization_id": organization_id,
-                "name": name,
-                "key_hash": secret_hash(secret),
-                "tags": jsonb(dict(tags)),
-                "now": clock.now(),
-            },
+        keys = await store.provisioner_keys(conn, organization_id)
+    return [key for key in keys if include_revoked or key.revoked_at is None]
+
+
+async def revoke_provisioner_key(db: Database, clock: Clock, organization_id: UUID, key: str) -> UUID:
+    """Revoke the active key named ``key`` (by id or name) and return its id; 404 when there is none."""
+    async with db.transaction() as conn:
+        key_id = await store.revoke_provisioner_key(
+            conn, organization_id=organization_id, key=key, now=clock.now()
         )
-    assert row is not None
-    return row, secret
+    if key_id is None:
+        raise not_found(f"provisioner key {key!r}")
+    return key_id
 
 
-async def provisioner_key(db: Database, secret: str) -> Row | None:
+async def provisioner_key(db: Database, secret: str) -> ProvisionerKey | None:
     if not secret.startswith(KEY_PREFIX):
         return None
     async with db.transaction() as conn:
-        return await fetch_one(conn, "auth.provisioner_key_by_hash", {"key_hash": secret_hash(secret)})
+        return await store.provisioner_key_by_hash(conn, secret_hash(secret))
 
 
-async def agent_for_token(db: Database, secret: str) -> Row | None:
+async def provisioner_key_active(db: Database, key_id: UUID) -> bool:
+    """Whether the key is still active (a long poll checks it again while it waits)."""
+    async with db.transaction() as conn:
+        return await store.provisioner_key_active(conn, key_id)
+
+
+async def agent_for_token(db: Database, secret: str) -> Agent | None:
     """The agent behind ``secret`` with its workspace, or None (unknown token, or the workspace is deleted)."""
     if not secret.startswith(AGENT_TOKEN_PREFIX):
         return None
     async with db.transaction() as conn:
-        return await fetch_one(conn, "agents.by_token", {"token_hash": secret_hash(secret)})
+        return await store.agent_by_token(conn, secret_hash(secret))

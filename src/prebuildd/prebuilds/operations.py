@@ -1,30 +1,45 @@
 """Operator actions on pools: status, pause/resume, pool settings, invalidate, retry, cleanup, explain.
 
-Status and explain answer "why is my pool empty?" from the same snapshot and planner the reconciler uses, so
-what they say is what the next cycle will do.
+Status and explain answer "why is my pool empty?" from the same snapshot reader and planner the reconciler uses,
+so what they say is what the next cycle will do. The collaborators are named (database, clock, builder, snapshot
+reader, and the kick that makes the reconciler run now); nothing here knows the reconciler itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-from prebuildd.domain.errors import BuildError, ErrorCode, PrebuilddError
+from prebuildd.domain.errors import BuildError, ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
-from prebuildd.domain.planner import Plan, plan_preset
-from prebuildd.domain.schedules import Schedule, cron_problem
-from prebuildd.prebuilds.loop import Reconciler
-from prebuildd.services import Services
-from prebuildd.store.db import Row, execute, fetch_all, fetch_one
-from prebuildd.workspaces.builder import BuildRequest
+from prebuildd.domain.planner import plan_preset
+from prebuildd.domain.pools import pool_problems
+from prebuildd.domain.schedules import Schedule
+from prebuildd.domain.status import derive_status
+from prebuildd.prebuilds.snapshot import SnapshotReader
+from prebuildd.runtime.clock import Clock
+from prebuildd.store import prebuilds as store
+from prebuildd.store.db import Conn, Database
+from prebuildd.store.prebuilds import (
+    ActivePreset,
+    FailedPrebuild,
+    HitCounts,
+    PauseSetting,
+    PresetEvent,
+    PresetPool,
+)
+from prebuildd.workspaces.builder import BuildRequest, WorkspaceBuilder
 
 log = structlog.get_logger(__name__)
+
+Kick = Callable[[str], None]
+"""Makes the reconciler run soon; the argument says why."""
 
 
 @dataclass(frozen=True)
@@ -54,268 +69,212 @@ class PresetStatus:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _reconciler(services: Services) -> Reconciler:
-    return services.reconciler or Reconciler(services)
-
-
-async def pool_status(services: Services) -> tuple[bool, list[PresetStatus]]:
-    """(paused, one status per preset with a pool) from a fresh snapshot and the planner."""
-    snap = await _reconciler(services).snapshot()
-    plans = {s.preset_id: plan_preset(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots}
-    now = services.clock.now()
-    async with services.db.transaction() as conn:
-        decisions = {
-            row["preset_id"]: row
-            for row in await fetch_all(conn, "prebuilds.last_decisions", {"preset_ids": list(plans)})
-        }
-        hits = {
-            row.pop("preset_id"): row
-            for row in await fetch_all(
-                conn,
-                "claims.hit_rates",
-                {
-                    "preset_ids": list(plans),
-                    "hour_ago": now - timedelta(hours=1),
-                    "day_ago": now - timedelta(days=1),
-                },
-            )
-        }
-    statuses = []
-    for s in snap.snapshots:
-        plan: Plan = plans[s.preset_id]
-        backing_off = s.backoff_until is not None and snap.taken_at < s.backoff_until
-        if snap.paused:
-            status = "paused"
-        elif not s.active:
-            status = "inactive"
-        elif s.hard_limited:
-            status = "hard_limited"
-        elif backing_off:
-            status = "backing_off"
-        else:
-            status = "healthy"
-        decision = decisions.get(s.preset_id)
-        st = plan.state
-        statuses.append(
-            PresetStatus(
-                preset_id=s.preset_id,
-                template=s.template_name,
-                preset=s.preset_name,
-                version=s.version_name,
-                active=s.active,
-                status=status,
-                desired=st.desired,
-                running=st.running_valid,
-                eligible=st.eligible,
-                expired=st.expired,
-                starting=st.starting,
-                stopping=st.stopping,
-                deleting=st.deleting,
-                failed=st.failed,
-                next_action=plan.reason,
-                blocked=plan.blocked,
-                backoff_until=s.backoff_until if backing_off else None,
-                hard_limit_reason=s.hard_limit_reason,
-                schedule_problem=st.schedule_problem,
-                last_decision=decision["message"] if decision else None,
-                last_decision_at=decision["created_at"] if decision else None,
-                extra={"hit_rate": _hit_rate(hits.get(s.preset_id))},
-            )
-        )
-    return snap.paused, statuses
-
-
-def _hit_rate(row: Row | None) -> dict[str, Any]:
-    counts: dict[str, Any] = {
-        k: int(row[k]) if row else 0 for k in ("claims_hour", "misses_hour", "claims_day", "misses_day")
+def _hit_rate(counts: HitCounts | None) -> dict[str, Any]:
+    c = counts or HitCounts()
+    out: dict[str, Any] = {
+        "claims_hour": c.claims_hour,
+        "misses_hour": c.misses_hour,
+        "claims_day": c.claims_day,
+        "misses_day": c.misses_day,
     }
     for window in ("hour", "day"):
-        total = counts[f"claims_{window}"] + counts[f"misses_{window}"]
-        counts[f"hit_rate_{window}"] = round(counts[f"claims_{window}"] / total, 3) if total else None
-    return counts
+        total = out[f"claims_{window}"] + out[f"misses_{window}"]
+        out[f"hit_rate_{window}"] = round(out[f"claims_{window}"] / total, 3) if total else None
+    return out
 
 
-async def set_paused(services: Services, paused: bool, user_id: UUID) -> Row:
-    async with services.db.transaction() as conn:
-        row = await fetch_one(
-            conn, "prebuilds.set_paused", {"paused": paused, "now": services.clock.now(), "user_id": user_id}
+class PrebuildOperations:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        builder: WorkspaceBuilder,
+        reader: SnapshotReader,
+        kick: Kick,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.builder = builder
+        self.reader = reader
+        self.kick = kick
+
+    async def pool_status(self) -> tuple[bool, list[PresetStatus]]:
+        """(paused, one status per preset with a pool) from a fresh snapshot and the planner."""
+        snap = await self.reader.read()
+        plans = {s.preset_id: plan_preset(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots}
+        now = self.clock.now()
+        async with self.db.transaction() as conn:
+            decisions = await store.last_decisions(conn, list(plans))
+            hits = await store.hit_counts(
+                conn, list(plans), now - timedelta(hours=1), now - timedelta(days=1)
+            )
+        statuses = []
+        for s in snap.snapshots:
+            plan = plans[s.preset_id]
+            derived = derive_status(s, plan, snap.taken_at, paused=snap.paused)
+            decision = decisions.get(s.preset_id)
+            st = plan.state
+            statuses.append(
+                PresetStatus(
+                    preset_id=s.preset_id,
+                    template=s.template_name,
+                    preset=s.preset_name,
+                    version=s.version_name,
+                    active=s.active,
+                    status=derived.status.value,
+                    desired=st.desired,
+                    running=st.running_valid,
+                    eligible=st.eligible,
+                    expired=st.expired,
+                    starting=st.starting,
+                    stopping=st.stopping,
+                    deleting=st.deleting,
+                    failed=st.failed,
+                    next_action=derived.next_action,
+                    blocked=derived.blocked,
+                    backoff_until=derived.backoff_until,
+                    hard_limit_reason=s.hard_limit_reason,
+                    schedule_problem=st.schedule_problem,
+                    last_decision=decision.message if decision else None,
+                    last_decision_at=decision.created_at if decision else None,
+                    extra={"hit_rate": _hit_rate(hits.get(s.preset_id))},
+                )
+            )
+        return snap.paused, statuses
+
+    async def set_paused(self, paused: bool, user_id: UUID) -> PauseSetting:
+        async with self.db.transaction() as conn:
+            setting = await store.set_paused(conn, paused, self.clock.now(), user_id)
+        log.info("prebuilds.paused" if paused else "prebuilds.resumed", user_id=str(user_id))
+        self.kick("resume" if not paused else "pause")
+        return setting
+
+    async def active_presets(self, template: str, preset: str | None = None) -> list[ActivePreset]:
+        """Presets of the template's active version (one when ``preset`` is given); a not_found error when none."""
+        async with self.db.transaction() as conn:
+            rows = await _active_presets(conn, template, preset)
+        return rows
+
+    async def invalidate(self, template: str, preset: str | None = None) -> list[str]:
+        """Mark every prebuild of the presets as expired: the reconciler replaces them."""
+        presets = await self.active_presets(template, preset)
+        async with self.db.transaction() as conn:
+            await store.invalidate(conn, [p.id for p in presets], self.clock.now())
+        self.kick("invalidation")
+        return [p.name for p in presets]
+
+    async def set_pool(
+        self,
+        template: str,
+        preset: str,
+        *,
+        instances: int | None,
+        ttl_seconds: int | None = None,
+        timezone: str | None = None,
+        schedules: list[Schedule] | None = None,
+    ) -> PresetPool:
+        """Change a preset's pool settings without a new version. ``None`` keeps a setting as it is."""
+        [target] = await self.active_presets(template, preset)
+        async with self.db.transaction() as conn:
+            current = await store.preset_pool(conn, target.id)
+            if current is None:
+                raise not_found(f"preset {preset} of template {template}")
+            new_instances = instances if instances is not None else current.desired_instances
+            new_ttl = ttl_seconds if ttl_seconds is not None else current.ttl_seconds
+            new_tz = timezone or current.timezone
+            problems = pool_problems(
+                instances=new_instances, ttl_seconds=new_ttl, timezone=new_tz, schedules=schedules or ()
+            )
+            if problems:
+                raise PrebuilddError(ErrorCode.INVALID_PARAMETER, str(problems[0]))
+            updated = await store.set_pool(conn, target.id, new_instances, new_ttl, new_tz, self.clock.now())
+            if updated is None:
+                raise not_found(f"preset {preset} of template {template}")
+            if schedules is not None:
+                await store.replace_schedules(conn, target.id, schedules)
+            stored = await store.preset_schedules(conn, target.id)
+        self.kick("pool settings changed")
+        return PresetPool(
+            name=updated.name,
+            desired_instances=updated.desired_instances,
+            ttl_seconds=updated.ttl_seconds,
+            timezone=updated.timezone,
+            schedules=tuple(stored),
         )
-    assert row is not None
-    log.info("prebuilds.paused" if paused else "prebuilds.resumed", user_id=str(user_id))
-    services.kick("resume" if not paused else "pause")
-    return row
+
+    async def retry(self, template: str, preset: str | None = None) -> list[str]:
+        """Forget earlier failures (they stay as evidence) and let creation resume now."""
+        presets = await self.active_presets(template, preset)
+        ids = [p.id for p in presets]
+        async with self.db.transaction() as conn:
+            await store.reset_failures(conn, ids, self.clock.now())
+            await store.clear_trackers(conn, ids)
+        self.kick("retry")
+        log.info("prebuilds.retry", template=template, presets=[p.name for p in presets])
+        return [p.name for p in presets]
+
+    async def failed_prebuilds(self, template: str | None, preset: str | None) -> list[FailedPrebuild]:
+        async with self.db.transaction() as conn:
+            org_id = await _default_organization(conn)
+            return await store.failed_prebuilds(conn, org_id, template, preset)
+
+    async def cleanup(
+        self, template: str | None, preset: str | None, *, dry_run: bool
+    ) -> tuple[list[FailedPrebuild], list[str]]:
+        """Delete failed prebuilds (orphan deletes when nothing was provisioned). Returns (prebuilds, errors)."""
+        failed = await self.failed_prebuilds(template, preset)
+        if dry_run or not failed:
+            return failed, []
+        errors = []
+        for prebuild in failed:
+            req = BuildRequest(
+                transition=Transition.DELETE,
+                initiator_id=PREBUILDS_USER_ID,
+                workspace_id=prebuild.workspace_id,
+                reason=BuildReason.CLEANUP,
+                priority=JobPriority.PREBUILD,
+                expected_owner_id=PREBUILDS_USER_ID,
+            )
+            try:
+                async with self.db.transaction() as conn:
+                    await self.builder.build(conn, req)
+            except BuildError as exc:
+                errors.append(f"{prebuild.workspace_name}: {exc.message}")
+        preset_ids = list({p.preset_id for p in failed if p.preset_id})
+        async with self.db.transaction() as conn:
+            await store.reset_failures(conn, preset_ids, self.clock.now())
+        self.kick("cleanup")
+        return failed, errors
+
+    async def explain(
+        self, template: str, preset: str, limit: int = 20
+    ) -> tuple[PresetStatus, list[PresetEvent]]:
+        """The preset's status now and its last decisions, newest first."""
+        [target] = await self.active_presets(template, preset)
+        _, statuses = await self.pool_status()
+        status = next((s for s in statuses if s.preset_id == target.id), None)
+        if status is None:
+            raise PrebuilddError(
+                ErrorCode.NOT_FOUND,
+                f"preset {preset} of template {template} has no pool (no prebuild instances set)",
+            )
+        async with self.db.transaction() as conn:
+            events = await store.preset_events(conn, [target.id], limit)
+        return status, events
 
 
-async def active_presets(services: Services, template: str, preset: str | None = None) -> list[Row]:
-    """Presets of the template's active version (one when ``preset`` is given); a not_found error when none."""
-    async with services.db.transaction() as conn:
-        org = await fetch_one(conn, "identity.default_organization")
-        assert org is not None
-        rows = await fetch_all(
-            conn,
-            "prebuilds.presets_of_active_version",
-            {"organization_id": org["id"], "template": template, "preset": preset},
-        )
-    if not rows:
+async def _default_organization(conn: Conn) -> UUID:
+    org_id = await store.default_organization_id(conn)
+    if org_id is None:  # created at first start; gone only if someone deleted it by hand
+        raise not_found("the default organization")
+    return org_id
+
+
+async def _active_presets(conn: Conn, template: str, preset: str | None) -> list[ActivePreset]:
+    org_id = await _default_organization(conn)
+    presets = await store.presets_of_active_version(conn, org_id, template, preset)
+    if not presets:
         what = f"preset {preset} of template {template}" if preset else f"template {template}"
         raise PrebuilddError(ErrorCode.NOT_FOUND, f"{what} not found (or the template has no active version)")
-    return rows
-
-
-async def invalidate(services: Services, template: str, preset: str | None = None) -> list[str]:
-    """Mark every prebuild of the presets as expired: the reconciler replaces them."""
-    rows = await active_presets(services, template, preset)
-    async with services.db.transaction() as conn:
-        await execute(
-            conn, "prebuilds.invalidate", {"preset_ids": [r["id"] for r in rows], "now": services.clock.now()}
-        )
-    services.kick("invalidation")
-    return [r["name"] for r in rows]
-
-
-async def set_pool(
-    services: Services,
-    template: str,
-    preset: str,
-    *,
-    instances: int | None,
-    ttl_seconds: int | None = None,
-    timezone: str | None = None,
-    schedules: list[Schedule] | None = None,
-) -> Row:
-    """Change a preset's pool settings without a new version. ``None`` keeps a setting as it is."""
-    [row] = await active_presets(services, template, preset)
-    async with services.db.transaction() as conn:
-        current = await fetch_one(conn, "templates.preset_by_id", {"id": row["id"]})
-        assert current is not None
-        new_instances = instances if instances is not None else current["desired_instances"]
-        new_ttl = ttl_seconds if ttl_seconds is not None else current["ttl_seconds"]
-        new_tz = timezone or current["scheduling_timezone"]
-        _check_pool(new_instances, new_ttl, new_tz, schedules)
-        updated = await fetch_one(
-            conn,
-            "prebuilds.set_pool",
-            {
-                "preset_id": row["id"],
-                "desired_instances": new_instances,
-                "ttl_seconds": new_ttl,
-                "timezone": new_tz,
-                "now": services.clock.now(),
-            },
-        )
-        if schedules is not None:
-            await execute(conn, "prebuilds.delete_schedules", {"preset_id": row["id"]})
-            for position, schedule in enumerate(schedules):
-                await execute(
-                    conn,
-                    "templates.insert_preset_schedule",
-                    {
-                        "preset_id": row["id"],
-                        "position": position,
-                        "cron": schedule.cron,
-                        "desired_instances": schedule.instances,
-                    },
-                )
-        stored = await fetch_all(conn, "prebuilds.preset_schedules", {"preset_id": row["id"]})
-    assert updated is not None
-    updated["schedules"] = stored
-    services.kick("pool settings changed")
-    return updated
-
-
-def _check_pool(instances: int | None, ttl: int, timezone: str, schedules: list[Schedule] | None) -> None:
-    if instances is not None and instances < 0:
-        raise PrebuilddError(ErrorCode.INVALID_PARAMETER, "instances must be 0 or more")
-    if ttl < 0:
-        raise PrebuilddError(ErrorCode.INVALID_PARAMETER, "ttl must be 0 (none) or more")
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise PrebuilddError(
-            ErrorCode.INVALID_PARAMETER,
-            f"unknown timezone {timezone!r}: use an IANA name such as Europe/Paris",
-        ) from None
-    for schedule in schedules or ():
-        problem = cron_problem(schedule.cron)
-        if problem:
-            raise PrebuilddError(ErrorCode.INVALID_PARAMETER, problem)
-        if schedule.instances < 0:
-            raise PrebuilddError(
-                ErrorCode.INVALID_PARAMETER, f"schedule {schedule.cron!r}: instances must be 0 or more"
-            )
-
-
-async def retry(services: Services, template: str, preset: str | None = None) -> list[str]:
-    """Forget earlier failures (they stay as evidence) and let creation resume now."""
-    rows = await active_presets(services, template, preset)
-    ids = [r["id"] for r in rows]
-    async with services.db.transaction() as conn:
-        await execute(conn, "prebuilds.reset_failures", {"preset_ids": ids, "now": services.clock.now()})
-        await execute(conn, "prebuilds.clear_trackers", {"preset_ids": ids})
-    services.kick("retry")
-    log.info("prebuilds.retry", template=template, presets=[r["name"] for r in rows])
-    return [r["name"] for r in rows]
-
-
-async def failed_prebuilds(services: Services, template: str | None, preset: str | None) -> list[Row]:
-    async with services.db.transaction() as conn:
-        org = await fetch_one(conn, "identity.default_organization")
-        assert org is not None
-        return await fetch_all(
-            conn,
-            "prebuilds.failed_prebuilds",
-            {
-                "prebuilds_user_id": PREBUILDS_USER_ID,
-                "organization_id": org["id"],
-                "template": template,
-                "preset": preset,
-            },
-        )
-
-
-async def cleanup(
-    services: Services, template: str | None, preset: str | None, *, dry_run: bool
-) -> tuple[list[Row], list[str]]:
-    """Delete failed prebuilds (orphan deletes when nothing was provisioned). Returns (rows, errors)."""
-    rows = await failed_prebuilds(services, template, preset)
-    if dry_run or not rows:
-        return rows, []
-    errors = []
-    for row in rows:
-        req = BuildRequest(
-            transition=Transition.DELETE,
-            initiator_id=PREBUILDS_USER_ID,
-            workspace_id=row["workspace_id"],
-            reason=BuildReason.CLEANUP,
-            priority=JobPriority.PREBUILD,
-            expected_owner_id=PREBUILDS_USER_ID,
-        )
-        try:
-            async with services.db.transaction() as conn:
-                await services.builder.build(conn, req)
-        except BuildError as exc:
-            errors.append(f"{row['workspace_name']}: {exc.message}")
-    preset_ids = list({r["preset_id"] for r in rows if r["preset_id"]})
-    async with services.db.transaction() as conn:
-        await execute(
-            conn, "prebuilds.reset_failures", {"preset_ids": preset_ids, "now": services.clock.now()}
-        )
-    services.kick("cleanup")
-    return rows, errors
-
-
-async def explain(
-    services: Services, template: str, preset: str, limit: int = 20
-) -> tuple[PresetStatus, list[Row]]:
-    """The preset's status now and its last decisions, newest first."""
-    [row] = await active_presets(services, template, preset)
-    _, statuses = await pool_status(services)
-    status = next((s for s in statuses if s.preset_id == row["id"]), None)
-    if status is None:
-        raise PrebuilddError(
-            ErrorCode.NOT_FOUND,
-            f"preset {preset} of template {template} has no pool (no prebuild instances set)",
-        )
-    async with services.db.transaction() as conn:
-        events = await fetch_all(conn, "prebuilds.preset_events", {"preset_ids": [row["id"]], "limit": limit})
-    return status, events
+    return presets

@@ -22,7 +22,7 @@ from prebuildd.queue.port import AcquiredJob, BuildPayload, Heartbeat, JobOutcom
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import channels
 from prebuildd.store import jobs as store
-from prebuildd.store.db import Conn, Database, fetch_one
+from prebuildd.store.db import Conn, Database
 from prebuildd.store.jobs import AcquiredJobRow, BuildForJob, Completion, JobLogLine
 from prebuildd.store.listener import Listener
 from prebuildd.templates.versions import record_import
@@ -64,45 +64,45 @@ class PgJobQueue:
                 version.source_hash,
                 version_id=version_id,
             )
-        row = await store.build_for_job(conn, job.id, PREBUILDS_USER_ID)
-        if row is None:
+        job_build = await store.build_for_job(conn, job.id, PREBUILDS_USER_ID)
+        if job_build is None:
             raise _inconsistent(f"build job {job.id} has no build")
         build = BuildPayload(
-            build_id=row.build_id,
-            build_number=row.build_number,
-            transition=Transition(row.transition),
-            reason=row.reason,
-            parameters=row.parameters,
-            state=row.previous_state,
-            workspace_id=row.workspace_id,
-            workspace_name=row.workspace_name,
-            owner_id=row.owner_id,
-            owner_name=row.owner_name,
-            template_name=row.template_name,
-            version_id=row.version_id,
-            preset_name=row.preset_name,
-            is_prebuild=row.is_prebuild,
-            agent_tokens=await self._agent_tokens(conn, row),
+            build_id=job_build.build_id,
+            build_number=job_build.build_number,
+            transition=Transition(job_build.transition),
+            reason=job_build.reason,
+            parameters=job_build.parameters,
+            state=job_build.previous_state,
+            workspace_id=job_build.workspace_id,
+            workspace_name=job_build.workspace_name,
+            owner_id=job_build.owner_id,
+            owner_name=job_build.owner_name,
+            template_name=job_build.template_name,
+            version_id=job_build.version_id,
+            preset_name=job_build.preset_name,
+            is_prebuild=job_build.is_prebuild,
+            agent_tokens=await self._agent_tokens(conn, job_build),
         )
         return AcquiredJob(
             job.id,
             job.type,
             job.provisioner,
-            row.manifest,
-            row.source,
-            row.source_hash,
+            job_build.manifest,
+            job_build.source,
+            job_build.source_hash,
             build=build,
-            version_id=row.version_id,
+            version_id=job_build.version_id,
         )
 
-    async def _agent_tokens(self, conn: Conn, row: BuildForJob) -> dict[str, str]:
-        if row.transition != Transition.START or row.reason == "claim" or row.agents == []:
+    async def _agent_tokens(self, conn: Conn, job_build: BuildForJob) -> dict[str, str]:
+        if job_build.transition != Transition.START or job_build.reason == "claim" or job_build.agents == []:
             return {}
         tokens = {}
-        for name in row.agents:
+        for name in job_build.agents:
             tokens[name] = new_secret(AGENT_TOKEN_PREFIX)
             await store.issue_agent_token(
-                conn, row.workspace_id, name, secret_hash(tokens[name]), self.clock.now()
+                conn, job_build.workspace_id, name, secret_hash(tokens[name]), self.clock.now()
             )
         return tokens
 
@@ -177,11 +177,9 @@ class PgJobQueue:
         return True
 
     async def _record_import(self, conn: Conn, job_id: UUID, outcome: JobOutcome) -> ManifestError | None:
-        version = await fetch_one(conn, "templates.version_by_job", {"job_id": job_id})
-        assert version is not None
         try:
             async with conn.transaction():
-                await record_import(conn, self.clock, version, outcome.parameters, outcome.warnings)
+                await record_import(conn, self.clock, job_id, outcome.parameters, outcome.warnings)
         except ManifestError as exc:
             return exc
         return None

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import structlog
 
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.identity.users import first_owner
 from prebuildd.services import Services
-from prebuildd.store.db import fetch_one
+from prebuildd.templates import catalog
 from prebuildd.templates.archive import pack_directory
-from prebuildd.templates.versions import push_version
 
 log = structlog.get_logger(__name__)
 
@@ -28,23 +29,24 @@ def examples_dir() -> Path:
 
 
 async def install_demo(services: Services) -> None:
-    async with services.db.transaction() as conn:
-        org = await fetch_one(conn, "identity.default_organization")
-        owner = await fetch_one(conn, "identity.first_owner")
-        assert org is not None and owner is not None
-        existing = await fetch_one(
-            conn, "templates.template_by_name", {"organization_id": org["id"], "name": DEMO_TEMPLATE}
-        )
-    if existing is not None:
+    """Push the demo template as the first owner, unless it is there already (the server has bootstrapped)."""
+    owner = await first_owner(services.db)
+    if owner is None:
+        raise RuntimeError("the demo template needs an owner: the server creates one on its first start")
+    try:
+        await catalog.get_template(services.db, owner, DEMO_TEMPLATE)
+    except PrebuilddError as exc:
+        if exc.code is not ErrorCode.NOT_FOUND:
+            raise
+    else:
         log.info("demo.present", template=DEMO_TEMPLATE)
         return
-    pushed = await push_version(
+    pushed = await catalog.push(
         services.db,
         services.clock,
-        organization_id=org["id"],
-        template_name=DEMO_TEMPLATE,
-        archive=pack_directory(examples_dir() / DEMO_TEMPLATE),
-        created_by=owner["id"],
+        owner,
+        DEMO_TEMPLATE,
+        pack_directory(examples_dir() / DEMO_TEMPLATE),
         activate=True,
         message="demo template",
     )

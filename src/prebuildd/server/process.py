@@ -22,7 +22,7 @@ import uvicorn
 
 from prebuildd.api.app import create_app
 from prebuildd.identity.auth import create_token
-from prebuildd.identity.users import create_user, ensure_default_organization
+from prebuildd.identity.users import create_user, ensure_default_organization, first_owner
 from prebuildd.prebuilds.loop import Reconciler
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.provisioner.registry import available_provisioners
@@ -33,7 +33,7 @@ from prebuildd.runtime.config import ServerConfig
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.services import Services
 from prebuildd.store import channels
-from prebuildd.store.db import Database, fetch_one
+from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
 from prebuildd.store.migrate import migrate
 from prebuildd.workspaces.builder import WorkspaceBuilder
@@ -57,6 +57,7 @@ class Server:
         self.clock = clock or SystemClock()
         self.embedded: EmbeddedPostgres | None = None
         self.services: Services | None = None
+        self.reconciler: Reconciler | None = None
         self.daemons: list[ProvisionerDaemon] = []
         self._daemon_tasks: list[asyncio.Task[None]] = []
         self._background: list[BackgroundService] = []
@@ -106,8 +107,17 @@ class Server:
         )
         reaper = StaleJobReaper(queue, self.clock, timedelta(seconds=config.stale_job_timeout))
         self.add_background(BackgroundService("stale-job-reaper", reaper.run))
-        services.reconciler = Reconciler(services)
-        self.add_background(BackgroundService("reconciler", services.reconciler.run))
+        self.reconciler = Reconciler.build(
+            config=config,
+            db=db,
+            clock=self.clock,
+            builder=services.builder,
+            queue=queue,
+            metrics=services.metrics,
+            listener=listener,
+        )
+        services.kick_hooks.append(self.reconciler.kick)
+        self.add_background(BackgroundService("reconciler", self.reconciler.run))
         for extension in self.extensions:
             await extension(self)
         if config.demo:
@@ -126,12 +136,10 @@ class Server:
     async def _bootstrap(self, db: Database) -> None:
         """First start: the default organization, an owner, and their token in `<data-dir>/owner-token`."""
         org = await ensure_default_organization(db, self.clock)
-        async with db.transaction() as conn:
-            owner = await fetch_one(conn, "identity.first_owner")
-        if owner is not None:
+        if await first_owner(db) is not None:
             return
-        user = await create_user(db, self.clock, username="admin", role="owner", organization_id=org["id"])
-        _, secret = await create_token(db, self.clock, user_id=user["id"], name="first-start")
+        user = await create_user(db, self.clock, username="admin", role="owner", organization_id=org.id)
+        _, secret = await create_token(db, self.clock, user_id=user.id, name="first-start")
         path = self.config.data_dir / OWNER_TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -11,6 +11,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.store.sql import q
 
 Conn = AsyncConnection[DictRow]
 
@@ -43,9 +44,7 @@ async def _borrowed(pool: AsyncConnectionPool[Conn]) -> AsyncIterator[Conn]:
 
 
 async def _configure(conn: Conn) -> None:
-    # Every timestamp is passed in as a parameter; pin the session time zone so that what we read back
-    # compares equal to what the clock produced.
-    await conn.execute("SET TIME ZONE 'UTC'")
+    await conn.execute(q("connection.set_utc"))
     await conn.commit()
 
 
@@ -113,7 +112,7 @@ class Database:
     async def connect(self) -> Conn:
         """A dedicated connection outside the pool (for LISTEN and session locks); the caller closes it."""
         conn = await AsyncConnection.connect(self.url, row_factory=dict_row, autocommit=True)
-        await conn.execute("SET TIME ZONE 'UTC'")
+        await conn.execute(q("connection.set_utc"))
         return conn
 
 

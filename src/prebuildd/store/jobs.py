@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from prebuildd.domain.jobs import FailureClass, JobPriority, JobType
+from prebuildd.domain.jobs import FailureClass, JobType
 from prebuildd.store.db import Conn
 from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one, fetch_val, jsonb
 
@@ -24,7 +24,7 @@ class NewJob:
     organization_id: UUID
     type: JobType
     provisioner: str
-    priority: JobPriority
+    priority: int  # a JobPriority value (its members are plain ints)
     input: Mapping[str, Any]
     initiator_id: UUID | None
     tags: Mapping[str, str] = field(default_factory=dict)

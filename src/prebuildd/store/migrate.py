@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 
-from prebuildd.store.db import Conn, fetch_all
+from prebuildd.store.db import Conn
+from prebuildd.store.rows import execute, fetch_all
 
 MIGRATION_LOCK = 0x70726562  # "preb": one constant for every prebuildd process
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -40,17 +41,9 @@ def available_migrations() -> list[Migration]:
 
 async def migrate(conn: Conn, now: datetime, *, target: int | None = None) -> list[int]:
     """Apply pending migrations up to ``target`` (all by default) on ``conn`` (autocommit); returns versions applied."""
-    await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    await execute(conn, "migrations.lock", {"lock": MIGRATION_LOCK})
     try:
-        await conn.execute(
-            """
-            CREATE TABLE IF NOT EXISTS schema_migrations (
-                version integer PRIMARY KEY,
-                name text NOT NULL,
-                applied_at timestamptz NOT NULL
-            )
-            """
-        )
+        await execute(conn, "migrations.create_table")
         done = {row["version"] for row in await fetch_all(conn, "migrations.applied")}
         applied = []
         for migration in available_migrations():
@@ -58,14 +51,15 @@ async def migrate(conn: Conn, now: datetime, *, target: int | None = None) -> li
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                    (migration.version, migration.name, now),
+                await execute(
+                    conn,
+                    "migrations.record",
+                    {"version": migration.version, "name": migration.name, "now": now},
                 )
             applied.append(migration.version)
         return applied
     finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        await execute(conn, "migrations.unlock", {"lock": MIGRATION_LOCK})
 
 
 async def pending_migrations(conn: Conn) -> list[int]:

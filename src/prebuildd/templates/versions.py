@@ -11,8 +11,10 @@ import hashlib
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
+import psycopg
 import structlog
 
+from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import JobPriority, JobType
 from prebuildd.domain.manifest import (
     MANIFEST_FILE,
@@ -24,7 +26,10 @@ from prebuildd.domain.manifest import (
 )
 from prebuildd.domain.parameters import ParameterSpec
 from prebuildd.runtime.clock import Clock
-from prebuildd.store.db import Conn, Database, Row, execute, fetch_one, fetch_val, jsonb
+from prebuildd.store import templates as store
+from prebuildd.store.db import Conn, Database
+from prebuildd.store.jobs import NewJob, enqueue_job
+from prebuildd.store.templates import NewVersion
 from prebuildd.templates.archive import read_member
 
 log = structlog.get_logger(__name__)
@@ -67,158 +72,120 @@ async def push_version(
     activate: bool = False,
     message: str = "",
 ) -> PushedVersion:
-    """Create (or extend) a template with a new version and queue its import. Raises ManifestError first."""
+    """Create (or extend) a template with a new version and queue its import. Raises ManifestError first, and a
+    conflict when another push of the same template won the race for the version's name."""
     text, manifest = manifest_of(archive)
     warnings = tuple(preset_warnings(manifest))
     now = clock.now()
-    async with db.transaction() as conn:
-        template = await fetch_one(
-            conn, "templates.template_by_name", {"organization_id": organization_id, "name": template_name}
-        )
-        created = template is None
-        if template is None:
-            template = await fetch_one(
+    try:
+        async with db.transaction() as conn:
+            template = await store.live_template(conn, organization_id, template_name)
+            created = template is None
+            if template is None:
+                template = await store.insert_template(
+                    conn,
+                    id=uuid4(),
+                    organization_id=organization_id,
+                    name=template_name,
+                    display_name=manifest.display_name,
+                    description=manifest.description,
+                    created_by=created_by,
+                    now=now,
+                )
+            else:
+                await store.update_template_meta(
+                    conn,
+                    template.id,
+                    display_name=manifest.display_name or template.display_name,
+                    description=manifest.description or template.description,
+                    now=now,
+                )
+            number = await store.next_version_number(conn, template.id)
+            version_id = uuid4()
+            job_id = await enqueue_job(
                 conn,
-                "templates.insert_template",
-                {
-                    "id": uuid4(),
-                    "organization_id": organization_id,
-                    "name": template_name,
-                    "display_name": manifest.display_name,
-                    "description": manifest.description,
-                    "created_by": created_by,
-                    "now": now,
-                },
+                NewJob(
+                    organization_id=organization_id,
+                    type=JobType.TEMPLATE_VERSION_IMPORT,
+                    provisioner=manifest.provisioner,
+                    priority=JobPriority.HUMAN,
+                    input={"template_version_id": str(version_id)},
+                    initiator_id=created_by,
+                    tags=dict(manifest.tags),
+                ),
+                now,
             )
-            assert template is not None
-        else:
-            await execute(
+            await store.insert_version(
                 conn,
-                "templates.update_template_meta",
-                {
-                    "id": template["id"],
-                    "display_name": manifest.display_name or template["display_name"],
-                    "description": manifest.description or template["description"],
-                    "now": now,
-                },
+                NewVersion(
+                    id=version_id,
+                    template_id=template.id,
+                    organization_id=organization_id,
+                    name=f"v{number}",
+                    message=message,
+                    provisioner=manifest.provisioner,
+                    manifest=text,
+                    source=archive,
+                    source_hash=hashlib.sha256(archive).hexdigest(),
+                    tags=dict(manifest.tags),
+                    agents=list(manifest.agents),
+                    warnings=list(warnings),
+                    activate_on_import=activate or template.active_version_id is None,
+                    job_id=job_id,
+                    created_by=created_by,
+                ),
+                now,
             )
-        number = await fetch_val(conn, "templates.next_version_number", {"template_id": template["id"]})
-        version_id = uuid4()
-        job_id = await fetch_val(
-            conn,
-            "jobs.insert",
-            {
-                "id": uuid4(),
-                "organization_id": organization_id,
-                "type": JobType.TEMPLATE_VERSION_IMPORT.value,
-                "provisioner": manifest.provisioner,
-                "tags": jsonb(dict(manifest.tags)),
-                "priority": JobPriority.HUMAN,
-                "input": jsonb({"template_version_id": str(version_id)}),
-                "initiator_id": created_by,
-                "now": now,
-            },
-        )
-        await execute(
-            conn,
-            "templates.insert_version",
-            {
-                "id": version_id,
-                "template_id": template["id"],
-                "organization_id": organization_id,
-                "name": f"v{number}",
-                "message": message,
-                "provisioner": manifest.provisioner,
-                "manifest": text,
-                "source": archive,
-                "source_hash": hashlib.sha256(archive).hexdigest(),
-                "tags": jsonb(dict(manifest.tags)),
-                "agents": jsonb(list(manifest.agents)),
-                "warnings": jsonb(list(warnings)),
-                "activate_on_import": activate or template["active_version_id"] is None,
-                "job_id": job_id,
-                "created_by": created_by,
-                "now": now,
-            },
-        )
+    except psycopg.errors.UniqueViolation:
+        raise PrebuilddError(
+            ErrorCode.CONFLICT,
+            f"another version of template {template_name} was pushed at the same time; push again",
+        ) from None
     log.info("template.version_pushed", template=template_name, version=f"v{number}", job_id=str(job_id))
-    return PushedVersion(
-        template["id"], template["name"], version_id, f"v{number}", job_id, warnings, created
-    )
+    return PushedVersion(template.id, template.name, version_id, f"v{number}", job_id, warnings, created)
 
 
 async def record_import(
-    conn: Conn, clock: Clock, version: Row, parameters: tuple[ParameterSpec, ...], warnings: tuple[str, ...]
+    conn: Conn, clock: Clock, job_id: UUID, parameters: tuple[ParameterSpec, ...], warnings: tuple[str, ...]
 ) -> None:
-    """Store what a successful import found; raises ManifestError when presets do not fit the final parameters."""
-    manifest = parse_manifest(version["manifest"])
+    """Store what the successful import job ``job_id`` found, in the caller's transaction; raises ManifestError
+    when the presets do not fit the final parameters."""
+    version = await store.version_of_import_job(conn, job_id)
+    if version is None:
+        raise PrebuilddError(ErrorCode.INTERNAL, f"import job {job_id} has no template version")
+    manifest = parse_manifest(version.manifest)
     check_presets(parameters, manifest.presets)
     merged = TemplateManifest(**{**manifest.__dict__, "parameters": parameters})
     all_warnings = list(dict.fromkeys([*preset_warnings(merged), *warnings]))
     now = clock.now()
     for position, spec in enumerate(parameters):
-        await execute(
-            conn,
-            "templates.insert_parameter",
-            {
-                "version_id": version["id"],
-                "name": spec.name,
-                "position": position,
-                "spec": jsonb(spec.to_json()),
-            },
-        )
+        await store.insert_parameter(conn, version.id, name=spec.name, position=position, spec=spec.to_json())
     for preset in manifest.presets:
         preset_id = uuid4()
         settings = preset.prebuilds
-        await execute(
+        await store.insert_preset(
             conn,
-            "templates.insert_preset",
-            {
-                "id": preset_id,
-                "version_id": version["id"],
-                "name": preset.name,
-                "description": preset.description,
-                "parameters": jsonb(dict(preset.parameters)),
-                "desired_instances": settings.instances if settings else None,
-                "ttl_seconds": settings.ttl_seconds if settings else 0,
-                "timezone": settings.timezone if settings else "UTC",
-                "now": now,
-            },
+            id=preset_id,
+            version_id=version.id,
+            name=preset.name,
+            description=preset.description,
+            parameters=preset.parameters,
+            desired_instances=settings.instances if settings else None,
+            ttl_seconds=settings.ttl_seconds if settings else 0,
+            timezone=settings.timezone if settings else "UTC",
+            now=now,
         )
         for position, schedule in enumerate(settings.schedules if settings else ()):
-            await execute(
-                conn,
-                "templates.insert_preset_schedule",
-                {
-                    "preset_id": preset_id,
-                    "position": position,
-                    "cron": schedule.cron,
-                    "desired_instances": schedule.instances,
-                },
+            await store.insert_preset_schedule(
+                conn, preset_id, position=position, cron=schedule.cron, desired_instances=schedule.instances
             )
-    await execute(
-        conn,
-        "templates.set_version_warnings",
-        {
-            "id": version["id"],
-            "warnings": jsonb(all_warnings),
-            "now": now,
-        },
-    )
-    if version["activate_on_import"]:
-        await execute(
-            conn,
-            "templates.set_active_version",
-            {
-                "template_id": version["template_id"],
-                "version_id": version["id"],
-                "now": now,
-            },
-        )
+    await store.set_version_warnings(conn, version.id, all_warnings, now)
+    if version.activate_on_import:
+        await store.set_active_version(conn, version.template_id, version.id, now)
     log.info(
         "template.version_imported",
-        version_id=str(version["id"]),
+        version_id=str(version.id),
         parameters=len(parameters),
         presets=len(manifest.presets),
-        activated=version["activate_on_import"],
+        activated=version.activate_on_import,
     )

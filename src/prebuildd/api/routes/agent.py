@@ -42,13 +42,13 @@ class ClaimOut(BaseModel):
 @router.get("/agent/me", response_model=AgentInfo, summary="The agent's workspace")
 async def me(agent: AgentDep) -> AgentInfo:
     return AgentInfo(
-        agent=agent["name"],
-        lifecycle=agent["lifecycle"],
-        workspace_id=agent["workspace_id"],
-        workspace_name=agent["workspace_name"],
-        owner=agent["owner_name"],
-        is_prebuild=agent["owner_id"] == PREBUILDS_USER_ID,
-        claimed_at=agent["claimed_at"],
+        agent=agent.name,
+        lifecycle=agent.lifecycle,
+        workspace_id=agent.workspace_id,
+        workspace_name=agent.workspace_name,
+        owner=agent.owner_name,
+        is_prebuild=agent.owner_id == PREBUILDS_USER_ID,
+        claimed_at=agent.claimed_at,
     )
 
 
@@ -56,21 +56,21 @@ async def me(agent: AgentDep) -> AgentInfo:
 async def lifecycle(body: LifecycleIn, agent: AgentDep, services: ServicesDep) -> AgentInfo:
     now = services.clock.now()
     async with services.db.transaction() as conn:
-        lifecycle = await agents.set_lifecycle(conn, agent["id"], body.state, now)
+        lifecycle = await agents.set_lifecycle(conn, agent.id, body.state, now)
     if lifecycle is None:  # the agent was authenticated a moment ago; only a concurrent reset gets here
-        raise not_found(f"agent {agent['name']}")
-    if body.state == "ready" and agent["owner_id"] == PREBUILDS_USER_ID:
-        services.metrics.time_to_ready.observe(max((now - agent["workspace_created_at"]).total_seconds(), 0))
-    if body.state != agent["lifecycle"]:
+        raise not_found(f"agent {agent.name}")
+    if body.state == "ready" and agent.owner_id == PREBUILDS_USER_ID:
+        services.metrics.time_to_ready.observe(max((now - agent.workspace_created_at).total_seconds(), 0))
+    if body.state != agent.lifecycle:
         services.kick("agent lifecycle")  # readiness makes a prebuild eligible
     return AgentInfo(
-        agent=agent["name"],
+        agent=agent.name,
         lifecycle=lifecycle,
-        workspace_id=agent["workspace_id"],
-        workspace_name=agent["workspace_name"],
-        owner=agent["owner_name"],
-        is_prebuild=agent["owner_id"] == PREBUILDS_USER_ID,
-        claimed_at=agent["claimed_at"],
+        workspace_id=agent.workspace_id,
+        workspace_name=agent.workspace_name,
+        owner=agent.owner_name,
+        is_prebuild=agent.owner_id == PREBUILDS_USER_ID,
+        claimed_at=agent.claimed_at,
     )
 
 
@@ -88,7 +88,7 @@ async def claim(
     deadline = time.monotonic() + wait
     while True:
         async with services.db.transaction() as conn:
-            workspace = await agents.workspace_claim(conn, agent["workspace_id"])
+            workspace = await agents.workspace_claim(conn, agent.workspace_id)
         if workspace is None or workspace.deleted:
             return ClaimOut(claimed=False)
         claimed_at = workspace.claimed_at

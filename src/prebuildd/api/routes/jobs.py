@@ -11,12 +11,12 @@ from fastapi import APIRouter, Query
 from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
+from prebuildd.api.routes.prebuilds import PrebuildOpsDep
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import waiting_reason
-from prebuildd.prebuilds import operations as prebuild_ops
 from prebuildd.provisioner.registry import offered_capabilities
 from prebuildd.queue.reads import job_detail, list_jobs
-from prebuildd.store.db import fetch_one
+from prebuildd.store import prebuilds as prebuilds_store
 
 router = APIRouter(tags=["jobs"])
 
@@ -52,7 +52,7 @@ async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
     if (
         job is None
         or job.organization_id != await organization_of(services, user)
-        or not (has_role(user, "template-admin") or job.initiator_id == user["id"])
+        or not (has_role(user, "template-admin") or job.initiator_id == user.id)
     ):
         raise not_found(f"job {job_id}")
     if await services.queue.cancel(job_id) is None:
@@ -66,12 +66,11 @@ async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
 @router.get("/settings", response_model=Settings, summary="Global settings")
 async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
     async with services.db.transaction() as conn:
-        row = await fetch_one(conn, "reconcile.settings")
-    assert row is not None
-    return Settings(reconciliation_paused=row["reconciliation_paused"])
+        paused = await prebuilds_store.reconciliation_paused(conn)
+    return Settings(reconciliation_paused=paused)
 
 
 @router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
-async def put_settings(body: Settings, services: ServicesDep, user: OwnerDep) -> Settings:
-    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user["id"])
-    return Settings(reconciliation_paused=row["reconciliation_paused"])
+async def put_settings(body: Settings, ops: PrebuildOpsDep, user: OwnerDep) -> Settings:
+    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+    return Settings(reconciliation_paused=setting.reconciliation_paused)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
@@ -15,8 +15,25 @@ from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.schedules import Schedule
 from prebuildd.prebuilds import operations as prebuild_ops
+from prebuildd.prebuilds.snapshot import SnapshotReader
+from prebuildd.store.prebuilds import FailedPrebuild as FailedPrebuildRecord
+from prebuildd.store.prebuilds import PresetPool
 
 router = APIRouter(tags=["prebuilds"])
+
+
+def prebuild_operations(services: ServicesDep) -> prebuild_ops.PrebuildOperations:
+    """The operator actions, with the collaborators they need (the snapshot reader is the reconciler's)."""
+    return prebuild_ops.PrebuildOperations(
+        db=services.db,
+        clock=services.clock,
+        builder=services.builder,
+        reader=SnapshotReader.from_config(services.db, services.clock, services.config),
+        kick=services.kick,
+    )
+
+
+PrebuildOpsDep = Annotated[prebuild_ops.PrebuildOperations, Depends(prebuild_operations)]
 
 
 class PoolSettings(BaseModel):
@@ -61,6 +78,19 @@ class FailedPrebuild(BaseModel):
     created_at: datetime
     completed_at: datetime | None
 
+    @classmethod
+    def from_record(cls, r: FailedPrebuildRecord) -> FailedPrebuild:
+        return cls(
+            workspace_id=r.workspace_id,
+            workspace_name=r.workspace_name,
+            template=r.template_name,
+            preset=r.preset_name,
+            error=r.error,
+            failure_class=r.failure_class,
+            created_at=r.build_created_at,
+            completed_at=r.job_completed_at,
+        )
+
 
 class CleanupOut(BaseModel):
     dry_run: bool
@@ -79,31 +109,41 @@ class ExplainOut(BaseModel):
     decisions: list[ExplainEvent]
 
 
+def _pool_out(pool: PresetPool) -> dict[str, Any]:
+    return {
+        "preset": pool.name,
+        "desired_instances": pool.desired_instances,
+        "ttl_seconds": pool.ttl_seconds,
+        "timezone": pool.timezone,
+        "schedules": [{"cron": s.cron, "instances": s.instances} for s in pool.schedules],
+    }
+
+
 @router.get(
     "/prebuilds/status", response_model=StatusOut, summary="Every pool: targets, counts, status and why"
 )
-async def status(services: ServicesDep, user: UserDep) -> StatusOut:
-    paused, presets = await prebuild_ops.pool_status(services)
+async def status(ops: PrebuildOpsDep, user: UserDep) -> StatusOut:
+    paused, presets = await ops.pool_status()
     return StatusOut(paused=paused, presets=presets)
 
 
 @router.get("/prebuilds/settings", response_model=PoolSettings)
-async def get_settings(services: ServicesDep, user: UserDep) -> PoolSettings:
-    paused, _ = await prebuild_ops.pool_status(services)
+async def get_settings(ops: PrebuildOpsDep, user: UserDep) -> PoolSettings:
+    paused, _ = await ops.pool_status()
     return PoolSettings(reconciliation_paused=paused)
 
 
 @router.put("/prebuilds/settings", response_model=PoolSettings, summary="Pause or resume reconciliation")
-async def put_settings(body: PoolSettings, services: ServicesDep, user: OwnerDep) -> PoolSettings:
-    row = await prebuild_ops.set_paused(services, body.reconciliation_paused, user["id"])
-    return PoolSettings(reconciliation_paused=row["reconciliation_paused"])
+async def put_settings(body: PoolSettings, ops: PrebuildOpsDep, user: OwnerDep) -> PoolSettings:
+    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+    return PoolSettings(reconciliation_paused=setting.reconciliation_paused)
 
 
 @router.patch(
     "/templates/{template}/presets/{preset}", summary="Change a preset's pool without a new version"
 )
 async def update_pool(
-    template: LookupText, preset: LookupText, body: PoolUpdate, services: ServicesDep, user: TemplateAdminDep
+    template: LookupText, preset: LookupText, body: PoolUpdate, ops: PrebuildOpsDep, user: TemplateAdminDep
 ) -> dict[str, Any]:
     ttl = None
     if body.ttl is not None:
@@ -114,8 +154,7 @@ async def update_pool(
     schedules = (
         [Schedule(s.cron, s.instances) for s in body.schedules] if body.schedules is not None else None
     )
-    row = await prebuild_ops.set_pool(
-        services,
+    pool = await ops.set_pool(
         template,
         preset,
         instances=body.instances,
@@ -123,48 +162,28 @@ async def update_pool(
         timezone=body.timezone,
         schedules=schedules,
     )
-    return {
-        "preset": row["name"],
-        "desired_instances": row["desired_instances"],
-        "ttl_seconds": row["ttl_seconds"],
-        "timezone": row["scheduling_timezone"],
-        "schedules": row["schedules"],
-    }
+    return _pool_out(pool)
 
 
 @router.post("/prebuilds/invalidate", summary="Replace every prebuild of a template (or one preset)")
-async def invalidate(body: PresetRef, services: ServicesDep, user: TemplateAdminDep) -> dict[str, Any]:
-    names = await prebuild_ops.invalidate(services, body.template, body.preset)
+async def invalidate(body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep) -> dict[str, Any]:
+    names = await ops.invalidate(body.template, body.preset)
     return {"template": body.template, "presets": names}
 
 
 @router.post("/prebuilds/retry", summary="Clear a hard limit or backoff: earlier failures stop counting")
-async def retry(body: PresetRef, services: ServicesDep, user: TemplateAdminDep) -> dict[str, Any]:
-    names = await prebuild_ops.retry(services, body.template, body.preset)
+async def retry(body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep) -> dict[str, Any]:
+    names = await ops.retry(body.template, body.preset)
     return {"template": body.template, "presets": names}
 
 
 @router.post(
     "/prebuilds/cleanup", response_model=CleanupOut, summary="List (dry run) or delete failed prebuilds"
 )
-async def cleanup(body: CleanupIn, services: ServicesDep, user: TemplateAdminDep) -> CleanupOut:
-    rows, errors = await prebuild_ops.cleanup(services, body.template, body.preset, dry_run=body.dry_run)
+async def cleanup(body: CleanupIn, ops: PrebuildOpsDep, user: TemplateAdminDep) -> CleanupOut:
+    failed, errors = await ops.cleanup(body.template, body.preset, dry_run=body.dry_run)
     return CleanupOut(
-        dry_run=body.dry_run,
-        errors=errors,
-        prebuilds=[
-            FailedPrebuild(
-                workspace_id=r["workspace_id"],
-                workspace_name=r["workspace_name"],
-                template=r["template_name"],
-                preset=r["preset_name"],
-                error=r["error"],
-                failure_class=r["failure_class"],
-                created_at=r["build_created_at"],
-                completed_at=r["job_completed_at"],
-            )
-            for r in rows
-        ],
+        dry_run=body.dry_run, errors=errors, prebuilds=[FailedPrebuild.from_record(r) for r in failed]
     )
 
 
@@ -172,11 +191,11 @@ async def cleanup(body: CleanupIn, services: ServicesDep, user: TemplateAdminDep
 async def explain(
     template: Annotated[LookupText, Query()],
     preset: Annotated[LookupText, Query()],
-    services: ServicesDep,
+    ops: PrebuildOpsDep,
     user: UserDep,
 ) -> ExplainOut:
-    current, events = await prebuild_ops.explain(services, template, preset)
+    current, events = await ops.explain(template, preset)
     return ExplainOut(
         status=current,
-        decisions=[ExplainEvent(at=e["created_at"], kind=e["kind"], message=e["message"]) for e in events],
+        decisions=[ExplainEvent(at=e.created_at, kind=e.kind, message=e.message) for e in events],
     )

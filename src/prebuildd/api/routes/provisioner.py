@@ -33,10 +33,11 @@ from prebuildd.api.provisioner_models import (
     log_lines,
 )
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
-from prebuildd.identity.auth import create_provisioner_key
+from prebuildd.identity import auth
+from prebuildd.identity.auth import ProvisionerKey
+from prebuildd.identity.users import organization_of
 from prebuildd.queue.reads import job_organization
 from prebuildd.services import Services
-from prebuildd.store.db import Row, fetch_all, fetch_one, psycopg
 
 log = structlog.get_logger(__name__)
 
@@ -48,22 +49,13 @@ _NO_JOB: dict[int | str, dict[str, Any]] = {204: {"description": "No job came wi
 # -- provisioner keys --------------------------------------------------------------------------------------
 
 
-async def _organization_of(services: Services, user: Row) -> UUID:
-    async with services.db.transaction() as conn:
-        row = await fetch_one(conn, "auth.organization_of_user", {"user_id": user["id"]})
-    if row is None:
-        raise PrebuilddError(ErrorCode.FORBIDDEN, f"user {user['username']} belongs to no organization")
-    organization_id: UUID = row["organization_id"]
-    return organization_id
-
-
-def _key_out(row: Row) -> ProvisionerKeyOut:
+def _key_out(key: ProvisionerKey) -> ProvisionerKeyOut:
     return ProvisionerKeyOut(
-        id=row["id"],
-        name=row["name"],
-        tags=row["tags"] or {},
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        id=key.id,
+        name=key.name,
+        tags=dict(key.tags),
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
     )
 
 
@@ -71,10 +63,9 @@ def _key_out(row: Row) -> ProvisionerKeyOut:
 async def list_keys(
     services: ServicesDep, user: OwnerDep, include_revoked: bool = False
 ) -> list[ProvisionerKeyOut]:
-    organization_id = await _organization_of(services, user)
-    async with services.db.transaction() as conn:
-        rows = await fetch_all(conn, "auth.provisioner_keys", {"organization_id": organization_id})
-    return [_key_out(row) for row in rows if include_revoked or row["revoked_at"] is None]
+    organization_id = await organization_of(services.db, user)
+    keys = await auth.provisioner_keys(services.db, organization_id, include_revoked=include_revoked)
+    return [_key_out(key) for key in keys]
 
 
 @router.post(
@@ -84,18 +75,12 @@ async def list_keys(
     summary="Create a provisioner key; the secret is returned once",
 )
 async def create_key(services: ServicesDep, user: OwnerDep, body: ProvisionerKeyIn) -> CreatedProvisionerKey:
-    organization_id = await _organization_of(services, user)
-    try:
-        row, secret = await create_provisioner_key(
-            services.db, services.clock, organization_id=organization_id, name=body.name, tags=body.tags
-        )
-    except psycopg.errors.UniqueViolation:
-        raise PrebuilddError(
-            ErrorCode.CONFLICT,
-            f"a provisioner key named {body.name!r} already exists: revoke it first or choose another name",
-        ) from None
-    log.info("provisioner_key.created", key_id=str(row["id"]), name=body.name, by=user["username"])
-    return CreatedProvisionerKey(key=_key_out(row), secret=secret)
+    organization_id = await organization_of(services.db, user)
+    created, secret = await auth.create_provisioner_key(
+        services.db, services.clock, organization_id=organization_id, name=body.name, tags=body.tags
+    )
+    log.info("provisioner_key.created", key_id=str(created.id), name=body.name, by=user.username)
+    return CreatedProvisionerKey(key=_key_out(created), secret=secret)
 
 
 @router.delete(
@@ -104,54 +89,46 @@ async def create_key(services: ServicesDep, user: OwnerDep, body: ProvisionerKey
     summary="Revoke a provisioner key (by name or id); its daemons are refused from their next request",
 )
 async def revoke_key(services: ServicesDep, user: OwnerDep, key: str) -> Response:
-    organization_id = await _organization_of(services, user)
-    async with services.db.transaction() as conn:
-        row = await fetch_one(
-            conn,
-            "auth.revoke_provisioner_key",
-            {"organization_id": organization_id, "key": key, "now": services.clock.now()},
-        )
-    if row is None:
-        raise not_found(f"provisioner key {key!r}")
-    log.info("provisioner_key.revoked", key_id=str(row["id"]), by=user["username"])
+    organization_id = await organization_of(services.db, user)
+    key_id = await auth.revoke_provisioner_key(services.db, services.clock, organization_id, key)
+    log.info("provisioner_key.revoked", key_id=str(key_id), by=user.username)
     return Response(status_code=204)
 
 
 # -- daemon endpoints --------------------------------------------------------------------------------------
 
 
-def _worker(key: Row, worker_id: str) -> str:
+def _worker(key: ProvisionerKey, worker_id: str) -> str:
     """The worker id as stored on jobs: the daemon's own id, bound to its key."""
-    return f"{worker_id}@key:{key['id']}"
+    return f"{worker_id}@key:{key.id}"
 
 
 def _format_tags(tags: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(tags.items())) or "none"
 
 
-def _check_tags(key: Row, offered: Mapping[str, str]) -> None:
-    allowed: Mapping[str, str] = key["tags"] or {}
+def _check_tags(key: ProvisionerKey, offered: Mapping[str, str]) -> None:
+    allowed: Mapping[str, str] = key.tags
     refused = {k: v for k, v in offered.items() if allowed.get(k) != v}
     if refused:
         raise PrebuilddError(
             ErrorCode.INVALID_REQUEST,
-            f"tags: provisioner key {key['name']!r} does not allow {_format_tags(refused)} "
+            f"tags: provisioner key {key.name!r} does not allow {_format_tags(refused)} "
             f"(a daemon may offer only the key's tags: {_format_tags(allowed)})",
             [{"field": "tags", "problem": f"not allowed by the key: {_format_tags(refused)}"}],
         )
 
 
-async def _key_active(services: Services, key: Row) -> bool:
-    async with services.db.transaction() as conn:
-        return await fetch_one(conn, "auth.provisioner_key_active", {"id": key["id"]}) is not None
+async def _key_active(services: Services, key: ProvisionerKey) -> bool:
+    return await auth.provisioner_key_active(services.db, key.id)
 
 
 async def _job_organization(services: Services, job_id: UUID) -> UUID | None:
     return await job_organization(services.db, job_id)
 
 
-async def _check_job(services: Services, key: Row, job_id: UUID) -> None:
-    if await _job_organization(services, job_id) != key["organization_id"]:
+async def _check_job(services: Services, key: ProvisionerKey, job_id: UUID) -> None:
+    if await _job_organization(services, job_id) != key.organization_id:
         raise not_found(f"job {job_id}")
 
 
@@ -179,15 +156,15 @@ async def acquire(
         first = False
         job = await services.queue.acquire(worker, body.kinds, body.tags)
         if job is not None:
-            if await _job_organization(services, job.id) != key["organization_id"]:
+            if await _job_organization(services, job.id) != key.organization_id:
                 # The queue does not filter by organization yet; another organization's job goes back.
                 await services.queue.release(job.id, worker)
-                log.warning("provisioner.foreign_job_released", job_id=str(job.id), key_id=str(key["id"]))
+                log.warning("provisioner.foreign_job_released", job_id=str(job.id), key_id=str(key.id))
             elif await request.is_disconnected():
                 await services.queue.release(job.id, worker)
                 return Response(status_code=204)
             else:
-                log.info("provisioner.job_acquired", job_id=str(job.id), worker_id=worker, key=key["name"])
+                log.info("provisioner.job_acquired", job_id=str(job.id), worker_id=worker, key=key.name)
                 return acquired_job_out(job)
         remaining = deadline - loop.time()
         if remaining <= 0:

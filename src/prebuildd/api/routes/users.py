@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-import psycopg
 from fastapi import APIRouter, Response
 
-from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
-from prebuildd.api.lookups import organization_of, user_named
+from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
 from prebuildd.api.models import (
     CreatedToken,
     TokenCreate,
@@ -19,41 +17,27 @@ from prebuildd.api.models import (
     UserOut,
     UserUpdate,
 )
-from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
-from prebuildd.identity.auth import create_token
-from prebuildd.identity.users import create_user
-from prebuildd.store.db import fetch_all, fetch_one, fetch_val
+from prebuildd.identity import auth, users
 
 router = APIRouter(tags=["users"])
 
 
 @router.get("/users/me", response_model=UserOut, summary="The user behind the token")
 async def me(user: UserDep) -> UserOut:
-    return UserOut.from_row(user)
+    return UserOut.from_user(user)
 
 
 @router.get("/users", response_model=list[UserOut], summary="Every user")
 async def list_users(services: ServicesDep, user: TemplateAdminDep) -> list[UserOut]:
-    async with services.db.transaction() as conn:
-        rows = await fetch_all(conn, "api.users")
-    return [UserOut.from_row(row) for row in rows]
+    return [UserOut.from_user(u) for u in await users.list_users(services.db)]
 
 
 @router.post("/users", response_model=UserOut, status_code=201, summary="Create a user")
 async def add_user(body: UserCreate, services: ServicesDep, user: OwnerDep) -> UserOut:
-    organization_id = await organization_of(services, user)
-    try:
-        created = await create_user(
-            services.db,
-            services.clock,
-            username=body.username,
-            role=body.role,
-            email=body.email,
-            organization_id=organization_id,
-        )
-    except psycopg.errors.UniqueViolation:
-        raise PrebuilddError(ErrorCode.CONFLICT, f"username {body.username} is taken") from None
-    return UserOut.from_row(created)
+    created = await users.add_user(
+        services.db, services.clock, user, username=body.username, role=body.role, email=body.email
+    )
+    return UserOut.from_user(created)
 
 
 @router.patch(
@@ -62,22 +46,10 @@ async def add_user(body: UserCreate, services: ServicesDep, user: OwnerDep) -> U
     summary="Change a user's role or suspend them (a suspended user's tokens stop working)",
 )
 async def update_user(username: Username, body: UserUpdate, services: ServicesDep, user: OwnerDep) -> UserOut:
-    target = await user_named(services, username)
-    async with services.db.transaction() as conn:
-        await fetch_all(conn, "api.lock_active_owners")
-        row = await fetch_one(
-            conn,
-            "api.update_user",
-            {"id": target["id"], "role": body.role, "suspended": body.suspended, "now": services.clock.now()},
-        )
-        if row is None:
-            raise not_found(f"user {username}")
-        if await fetch_val(conn, "api.active_owner_count") == 0:
-            raise PrebuilddError(
-                ErrorCode.CONFLICT,
-                f"refused: {username} is the last active owner; make another user owner first",
-            )
-    return UserOut.from_row(row)
+    updated = await users.update_user(
+        services.db, services.clock, username, role=body.role, suspended=body.suspended
+    )
+    return UserOut.from_user(updated)
 
 
 # -- tokens ------------------------------------------------------------------------------------------------
@@ -85,9 +57,7 @@ async def update_user(username: Username, body: UserUpdate, services: ServicesDe
 
 @router.get("/tokens", response_model=list[TokenOut], summary="Your API tokens, revoked and expired ones too")
 async def list_tokens(services: ServicesDep, user: UserDep) -> list[TokenOut]:
-    async with services.db.transaction() as conn:
-        rows = await fetch_all(conn, "auth.tokens_of_user", {"user_id": user["id"]})
-    return [TokenOut.from_row(row) for row in rows]
+    return [TokenOut.from_token(token) for token in await auth.tokens_of(services.db, user)]
 
 
 @router.post(
@@ -97,16 +67,11 @@ async def list_tokens(services: ServicesDep, user: UserDep) -> list[TokenOut]:
     summary="Create an API token; its secret is shown only in this answer",
 )
 async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep) -> CreatedToken:
-    holder = user
-    if body.username is not None and body.username.lower() != str(user["username"]).lower():
-        if not has_role(user, "owner"):
-            raise PrebuilddError(ErrorCode.FORBIDDEN, "only owners create tokens for other users")
-        holder = await user_named(services, body.username)
     lifetime = timedelta(seconds=body.lifetime_seconds) if body.lifetime_seconds else None
-    row, secret = await create_token(
-        services.db, services.clock, user_id=holder["id"], name=body.name, lifetime=lifetime
+    token, secret = await auth.issue_token(
+        services.db, services.clock, user, name=body.name, username=body.username, lifetime=lifetime
     )
-    return CreatedToken(token=TokenOut.from_row(row), secret=secret)
+    return CreatedToken(token=TokenOut.from_token(token), secret=secret)
 
 
 @router.delete(
@@ -116,17 +81,5 @@ async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep) -> 
     summary="Revoke a token (your own; owners: anyone's); it is refused from the next request on",
 )
 async def revoke_token(token_id: UUID, services: ServicesDep, user: UserDep) -> Response:
-    async with services.db.transaction() as conn:
-        row = await fetch_one(
-            conn,
-            "auth.revoke_token",
-            {
-                "id": token_id,
-                "user_id": user["id"],
-                "any_user": has_role(user, "owner"),
-                "now": services.clock.now(),
-            },
-        )
-    if row is None:
-        raise not_found(f"active token {token_id}")
+    await auth.revoke_token(services.db, services.clock, user, token_id)
     return Response(status_code=204)

@@ -33,6 +33,7 @@ from prebuildd.api.models import (
 )
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import JobPriority, Transition
+from prebuildd.identity.users import User
 from prebuildd.prebuilds import claim
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_all, fetch_one
@@ -50,13 +51,13 @@ _LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _owner_for_creation(services: Services, user: Row, username: str | None) -> Row:
-    if username is None or username.lower() == str(user["username"]).lower():
+async def _owner_for_creation(services: Services, user: User, username: str | None) -> User:
+    if username is None or username.lower() == user.username.lower():
         return user
     if not has_role(user, "template-admin"):
         raise PrebuilddError(ErrorCode.FORBIDDEN, "only template admins create workspaces for other users")
     owner = await user_named(services, username, system_too=True)
-    if owner["is_system"]:
+    if owner.is_system:
         raise PrebuilddError(
             ErrorCode.INVALID_REQUEST,
             f"owner: {username} is a system user; prebuilds are created by the reconciler",
@@ -108,8 +109,8 @@ async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: U
         services,
         claim.CreateRequest(
             organization_id=organization_id,
-            owner_id=owner["id"],
-            initiator_id=user["id"],
+            owner_id=owner.id,
+            initiator_id=user.id,
             template_id=template["id"],
             name=body.name,
             preset_id=await _preset_id(services, template, body.preset),
@@ -136,13 +137,11 @@ async def list_all(
     name: Annotated[WorkspaceName | None, Query()] = None,
 ) -> list[WorkspaceOut]:
     organization_id = await organization_of(services, user)
-    owner_id: UUID | None = user["id"]
-    if owner.lower() not in ("me", str(user["username"]).lower()):
+    owner_id: UUID | None = user.id
+    if owner.lower() not in ("me", user.username.lower()):
         if not has_role(user, "template-admin"):
             raise PrebuilddError(ErrorCode.FORBIDDEN, "members list only their own workspaces (owner=me)")
-        owner_id = (
-            None if owner.lower() == "all" else (await user_named(services, owner, system_too=True))["id"]
-        )
+        owner_id = None if owner.lower() == "all" else (await user_named(services, owner, system_too=True)).id
     rows = await list_workspaces(
         services.db, organization_id=organization_id, owner_id=owner_id, template=template, name=name
     )
@@ -175,7 +174,7 @@ async def create_build(
         )
     request = BuildRequest(
         transition=transition,
-        initiator_id=user["id"],
+        initiator_id=user.id,
         workspace_id=workspace["workspace_id"],
         parameters=body.parameters,
         priority=JobPriority.HUMAN,

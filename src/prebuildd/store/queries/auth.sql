@@ -1,10 +1,15 @@
+-- API tokens and provisioner keys, stored as SHA-256 hashes of their secrets.
+
 -- name: insert_token
+-- Creates an API token (its secret is never stored).
 INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at)
 VALUES (%(id)s, %(user_id)s, %(name)s, %(token_hash)s, %(now)s, %(expires_at)s)
 RETURNING id, user_id, name, created_at, expires_at, last_used_at, revoked_at;
 
 -- name: user_by_token
-SELECT u.*, t.id AS token_id, t.last_used_at AS token_last_used_at
+-- The active user behind a token hash, with the token's id and last use (unknown, revoked, expired: none).
+SELECT u.id, u.username, u.email, u.role, u.is_system, u.suspended, u.created_at, u.updated_at,
+       t.id AS token_id, t.last_used_at AS token_last_used_at
 FROM api_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_hash = %(token_hash)s
   AND t.revoked_at IS NULL
@@ -12,31 +17,38 @@ WHERE t.token_hash = %(token_hash)s
   AND NOT u.suspended AND NOT u.is_system;
 
 -- name: touch_token
+-- Records a token's use (at most once a minute, so that requests are not writes).
 UPDATE api_tokens SET last_used_at = %(now)s WHERE id = %(id)s;
 
 -- name: tokens_of_user
+-- A user's tokens, revoked and expired ones too, oldest first.
 SELECT id, user_id, name, created_at, expires_at, last_used_at, revoked_at
 FROM api_tokens WHERE user_id = %(user_id)s ORDER BY created_at;
 
 -- name: revoke_token
+-- Revokes an active token of the user (of anyone with any_user); no row when there is none.
 UPDATE api_tokens SET revoked_at = %(now)s
 WHERE id = %(id)s AND (user_id = %(user_id)s OR %(any_user)s) AND revoked_at IS NULL
 RETURNING id;
 
 -- name: insert_provisioner_key
+-- Creates a provisioner key (its secret is never stored).
 INSERT INTO provisioner_keys (id, organization_id, name, key_hash, tags, created_at)
 VALUES (%(id)s, %(organization_id)s, %(name)s, %(key_hash)s, %(tags)s, %(now)s)
 RETURNING id, organization_id, name, tags, created_at, revoked_at;
 
 -- name: provisioner_key_by_hash
-SELECT id, organization_id, name, tags FROM provisioner_keys
+-- The active key behind a key hash.
+SELECT id, organization_id, name, tags, created_at, revoked_at FROM provisioner_keys
 WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;
 
 -- name: provisioner_keys
+-- An organization's keys, revoked ones too, oldest first.
 SELECT id, organization_id, name, tags, created_at, revoked_at FROM provisioner_keys
 WHERE organization_id = %(organization_id)s ORDER BY created_at;
 
 -- name: revoke_provisioner_key
+-- Revokes an active key named by id or name; no row when there is none.
 UPDATE provisioner_keys SET revoked_at = %(now)s
 WHERE organization_id = %(organization_id)s AND (id::text = %(key)s OR lower(name) = lower(%(key)s))
   AND revoked_at IS NULL
@@ -47,8 +59,10 @@ RETURNING id;
 SELECT id FROM provisioner_keys WHERE id = %(id)s AND revoked_at IS NULL;
 
 -- name: organization_of_user
+-- The organization a user acts in: their oldest membership.
 SELECT organization_id FROM organization_members WHERE user_id = %(user_id)s
 ORDER BY created_at, organization_id LIMIT 1;
 
 -- name: job_organization
+-- The organization of a job: a key may only touch its own organization's jobs.
 SELECT organization_id FROM provisioner_jobs WHERE id = %(id)s;

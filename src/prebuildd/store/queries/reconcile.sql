@@ -1,13 +1,17 @@
 -- name: try_cycle_lock
+-- Takes the cycle lock (a session advisory lock) if no other replica holds it.
 SELECT pg_try_advisory_lock(%(key)s) AS locked;
 
 -- name: cycle_unlock
+-- Releases the cycle lock.
 SELECT pg_advisory_unlock(%(key)s) AS unlocked;
 
 -- name: settings
+-- The global settings row (is reconciliation paused).
 SELECT reconciliation_paused, updated_at FROM settings;
 
 -- name: queue_depth
+-- Pending jobs and the age of the oldest, for the metrics.
 SELECT count(*) AS pending, min(created_at) AS oldest FROM provisioner_jobs WHERE job_status = 'pending';
 
 -- name: snapshot_prebuilds
@@ -88,6 +92,7 @@ WHERE w.pool_preset_id = %(preset_id)s AND NOT w.deleted AND w.owner_id = %(preb
   AND b.preset_id = %(preset_id)s;
 
 -- name: insert_events
+-- Records a batch of events in one statement.
 INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, message, data)
 SELECT %(now)s, e.kind, e.organization_id, e.template_id, e.preset_id, e.workspace_id, e.message, e.data
 FROM unnest(%(kinds)s::text[], %(organization_ids)s::uuid[], %(template_ids)s::uuid[], %(preset_ids)s::uuid[],
@@ -95,4 +100,5 @@ FROM unnest(%(kinds)s::text[], %(organization_ids)s::uuid[], %(template_ids)s::u
      AS e (kind, organization_id, template_id, preset_id, workspace_id, message, data);
 
 -- name: prune_events
+-- Deletes events older than the retention.
 DELETE FROM events WHERE created_at < %(before)s;

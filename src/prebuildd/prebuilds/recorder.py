@@ -1,0 +1,182 @@
+"""The recorder: what a cycle leaves behind besides builds. Hard-limit transitions (stored, logged, notified),
+one decision event per preset whose decision changed, transient failure counters (the backoff), and the pruning
+of old events. Bounded writes at any scale: nothing is written for a preset whose state did not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import structlog
+
+from prebuildd.domain.failures import FailurePolicy, hard_limit
+from prebuildd.domain.planner import Plan
+from prebuildd.domain.snapshot import PresetRow
+from prebuildd.prebuilds.snapshot import Snapshot
+from prebuildd.runtime.notify import WebhookNotifier
+from prebuildd.store import prebuilds as store
+from prebuildd.store.db import Database
+from prebuildd.store.prebuilds import NewEvent
+
+log = structlog.get_logger(__name__)
+
+PRUNE_EVERY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class _StatusChange:
+    preset: PresetRow
+    status: str
+    reason: str | None
+    error: str
+
+
+def _event(kind: str, preset: PresetRow, message: str, data: dict[str, object] | None = None) -> NewEvent:
+    return NewEvent(
+        kind=kind,
+        organization_id=preset.organization_id,
+        template_id=preset.template_id,
+        preset_id=preset.preset_id,
+        message=message,
+        data=dict(data or {}),
+    )
+
+
+class Recorder:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        policy: FailurePolicy,
+        event_retention: timedelta,
+        notifier: WebhookNotifier | None = None,
+    ) -> None:
+        self.db = db
+        self.policy = policy
+        self.event_retention = event_retention
+        self.notifier = notifier
+        self._last_decisions: dict[UUID, str] = {}
+        self._last_prune: datetime | None = None
+        self.newly_hard_limited: list[PresetRow] = []
+
+    # -- statuses ------------------------------------------------------------------------------------------
+
+    async def record_status(self, snap: Snapshot) -> None:
+        """Store hard-limit transitions (even while paused), with their reason and last error."""
+        changes: list[_StatusChange] = []
+        for s in snap.snapshots:
+            preset = snap.presets[s.preset_id]
+            status = "hard_limited" if s.hard_limited and s.active else "healthy"
+            if status == preset.prebuild_status:
+                continue
+            limit = (
+                hard_limit(preset, snap.history_by_preset.get(s.preset_id, []), self.policy)
+                if s.active
+                else None
+            )
+            changes.append(
+                _StatusChange(
+                    preset, status, limit.reason_class if limit else None, limit.last_error if limit else ""
+                )
+            )
+        if not changes:
+            return
+        async with self.db.transaction() as conn:
+            for c in changes:
+                await store.set_prebuild_status(
+                    conn, c.preset.preset_id, c.status, c.reason, c.error or None, snap.taken_at
+                )
+        limited = [c for c in changes if c.status == "hard_limited"]
+        self.newly_hard_limited = [c.preset for c in limited]
+        for c in changes:
+            log.warning(
+                "prebuild.status_changed",
+                preset=f"{c.preset.template_name}/{c.preset.preset_name}",
+                status=c.status,
+                error=c.error,
+            )
+        limit_n = self.policy.hard_limit
+        events = [
+            _event(
+                "prebuild.hard_limited",
+                c.preset,
+                f"hard-limited: last {limit_n} creations failed: {c.error}",
+                {"reason": c.reason},
+            )
+            for c in limited
+        ]
+        events += [
+            _event("prebuild.healthy", c.preset, "healthy again") for c in changes if c.status == "healthy"
+        ]
+        await self._insert_events(snap.taken_at, events)
+        if limited and self.notifier is not None:
+            self.notifier.hard_limited(
+                [
+                    {
+                        "organization_id": str(c.preset.organization_id),
+                        "template": c.preset.template_name,
+                        "preset": c.preset.preset_name,
+                        "version": c.preset.version_name,
+                        "reason": c.reason,
+                        "last_error": c.error,
+                    }
+                    for c in limited
+                ]
+            )
+
+    # -- decisions -----------------------------------------------------------------------------------------
+
+    async def record_decisions(self, snap: Snapshot, plans: list[Plan]) -> None:
+        """An event per preset whose decision changed since the last cycle (bounded writes at any scale)."""
+        events: list[NewEvent] = []
+        for plan in plans:
+            preset = snap.presets[plan.preset_id]
+            text = plan.blocked or plan.reason
+            if plan.blocked and plan.wanted_creates:
+                text = f"{plan.reason}; {plan.blocked}"
+            if self._last_decisions.get(plan.preset_id) != text or plan.actions:
+                self._last_decisions[plan.preset_id] = text
+                events.append(
+                    _event(
+                        "reconcile.decision",
+                        preset,
+                        text,
+                        {
+                            "create": plan.create,
+                            "deletes": [d.reason.value for d in plan.deletes],
+                            "cancels": len(plan.cancels),
+                            "desired": plan.state.desired,
+                            "running": plan.state.running_valid,
+                            "starting": plan.state.starting,
+                        },
+                    )
+                )
+        await self._insert_events(snap.taken_at, events)
+
+    # -- transient failures (the backoff) ------------------------------------------------------------------
+
+    async def transient_failure(self, preset: PresetRow, now: datetime, error: str) -> None:
+        async with self.db.transaction() as conn:
+            await store.record_transient_failure(conn, preset.preset_id, now, error)
+
+    async def creates_succeeded(self, preset: PresetRow) -> None:
+        """A create went through: the run of transient failures is over."""
+        async with self.db.transaction() as conn:
+            await store.clear_transient_failures(conn, preset.preset_id)
+
+    # -- events --------------------------------------------------------------------------------------------
+
+    async def _insert_events(self, now: datetime, events: list[NewEvent]) -> None:
+        if not events:
+            return
+        async with self.db.transaction() as conn:
+            await store.insert_events(conn, now, events)
+
+    async def prune_events(self, now: datetime) -> None:
+        if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        async with self.db.transaction() as conn:
+            await store.prune_events(conn, now - self.event_retention)

@@ -1,0 +1,357 @@
+"""Repository of prebuild pools: the reconciler's snapshot, cycle lock, per-preset create lock, failure records
+and events, and the operator actions on pools (pause, invalidate, pool settings, retry, cleanup, explain).
+
+The snapshot reads are the reconcile cycle's hot path: each function here is exactly one statement, so the
+number of queries per cycle is the number of calls (bench/reconcile_scale.py counts them by wrapping this
+module's row helpers).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.domain.schedules import Schedule
+from prebuildd.domain.snapshot import PrebuildRow, PresetRow
+from prebuildd.store.db import Conn
+from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one
+
+# -- the cycle lock ---------------------------------------------------------------------------------------
+
+
+async def try_cycle_lock(conn: Conn, key: int) -> bool:
+    row = await fetch_one(conn, "reconcile.try_cycle_lock", {"key": key})
+    return bool(row and row["locked"])
+
+
+async def cycle_unlock(conn: Conn, key: int) -> None:
+    await fetch_one(conn, "reconcile.cycle_unlock", {"key": key})
+
+
+# -- the snapshot -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    pending: int = 0
+    oldest: datetime | None = None
+
+
+async def reconciliation_paused(conn: Conn) -> bool:
+    row = await fetch_one(conn, "reconcile.settings")
+    return bool(row and row["reconciliation_paused"])
+
+
+async def snapshot_presets(conn: Conn) -> list[PresetRow]:
+    rows = await fetch_all(conn, "reconcile.snapshot_presets", {"prebuilds_user_id": PREBUILDS_USER_ID})
+    return [_preset_row(r) for r in rows]
+
+
+def _preset_row(row: dict[str, Any]) -> PresetRow:
+    schedules = tuple(Schedule(s["cron"], s["instances"]) for s in row.pop("schedules") or ())
+    return PresetRow(schedules=schedules, **row)
+
+
+async def snapshot_prebuilds(conn: Conn) -> list[PrebuildRow]:
+    return await fetch_all_as(
+        conn, "reconcile.snapshot_prebuilds", {"prebuilds_user_id": PREBUILDS_USER_ID}, PrebuildRow
+    )
+
+
+async def queue_depth(conn: Conn) -> QueueDepth:
+    row = await fetch_one(conn, "reconcile.queue_depth")
+    return QueueDepth(int(row["pending"]), row["oldest"]) if row else QueueDepth()
+
+
+async def creation_history(conn: Conn, preset_ids: Sequence[UUID], keep: Sequence[int]) -> list[PrebuildRow]:
+    """The newest ``keep[i]`` creations of ``preset_ids[i]``, claimed and deleted prebuilds included."""
+    return await fetch_all_as(
+        conn,
+        "reconcile.snapshot_creations",
+        {"preset_ids": list(preset_ids), "keep": list(keep)},
+        PrebuildRow,
+    )
+
+
+# -- creating under the preset lock -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolCount:
+    running_valid: int
+    starting: int
+
+
+async def lock_preset(conn: Conn, preset_id: UUID) -> None:
+    """Serialise creates of the preset across replicas until the transaction ends."""
+    await execute(conn, "reconcile.lock_preset", {"preset_id": preset_id})
+
+
+async def count_pool(conn: Conn, preset: PresetRow, now: datetime) -> PoolCount:
+    row = await fetch_one(
+        conn,
+        "reconcile.count_pool",
+        {
+            "preset_id": preset.preset_id,
+            "prebuilds_user_id": PREBUILDS_USER_ID,
+            "now": now,
+            "invalidated_at": preset.last_invalidated_at,
+            "ttl_seconds": preset.ttl_seconds,
+        },
+    )
+    # An aggregate without GROUP BY always returns one row.
+    return PoolCount(int(row["running_valid"]), int(row["starting"])) if row else PoolCount(0, 0)
+
+
+# -- failure records --------------------------------------------------------------------------------------
+
+
+async def record_transient_failure(conn: Conn, preset_id: UUID, now: datetime, error: str) -> None:
+    await execute(conn, "failures.record_transient", {"preset_id": preset_id, "now": now, "error": error})
+
+
+async def clear_transient_failures(conn: Conn, preset_id: UUID) -> None:
+    await execute(conn, "failures.clear_transient", {"preset_id": preset_id})
+
+
+async def set_prebuild_status(
+    conn: Conn, preset_id: UUID, status: str, reason: str | None, error: str | None, now: datetime
+) -> None:
+    await execute(
+        conn,
+        "failures.set_status",
+        {"preset_id": preset_id, "status": status, "reason": reason, "error": error, "now": now},
+    )
+
+
+# -- events -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    kind: str
+    organization_id: UUID
+    template_id: UUID
+    preset_id: UUID
+    message: str
+    workspace_id: UUID | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+async def insert_events(conn: Conn, now: datetime, events: Sequence[NewEvent]) -> None:
+    """All the events in one statement, whatever their number."""
+    await execute(
+        conn,
+        "reconcile.insert_events",
+        {
+            "now": now,
+            "kinds": [e.kind for e in events],
+            "organization_ids": [e.organization_id for e in events],
+            "template_ids": [e.template_id for e in events],
+            "preset_ids": [e.preset_id for e in events],
+            "workspace_ids": [e.workspace_id for e in events],
+            "messages": [e.message for e in events],
+            "datas": [json.dumps(e.data) for e in events],
+        },
+    )
+
+
+async def prune_events(conn: Conn, before: datetime) -> None:
+    await execute(conn, "reconcile.prune_events", {"before": before})
+
+
+@dataclass(frozen=True)
+class Decision:
+    preset_id: UUID
+    created_at: datetime
+    message: str
+
+
+async def last_decisions(conn: Conn, preset_ids: Sequence[UUID]) -> dict[UUID, Decision]:
+    rows = await fetch_all_as(conn, "prebuilds.last_decisions", {"preset_ids": list(preset_ids)}, Decision)
+    return {d.preset_id: d for d in rows}
+
+
+@dataclass(frozen=True)
+class PresetEvent:
+    created_at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any] | None
+
+
+async def preset_events(conn: Conn, preset_ids: Sequence[UUID], limit: int) -> list[PresetEvent]:
+    """The presets' events, newest first."""
+    rows = await fetch_all(conn, "prebuilds.preset_events", {"preset_ids": list(preset_ids), "limit": limit})
+    return [PresetEvent(r["created_at"], r["kind"], r["message"], r["data"]) for r in rows]
+
+
+# -- claims seen by the pool status -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HitCounts:
+    claims_hour: int = 0
+    misses_hour: int = 0
+    claims_day: int = 0
+    misses_day: int = 0
+
+
+async def hit_counts(
+    conn: Conn, preset_ids: Sequence[UUID], hour_ago: datetime, day_ago: datetime
+) -> dict[UUID, HitCounts]:
+    """Claims and misses of each preset in the last hour and day (presets without any are left out)."""
+    rows = await fetch_all(
+        conn, "claims.hit_rates", {"preset_ids": list(preset_ids), "hour_ago": hour_ago, "day_ago": day_ago}
+    )
+    return {
+        r["preset_id"]: HitCounts(
+            int(r["claims_hour"]), int(r["misses_hour"]), int(r["claims_day"]), int(r["misses_day"])
+        )
+        for r in rows
+    }
+
+
+# -- operator actions -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PauseSetting:
+    reconciliation_paused: bool
+    updated_at: datetime
+
+
+async def set_paused(conn: Conn, paused: bool, now: datetime, user_id: UUID) -> PauseSetting:
+    row = await fetch_one(conn, "prebuilds.set_paused", {"paused": paused, "now": now, "user_id": user_id})
+    if row is None:  # the settings row is created by the first migration and never deleted
+        raise RuntimeError("the settings row is missing")
+    return PauseSetting(row["reconciliation_paused"], row["updated_at"])
+
+
+async def default_organization_id(conn: Conn) -> UUID | None:
+    row = await fetch_one(conn, "identity.default_organization")
+    return None if row is None else UUID(str(row["id"]))
+
+
+@dataclass(frozen=True)
+class ActivePreset:
+    """A preset of a template's active version."""
+
+    id: UUID
+    name: str
+    template_version_id: UUID
+    template_id: UUID
+    template_name: str
+
+
+async def presets_of_active_version(
+    conn: Conn, organization_id: UUID, template: str, preset: str | None
+) -> list[ActivePreset]:
+    return await fetch_all_as(
+        conn,
+        "prebuilds.presets_of_active_version",
+        {"organization_id": organization_id, "template": template, "preset": preset},
+        ActivePreset,
+    )
+
+
+async def invalidate(conn: Conn, preset_ids: Sequence[UUID], now: datetime) -> None:
+    await execute(conn, "prebuilds.invalidate", {"preset_ids": list(preset_ids), "now": now})
+
+
+@dataclass(frozen=True)
+class PresetPool:
+    """A preset's pool settings."""
+
+    name: str
+    desired_instances: int | None
+    ttl_seconds: int
+    timezone: str
+    schedules: tuple[Schedule, ...] = ()
+
+
+async def preset_pool(conn: Conn, preset_id: UUID) -> PresetPool | None:
+    row = await fetch_one(conn, "prebuilds.preset_pool", {"preset_id": preset_id})
+    return None if row is None else PresetPool(**row)
+
+
+async def set_pool(
+    conn: Conn, preset_id: UUID, desired_instances: int | None, ttl_seconds: int, timezone: str, now: datetime
+) -> PresetPool | None:
+    row = await fetch_one(
+        conn,
+        "prebuilds.set_pool",
+        {
+            "preset_id": preset_id,
+            "desired_instances": desired_instances,
+            "ttl_seconds": ttl_seconds,
+            "timezone": timezone,
+            "now": now,
+        },
+    )
+    return None if row is None else PresetPool(**row)
+
+
+async def replace_schedules(conn: Conn, preset_id: UUID, schedules: Sequence[Schedule]) -> None:
+    await execute(conn, "prebuilds.delete_schedules", {"preset_id": preset_id})
+    for position, schedule in enumerate(schedules):
+        await execute(
+            conn,
+            "prebuilds.insert_schedule",
+            {
+                "preset_id": preset_id,
+                "position": position,
+                "cron": schedule.cron,
+                "desired_instances": schedule.instances,
+            },
+        )
+
+
+async def preset_schedules(conn: Conn, preset_id: UUID) -> list[Schedule]:
+    return await fetch_all_as(conn, "prebuilds.preset_schedules", {"preset_id": preset_id}, Schedule)
+
+
+async def reset_failures(conn: Conn, preset_ids: Sequence[UUID], now: datetime) -> None:
+    """Earlier failures stop counting (they stay as evidence)."""
+    await execute(conn, "prebuilds.reset_failures", {"preset_ids": list(preset_ids), "now": now})
+
+
+async def clear_trackers(conn: Conn, preset_ids: Sequence[UUID]) -> None:
+    await execute(conn, "prebuilds.clear_trackers", {"preset_ids": list(preset_ids)})
+
+
+@dataclass(frozen=True)
+class FailedPrebuild:
+    """A failed prebuild kept as evidence: its latest build is a start that failed."""
+
+    workspace_id: UUID
+    workspace_name: str
+    preset_id: UUID | None
+    preset_name: str | None
+    template_name: str
+    job_id: UUID
+    error: str | None
+    failure_class: str | None
+    build_created_at: datetime
+    job_completed_at: datetime | None
+
+
+async def failed_prebuilds(
+    conn: Conn, organization_id: UUID, template: str | None, preset: str | None
+) -> list[FailedPrebuild]:
+    return await fetch_all_as(
+        conn,
+        "prebuilds.failed_prebuilds",
+        {
+            "prebuilds_user_id": PREBUILDS_USER_ID,
+            "organization_id": organization_id,
+            "template": template,
+            "preset": preset,
+        },
+        FailedPrebuild,
+    )

@@ -1,0 +1,92 @@
+"""The status word and next action of a pool, from its snapshot and plan (no database): a decision table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from prebuildd.domain.planner import PresetSnapshot, plan_preset
+from prebuildd.domain.status import PoolStatus, derive_status, pool_status
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=5)
+EARLIER = NOW - timedelta(minutes=5)
+
+
+def snap(**changes: Any) -> PresetSnapshot:
+    fields: dict[str, Any] = {
+        "preset_id": UUID(int=1),
+        "template_name": "t",
+        "preset_name": "small",
+        "version_name": "v1",
+        "active": True,
+        "desired_instances": 3,
+    }
+    fields.update(changes)
+    return PresetSnapshot(**fields)
+
+
+@pytest.mark.parametrize(
+    ("paused", "active", "hard_limited", "backing_off", "expected"),
+    [
+        (False, True, False, False, PoolStatus.HEALTHY),
+        (False, True, False, True, PoolStatus.BACKING_OFF),
+        (False, True, True, False, PoolStatus.HARD_LIMITED),
+        (False, True, True, True, PoolStatus.HARD_LIMITED),  # the limit outranks the backoff
+        (False, False, False, False, PoolStatus.INACTIVE),
+        (False, False, True, True, PoolStatus.INACTIVE),  # an inactive version is never limited
+        (True, True, False, False, PoolStatus.PAUSED),
+        (True, False, True, True, PoolStatus.PAUSED),  # a pause outranks everything
+    ],
+)
+def test_status_word(
+    paused: bool, active: bool, hard_limited: bool, backing_off: bool, expected: PoolStatus
+) -> None:
+    assert (
+        pool_status(paused=paused, active=active, hard_limited=hard_limited, backing_off=backing_off)
+        == expected
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "paused", "status", "backoff_until", "blocked_prefix"),
+    [
+        pytest.param({}, False, "healthy", None, None, id="empty pool creates"),
+        pytest.param({"backoff_until": LATER}, False, "backing_off", LATER, "backing off", id="backing off"),
+        pytest.param({"backoff_until": NOW}, False, "healthy", None, None, id="backoff ends at its instant"),
+        pytest.param({"backoff_until": EARLIER}, False, "healthy", None, None, id="backoff over"),
+        pytest.param(
+            {"hard_limited": True, "hard_limit_reason": "last 3 creations failed"},
+            False,
+            "hard_limited",
+            None,
+            "hard-limited",
+            id="hard-limited",
+        ),
+        pytest.param({"active": False}, False, "inactive", None, None, id="inactive version"),
+        pytest.param(
+            {"backoff_until": LATER}, True, "paused", LATER, "paused", id="paused while backing off"
+        ),
+    ],
+)
+def test_derived_status(
+    changes: dict[str, Any],
+    paused: bool,
+    status: str,
+    backoff_until: datetime | None,
+    blocked_prefix: str | None,
+) -> None:
+    s = snap(**changes)
+    plan = plan_preset(s, NOW, paused=paused)
+    derived = derive_status(s, plan, NOW, paused=paused)
+    assert derived.status == status
+    assert derived.backoff_until == backoff_until
+    assert derived.next_action == plan.reason  # the planner's words, unchanged
+    assert derived.blocked == plan.blocked
+    if blocked_prefix is None:
+        assert derived.blocked is None
+    else:
+        assert derived.blocked is not None and derived.blocked.startswith(blocked_prefix)

@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator
 from uuid import UUID
 
 from prebuildd.api.models import LogEnd, LogLineOut
-from prebuildd.domain.jobs import JobStatus
-from prebuildd.services import Services
 from prebuildd.store import channels
-from prebuildd.store.db import fetch_all, fetch_val
+from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
+from prebuildd.store.workspaces import job_status, log_lines
 
 POLL_SECONDS = 1.0
 """The longest a follower waits when no notification comes (a lost notification costs at most this)."""
@@ -41,23 +40,21 @@ async def _news(listener: Listener, timeout: float) -> None:
         await asyncio.gather(*waits, return_exceptions=True)
 
 
-async def follow_job_logs(services: Services, job_id: UUID, after: int) -> AsyncIterator[bytes]:
+async def follow_job_logs(db: Database, listener: Listener, job_id: UUID, after: int) -> AsyncIterator[bytes]:
     """NDJSON ``LogLine``s of ``job_id`` after line ``after``, ending with ``{"end": true, "status": …}``."""
     while True:
-        news = asyncio.create_task(_news(services.listener, POLL_SECONDS))
+        news = asyncio.create_task(_news(listener, POLL_SECONDS))
         try:
-            async with services.db.transaction() as conn:
-                status = await fetch_val(conn, "api.job_status", {"id": job_id})
-                rows = await fetch_all(
-                    conn, "jobs.logs_after", {"job_id": job_id, "after": after, "limit": PAGE_SIZE}
-                )
-            for row in rows:
-                after = row["id"]
-                yield (LogLineOut.from_row(row).model_dump_json() + "\n").encode()
-            if len(rows) == PAGE_SIZE:
+            async with db.transaction() as conn:
+                status = await job_status(conn, job_id)
+                lines = await log_lines(conn, job_id, after=after, limit=PAGE_SIZE)
+            for line in lines:
+                after = line.id
+                yield (LogLineOut.from_line(line).model_dump_json() + "\n").encode()
+            if len(lines) == PAGE_SIZE:
                 continue  # more lines are waiting: read on before waiting
-            if status is None or not JobStatus(status).is_active:
-                yield (LogEnd(status=status or "unknown").model_dump_json() + "\n").encode()
+            if status is None or not status.is_active:
+                yield (LogEnd(status=status.value if status else "unknown").model_dump_json() + "\n").encode()
                 return
             await news
         finally:

@@ -9,6 +9,7 @@ from prebuildd.api.deps import has_role
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.services import Services
 from prebuildd.store.db import Row, fetch_one
+from prebuildd.store.workspaces import BuildView, WorkspaceView
 from prebuildd.workspaces.reads import build_by_id, workspace_by_id
 
 
@@ -46,20 +47,21 @@ def may_act_for(user: Row, owner_id: UUID) -> bool:
     return bool(user["id"] == owner_id) or has_role(user, "template-admin")
 
 
-async def visible_workspace(services: Services, user: Row, workspace_id: UUID) -> Row:
+async def visible_workspace(services: Services, user: Row, workspace_id: UUID) -> WorkspaceView:
     """The workspace (deleted ones too) if the caller may see it, else 404."""
-    row = await workspace_by_id(services.db, workspace_id)
-    if row is None or not may_act_for(user, row["owner_id"]):
+    workspace = await workspace_by_id(services.db, workspace_id)
+    if workspace is None or not may_act_for(user, workspace.owner_id):
         raise not_found(f"workspace {workspace_id}")
-    if row["organization_id"] != await organization_of(services, user):
+    if workspace.organization_id != await organization_of(services, user):
         raise not_found(f"workspace {workspace_id}")
-    return row
+    return workspace
 
 
-async def visible_build(services: Services, user: Row, build_id: UUID) -> Row:
-    row = await build_by_id(services.db, build_id)
-    if row is None or not may_act_for(user, row["owner_id"]):
+async def visible_build(services: Services, user: Row, build_id: UUID) -> BuildView:
+    """The build if the caller may see its workspace, else 404."""
+    found = await build_by_id(services.db, build_id)
+    if found is None or not may_act_for(user, found.owner_id):
         raise not_found(f"build {build_id}")
-    if row["organization_id"] != await organization_of(services, user):
+    if found.organization_id != await organization_of(services, user):
         raise not_found(f"build {build_id}")
-    return row
+    return found.build

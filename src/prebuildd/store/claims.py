@@ -97,3 +97,27 @@ async def insert_claim_event(conn: Conn, event: ClaimEvent, now: datetime) -> No
             "data": jsonb({}),
         },
     )
+
+
+@dataclass(frozen=True)
+class WorkspaceClaim:
+    """Whether and when a workspace was claimed, and by whom: what its agent waits for to re-initialise."""
+
+    claimed_at: datetime | None
+    workspace_name: str
+    owner_name: str
+    owner_id: UUID
+    deleted: bool
+
+
+async def workspace_claim(conn: Conn, workspace_id: UUID) -> WorkspaceClaim | None:
+    row = await fetch_one(conn, "agents.workspace_claim", {"workspace_id": workspace_id})
+    if row is None:
+        return None
+    return WorkspaceClaim(
+        claimed_at=row["claimed_at"],
+        workspace_name=row["workspace_name"],
+        owner_name=row["owner_name"],
+        owner_id=row["owner_id"],
+        deleted=row["deleted"],
+    )

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from prebuildd.api.deps import AgentDep, ServicesDep
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store import channels
+from prebuildd.store.claims import workspace_claim
 from prebuildd.store.db import fetch_one
 
 router = APIRouter(tags=["agent"])
@@ -89,16 +90,16 @@ async def claim(
     deadline = time.monotonic() + wait
     while True:
         async with services.db.transaction() as conn:
-            row = await fetch_one(conn, "agents.workspace_claim", {"workspace_id": agent["workspace_id"]})
-        if row is None or row["deleted"]:
+            found = await workspace_claim(conn, agent["workspace_id"])
+        if found is None or found.deleted:
             return ClaimOut(claimed=False)
-        claimed_at = row["claimed_at"]
+        claimed_at = found.claimed_at
         if claimed_at is not None and (after is None or claimed_at > after):
             return ClaimOut(
                 claimed=True,
                 claimed_at=claimed_at,
-                owner=row["owner_name"],
-                workspace_name=row["workspace_name"],
+                owner=found.owner_name,
+                workspace_name=found.workspace_name,
             )
         left = deadline - time.monotonic()
         if left <= 0:

@@ -16,6 +16,7 @@ JOIN users u ON u.id = w.owner_id
 WHERE a.token_hash = %(token_hash)s;
 
 -- name: set_lifecycle
+-- An agent reports its lifecycle; ready_at remembers when it was last ready.
 UPDATE workspace_agents
 SET lifecycle = %(lifecycle)s, lifecycle_changed_at = %(now)s,
     ready_at = CASE WHEN %(lifecycle)s = 'ready' THEN %(now)s ELSE ready_at END
@@ -23,6 +24,7 @@ WHERE id = %(id)s
 RETURNING lifecycle, ready_at;
 
 -- name: workspace_claim
+-- Whether and by whom an agent's workspace was claimed: what the agent long-polls for.
 SELECT w.claimed_at, w.name AS workspace_name, u.username AS owner_name, w.owner_id, w.deleted
 FROM workspaces w JOIN users u ON u.id = w.owner_id
 WHERE w.id = %(workspace_id)s;

@@ -118,6 +118,7 @@ LEFT JOIN template_version_presets p ON p.id = b.preset_id
 WHERE w.id = %(id)s;
 
 -- name: builds_of_workspace
+-- Every build of a workspace, newest first, with its job's status.
 SELECT b.workspace_id, b.id AS build_id, b.build_number, b.transition, j.job_status AS build_status,
        j.error AS build_error, j.failure_class AS build_failure_class, v.name AS build_version,
        p.name AS build_preset, b.parameters AS build_parameters, b.outputs AS build_outputs,
@@ -145,6 +146,7 @@ LEFT JOIN template_version_presets p ON p.id = b.preset_id
 WHERE b.id = %(id)s;
 
 -- name: job_status
+-- The status of one job: a log follower ends its stream once the job is no longer active.
 SELECT job_status FROM provisioner_jobs WHERE id = %(id)s;
 
 -- name: jobs

@@ -23,11 +23,11 @@ import httpx
 import psycopg
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.prebuilds.claim import CreateRequest, create_workspace
+from prebuildd.prebuilds.claim import CreateRequest, WorkspaceCreator
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.server.process import OWNER_TOKEN_FILE, Server
-from prebuildd.store.db import fetch_one
+from prebuildd.store.rows import fetch_one
 from prebuildd.templates.archive import pack_directory
 
 TEMPLATE = """
@@ -67,8 +67,16 @@ async def refill(server: Server, url: str, n: int) -> None:
 async def claim_store(server: Server, template_id: Any, preset_id: Any, owner_id: Any, name: str) -> float:
     assert server.services is not None
     started = time.perf_counter()
-    result = await create_workspace(
-        server.services,
+    services = server.services
+    creator = WorkspaceCreator(
+        db=services.db,
+        clock=services.clock,
+        builder=services.builder,
+        metrics=services.metrics,
+        kick=services.kick,
+        claim_timeout=services.config.claim_timeout,
+    )
+    result = await creator.create_workspace(
         CreateRequest(
             organization_id=await _org(server),
             owner_id=owner_id,

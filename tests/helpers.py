@@ -15,7 +15,8 @@ from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.provisioner.registry import available_provisioners
 from prebuildd.queue.pg import PgJobQueue
 from prebuildd.runtime.clock import FakeClock
-from prebuildd.store.db import Database, Row
+from prebuildd.store.db import Database
+from prebuildd.store.rows import Row
 from prebuildd.templates.archive import pack_directory
 from prebuildd.templates.versions import PushedVersion, push_version
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder

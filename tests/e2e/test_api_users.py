@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from prebuildd.store.db import fetch_all
+from prebuildd.store.rows import fetch_all
 from tests.e2e.api_support import API, user_with_token
 from tests.e2e.conftest import RunningServer
 

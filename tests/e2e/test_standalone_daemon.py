@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
+from prebuildd.api.context import Services
 from prebuildd.api.provisioner_models import AcquiredJobOut, OutcomeIn, acquired_job_out, job_outcome
 from prebuildd.domain.jobs import FailureClass, JobType, Transition
 from prebuildd.domain.parameters import ParameterSpec, ParameterType
@@ -33,8 +34,7 @@ from prebuildd.queue.http import (
     outcome_to_json,
 )
 from prebuildd.queue.port import AcquiredJob, BuildPayload, JobOutcome, LogLine
-from prebuildd.services import Services
-from prebuildd.store.db import Row, fetch_one
+from prebuildd.store.rows import Row, fetch_one
 from prebuildd.templates.archive import pack_directory
 from prebuildd.templates.versions import PushedVersion, push_version
 from prebuildd.workspaces.builder import BuildRequest

@@ -9,9 +9,11 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import pytest
+import structlog.testing
 
+from prebuildd.api.context import Services
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.prebuilds.claim import CreateRequest, CreateResult, create_workspace
+from prebuildd.prebuilds.claim import CreateRequest, CreateResult, WorkspaceCreator
 from prebuildd.store.db import Database
 from tests.helpers import Env
 from tests.store.test_reconciler import prebuild_ids, reconciler
@@ -49,6 +51,18 @@ async def ready_pool(env: Env, n: int, **config: Any) -> Any:
     return pushed, rec
 
 
+def creator(services: Services) -> WorkspaceCreator:
+    """The claim service over the reconciler's parts (its database may be swapped by a test first)."""
+    return WorkspaceCreator(
+        db=services.db,
+        clock=services.clock,
+        builder=services.builder,
+        metrics=services.metrics,
+        kick=services.kick,
+        claim_timeout=services.config.claim_timeout,
+    )
+
+
 def request(env: Env, template_id: UUID, name: str, **kw: Any) -> CreateRequest:
     return CreateRequest(
         organization_id=env.org_id,
@@ -74,7 +88,9 @@ async def test_concurrent_claimers_never_share_a_prebuild(env: Env, database_url
         app = await preset_id(env, "app")
         results = await asyncio.gather(
             *(
-                create_workspace(rec.services, request(env, pushed.template_id, f"dev{i}", preset_id=app))
+                creator(rec.services).create_workspace(
+                    request(env, pushed.template_id, f"dev{i}", preset_id=app)
+                )
                 for i in range(100)
             )
         )
@@ -117,8 +133,8 @@ async def test_a_claim_racing_a_reconciler_delete_never_both_win(env: Env) -> No
         claim, deleted = await asyncio.gather(
             _after(
                 rng.random() * 0.004,
-                create_workspace(
-                    rec.services, request(env, pushed.template_id, f"race{round_number}", preset_id=app)
+                creator(rec.services).create_workspace(
+                    request(env, pushed.template_id, f"race{round_number}", preset_id=app)
                 ),
             ),
             _after(rng.random() * 0.004, rec._delete(victim, "extraneous")),
@@ -154,8 +170,8 @@ async def test_ineligible_prebuilds_are_never_claimed(env: Env) -> None:
     [victim] = [w for w in await prebuild_ids(env) if w != await _docs_prebuild(env)]
 
     async def claimable(name: str) -> bool:
-        result: CreateResult = await create_workspace(
-            rec.services, request(env, pushed.template_id, name, preset_id=app)
+        result: CreateResult = await creator(rec.services).create_workspace(
+            request(env, pushed.template_id, name, preset_id=app)
         )
         if result.claimed:
             assert result.workspace_id == victim
@@ -218,8 +234,8 @@ async def test_ineligible_prebuilds_are_never_claimed(env: Env) -> None:
         "SELECT p.id FROM template_version_presets p JOIN templates t "
         "ON t.active_version_id = p.template_version_id WHERE p.name = 'app'"
     )
-    result = await create_workspace(
-        rec.services, request(env, pushed.template_id, "w9", preset_id=new_app["id"])
+    result = await creator(rec.services).create_workspace(
+        request(env, pushed.template_id, "w9", preset_id=new_app["id"])
     )
     assert not result.claimed
     owner = await env.one("SELECT owner_id FROM workspaces WHERE id = %s", victim)
@@ -229,15 +245,15 @@ async def test_ineligible_prebuilds_are_never_claimed(env: Env) -> None:
 async def test_preset_selection_by_parameters(env: Env) -> None:
     pushed, rec = await ready_pool(env, 1)
     docs = await _docs_prebuild(env)
-    by_values = await create_workspace(
-        rec.services, request(env, pushed.template_id, "d1", parameters={"repo": "docs", "editor": "emacs"})
+    by_values = await creator(rec.services).create_workspace(
+        request(env, pushed.template_id, "d1", parameters={"repo": "docs", "editor": "emacs"})
     )
     assert by_values.claimed and by_values.workspace_id == docs
     assert by_values.build is None
     # Only `repo` given: `app` (repo = app) matches; a mutable difference still claims, with a claim build.
     [app_prebuild] = [w for w in await prebuild_ids(env) if w != docs]
-    mutable = await create_workspace(
-        rec.services, request(env, pushed.template_id, "a1", parameters={"repo": "app", "editor": "nano"})
+    mutable = await creator(rec.services).create_workspace(
+        request(env, pushed.template_id, "a1", parameters={"repo": "app", "editor": "nano"})
     )
     assert mutable.claimed and mutable.workspace_id == app_prebuild
     assert mutable.build is not None  # the claim build carries the user's editor
@@ -248,8 +264,21 @@ async def test_preset_selection_by_parameters(env: Env) -> None:
 async def test_an_immutable_value_that_differs_means_no_claim(env: Env) -> None:
     pushed, rec = await ready_pool(env, 1)
     app = await preset_id(env, "app")
-    result = await create_workspace(
-        rec.services, request(env, pushed.template_id, "x1", preset_id=app, parameters={"repo": "other"})
+    result = await creator(rec.services).create_workspace(
+        request(env, pushed.template_id, "x1", preset_id=app, parameters={"repo": "other"})
     )
     assert not result.claimed
     assert len(await prebuild_ids(env)) == 2  # both prebuilds still in their pools
+
+
+async def test_a_claim_logs_its_stable_event(env: Env) -> None:
+    pushed, rec = await ready_pool(env, 1)
+    app = await preset_id(env, "app")
+    with structlog.testing.capture_logs() as logs:
+        result = await creator(rec.services).create_workspace(
+            request(env, pushed.template_id, "logged", preset_id=app)
+        )
+    assert result.claimed
+    [event] = [e for e in logs if e["event"] == "claim.succeeded"]
+    assert event["workspace_id"] == str(result.workspace_id) and event["preset"] == "app"
+    assert event["log_level"] == "info" and event["ms"] >= 0

@@ -11,11 +11,11 @@ from uuid import UUID
 
 from structlog.testing import capture_logs
 
+from prebuildd.api.context import Services
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.prebuilds.loop import Reconciler
 from prebuildd.prebuilds.operations import PrebuildOperations
 from prebuildd.runtime.config import ServerConfig
-from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.listener import Listener
 from prebuildd.workspaces.builder import WorkspaceBuilder

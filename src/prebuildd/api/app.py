@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 import prebuildd
+from prebuildd.api.context import Services
 from prebuildd.api.errors import ERROR_RESPONSES, install_error_handlers
 from prebuildd.api.routes import agent, health, jobs, prebuilds, provisioner, templates, users, workspaces
-from prebuildd.services import Services
 
 
 def create_app(services: Services) -> FastAPI:

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from prebuildd.api.context import Services
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.identity import auth
 from prebuildd.identity.auth import Agent, ProvisionerKey
 from prebuildd.identity.users import ROLE_RANK, User, has_role
-from prebuildd.services import Services
 
 __all__ = [
     "ROLE_RANK",

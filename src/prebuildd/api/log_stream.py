@@ -15,8 +15,8 @@ from uuid import UUID
 
 from prebuildd.api.models import LogEnd, LogLineOut
 from prebuildd.domain.jobs import JobStatus
-from prebuildd.services import Services
 from prebuildd.store import channels, jobs
+from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
 
 POLL_SECONDS = 1.0
@@ -40,17 +40,17 @@ async def _news(listener: Listener, timeout: float) -> None:
         await asyncio.gather(*waits, return_exceptions=True)
 
 
-async def follow_job_logs(services: Services, job_id: UUID, after: int) -> AsyncIterator[bytes]:
+async def follow_job_logs(db: Database, listener: Listener, job_id: UUID, after: int) -> AsyncIterator[bytes]:
     """NDJSON ``LogLine``s of ``job_id`` after line ``after``, ending with ``{"end": true, "status": …}``."""
     while True:
-        news = asyncio.create_task(_news(services.listener, POLL_SECONDS))
+        news = asyncio.create_task(_news(listener, POLL_SECONDS))
         try:
-            async with services.db.transaction() as conn:
+            async with db.transaction() as conn:
                 status = await jobs.job_status(conn, job_id)
                 lines = await jobs.logs_after(conn, job_id, after, PAGE_SIZE)
             for line in lines:
                 after = line.id
-                yield (LogLineOut.from_row(line).model_dump_json() + "\n").encode()
+                yield (LogLineOut.from_line(line).model_dump_json() + "\n").encode()
             if len(lines) == PAGE_SIZE:
                 continue  # more lines are waiting: read on before waiting
             if status is None or not JobStatus(status).is_active:

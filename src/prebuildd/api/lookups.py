@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from prebuildd.api.context import Services
 from prebuildd.api.deps import has_role
 from prebuildd.domain.errors import not_found
 from prebuildd.identity import users
 from prebuildd.identity.users import User
-from prebuildd.services import Services
-from prebuildd.store.db import Row, fetch_one
+from prebuildd.store.templates import Template
+from prebuildd.store.workspaces import BuildView, WorkspaceView
+from prebuildd.templates import catalog
 from prebuildd.workspaces.reads import build_by_id, workspace_by_id
 
 
@@ -23,15 +25,9 @@ async def user_named(services: Services, username: str, *, system_too: bool = Fa
     return await users.user_named(services.db, username, system_too=system_too)
 
 
-async def template_named(services: Services, organization_id: UUID, name: str) -> Row:
+async def template_named(services: Services, organization_id: UUID, name: str) -> Template:
     """The live template ``name`` (with ``active_version``, its name); 404 when there is none."""
-    async with services.db.transaction() as conn:
-        row = await fetch_one(
-            conn, "api.template_by_name", {"organization_id": organization_id, "name": name}
-        )
-    if row is None:
-        raise not_found(f"template {name}")
-    return row
+    return await catalog.template_named(services.db, organization_id, name)
 
 
 def may_act_for(user: User, owner_id: UUID) -> bool:
@@ -39,20 +35,21 @@ def may_act_for(user: User, owner_id: UUID) -> bool:
     return user.id == owner_id or has_role(user, "template-admin")
 
 
-async def visible_workspace(services: Services, user: User, workspace_id: UUID) -> Row:
+async def visible_workspace(services: Services, user: User, workspace_id: UUID) -> WorkspaceView:
     """The workspace (deleted ones too) if the caller may see it, else 404."""
-    row = await workspace_by_id(services.db, workspace_id)
-    if row is None or not may_act_for(user, row["owner_id"]):
+    workspace = await workspace_by_id(services.db, workspace_id)
+    if workspace is None or not may_act_for(user, workspace.owner_id):
         raise not_found(f"workspace {workspace_id}")
-    if row["organization_id"] != await organization_of(services, user):
+    if workspace.organization_id != await organization_of(services, user):
         raise not_found(f"workspace {workspace_id}")
-    return row
+    return workspace
 
 
-async def visible_build(services: Services, user: User, build_id: UUID) -> Row:
-    row = await build_by_id(services.db, build_id)
-    if row is None or not may_act_for(user, row["owner_id"]):
+async def visible_build(services: Services, user: User, build_id: UUID) -> BuildView:
+    """The build if the caller may see its workspace, else 404."""
+    found = await build_by_id(services.db, build_id)
+    if found is None or not may_act_for(user, found.owner_id):
         raise not_found(f"build {build_id}")
-    if row["organization_id"] != await organization_of(services, user):
+    if found.organization_id != await organization_of(services, user):
         raise not_found(f"build {build_id}")
-    return row
+    return found.build

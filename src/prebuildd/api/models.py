@@ -15,10 +15,10 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
-from prebuildd.store.db import Row
 from prebuildd.store.identity import Token, User
 from prebuildd.store.jobs import JobLogLine, JobSummary
 from prebuildd.store.templates import PresetListing, Template, TemplateVersion
+from prebuildd.store.workspaces import BuildView, WorkspaceView
 
 # -- names and text ----------------------------------------------------------------------------------------
 
@@ -332,8 +332,7 @@ class LogLineOut(BaseModel):
     output: str
 
     @classmethod
-    def from_row(cls, line: JobLogLine) -> LogLineOut:
-        # Named from_row still so that the log routes of templates and workspaces need no edit in this change.
+    def from_line(cls, line: JobLogLine) -> LogLineOut:
         return cls(
             id=line.id,
             created_at=line.created_at,
@@ -366,24 +365,23 @@ class BuildOut(BaseModel):
     job_id: UUID
 
     @classmethod
-    def from_row(cls, row: Row) -> BuildOut:
-        """From a row with the ``build_*`` columns of the queries in ``queries/api.sql``."""
+    def from_build(cls, build: BuildView) -> BuildOut:
         return cls(
-            id=row["build_id"],
-            workspace_id=row["workspace_id"],
-            build_number=row["build_number"],
-            transition=row["transition"],
-            status=row["build_status"],
-            error=row["build_error"],
-            failure_class=row["build_failure_class"],
-            version=row["build_version"],
-            preset=row["build_preset"],
-            parameters=dict(row["build_parameters"]),
-            outputs=dict(row["build_outputs"]),
-            reason=row["build_reason"],
-            created_at=row["build_created_at"],
-            completed_at=row["build_completed_at"],
-            job_id=row["build_job_id"],
+            id=build.id,
+            workspace_id=build.workspace_id,
+            build_number=build.build_number,
+            transition=build.transition,  # type: ignore[arg-type]  # the table's check constraint
+            status=build.status,
+            error=build.error,
+            failure_class=build.failure_class,
+            version=build.version,
+            preset=build.preset,
+            parameters=dict(build.parameters),
+            outputs=dict(build.outputs),
+            reason=build.reason,
+            created_at=build.created_at,
+            completed_at=build.completed_at,
+            job_id=build.job_id,
         )
 
 
@@ -403,17 +401,18 @@ class WorkspaceOut(BaseModel):
     seconds: float | None = Field(default=None, description="Only in a creation's answer: how long it took")
 
     @classmethod
-    def from_row(cls, row: Row) -> WorkspaceOut:
+    def from_workspace(cls, workspace: WorkspaceView) -> WorkspaceOut:
+        build = workspace.latest_build
         return cls(
-            id=row["workspace_id"],
-            name=row["name"],
-            owner=row["owner"],
-            owner_id=row["owner_id"],
-            template=row["template"],
-            template_id=row["template_id"],
-            created_at=row["created_at"],
-            deleted=row["deleted"],
-            latest_build=BuildOut.from_row(row) if row["build_id"] is not None else None,
+            id=workspace.id,
+            name=workspace.name,
+            owner=workspace.owner,
+            owner_id=workspace.owner_id,
+            template=workspace.template,
+            template_id=workspace.template_id,
+            created_at=workspace.created_at,
+            deleted=workspace.deleted,
+            latest_build=BuildOut.from_build(build) if build is not None else None,
         )
 
 

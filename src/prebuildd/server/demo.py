@@ -6,9 +6,9 @@ from pathlib import Path
 
 import structlog
 
+from prebuildd.api.context import Services
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.identity.users import first_owner
-from prebuildd.services import Services
 from prebuildd.templates import catalog
 from prebuildd.templates.archive import pack_directory
 

@@ -21,6 +21,7 @@ import structlog
 import uvicorn
 
 from prebuildd.api.app import create_app
+from prebuildd.api.context import Services
 from prebuildd.identity.auth import create_token
 from prebuildd.identity.users import create_user, ensure_default_organization, first_owner
 from prebuildd.prebuilds.loop import Reconciler
@@ -31,7 +32,6 @@ from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.server.embedded_pg import EmbeddedPostgres
-from prebuildd.services import Services
 from prebuildd.store import channels
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener

@@ -116,19 +116,4 @@ class Database:
         return conn
 
 
-# Transitional: the row helpers moved to ``store.rows``; they are re-exported here until every caller outside the
-# store uses a repository. Then this goes, and the contract on ``store.rows`` bites.
-from prebuildd.store.rows import Row, execute, fetch_all, fetch_all_as, fetch_one, fetch_val, jsonb  # noqa: E402
-
-__all__ = [
-    "Conn",
-    "Database",
-    "Row",
-    "execute",
-    "fetch_all",
-    "fetch_all_as",
-    "fetch_one",
-    "fetch_val",
-    "jsonb",
-    "psycopg",
-]
+__all__ = ["Conn", "Database", "StoreUnavailable", "psycopg"]

@@ -11,8 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 import structlog
@@ -22,7 +21,10 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, FailureClass, JobPriority, JobStatus, JobType, Transition
 from prebuildd.domain.parameters import ParameterError, ParameterSpec, resolve_parameters
 from prebuildd.runtime.clock import Clock
-from prebuildd.store.db import Conn, Database, Row, execute, fetch_all, fetch_one, fetch_val, jsonb
+from prebuildd.store import workspaces as store
+from prebuildd.store.db import Conn, Database
+from prebuildd.store.jobs import NewJob, enqueue_job, record_finished_job
+from prebuildd.store.workspaces import BuildTemplate, BuildVersion, LastBuild, NewBuild, NewWorkspace
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +66,7 @@ def prebuild_name() -> str:
 
 @dataclass(frozen=True)
 class _Resolved:
-    version: Row
+    version: BuildVersion
     preset_id: UUID | None
     parameters: dict[str, str]
 
@@ -97,25 +99,29 @@ class WorkspaceBuilder:
             raise ValueError("record_failed_build records the creation of a new workspace")
         async with db.transaction() as conn:
             template = await self._template(conn, req.template_id)
-            version_id = req.version_id or template["active_version_id"]
+            version_id = req.version_id or template.active_version_id
             if version_id is None:
                 raise error
-            version = await fetch_one(conn, "templates.version_with_job", {"id": version_id})
+            version = await store.version_by_id(conn, version_id)
             if version is None:
                 raise error
-            workspace = await self._insert_workspace(conn, req, template)
+            workspace_id = await self._insert_workspace(conn, req, template)
             values = {k: str(v) for k, v in req.parameters.items()}
             if req.preset_id is not None:
-                preset = await fetch_one(conn, "templates.preset_by_id", {"id": req.preset_id})
+                preset = await store.preset_by_id(conn, req.preset_id)
                 if preset is not None:
-                    values = {**preset["parameters"], **values}
-            job_id = await self._insert_job(
-                conn, req, version, workspace["id"], error=error.message, failure_class=FailureClass.CONFIG
+                    values = {**preset.parameters, **values}
+            job_id = await record_finished_job(
+                conn,
+                self._job(req, version, workspace_id),
+                self.clock.now(),
+                error=error.message,
+                failure_class=FailureClass.CONFIG,
             )
             created = await self._insert_build(
-                conn, req, workspace["id"], 1, version["id"], req.preset_id, values, None, job_id
+                conn, req, workspace_id, 1, version.id, req.preset_id, values, None, job_id
             )
-        log.info("builder.failed_build_recorded", workspace_id=str(workspace["id"]), error=error.message)
+        log.info("builder.failed_build_recorded", workspace_id=str(workspace_id), error=error.message)
         return created
 
     # -- new workspace -------------------------------------------------------------------------------------
@@ -126,79 +132,75 @@ class WorkspaceBuilder:
         if req.template_id is None or req.owner_id is None or not req.name:
             raise BuildError(BAD_REQUEST, "a new workspace needs a template, an owner and a name")
         template = await self._template(conn, req.template_id)
-        if template["deprecated_at"] is not None and req.reason is not BuildReason.PREBUILD:
-            message = template["deprecation_message"] or "no new workspaces"
-            raise BuildError(BAD_REQUEST, f"template {template['name']} is deprecated: {message}")
+        if template.deprecated_at is not None and req.reason is not BuildReason.PREBUILD:
+            message = template.deprecation_message or "no new workspaces"
+            raise BuildError(BAD_REQUEST, f"template {template.name} is deprecated: {message}")
         resolved = await self._resolve(conn, req, template, previous=None)
-        workspace = await self._insert_workspace(conn, req, template)
-        job_id = await self._insert_job(conn, req, resolved.version, workspace["id"])
+        workspace_id = await self._insert_workspace(conn, req, template)
+        job_id = await enqueue_job(conn, self._job(req, resolved.version, workspace_id), self.clock.now())
         return await self._insert_build(
             conn,
             req,
-            workspace["id"],
+            workspace_id,
             1,
-            resolved.version["id"],
+            resolved.version.id,
             resolved.preset_id,
             resolved.parameters,
             None,
             job_id,
         )
 
-    async def _template(self, conn: Conn, template_id: UUID) -> Row:
-        template = await fetch_one(conn, "templates.template_by_id", {"id": template_id})
-        if template is None or template["deleted"]:
+    async def _template(self, conn: Conn, template_id: UUID) -> BuildTemplate:
+        template = await store.template_by_id(conn, template_id)
+        if template is None or template.deleted:
             raise BuildError(NOT_FOUND, f"template {template_id} not found")
         return template
 
-    async def _resolve(self, conn: Conn, req: BuildRequest, template: Row, previous: Row | None) -> _Resolved:
-        version_id = req.version_id or (previous["template_version_id"] if previous else None)
-        version_id = version_id or template["active_version_id"]
+    async def _resolve(
+        self, conn: Conn, req: BuildRequest, template: BuildTemplate, previous: LastBuild | None
+    ) -> _Resolved:
+        version_id = req.version_id or (previous.template_version_id if previous else None)
+        version_id = version_id or template.active_version_id
         if version_id is None:
-            latest = await fetch_one(
-                conn, "templates.latest_version_import_status", {"template_id": template["id"]}
-            )
-            if latest is not None and JobStatus(latest["job_status"]).is_active:
+            latest = await store.latest_import(conn, template.id)
+            if latest is not None and latest.status.is_active:
                 raise BuildError(
                     NOT_ACCEPTABLE,
-                    f"template {template['name']}: version {latest['name']} is "
+                    f"template {template.name}: version {latest.version_name} is "
                     "still importing; try again when its import has finished",
                 )
             raise BuildError(
                 BAD_REQUEST,
-                f"template {template['name']} has no active version (no version has imported successfully)",
+                f"template {template.name} has no active version (no version has imported successfully)",
             )
-        version = await fetch_one(conn, "templates.version_with_job", {"id": version_id})
-        if version is None or version["template_id"] != template["id"]:
+        version = await store.version_by_id(conn, version_id)
+        if version is None or version.template_id != template.id:
             raise BuildError(
-                BAD_REQUEST, f"version {version_id} is not a version of template {template['name']}"
+                BAD_REQUEST, f"version {version_id} is not a version of template {template.name}"
             )
-        status = JobStatus(version["import_status"])
+        status = version.import_status
         if status.is_active:
-            raise BuildError(
-                NOT_ACCEPTABLE, f"template version {version['name']} is still importing ({status})"
-            )
+            raise BuildError(NOT_ACCEPTABLE, f"template version {version.name} is still importing ({status})")
         if status is not JobStatus.SUCCEEDED:
             raise BuildError(
                 BAD_REQUEST,
-                f"template version {version['name']} cannot be used: its import "
-                f"{status}: {version['import_error'] or 'canceled'}",
+                f"template version {version.name} cannot be used: its import "
+                f"{status}: {version.import_error or 'canceled'}",
             )
         preset_values: dict[str, str] | None = None
         preset_id = req.preset_id
         if preset_id is not None:
-            preset = await fetch_one(conn, "templates.preset_by_id", {"id": preset_id})
-            if preset is None or preset["template_version_id"] != version["id"]:
-                raise BuildError(
-                    BAD_REQUEST, f"preset {preset_id} is not a preset of version {version['name']}"
-                )
-            preset_values = dict(preset["parameters"])
-        specs = await self.parameter_specs(conn, version["id"])
+            preset = await store.preset_by_id(conn, preset_id)
+            if preset is None or preset.template_version_id != version.id:
+                raise BuildError(BAD_REQUEST, f"preset {preset_id} is not a preset of version {version.name}")
+            preset_values = dict(preset.parameters)
+        specs = await self.parameter_specs(conn, version.id)
         try:
             values = resolve_parameters(
                 specs,
                 explicit=req.parameters,
                 preset=preset_values,
-                previous=dict(previous["parameters"]) if previous else None,
+                previous=dict(previous.parameters) if previous else None,
             )
         except ParameterError as exc:
             raise BuildError(BAD_REQUEST, str(exc)) from exc
@@ -206,56 +208,56 @@ class WorkspaceBuilder:
 
     @staticmethod
     async def parameter_specs(conn: Conn, version_id: UUID) -> list[ParameterSpec]:
-        rows = await fetch_all(conn, "templates.version_parameters", {"version_id": version_id})
-        return [ParameterSpec.from_json(row["spec"]) for row in rows]
+        return await store.parameter_specs(conn, version_id)
 
     # -- existing workspace --------------------------------------------------------------------------------
 
     async def _build_existing(self, conn: Conn, req: BuildRequest, workspace_id: UUID) -> BuildCreated:
-        workspace = await fetch_one(conn, "workspaces.lock_workspace", {"id": workspace_id})
+        workspace = await store.lock_workspace(conn, workspace_id)
         if workspace is None:
             raise BuildError(NOT_FOUND, f"workspace {workspace_id} not found")
-        if workspace["deleted"]:
-            raise BuildError(BAD_REQUEST, f"workspace {workspace['name']} is deleted")
-        if req.expected_owner_id is not None and workspace["owner_id"] != req.expected_owner_id:
-            raise BuildError(CONFLICT, f"workspace {workspace['name']} changed owner")
-        last = await fetch_one(conn, "workspaces.latest_build", {"workspace_id": workspace_id})
+        if workspace.deleted:
+            raise BuildError(BAD_REQUEST, f"workspace {workspace.name} is deleted")
+        if req.expected_owner_id is not None and workspace.owner_id != req.expected_owner_id:
+            raise BuildError(CONFLICT, f"workspace {workspace.name} changed owner")
+        last = await store.latest_build(conn, workspace_id)
         if last is None:
-            raise BuildError(INTERNAL, f"workspace {workspace['name']} has no build")
-        if JobStatus(last["job_status"]).is_active:
+            raise BuildError(INTERNAL, f"workspace {workspace.name} has no build")
+        if last.job_status.is_active:
             raise BuildError(
                 CONFLICT,
-                f"workspace {workspace['name']} already has an active build "
-                f"(#{last['build_number']} {last['transition']}, {last['job_status']})",
+                f"workspace {workspace.name} already has an active build "
+                f"(#{last.build_number} {last.transition}, {last.job_status})",
             )
-        number = last["build_number"] + 1
+        number = last.build_number + 1
         if req.transition is Transition.START:
-            template = await self._template(conn, workspace["template_id"])
+            template = await self._template(conn, workspace.template_id)
             resolved = await self._resolve(conn, req, template, previous=last)
-            job_id = await self._insert_job(conn, req, resolved.version, workspace_id)
-            preset_id = resolved.preset_id if req.preset_id else last["preset_id"]
+            job_id = await enqueue_job(conn, self._job(req, resolved.version, workspace_id), self.clock.now())
+            preset_id = resolved.preset_id if req.preset_id else last.preset_id
             return await self._insert_build(
                 conn,
                 req,
                 workspace_id,
                 number,
-                resolved.version["id"],
+                resolved.version.id,
                 preset_id,
                 resolved.parameters,
-                last["state"],
+                last.state,
                 job_id,
             )
         # stop and delete reuse what the last build had, without validation: they must always be possible.
-        version = await fetch_one(conn, "templates.version_with_job", {"id": last["template_version_id"]})
-        assert version is not None
-        params = dict(last["parameters"])
-        if req.transition is Transition.DELETE and not await fetch_val(
-            conn, "workspaces.infrastructure_ever_ran", {"workspace_id": workspace_id}
+        version = await store.version_by_id(conn, last.template_version_id)
+        if version is None:  # the foreign key makes this impossible short of a broken database
+            raise BuildError(INTERNAL, f"workspace {workspace.name}: its last build's version is gone")
+        params = dict(last.parameters)
+        if req.transition is Transition.DELETE and not await store.infrastructure_ever_ran(
+            conn, workspace_id
         ):
             return await self._orphan_delete(conn, req, workspace_id, number, version, last, params)
-        job_id = await self._insert_job(conn, req, version, workspace_id)
+        job_id = await enqueue_job(conn, self._job(req, version, workspace_id), self.clock.now())
         return await self._insert_build(
-            conn, req, workspace_id, number, version["id"], last["preset_id"], params, last["state"], job_id
+            conn, req, workspace_id, number, version.id, last.preset_id, params, last.state, job_id
         )
 
     async def _orphan_delete(
@@ -264,25 +266,27 @@ class WorkspaceBuilder:
         req: BuildRequest,
         workspace_id: UUID,
         number: int,
-        version: Row,
-        last: Row,
+        version: BuildVersion,
+        last: LastBuild,
         params: dict[str, str],
     ) -> BuildCreated:
         """Nothing was ever provisioned: record a delete that completed at once and mark the workspace deleted."""
-        job_id = await self._insert_job(conn, req, version, workspace_id, completed=True)
+        job_id = await record_finished_job(
+            conn, self._job(req, version, workspace_id), self.clock.now(), error=None, failure_class=None
+        )
         orphan = BuildRequest(**{**req.__dict__, "reason": BuildReason.ORPHAN_DELETE})
         created = await self._insert_build(
             conn,
             orphan,
             workspace_id,
             number,
-            version["id"],
-            last["preset_id"],
+            version.id,
+            last.preset_id,
             params,
-            last["state"],
+            last.state,
             job_id,
         )
-        await execute(conn, "workspaces.mark_deleted", {"id": workspace_id, "now": self.clock.now()})
+        await store.mark_deleted(conn, workspace_id, self.clock.now())
         log.info("builder.orphan_delete", workspace_id=str(workspace_id))
         return BuildCreated(
             created.workspace_id, created.build_id, created.build_number, created.job_id, orphan_deleted=True
@@ -290,51 +294,28 @@ class WorkspaceBuilder:
 
     # -- inserts -------------------------------------------------------------------------------------------
 
-    async def _insert_workspace(self, conn: Conn, req: BuildRequest, template: Row) -> Row:
-        row = await fetch_one(
-            conn,
-            "workspaces.insert_workspace",
-            {
-                "id": uuid4(),
-                "organization_id": req.organization_id or template["organization_id"],
-                "owner_id": req.owner_id,
-                "template_id": template["id"],
-                "name": req.name,
-                "pool_preset_id": req.preset_id if req.owner_id == PREBUILDS_USER_ID else None,
-                "now": self.clock.now(),
-            },
+    async def _insert_workspace(self, conn: Conn, req: BuildRequest, template: BuildTemplate) -> UUID:
+        workspace = NewWorkspace(
+            organization_id=req.organization_id or template.organization_id,
+            owner_id=req.owner_id,
+            template_id=template.id,
+            name=req.name,
+            pool_preset_id=req.preset_id if req.owner_id == PREBUILDS_USER_ID else None,
         )
-        assert row is not None
-        return row
+        return await store.insert_workspace(conn, workspace, self.clock.now())
 
-    async def _insert_job(
-        self,
-        conn: Conn,
-        req: BuildRequest,
-        version: Row,
-        workspace_id: UUID,
-        *,
-        completed: bool = False,
-        error: str | None = None,
-        failure_class: FailureClass | None = None,
-    ) -> UUID:
-        params: dict[str, Any] = {
-            "id": uuid4(),
-            "organization_id": version["organization_id"],
-            "type": JobType.WORKSPACE_BUILD.value,
-            "provisioner": version["provisioner"],
-            "tags": jsonb(version["tags"]),
-            "priority": req.priority,
-            "input": jsonb({"workspace_id": str(workspace_id)}),
-            "initiator_id": req.initiator_id,
-            "now": self.clock.now(),
-        }
-        if completed or error is not None:
-            params |= {"error": error, "failure_class": failure_class.value if failure_class else None}
-            job_id: UUID = await fetch_val(conn, "jobs.insert_completed", params)
-        else:
-            job_id = await fetch_val(conn, "jobs.insert", params)
-        return job_id
+    @staticmethod
+    def _job(req: BuildRequest, version: BuildVersion, workspace_id: UUID) -> NewJob:
+        """The provisioner job of a build: run by a daemon of the version's provisioner and tags."""
+        return NewJob(
+            organization_id=version.organization_id,
+            type=JobType.WORKSPACE_BUILD,
+            provisioner=version.provisioner,
+            priority=req.priority,
+            input={"workspace_id": str(workspace_id)},
+            initiator_id=req.initiator_id,
+            tags=version.tags,
+        )
 
     async def _insert_build(
         self,
@@ -348,26 +329,20 @@ class WorkspaceBuilder:
         state: bytes | None,
         job_id: UUID,
     ) -> BuildCreated:
-        row = await fetch_one(
-            conn,
-            "workspaces.insert_build",
-            {
-                "id": uuid4(),
-                "workspace_id": workspace_id,
-                "build_number": number,
-                "transition": req.transition.value,
-                "version_id": version_id,
-                "preset_id": preset_id,
-                "parameters": jsonb(dict(parameters)),
-                "state": state,
-                "initiator_id": req.initiator_id,
-                "reason": req.reason.value,
-                "job_id": job_id,
-                "now": self.clock.now(),
-            },
+        build = NewBuild(
+            workspace_id=workspace_id,
+            build_number=number,
+            transition=req.transition,
+            version_id=version_id,
+            preset_id=preset_id,
+            parameters=parameters,
+            state=state,
+            initiator_id=req.initiator_id,
+            reason=req.reason,
+            job_id=job_id,
         )
-        assert row is not None
-        return BuildCreated(workspace_id=workspace_id, build_id=row["id"], build_number=number, job_id=job_id)
+        build_id = await store.insert_build(conn, build, self.clock.now())
+        return BuildCreated(workspace_id=workspace_id, build_id=build_id, build_number=number, job_id=job_id)
 
 
 def _conflict_message(exc: psycopg.errors.UniqueViolation) -> str:

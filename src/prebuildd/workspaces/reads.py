@@ -1,11 +1,16 @@
 """Reading workspaces and builds as people see them: lists with each workspace's latest build, one workspace,
-its builds, one build. Shared by the HTTP API and other surfaces; every write goes through the builder."""
+its builds, one build, a build's log lines. Shared by the HTTP API and other surfaces; every write goes through
+the builder."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
-from prebuildd.store.db import Database, Row, fetch_all, fetch_one
+from prebuildd.store import jobs
+from prebuildd.store import workspaces as store
+from prebuildd.store.db import Database
+from prebuildd.store.jobs import JobLogLine
+from prebuildd.store.workspaces import BuildView, OwnedBuild, WorkspaceView
 
 
 async def list_workspaces(
@@ -15,29 +20,33 @@ async def list_workspaces(
     owner_id: UUID | None = None,
     template: str | None = None,
     name: str | None = None,
-) -> list[Row]:
+) -> list[WorkspaceView]:
     """Live workspaces of an organization with their latest build, by owner then name; None filters nothing."""
     async with db.transaction() as conn:
-        return await fetch_all(
-            conn,
-            "api.workspaces",
-            {"organization_id": organization_id, "owner_id": owner_id, "template": template, "name": name},
+        return await store.list_workspaces(
+            conn, organization_id=organization_id, owner_id=owner_id, template=template, name=name
         )
 
 
-async def workspace_by_id(db: Database, workspace_id: UUID) -> Row | None:
+async def workspace_by_id(db: Database, workspace_id: UUID) -> WorkspaceView | None:
     """One workspace, deleted or not, with its latest build and its organization."""
     async with db.transaction() as conn:
-        return await fetch_one(conn, "api.workspace_by_id", {"id": workspace_id})
+        return await store.workspace_view(conn, workspace_id)
 
 
-async def builds_of_workspace(db: Database, workspace_id: UUID) -> list[Row]:
+async def builds_of_workspace(db: Database, workspace_id: UUID) -> list[BuildView]:
     """Every build of a workspace, newest first."""
     async with db.transaction() as conn:
-        return await fetch_all(conn, "api.builds_of_workspace", {"workspace_id": workspace_id})
+        return await store.builds_of_workspace(conn, workspace_id)
 
 
-async def build_by_id(db: Database, build_id: UUID) -> Row | None:
+async def build_by_id(db: Database, build_id: UUID) -> OwnedBuild | None:
     """One build with its workspace's owner and organization."""
     async with db.transaction() as conn:
-        return await fetch_one(conn, "api.build_by_id", {"id": build_id})
+        return await store.build_view(conn, build_id)
+
+
+async def build_log_lines(db: Database, job_id: UUID, *, after: int, limit: int) -> list[JobLogLine]:
+    """A page of a build job's log lines after line ``after``."""
+    async with db.transaction() as conn:
+        return await jobs.logs_after(conn, job_id, after, limit)

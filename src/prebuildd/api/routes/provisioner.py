@@ -15,6 +15,7 @@ from uuid import UUID
 import structlog
 from fastapi import APIRouter, Request, Response
 
+from prebuildd.api.context import Services
 from prebuildd.api.deps import OwnerDep, ProvisionerKeyDep, ServicesDep
 from prebuildd.api.provisioner_models import (
     MAX_WAIT_SECONDS,
@@ -37,7 +38,6 @@ from prebuildd.identity import auth
 from prebuildd.identity.auth import ProvisionerKey
 from prebuildd.identity.users import organization_of
 from prebuildd.queue.reads import job_organization
-from prebuildd.services import Services
 
 log = structlog.get_logger(__name__)
 

@@ -167,7 +167,7 @@ async def version_logs(
 ) -> list[LogLineOut]:
     job_id = await catalog.version_import_job(services.db, user, name, version)
     lines = await services.queue.logs(job_id, after=after, limit=limit)
-    return [LogLineOut.from_row(line) for line in lines]
+    return [LogLineOut.from_line(line) for line in lines]
 
 
 @router.get(

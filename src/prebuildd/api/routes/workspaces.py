@@ -1,6 +1,6 @@
 """Routes: workspaces, their builds, and build logs (a JSON page, or an NDJSON stream that follows the job).
 
-Creating a workspace goes through ``claim.create_workspace``: a ready prebuild is handed over when a preset
+Creating a workspace goes through ``WorkspaceCreator.create_workspace``: a ready prebuild is handed over when a preset
 fits, otherwise the builder starts a cold build. Later transitions go straight to the builder. Members see and
 act on their own workspaces only; anyone else's is a 404 for them.
 """
@@ -13,6 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from prebuildd.api.context import Services
 from prebuildd.api.deps import ServicesDep, UserDep, has_role
 from prebuildd.api.log_stream import MEDIA_TYPE, follow_job_logs
 from prebuildd.api.lookups import (
@@ -31,14 +32,20 @@ from prebuildd.api.models import (
     WorkspaceName,
     WorkspaceOut,
 )
-from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import JobPriority, Transition
 from prebuildd.identity.users import User
-from prebuildd.prebuilds import claim
-from prebuildd.services import Services
-from prebuildd.store.db import Row, fetch_all, fetch_one
+from prebuildd.prebuilds.claim import CreateRequest, WorkspaceCreator
+from prebuildd.store.templates import Template
+from prebuildd.store.workspaces import preset_id_by_name, preset_names
 from prebuildd.workspaces.builder import BuildRequest
-from prebuildd.workspaces.reads import build_by_id, builds_of_workspace, list_workspaces, workspace_by_id
+from prebuildd.workspaces.reads import (
+    build_by_id,
+    build_log_lines,
+    builds_of_workspace,
+    list_workspaces,
+    workspace_by_id,
+)
 
 router = APIRouter(tags=["workspaces"])
 
@@ -65,33 +72,41 @@ async def _owner_for_creation(services: Services, user: User, username: str | No
     return owner
 
 
-async def _preset_id(services: Services, template: Row, preset: str | None) -> UUID | None:
+async def _preset_id(services: Services, template: Template, preset: str | None) -> UUID | None:
     """The id of ``preset`` in the template's active version; None when no preset is asked for."""
     if preset is None:
         return None
-    version_id = template["active_version_id"]
+    version_id = template.active_version_id
     if version_id is None:
         return None  # the builder explains why the template cannot be used yet
     async with services.db.transaction() as conn:
-        row = await fetch_one(conn, "templates.preset_by_name", {"version_id": version_id, "name": preset})
-        if row is None:
-            names = [
-                p["name"]
-                for p in await fetch_all(conn, "templates.version_presets", {"version_id": version_id})
-            ]
+        preset_id = await preset_id_by_name(conn, version_id, preset)
+        if preset_id is None:
+            names = await preset_names(conn, version_id)
             raise PrebuilddError(
                 ErrorCode.INVALID_REQUEST,
-                f"preset: {template['name']} {template['active_version']} has no preset {preset!r}; "
+                f"preset: {template.name} {template.active_version} has no preset {preset!r}; "
                 f"presets: {', '.join(names) or 'none'}",
             )
-    preset_id: UUID = row["id"]
     return preset_id
 
 
+def _creator(services: Services) -> WorkspaceCreator:
+    return WorkspaceCreator(
+        db=services.db,
+        clock=services.clock,
+        builder=services.builder,
+        metrics=services.metrics,
+        kick=services.kick,
+        claim_timeout=services.config.claim_timeout,
+    )
+
+
 async def _workspace_out(services: Services, workspace_id: UUID) -> WorkspaceOut:
-    row = await workspace_by_id(services.db, workspace_id)
-    assert row is not None
-    return WorkspaceOut.from_row(row)
+    workspace = await workspace_by_id(services.db, workspace_id)
+    if workspace is None:  # deleted workspaces still answer, so only a broken database gets here
+        raise not_found(f"workspace {workspace_id}")
+    return WorkspaceOut.from_workspace(workspace)
 
 
 @router.post(
@@ -105,13 +120,12 @@ async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: U
     organization_id = await organization_of(services, user)
     template = await template_named(services, organization_id, body.template)
     owner = await _owner_for_creation(services, user, body.owner)
-    created = await claim.create_workspace(
-        services,
-        claim.CreateRequest(
+    created = await _creator(services).create_workspace(
+        CreateRequest(
             organization_id=organization_id,
             owner_id=owner.id,
             initiator_id=user.id,
-            template_id=template["id"],
+            template_id=template.id,
             name=body.name,
             preset_id=await _preset_id(services, template, body.preset),
             parameters=body.parameters,
@@ -142,17 +156,17 @@ async def list_all(
         if not has_role(user, "template-admin"):
             raise PrebuilddError(ErrorCode.FORBIDDEN, "members list only their own workspaces (owner=me)")
         owner_id = None if owner.lower() == "all" else (await user_named(services, owner, system_too=True)).id
-    rows = await list_workspaces(
+    workspaces = await list_workspaces(
         services.db, organization_id=organization_id, owner_id=owner_id, template=template, name=name
     )
-    return [WorkspaceOut.from_row(row) for row in rows]
+    return [WorkspaceOut.from_workspace(workspace) for workspace in workspaces]
 
 
 @router.get(
     "/workspaces/{workspace_id}", response_model=WorkspaceOut, summary="One workspace (deleted ones too)"
 )
 async def get_workspace(workspace_id: UUID, services: ServicesDep, user: UserDep) -> WorkspaceOut:
-    return WorkspaceOut.from_row(await visible_workspace(services, user, workspace_id))
+    return WorkspaceOut.from_workspace(await visible_workspace(services, user, workspace_id))
 
 
 @router.post(
@@ -175,15 +189,16 @@ async def create_build(
     request = BuildRequest(
         transition=transition,
         initiator_id=user.id,
-        workspace_id=workspace["workspace_id"],
+        workspace_id=workspace.id,
         parameters=body.parameters,
         priority=JobPriority.HUMAN,
     )
     async with services.db.transaction() as conn:
         created = await services.builder.build(conn, request)
-    build = await build_by_id(services.db, created.build_id)
-    assert build is not None
-    return BuildOut.from_row(build)
+    found = await build_by_id(services.db, created.build_id)
+    if found is None:  # the build committed above; only a broken database loses it
+        raise not_found(f"build {created.build_id}")
+    return BuildOut.from_build(found.build)
 
 
 @router.get(
@@ -193,7 +208,7 @@ async def create_build(
 )
 async def list_builds(workspace_id: UUID, services: ServicesDep, user: UserDep) -> list[BuildOut]:
     await visible_workspace(services, user, workspace_id)
-    return [BuildOut.from_row(row) for row in await builds_of_workspace(services.db, workspace_id)]
+    return [BuildOut.from_build(build) for build in await builds_of_workspace(services.db, workspace_id)]
 
 
 @router.get(
@@ -215,9 +230,9 @@ async def build_logs(
     build = await visible_build(services, user, build_id)
     if follow:
         return StreamingResponse(
-            follow_job_logs(services, build["build_job_id"], after),
+            follow_job_logs(services.db, services.listener, build.job_id, after),
             media_type=MEDIA_TYPE,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
-    lines = await services.queue.logs(build["build_job_id"], after=after, limit=limit)
-    return [LogLineOut.from_row(line) for line in lines]
+    lines = await build_log_lines(services.db, build.job_id, after=after, limit=limit)
+    return [LogLineOut.from_line(line) for line in lines]

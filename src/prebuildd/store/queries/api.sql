@@ -1,11 +1,6 @@
 -- Queries of the HTTP API (users, templates, workspaces, jobs). Builds are read with `build_*` column names in
 -- every query that returns one, so one converter serves workspaces (their latest build) and build lists.
 
--- name: template_by_name
-SELECT t.*, v.name AS active_version
-FROM templates t LEFT JOIN template_versions v ON v.id = t.active_version_id
-WHERE t.organization_id = %(organization_id)s AND lower(t.name) = lower(%(name)s) AND NOT t.deleted;
-
 -- name: workspaces
 -- Live workspaces with their latest build; each filter applies when its parameter is not null.
 SELECT w.id AS workspace_id, w.name, w.owner_id, u.username AS owner, w.template_id, t.name AS template,
@@ -45,6 +40,7 @@ LEFT JOIN template_version_presets p ON p.id = b.preset_id
 WHERE w.id = %(id)s;
 
 -- name: builds_of_workspace
+-- Every build of a workspace, newest first, with its job's status.
 SELECT b.workspace_id, b.id AS build_id, b.build_number, b.transition, j.job_status AS build_status,
        j.error AS build_error, j.failure_class AS build_failure_class, v.name AS build_version,
        p.name AS build_preset, b.parameters AS build_parameters, b.outputs AS build_outputs,
@@ -72,9 +68,11 @@ LEFT JOIN template_version_presets p ON p.id = b.preset_id
 WHERE b.id = %(id)s;
 
 -- name: job_status
+-- The status of one job: a log follower ends its stream once the job is no longer active.
 SELECT job_status FROM provisioner_jobs WHERE id = %(id)s;
 
 -- name: jobs
+-- The newest jobs of an organization, of one status when given, as operators list them.
 SELECT id, type, provisioner, job_status, error, failure_class, priority, tags, created_at, started_at,
        completed_at, worker_id, initiator_id
 FROM provisioner_jobs
@@ -83,6 +81,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: job_by_id
+-- One job as operators see it, with its organization (the route checks the caller's).
 SELECT id, type, provisioner, job_status, error, failure_class, priority, tags, created_at, started_at,
        completed_at, worker_id, initiator_id, organization_id
 FROM provisioner_jobs

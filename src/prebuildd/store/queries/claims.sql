@@ -52,6 +52,7 @@ SELECT c.id, c.name, c.created_at, c.latest_build_number, pg_notify('prebuildd_w
 FROM claimed c;
 
 -- name: insert_event
+-- One event row (claim.missed and other claim events the claim statement does not write).
 INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message, data)
 VALUES (%(now)s, %(kind)s, %(organization_id)s, %(template_id)s, %(preset_id)s, %(workspace_id)s, %(user_id)s,
         %(message)s, %(data)s);

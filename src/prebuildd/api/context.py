@@ -1,4 +1,6 @@
-"""The running parts of one prebuildd process, shared by the HTTP API and the background loops."""
+"""What the routes of one server process share: the database, the clock, the listener, the queue, the builder,
+the metrics and the reconciler's kick. Built by the composition (``server/process.py``); services below the API
+take the named parts they use, never this."""
 
 from __future__ import annotations
 

@@ -1,0 +1,99 @@
+"""The claim repository: the context a creation reads to decide whether it can claim, the one claim statement,
+and claim events. Claims are a hot path: each function is one statement, one round trip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from prebuildd.domain.claims import PoolPreset
+from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.store.db import Conn
+from prebuildd.store.rows import execute, fetch_one, jsonb
+
+
+@dataclass(frozen=True)
+class ClaimContext:
+    """A template as a creation sees it: its active version's manifest and pool presets, and whether the owner
+    already has a workspace of the requested name."""
+
+    template_id: UUID
+    template_name: str
+    organization_id: UUID
+    deleted: bool
+    active_version_id: UUID | None
+    manifest: str | None
+    presets: list[PoolPreset]
+    name_taken: bool
+
+
+@dataclass(frozen=True)
+class ClaimEvent:
+    """A row of the events table about a claim (``claim.missed``; the claim statement writes its own)."""
+
+    kind: str
+    organization_id: UUID
+    template_id: UUID
+    preset_id: UUID
+    workspace_id: UUID | None
+    user_id: UUID
+    message: str
+
+
+async def claim_context(conn: Conn, *, template_id: UUID, owner_id: UUID, name: str) -> ClaimContext | None:
+    row = await fetch_one(
+        conn, "claims.context", {"template_id": template_id, "owner_id": owner_id, "name": name}
+    )
+    if row is None:
+        return None
+    return ClaimContext(
+        template_id=row["id"],
+        template_name=row["name"],
+        organization_id=row["organization_id"],
+        deleted=row["deleted"],
+        active_version_id=row["active_version_id"],
+        manifest=row["manifest"],
+        presets=[PoolPreset(UUID(p["id"]), p["name"], dict(p["parameters"])) for p in row["presets"]],
+        name_taken=row["name_taken"],
+    )
+
+
+async def claim_prebuild(
+    conn: Conn, *, preset_id: UUID, owner_id: UUID, name: str, now: datetime
+) -> UUID | None:
+    """Hand the oldest eligible prebuild of ``preset_id`` to ``owner_id`` as ``name``; its id, or None when no
+    prebuild was eligible. The claim event and the agent's notification are part of the same statement."""
+    row = await fetch_one(
+        conn,
+        "claims.claim",
+        {
+            "preset_id": preset_id,
+            "prebuilds_user_id": PREBUILDS_USER_ID,
+            "owner_id": owner_id,
+            "name": name,
+            "now": now,
+        },
+    )
+    if row is None:
+        return None
+    workspace_id: UUID = row["id"]
+    return workspace_id
+
+
+async def insert_claim_event(conn: Conn, event: ClaimEvent, now: datetime) -> None:
+    await execute(
+        conn,
+        "claims.insert_event",
+        {
+            "now": now,
+            "kind": event.kind,
+            "organization_id": event.organization_id,
+            "template_id": event.template_id,
+            "preset_id": event.preset_id,
+            "workspace_id": event.workspace_id,
+            "user_id": event.user_id,
+            "message": event.message,
+            "data": jsonb({}),
+        },
+    )

@@ -14,12 +14,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from prebuildd.api.context import Services
-from prebuildd.api.deps import ServicesDep, UserDep, has_role
+from prebuildd.api.deps import ServicesDep, UserDep
 from prebuildd.api.log_stream import MEDIA_TYPE, follow_job_logs
 from prebuildd.api.lookups import (
     organization_of,
     template_named,
-    user_named,
     visible_build,
     visible_workspace,
 )
@@ -32,12 +31,9 @@ from prebuildd.api.models import (
     WorkspaceName,
     WorkspaceOut,
 )
-from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
+from prebuildd.domain.errors import not_found
 from prebuildd.domain.jobs import JobPriority, Transition
-from prebuildd.identity.users import User
 from prebuildd.prebuilds.claim import CreateRequest, WorkspaceCreator
-from prebuildd.store.templates import Template
-from prebuildd.store.workspaces import preset_id_by_name, preset_names
 from prebuildd.workspaces.builder import BuildRequest
 from prebuildd.workspaces.reads import (
     build_by_id,
@@ -45,6 +41,12 @@ from prebuildd.workspaces.reads import (
     builds_of_workspace,
     list_workspaces,
     workspace_by_id,
+)
+from prebuildd.workspaces.requests import (
+    check_build_parameters,
+    listed_owner,
+    owner_for_creation,
+    preset_of_template,
 )
 
 router = APIRouter(tags=["workspaces"])
@@ -56,39 +58,6 @@ _LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
     }
 }
-
-
-async def _owner_for_creation(services: Services, user: User, username: str | None) -> User:
-    if username is None or username.lower() == user.username.lower():
-        return user
-    if not has_role(user, "template-admin"):
-        raise PrebuilddError(ErrorCode.FORBIDDEN, "only template admins create workspaces for other users")
-    owner = await user_named(services, username, system_too=True)
-    if owner.is_system:
-        raise PrebuilddError(
-            ErrorCode.INVALID_REQUEST,
-            f"owner: {username} is a system user; prebuilds are created by the reconciler",
-        )
-    return owner
-
-
-async def _preset_id(services: Services, template: Template, preset: str | None) -> UUID | None:
-    """The id of ``preset`` in the template's active version; None when no preset is asked for."""
-    if preset is None:
-        return None
-    version_id = template.active_version_id
-    if version_id is None:
-        return None  # the builder explains why the template cannot be used yet
-    async with services.db.transaction() as conn:
-        preset_id = await preset_id_by_name(conn, version_id, preset)
-        if preset_id is None:
-            names = await preset_names(conn, version_id)
-            raise PrebuilddError(
-                ErrorCode.INVALID_REQUEST,
-                f"preset: {template.name} {template.active_version} has no preset {preset!r}; "
-                f"presets: {', '.join(names) or 'none'}",
-            )
-    return preset_id
 
 
 def _creator(services: Services) -> WorkspaceCreator:
@@ -119,7 +88,7 @@ async def _workspace_out(services: Services, workspace_id: UUID) -> WorkspaceOut
 async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: UserDep) -> WorkspaceOut:
     organization_id = await organization_of(services, user)
     template = await template_named(services, organization_id, body.template)
-    owner = await _owner_for_creation(services, user, body.owner)
+    owner = await owner_for_creation(services.db, user, body.owner)
     created = await _creator(services).create_workspace(
         CreateRequest(
             organization_id=organization_id,
@@ -127,7 +96,7 @@ async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: U
             initiator_id=user.id,
             template_id=template.id,
             name=body.name,
-            preset_id=await _preset_id(services, template, body.preset),
+            preset_id=await preset_of_template(services.db, template, body.preset),
             parameters=body.parameters,
         ),
     )
@@ -151,11 +120,7 @@ async def list_all(
     name: Annotated[WorkspaceName | None, Query()] = None,
 ) -> list[WorkspaceOut]:
     organization_id = await organization_of(services, user)
-    owner_id: UUID | None = user.id
-    if owner.lower() not in ("me", user.username.lower()):
-        if not has_role(user, "template-admin"):
-            raise PrebuilddError(ErrorCode.FORBIDDEN, "members list only their own workspaces (owner=me)")
-        owner_id = None if owner.lower() == "all" else (await user_named(services, owner, system_too=True)).id
+    owner_id = await listed_owner(services.db, user, owner)
     workspaces = await list_workspaces(
         services.db, organization_id=organization_id, owner_id=owner_id, template=template, name=name
     )
@@ -181,11 +146,7 @@ async def create_build(
 ) -> BuildOut:
     workspace = await visible_workspace(services, user, workspace_id)
     transition = Transition(body.transition)
-    if body.parameters and transition is not Transition.START:
-        raise PrebuilddError(
-            ErrorCode.INVALID_REQUEST,
-            f"parameters: a {transition} build reuses the last build's values; send none",
-        )
+    check_build_parameters(transition, body.parameters)
     request = BuildRequest(
         transition=transition,
         initiator_id=user.id,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
-from tests.e2e.api_support import API, push, user_with_token, wait_imported
-from tests.e2e.conftest import RunningServer, start_server
-from tests.store.test_builder import EXEC_FILES, EXEC_MANIFEST
+from tests.support.api import API, push, user_with_token, wait_imported
+from tests.support.server import RunningServer, start_server
+from tests.support.templates import EXEC_FILES, EXEC_MANIFEST
 
 
 @pytest.fixture

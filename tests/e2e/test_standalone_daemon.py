@@ -38,8 +38,9 @@ from prebuildd.store.rows import Row, fetch_one
 from prebuildd.templates.archive import pack_directory
 from prebuildd.templates.versions import PushedVersion, push_version
 from prebuildd.workspaces.builder import BuildRequest
-from tests.e2e.conftest import RunningServer, start_server
-from tests.helpers import wait_for, write_template
+from tests.support.server import RunningServer, start_server
+from tests.support.templates import write_template
+from tests.support.waiting import wait_for
 
 DAEMON = "/api/v1/provisioner/daemon"
 

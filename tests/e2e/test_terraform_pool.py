@@ -18,9 +18,9 @@ from prebuildd.identity.users import create_user, ensure_default_organization
 from prebuildd.prebuilds.claim import CreateRequest, WorkspaceCreator
 from prebuildd.store.rows import fetch_one
 from prebuildd.templates.archive import pack_directory
-from tests.e2e.conftest import RunningServer, start_server
-from tests.helpers import wait_for
-from tests.provisioner.terraform_support import require_terraform
+from tests.support.server import RunningServer, start_server
+from tests.support.terraform import require_terraform
+from tests.support.waiting import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "terraform-local"
 

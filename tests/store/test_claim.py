@@ -15,8 +15,8 @@ from prebuildd.api.context import Services
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.prebuilds.claim import CreateRequest, CreateResult, WorkspaceCreator
 from prebuildd.store.db import Database
-from tests.helpers import Env
-from tests.store.test_reconciler import prebuild_ids, reconciler
+from tests.support.env import Env
+from tests.support.pools import prebuild_ids, reconciler
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ from prebuildd.domain.errors import BuildError, ErrorCode
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
-from tests.helpers import Env
-from tests.store.test_reconciler import events_named, operations, pool, reconciler
+from tests.support.env import Env
+from tests.support.pools import events_named, operations, pool, reconciler
 
 INTERVAL = 60.0
 

@@ -1,4 +1,4 @@
-"""Helpers for the Terraform tests: finding the binary (skip locally, fail under CI), contexts, logs."""
+"""Helpers for the Terraform tests: finding the binary (skip locally, fail under CI), files, contexts."""
 
 from __future__ import annotations
 
@@ -28,20 +28,6 @@ def require_terraform() -> str:
             pytest.fail(f"terraform not found ({where}): CI=true requires the tests that run real Terraform")
         pytest.skip(f"terraform not found ({where}): the tests that run real Terraform are skipped")
     return binary
-
-
-class Logs:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, str]] = []
-
-    async def __call__(self, level: str, stage: str, line: str) -> None:
-        self.records.append((level, stage, line))
-
-    def lines(self, stage: str | None = None) -> list[str]:
-        return [line for _, s, line in self.records if stage is None or s == stage]
-
-    def text(self) -> str:
-        return "\n".join(self.lines())
 
 
 def write_files(root: Path, files: dict[str, str]) -> Path:
@@ -78,16 +64,3 @@ def build_context(
     }
     fields.update(overrides)
     return BuildContext(**fields)
-
-
-def process_gone(pid: int) -> bool:
-    """No such process, or a zombie (this machine's init may never reap orphans)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X")

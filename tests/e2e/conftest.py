@@ -17,3 +17,13 @@ async def running_server(database_url: str, tmp_path: Path) -> AsyncIterator[Run
         yield running
     finally:
         await running.server.stop()
+
+
+@pytest.fixture
+async def idle_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """A server without provisioner daemons: every job stays pending (or waits for a standalone daemon)."""
+    running = await start_server(database_url, tmp_path / "server", provisioner_daemons=0)
+    try:
+        yield running
+    finally:
+        await running.server.stop()

@@ -16,6 +16,7 @@ from prebuildd.provisioner.base import BuildContext, ImportContext, ProvisionerF
 from prebuildd.provisioner.exec import ExecProvisioner
 from tests.support.logs import Logs
 from tests.support.processes import process_gone
+from tests.support.provisioning import build_context
 from tests.support.waiting import wait_for
 
 DEADLINE = 10.0
@@ -39,24 +40,7 @@ def manifest(timeout: float | None = None, **scripts: str) -> TemplateManifest:
 
 
 def context(m: TemplateManifest, files: Path, data: Path, **overrides: Any) -> BuildContext:
-    fields: dict[str, Any] = {
-        "job_id": "job-1",
-        "workspace_id": "ws-1",
-        "workspace_name": "dev",
-        "owner_id": "user-1",
-        "owner_name": "alice",
-        "template_name": "demo",
-        "version_id": "v-1",
-        "transition": Transition.START,
-        "build_number": 1,
-        "parameters": {"cpu": "2", "region": "eu west"},
-        "state": None,
-        "files_dir": files,
-        "manifest": m,
-        "data_dir": data,
-    }
-    fields.update(overrides)
-    return BuildContext(**fields)
+    return build_context(m, files, data, **({"parameters": {"cpu": "2", "region": "eu west"}} | overrides))
 
 
 @pytest.fixture

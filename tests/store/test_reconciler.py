@@ -11,16 +11,8 @@ from structlog.testing import capture_logs
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from tests.support.env import Env
-from tests.support.pools import converge, events_named, pool, prebuild_ids, reconciler
+from tests.support.pools import POOL, converge, events_named, pool, prebuild_ids, reconciler
 from tests.support.waiting import wait_for
-
-POOL = """
-provisioner = "echo"
-[[presets]]
-name = "small"
-[presets.prebuilds]
-instances = 3
-"""
 
 
 async def test_converges_from_empty_then_does_nothing(env: Env) -> None:

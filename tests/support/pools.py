@@ -8,6 +8,7 @@ from uuid import UUID
 
 from prebuildd.api.context import Services
 from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.prebuilds.claim import WorkspaceCreator
 from prebuildd.prebuilds.loop import Reconciler
 from prebuildd.prebuilds.operations import PrebuildOperations
 from prebuildd.runtime.config import ServerConfig
@@ -15,6 +16,15 @@ from prebuildd.store import channels
 from prebuildd.store.listener import Listener
 from prebuildd.workspaces.builder import WorkspaceBuilder
 from tests.support.env import Env
+
+# An echo template with one preset that keeps a pool of three prebuilds.
+POOL = """
+provisioner = "echo"
+[[presets]]
+name = "small"
+[presets.prebuilds]
+instances = 3
+"""
 
 
 class ReconcilerUnderTest(Reconciler):
@@ -96,3 +106,15 @@ async def converge(env: Env, rec: Reconciler, cycles: int = 5) -> None:
 
 def events_named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
     return [entry for entry in logs if entry["event"] == event]
+
+
+def creator(services: Services) -> WorkspaceCreator:
+    """The claim service over the reconciler's parts (its database may be swapped by a test first)."""
+    return WorkspaceCreator(
+        db=services.db,
+        clock=services.clock,
+        builder=services.builder,
+        metrics=services.metrics,
+        kick=services.kick,
+        claim_timeout=services.config.claim_timeout,
+    )

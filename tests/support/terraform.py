@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from prebuildd.domain.jobs import Transition
 from prebuildd.domain.manifest import TemplateManifest, parse_manifest
 from prebuildd.provisioner.base import BuildContext
 from prebuildd.provisioner.registry import terraform_binary
+from tests.support import provisioning
 
 
 def require_terraform() -> str:
@@ -46,21 +46,5 @@ def terraform_manifest(extra: str = "") -> TemplateManifest:
 def build_context(
     files: Path, data: Path, manifest: TemplateManifest | None = None, **overrides: Any
 ) -> BuildContext:
-    fields: dict[str, Any] = {
-        "job_id": "job-1",
-        "workspace_id": "ws-1",
-        "workspace_name": "dev",
-        "owner_id": "user-1",
-        "owner_name": "alice",
-        "template_name": "demo",
-        "version_id": "v-1",
-        "transition": Transition.START,
-        "build_number": 1,
-        "parameters": {},
-        "state": None,
-        "files_dir": files,
-        "manifest": manifest or terraform_manifest(),
-        "data_dir": data,
-    }
-    fields.update(overrides)
-    return BuildContext(**fields)
+    """A build context for a Terraform template (``provisioner = "terraform"`` unless ``manifest`` is given)."""
+    return provisioning.build_context(manifest or terraform_manifest(), files, data, **overrides)

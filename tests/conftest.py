@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -17,28 +15,8 @@ from prebuildd.runtime.clock import FakeClock
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.store.db import Database
 from prebuildd.store.migrate import migrate
-from tests.helpers import Env, daemon_for
-
-TEMPLATE_DB = "prebuildd_template"
-
-
-@dataclass
-class PgServer:
-    embedded: EmbeddedPostgres
-    admin_url: str
-
-    def url(self, database: str) -> str:
-        return self.embedded.url(database)
-
-    def create_database(self, template: str = TEMPLATE_DB) -> str:
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')  # type: ignore[arg-type]
-        return name
-
-    def drop_database(self, name: str) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+from tests.support.env import Env, daemon_for
+from tests.support.pg import TEMPLATE_DB, PgServer
 
 
 @pytest.fixture(scope="session")

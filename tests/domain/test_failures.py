@@ -3,9 +3,8 @@ and the slow start of §5.1, all from the rows a snapshot holds."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -22,88 +21,36 @@ from prebuildd.domain.failures import (
 )
 from prebuildd.domain.planner import plan_preset
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow, group, preset_snapshot
+from tests.support.factories import MIN, NOW, prebuild_row, preset_row
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-MIN = timedelta(minutes=1)
-VERSION = UUID(int=1)
 OLD_VERSION = UUID(int=9)
-PRESET = UUID(int=2)
 POLICY = FailurePolicy()
-_ids = itertools.count(1000)
-
-
-def preset(**changes: Any) -> PresetRow:
-    base = PresetRow(
-        preset_id=PRESET,
-        preset_name="small",
-        template_id=UUID(int=3),
-        template_name="tpl",
-        organization_id=UUID(int=4),
-        version_id=VERSION,
-        version_name="v1",
-        active=True,
-        desired_instances=1,
-    )
-    return replace(base, **changes)
-
-
-def start(
-    status: str,
-    ago: timedelta,
-    *,
-    took: timedelta = MIN / 2,
-    failure_class: str | None = None,
-    error: str | None = None,
-    version: UUID = VERSION,
-    transition: str = "start",
-) -> PrebuildRow:
-    """The latest build of one prebuild: created ``ago`` before NOW, finished ``took`` later when finished."""
-    created = NOW - ago
-    finished = status in ("succeeded", "failed", "canceled")
-    if status == "failed" and failure_class is None:
-        failure_class = "build"
-    if status == "failed" and error is None:
-        error = "exit status 1"
-    return PrebuildRow(
-        workspace_id=UUID(int=next(_ids)),
-        workspace_created_at=created,
-        preset_id=PRESET,
-        version_id=version,
-        transition=transition,
-        job_id=UUID(int=next(_ids)),
-        job_status=status,
-        build_created_at=created,
-        job_started_at=created if status != "pending" else None,
-        job_completed_at=created + took if finished else None,
-        failure_class=failure_class,
-        error=error,
-    )
 
 
 def ok(minutes_ago: float) -> PrebuildRow:
-    return start("succeeded", minutes_ago * MIN)
+    return prebuild_row("succeeded", minutes_ago * MIN)
 
 
 def fail(minutes_ago: float, **kw: Any) -> PrebuildRow:
-    return start("failed", minutes_ago * MIN, **kw)
+    return prebuild_row("failed", minutes_ago * MIN, **kw)
 
 
 def infra(minutes_ago: float, **kw: Any) -> PrebuildRow:
-    return start("failed", minutes_ago * MIN, failure_class="infrastructure", **kw)
+    return prebuild_row("failed", minutes_ago * MIN, failure_class="infrastructure", **kw)
 
 
 # --- §6.1 build backoff -------------------------------------------------------------------------------------
 
 
 def test_no_creations_no_backoff() -> None:
-    assert build_backoff(preset(), [], NOW, POLICY) is None
+    assert build_backoff(preset_row(), [], NOW, POLICY) is None
 
 
 def test_backoff_waits_from_the_completion_not_the_creation() -> None:
     # A build that ran 20 minutes and failed 30 s ago: the reference (creation time + 1 interval) would let the
     # next create go at once; SPEC waits one interval from the failure.
     row = fail(20.5, took=20 * MIN, error="apply failed")
-    backoff = build_backoff(preset(), [row], NOW, POLICY)
+    backoff = build_backoff(preset_row(), [row], NOW, POLICY)
     assert backoff is not None
     assert backoff.until == NOW - MIN / 2 + MIN
     assert backoff.failures == 1
@@ -129,8 +76,8 @@ def test_backoff_waits_from_the_completion_not_the_creation() -> None:
         pytest.param([fail(1), ok(2), fail(3)], 1, 2, id="desired 1: older recent failure counted"),
         pytest.param([infra(1)], 1, None, id="infrastructure failure is not a build failure"),
         pytest.param([infra(1), fail(2)], 1, 1, id="infrastructure failure skipped in the ranking"),
-        pytest.param([start("running", MIN), fail(2)], 1, 1, id="in-flight create is not ranked"),
-        pytest.param([start("canceled", MIN), fail(2)], 1, 1, id="canceled create is not ranked"),
+        pytest.param([prebuild_row("running", MIN), fail(2)], 1, 1, id="in-flight create is not ranked"),
+        pytest.param([prebuild_row("canceled", MIN), fail(2)], 1, 1, id="canceled create is not ranked"),
         pytest.param([fail(1, version=OLD_VERSION)], 1, None, id="other version's failure ignored"),
         pytest.param([fail(1, transition="stop")], 1, None, id="failed stop is not a creation"),
         pytest.param([fail(1)], 0, 1, id="desired 0 still looks at the newest creation"),
@@ -140,7 +87,7 @@ def test_backoff_waits_from_the_completion_not_the_creation() -> None:
 def test_build_backoff_table(
     rows: list[PrebuildRow], desired: int | None, expected_failures: int | None
 ) -> None:
-    backoff = build_backoff(preset(desired_instances=desired), rows, NOW, POLICY)
+    backoff = build_backoff(preset_row(desired_instances=desired), rows, NOW, POLICY)
     if expected_failures is None:
         assert backoff is None
         return
@@ -155,28 +102,28 @@ def test_build_backoff_table(
 def test_build_backoff_is_num_failed_times_interval(failures: int) -> None:
     policy = FailurePolicy(backoff_interval=timedelta(seconds=90))
     rows = [fail(i + 1, took=timedelta(0)) for i in range(failures)]
-    backoff = build_backoff(preset(desired_instances=failures), rows, NOW, policy)
+    backoff = build_backoff(preset_row(desired_instances=failures), rows, NOW, policy)
     assert backoff is not None
     assert (backoff.until, backoff.failures) == (NOW - MIN + failures * timedelta(seconds=90), failures)
 
 
 def test_build_backoff_reason_names_the_newest_error() -> None:
     rows = [fail(1, error="quota exceeded"), fail(2, error="older error")]
-    backoff = build_backoff(preset(desired_instances=2), rows, NOW, POLICY)
+    backoff = build_backoff(preset_row(desired_instances=2), rows, NOW, POLICY)
     assert backoff is not None and backoff.reason == "2 failed builds, last: quota exceeded"
 
 
 def test_build_backoff_ignores_failures_before_a_retry() -> None:
     rows = [fail(5), fail(10)]
-    assert build_backoff(preset(failures_reset_at=NOW - 3 * MIN), rows, NOW, POLICY) is None
-    after = build_backoff(preset(failures_reset_at=NOW - 7 * MIN, desired_instances=2), rows, NOW, POLICY)
+    assert build_backoff(preset_row(failures_reset_at=NOW - 3 * MIN), rows, NOW, POLICY) is None
+    after = build_backoff(preset_row(failures_reset_at=NOW - 7 * MIN, desired_instances=2), rows, NOW, POLICY)
     assert after is not None and after.failures == 1
 
 
 def test_build_backoff_lookback_is_configurable() -> None:
     policy = FailurePolicy(backoff_lookback=timedelta(minutes=10))
-    assert build_backoff(preset(), [fail(11)], NOW, policy) is None
-    assert build_backoff(preset(), [fail(9)], NOW, policy) is not None
+    assert build_backoff(preset_row(), [fail(11)], NOW, policy) is None
+    assert build_backoff(preset_row(), [fail(9)], NOW, policy) is not None
 
 
 # --- §6.2 transient backoff ---------------------------------------------------------------------------------
@@ -185,7 +132,9 @@ def test_build_backoff_lookback_is_configurable() -> None:
 @pytest.mark.parametrize("consecutive", [1, 2, 3])
 def test_transient_backoff_is_linear_in_consecutive_failures(consecutive: int) -> None:
     # Acceptance §11.1: 1x, 2x, 3x the interval after 1, 2, 3 consecutive failures.
-    row = preset(consecutive_failures=consecutive, last_failure_at=NOW, last_error="503 store unavailable")
+    row = preset_row(
+        consecutive_failures=consecutive, last_failure_at=NOW, last_error="503 store unavailable"
+    )
     backoff = transient_backoff(row, [], NOW, POLICY)
     assert backoff is not None
     assert backoff.until == NOW + consecutive * POLICY.backoff_interval
@@ -195,22 +144,22 @@ def test_transient_backoff_is_linear_in_consecutive_failures(consecutive: int) -
 
 def test_transient_backoff_is_capped_by_max_backoff() -> None:
     policy = FailurePolicy(backoff_interval=MIN, max_backoff=timedelta(minutes=5))
-    row = preset(consecutive_failures=100, last_failure_at=NOW)
+    row = preset_row(consecutive_failures=100, last_failure_at=NOW)
     backoff = transient_backoff(row, [], NOW, policy)
     assert backoff is not None and backoff.until == NOW + timedelta(minutes=5)
 
 
 def test_default_max_backoff_is_one_hour() -> None:
-    backoff = transient_backoff(preset(consecutive_failures=1000, last_failure_at=NOW), [], NOW, POLICY)
+    backoff = transient_backoff(preset_row(consecutive_failures=1000, last_failure_at=NOW), [], NOW, POLICY)
     assert backoff is not None and backoff.until == NOW + timedelta(hours=1)
 
 
 @pytest.mark.parametrize(
     "row",
     [
-        pytest.param(preset(), id="no record"),
-        pytest.param(preset(consecutive_failures=0, last_failure_at=NOW), id="cleared record"),
-        pytest.param(preset(consecutive_failures=2, last_failure_at=None), id="count without time"),
+        pytest.param(preset_row(), id="no record"),
+        pytest.param(preset_row(consecutive_failures=0, last_failure_at=NOW), id="cleared record"),
+        pytest.param(preset_row(consecutive_failures=2, last_failure_at=None), id="count without time"),
     ],
 )
 def test_no_transient_record_no_backoff(row: PresetRow) -> None:
@@ -220,7 +169,7 @@ def test_no_transient_record_no_backoff(row: PresetRow) -> None:
 def test_retry_makes_the_transient_record_stop_counting() -> None:
     # SPEC §2: failures before failures_reset_at no longer count (the retry also deletes the record; the maths
     # must not depend on that).
-    row = preset(consecutive_failures=3, last_failure_at=NOW - MIN, failures_reset_at=NOW - MIN / 2)
+    row = preset_row(consecutive_failures=3, last_failure_at=NOW - MIN, failures_reset_at=NOW - MIN / 2)
     assert transient_backoff(row, [], NOW, POLICY) is None
 
 
@@ -235,14 +184,16 @@ def test_retry_makes_the_transient_record_stop_counting() -> None:
         pytest.param([ok(1), infra(2)], None, id="success after the failure clears it"),
         pytest.param([infra(61)], None, id="outside the lookback"),
         pytest.param(
-            [start("failed", MIN, failure_class="infrastructure", transition="delete")], None, id="delete"
+            [prebuild_row("failed", MIN, failure_class="infrastructure", transition="delete")],
+            None,
+            id="delete",
         ),
     ],
 )
 def test_infrastructure_failures_feed_the_transient_backoff(
     rows: list[PrebuildRow], expected_failures: int | None
 ) -> None:
-    backoff = transient_backoff(preset(), rows, NOW, POLICY)
+    backoff = transient_backoff(preset_row(), rows, NOW, POLICY)
     if expected_failures is None:
         assert backoff is None
         return
@@ -255,7 +206,7 @@ def test_infrastructure_failures_feed_the_transient_backoff(
 
 
 def test_infrastructure_failures_before_a_retry_do_not_count() -> None:
-    row = preset(failures_reset_at=NOW - 90 * timedelta(seconds=1))
+    row = preset_row(failures_reset_at=NOW - 90 * timedelta(seconds=1))
     assert transient_backoff(row, [infra(2)], NOW, POLICY) is None
     backoff = transient_backoff(row, [infra(1), infra(2)], NOW, POLICY)
     assert backoff is not None and backoff.failures == 1
@@ -263,15 +214,15 @@ def test_infrastructure_failures_before_a_retry_do_not_count() -> None:
 
 def test_infrastructure_backoff_is_capped() -> None:
     policy = FailurePolicy(max_backoff=timedelta(minutes=2))
-    backoff = transient_backoff(preset(), [infra(i / 10) for i in range(1, 6)], NOW, policy)
+    backoff = transient_backoff(preset_row(), [infra(i / 10) for i in range(1, 6)], NOW, policy)
     assert backoff is not None and backoff.until == NOW - MIN / 10 + MIN / 2 + 2 * MIN
 
 
 def test_the_later_of_record_and_infrastructure_wins() -> None:
-    row = preset(consecutive_failures=5, last_failure_at=NOW - MIN, last_error="timeout")
+    row = preset_row(consecutive_failures=5, last_failure_at=NOW - MIN, last_error="timeout")
     backoff = transient_backoff(row, [infra(1)], NOW, POLICY)
     assert backoff is not None and backoff.until == NOW + 4 * MIN and "transient" in backoff.reason
-    row = preset(consecutive_failures=1, last_failure_at=NOW - 10 * MIN)
+    row = preset_row(consecutive_failures=1, last_failure_at=NOW - 10 * MIN)
     backoff = transient_backoff(row, [infra(1)], NOW, POLICY)
     assert backoff is not None and "infrastructure" in backoff.reason
 
@@ -284,7 +235,7 @@ S = "succeeded"
 
 def history(*statuses: str, spacing: timedelta = MIN) -> list[PrebuildRow]:
     """Creations newest first: history(F, S) is a failure one minute ago after a success two minutes ago."""
-    return [start(s, (i + 1) * spacing) for i, s in enumerate(statuses)]
+    return [prebuild_row(s, (i + 1) * spacing) for i, s in enumerate(statuses)]
 
 
 @pytest.mark.parametrize(
@@ -306,13 +257,13 @@ def history(*statuses: str, spacing: timedelta = MIN) -> list[PrebuildRow]:
     ],
 )
 def test_hard_limit_table(statuses: tuple[str, ...], limit: int, limited: bool) -> None:
-    result = hard_limit(preset(), history(*statuses), FailurePolicy(hard_limit=limit))
+    result = hard_limit(preset_row(), history(*statuses), FailurePolicy(hard_limit=limit))
     assert result.limited is limited
 
 
 def test_hard_limit_has_no_time_window() -> None:
     rows = history(F, F, F, spacing=timedelta(days=10))
-    assert hard_limit(preset(), rows, POLICY).limited
+    assert hard_limit(preset_row(), rows, POLICY).limited
 
 
 @pytest.mark.parametrize(
@@ -325,25 +276,25 @@ def test_hard_limit_has_no_time_window() -> None:
     ],
 )
 def test_infrastructure_failures_never_hard_limit(rows: list[PrebuildRow]) -> None:
-    assert not hard_limit(preset(), rows, POLICY).limited
+    assert not hard_limit(preset_row(), rows, POLICY).limited
 
 
 def test_infrastructure_failures_neither_count_nor_break_a_series() -> None:
     rows = [fail(1), infra(2), fail(3), fail(4)]
-    assert hard_limit(preset(), rows, POLICY).limited
+    assert hard_limit(preset_row(), rows, POLICY).limited
 
 
 def test_in_flight_creations_do_not_count_yet() -> None:
     # Reading taken: the last N *finished* creations; one still running neither fails nor saves the series.
-    rows = [start("running", MIN / 2), fail(1), fail(2), fail(3)]
-    assert hard_limit(preset(), rows, POLICY).limited
-    rows = [start("pending", MIN / 2), fail(1), fail(2)]
-    assert not hard_limit(preset(), rows, POLICY).limited
+    rows = [prebuild_row("running", MIN / 2), fail(1), fail(2), fail(3)]
+    assert hard_limit(preset_row(), rows, POLICY).limited
+    rows = [prebuild_row("pending", MIN / 2), fail(1), fail(2)]
+    assert not hard_limit(preset_row(), rows, POLICY).limited
 
 
 def test_other_versions_do_not_count() -> None:
     rows = [fail(1), fail(2, version=OLD_VERSION), fail(3, version=OLD_VERSION)]
-    assert not hard_limit(preset(), rows, POLICY).limited
+    assert not hard_limit(preset_row(), rows, POLICY).limited
 
 
 @pytest.mark.parametrize(
@@ -359,7 +310,7 @@ def test_other_versions_do_not_count() -> None:
 def test_retry_makes_earlier_failures_stop_counting(reset_minutes_ago: float | None, limited: bool) -> None:
     reset = None if reset_minutes_ago is None else NOW - reset_minutes_ago * MIN
     rows = history(F, F, F)
-    assert hard_limit(preset(failures_reset_at=reset), rows, POLICY).limited is limited
+    assert hard_limit(preset_row(failures_reset_at=reset), rows, POLICY).limited is limited
 
 
 def test_hard_limit_reason_for_config_errors() -> None:
@@ -368,21 +319,21 @@ def test_hard_limit_reason_for_config_errors() -> None:
         fail(2, failure_class="config", error="parameter `repo` is required"),
         fail(3, failure_class="config", error="parameter `repo` is required"),
     ]
-    result = hard_limit(preset(), rows, POLICY)
+    result = hard_limit(preset_row(), rows, POLICY)
     assert result == HardLimit(True, "config", "parameter `repo` is required")
     assert result.describe(3) == "last 3 creations failed: parameter `repo` is required"
 
 
 def test_hard_limit_reason_follows_the_newest_failure() -> None:
     rows = [fail(1, error="terraform apply: exit 1"), fail(2, failure_class="config"), fail(3)]
-    result = hard_limit(preset(), rows, POLICY)
+    result = hard_limit(preset_row(), rows, POLICY)
     assert result == HardLimit(True, "build", "terraform apply: exit 1")
     assert result.describe(3) == "last 3 creations failed: terraform apply: exit 1"
 
 
 def test_hard_limit_without_error_text_still_says_something() -> None:
     row = replace(fail(1), error=None)
-    result = hard_limit(preset(), [row], FailurePolicy(hard_limit=1))
+    result = hard_limit(preset_row(), [row], FailurePolicy(hard_limit=1))
     assert result.limited and result.last_error == "build failed"
 
 
@@ -394,7 +345,7 @@ def test_not_limited_describes_nothing() -> None:
 
 
 def created_after_failure(minutes_ago: float, status: str = "running") -> PrebuildRow:
-    return start(status, minutes_ago * MIN)
+    return prebuild_row(status, minutes_ago * MIN)
 
 
 @pytest.mark.parametrize(
@@ -410,11 +361,11 @@ def created_after_failure(minutes_ago: float, status: str = "running") -> Prebui
     ],
 )
 def test_slow_start(rows: list[PrebuildRow], cap: int | None) -> None:
-    assert slow_start_cap(preset(), rows) == cap
+    assert slow_start_cap(preset_row(), rows) == cap
 
 
 def test_slow_start_ends_with_a_retry() -> None:
-    assert slow_start_cap(preset(failures_reset_at=NOW - MIN / 2), [fail(1)]) is None
+    assert slow_start_cap(preset_row(failures_reset_at=NOW - MIN / 2), [fail(1)]) is None
 
 
 # --- all of it through the snapshot and planner -------------------------------------------------------------
@@ -430,7 +381,7 @@ def plan_for(
 
 def test_config_errors_hard_limit_the_preset_after_three_attempts() -> None:
     # Acceptance §11.2: three failed records naming the parameter, then no further creates.
-    p = preset(desired_instances=2)
+    p = preset_row(desired_instances=2)
     error = "parameter `repo` is required"
     rows = [fail(m, failure_class="config", took=timedelta(0), error=error) for m in (90, 150, 210)]
     plan = plan_for(p, rows)
@@ -441,7 +392,7 @@ def test_config_errors_hard_limit_the_preset_after_three_attempts() -> None:
 
 
 def test_two_failures_back_off_but_do_not_hard_limit() -> None:
-    p = preset(desired_instances=2)
+    p = preset_row(desired_instances=2)
     rows = [fail(1, took=timedelta(0)), fail(2, took=timedelta(0))]
     plan = plan_for(p, rows)
     assert plan.create == 0
@@ -453,14 +404,14 @@ def test_two_failures_back_off_but_do_not_hard_limit() -> None:
 
 def test_retry_lets_creation_resume_at_once() -> None:
     rows = [fail(1), fail(2), fail(3)]
-    assert plan_for(preset(desired_instances=2), rows).create == 0
-    plan = plan_for(preset(desired_instances=2, failures_reset_at=NOW), rows)
+    assert plan_for(preset_row(desired_instances=2), rows).create == 0
+    plan = plan_for(preset_row(desired_instances=2, failures_reset_at=NOW), rows)
     assert plan.create == 2 and plan.blocked is None
     assert plan.state.failed == 3  # the evidence stays
 
 
 def test_failure_inputs_fields() -> None:
-    inputs = failure_inputs(POLICY, NOW)(preset(), [fail(1), fail(2), fail(3)])
+    inputs = failure_inputs(POLICY, NOW)(preset_row(), [fail(1), fail(2), fail(3)])
     assert inputs == {
         "backoff_until": NOW - MIN / 2 + 3 * MIN,
         "backoff_reason": "3 failed builds, last: exit status 1",
@@ -468,7 +419,7 @@ def test_failure_inputs_fields() -> None:
         "hard_limit_reason": "last 3 creations failed: exit status 1",
         "create_cap": 1,
     }
-    assert failure_inputs(POLICY, NOW)(preset(), []) == {
+    assert failure_inputs(POLICY, NOW)(preset_row(), []) == {
         "backoff_until": None,
         "backoff_reason": "",
         "hard_limited": False,

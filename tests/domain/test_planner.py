@@ -5,7 +5,7 @@ snapshots."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -27,33 +27,9 @@ from prebuildd.domain.planner import (
     plan_preset,
 )
 from prebuildd.domain.schedules import Schedule
+from tests.support.factories import MIN, NOW, pool_snapshot, running, ws
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday
-MIN = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
-PRESET = UUID(int=1)
-
-
-def ws(n: int) -> UUID:
-    return UUID(int=1000 + n)
-
-
-def running(n: int, age: timedelta = 10 * MIN, ready: bool = True) -> RunningPrebuild:
-    return RunningPrebuild(ws(n), NOW - age, ready)
-
-
-def snap(**changes: Any) -> PresetSnapshot:
-    base = PresetSnapshot(
-        preset_id=PRESET,
-        template_name="tpl",
-        preset_name="small",
-        version_name="v1",
-        active=True,
-        desired_instances=0,
-    )
-    return replace(base, **changes)
-
-
 EXP = DeleteReason.EXPIRED
 EXTRA = DeleteReason.EXTRANEOUS
 INACTIVE = DeleteReason.INACTIVE
@@ -76,44 +52,46 @@ class Row:
 
 TABLE: dict[str, Row] = {
     # -- desired and create = desired - running_valid - starting, clamped to [0, desired]
-    "no pool: nothing to do": Row(snap(), reason="at target: desired 0, running 0"),
+    "no pool: nothing to do": Row(pool_snapshot(), reason="at target: desired 0, running 0"),
     "empty pool: create desired": Row(
-        snap(desired_instances=3), create=3, reason="creating 3: desired 3, running 0"
+        pool_snapshot(desired_instances=3), create=3, reason="creating 3: desired 3, running 0"
     ),
     "partial pool: create the difference": Row(
-        snap(desired_instances=3, running=(running(1),)),
+        pool_snapshot(desired_instances=3, running=(running(1),)),
         create=2,
         reason="creating 2: desired 3, running 1",
     ),
     "starting builds count toward desired": Row(
-        snap(desired_instances=3, running=(running(1),), starting=1),
+        pool_snapshot(desired_instances=3, running=(running(1),), starting=1),
         create=1,
         reason="creating 1: desired 3, running 1, starting 1",
     ),
     "starting covers the rest: no create": Row(
-        snap(desired_instances=2, starting=2), reason="at target: desired 2, running 0, starting 2"
+        pool_snapshot(desired_instances=2, starting=2), reason="at target: desired 2, running 0, starting 2"
     ),
     "more starting than desired: clamped to 0, nothing deleted": Row(
-        snap(desired_instances=1, starting=3), state={"extraneous": 0}
+        pool_snapshot(desired_instances=1, starting=3), state={"extraneous": 0}
     ),
     "at target": Row(
-        snap(desired_instances=2, running=(running(1), running(2))),
+        pool_snapshot(desired_instances=2, running=(running(1), running(2))),
         reason="at target: desired 2, running 2",
         state={"eligible": 2},
     ),
     "not-ready prebuilds still fill the pool": Row(
-        snap(desired_instances=2, running=(running(1, ready=False), running(2))),
+        pool_snapshot(desired_instances=2, running=(running(1, ready=False), running(2))),
         state={"running_valid": 2, "eligible": 1},
     ),
     "stopping and deleting do not fill the pool": Row(
-        snap(desired_instances=2, stopping=1, deleting=1),
+        pool_snapshot(desired_instances=2, stopping=1, deleting=1),
         create=2,
         state={"stopping": 1, "deleting": 1},
     ),
-    "failed evidence takes no slot": Row(snap(desired_instances=2, failed=3), create=2, state={"failed": 3}),
+    "failed evidence takes no slot": Row(
+        pool_snapshot(desired_instances=2, failed=3), create=2, state={"failed": 3}
+    ),
     # -- extraneous: not-ready first, then oldest
     "extraneous: oldest deleted first": Row(
-        snap(
+        pool_snapshot(
             desired_instances=1,
             running=(running(1, 30 * MIN), running(2, 20 * MIN), running(3, 10 * MIN)),
         ),
@@ -122,14 +100,14 @@ TABLE: dict[str, Row] = {
         state={"extraneous": 2},
     ),
     "extraneous: not-ready before older ready": Row(
-        snap(
+        pool_snapshot(
             desired_instances=1,
             running=(running(1, 30 * MIN), running(2, 5 * MIN, ready=False), running(3, 10 * MIN)),
         ),
         deletes=[(2, EXTRA), (1, EXTRA)],
     ),
     "extraneous: oldest of the not-ready first": Row(
-        snap(
+        pool_snapshot(
             desired_instances=1,
             running=(
                 running(1, 30 * MIN),
@@ -140,23 +118,25 @@ TABLE: dict[str, Row] = {
         deletes=[(3, EXTRA), (2, EXTRA)],
     ),
     "extraneous ignores starting (only running_valid above desired)": Row(
-        snap(desired_instances=1, running=(running(1),), starting=2), state={"extraneous": 0}
+        pool_snapshot(desired_instances=1, running=(running(1),), starting=2), state={"extraneous": 0}
     ),
     "active preset with desired 0 deletes its pool": Row(
-        snap(desired_instances=0, running=(running(1), running(2))),
+        pool_snapshot(desired_instances=0, running=(running(1), running(2))),
         deletes=[(1, EXTRA), (2, EXTRA)],
         reason="deleting 2 extraneous: desired 0, running 2",
     ),
     # -- expiry: TTL and invalidation
     "TTL: expired deleted and replaced": Row(
-        snap(desired_instances=2, ttl_seconds=3600, running=(running(1, 2 * HOUR), running(2, 10 * MIN))),
+        pool_snapshot(
+            desired_instances=2, ttl_seconds=3600, running=(running(1, 2 * HOUR), running(2, 10 * MIN))
+        ),
         deletes=[(1, EXP)],
         create=1,
         reason="creating 1: desired 2, running 1, expired 1",
         state={"running": 2, "running_valid": 1, "expired": 1},
     ),
     "TTL: expired and extraneous together": Row(
-        snap(
+        pool_snapshot(
             desired_instances=1,
             ttl_seconds=3600,
             running=(running(1, 3 * HOUR), running(2, 2 * HOUR), running(3, 50 * MIN), running(4, 10 * MIN)),
@@ -165,11 +145,11 @@ TABLE: dict[str, Row] = {
         state={"expired": 2, "extraneous": 1},
     ),
     "TTL 0: never expires": Row(
-        snap(desired_instances=1, ttl_seconds=0, running=(running(1, timedelta(days=400)),)),
+        pool_snapshot(desired_instances=1, ttl_seconds=0, running=(running(1, timedelta(days=400)),)),
         state={"expired": 0},
     ),
     "invalidated: built before it expired, after it valid": Row(
-        snap(
+        pool_snapshot(
             desired_instances=2,
             last_invalidated_at=NOW - 5 * MIN,
             running=(running(1, 10 * MIN), running(2, 1 * MIN)),
@@ -178,14 +158,14 @@ TABLE: dict[str, Row] = {
         create=1,
     ),
     "invalidated: whole pool replaced": Row(
-        snap(desired_instances=2, last_invalidated_at=NOW, running=(running(1), running(2))),
+        pool_snapshot(desired_instances=2, last_invalidated_at=NOW, running=(running(1), running(2))),
         deletes=[(1, EXP), (2, EXP)],
         create=2,
         reason="creating 2: desired 2, running 0, expired 2",
     ),
     # -- inactive presets
     "inactive: desired 0, running and expired deleted": Row(
-        snap(
+        pool_snapshot(
             active=False,
             desired_instances=3,
             ttl_seconds=3600,
@@ -196,7 +176,7 @@ TABLE: dict[str, Row] = {
         state={"desired": 0, "expired": 1, "extraneous": 1},
     ),
     "inactive: pending never-started creates canceled": Row(
-        snap(
+        pool_snapshot(
             active=False,
             desired_instances=2,
             starting=3,
@@ -206,43 +186,45 @@ TABLE: dict[str, Row] = {
         reason="inactive, canceling 2 pending creates",
     ),
     "inactive: schedule ignored": Row(
-        snap(active=False, schedules=(Schedule("* * * * *", 5),), desired_instances=1),
+        pool_snapshot(active=False, schedules=(Schedule("* * * * *", 5),), desired_instances=1),
         reason="inactive",
         state={"desired": 0},
     ),
     "inactive: never creates even with nothing blocking": Row(
-        snap(active=False, desired_instances=4), state={"desired": 0}
+        pool_snapshot(active=False, desired_instances=4), state={"desired": 0}
     ),
     "active: pending creates are just starting, never canceled": Row(
-        snap(desired_instances=2, starting=2, pending_creates=(PendingCreate(UUID(int=7), ws(7)),))
+        pool_snapshot(desired_instances=2, starting=2, pending_creates=(PendingCreate(UUID(int=7), ws(7)),))
     ),
     # -- leftovers: deleted whatever the preset
     "leftover: stopped prebuild deleted": Row(
-        snap(desired_instances=1, running=(running(1),), leftovers=(Leftover(ws(5), CleanupReason.STOPPED),)),
+        pool_snapshot(
+            desired_instances=1, running=(running(1),), leftovers=(Leftover(ws(5), CleanupReason.STOPPED),)
+        ),
         deletes=[(5, DeleteReason.STOPPED)],
     ),
     "leftover: canceled create is an orphan delete": Row(
-        snap(leftovers=(Leftover(ws(5), CleanupReason.CANCELED),)),
+        pool_snapshot(leftovers=(Leftover(ws(5), CleanupReason.CANCELED),)),
         deletes=[(5, DeleteReason.CANCELED)],
         orphans=[5],
     ),
     "leftover: create canceled after it started is a real delete": Row(
-        snap(leftovers=(Leftover(ws(5), CleanupReason.CANCELED_STARTED),)),
+        pool_snapshot(leftovers=(Leftover(ws(5), CleanupReason.CANCELED_STARTED),)),
         deletes=[(5, DeleteReason.CANCELED)],
     ),
     "leftover: failed delete retried after retry_at": Row(
-        snap(leftovers=(Leftover(ws(5), CleanupReason.DELETE_FAILED, NOW - MIN),)),
+        pool_snapshot(leftovers=(Leftover(ws(5), CleanupReason.DELETE_FAILED, NOW - MIN),)),
         deletes=[(5, DeleteReason.DELETE_FAILED)],
     ),
     "leftover: failed delete retried at retry_at exactly": Row(
-        snap(leftovers=(Leftover(ws(5), CleanupReason.DELETE_FAILED, NOW),)),
+        pool_snapshot(leftovers=(Leftover(ws(5), CleanupReason.DELETE_FAILED, NOW),)),
         deletes=[(5, DeleteReason.DELETE_FAILED)],
     ),
     "leftover: failed delete waits before retry_at": Row(
-        snap(leftovers=(Leftover(ws(5), CleanupReason.DELETE_FAILED, NOW + timedelta(seconds=1)),)),
+        pool_snapshot(leftovers=(Leftover(ws(5), CleanupReason.DELETE_FAILED, NOW + timedelta(seconds=1)),)),
     ),
     "leftover: deleted for inactive presets too, before running ones": Row(
-        snap(
+        pool_snapshot(
             active=False,
             running=(running(1),),
             leftovers=(Leftover(ws(5), CleanupReason.STOPPED), Leftover(ws(6), CleanupReason.CANCELED)),
@@ -251,13 +233,13 @@ TABLE: dict[str, Row] = {
         orphans=[6],
     ),
     "leftover: not running, so the pool is refilled": Row(
-        snap(desired_instances=1, leftovers=(Leftover(ws(5), CleanupReason.STOPPED),)),
+        pool_snapshot(desired_instances=1, leftovers=(Leftover(ws(5), CleanupReason.STOPPED),)),
         deletes=[(5, DeleteReason.STOPPED)],
         create=1,
     ),
     # -- gates: hard limit, backoff, slow start
     "hard-limited: no creates, deletes still run": Row(
-        snap(
+        pool_snapshot(
             desired_instances=2,
             ttl_seconds=60,
             running=(running(1, HOUR),),
@@ -270,16 +252,16 @@ TABLE: dict[str, Row] = {
         wanted=2,
     ),
     "hard-limited without a reason": Row(
-        snap(desired_instances=1, hard_limited=True), blocked="hard-limited", wanted=1
+        pool_snapshot(desired_instances=1, hard_limited=True), blocked="hard-limited", wanted=1
     ),
     "hard-limited at target: nothing to block": Row(
-        snap(desired_instances=1, running=(running(1),), hard_limited=True)
+        pool_snapshot(desired_instances=1, running=(running(1),), hard_limited=True)
     ),
     "hard-limited: extraneous still deleted": Row(
-        snap(desired_instances=0, running=(running(1),), hard_limited=True), deletes=[(1, EXTRA)]
+        pool_snapshot(desired_instances=0, running=(running(1),), hard_limited=True), deletes=[(1, EXTRA)]
     ),
     "backing off: no creates, deletes still run": Row(
-        snap(
+        pool_snapshot(
             desired_instances=1,
             running=(running(1, 30 * MIN), running(2)),
             last_invalidated_at=NOW - 20 * MIN,
@@ -290,58 +272,60 @@ TABLE: dict[str, Row] = {
         blocked=None,  # running_valid 1 = desired: nothing to create, so nothing blocked
     ),
     "backing off blocks the creates": Row(
-        snap(desired_instances=3, backoff_until=NOW + MIN, backoff_reason="2 failed builds, last: exit 1"),
+        pool_snapshot(
+            desired_instances=3, backoff_until=NOW + MIN, backoff_reason="2 failed builds, last: exit 1"
+        ),
         blocked="backing off until 2026-03-02 12:01:00Z (2 failed builds, last: exit 1)",
         reason="creating 3: desired 3, running 0",
         wanted=3,
     ),
     "backing off without a reason": Row(
-        snap(desired_instances=1, backoff_until=NOW + timedelta(seconds=1)),
+        pool_snapshot(desired_instances=1, backoff_until=NOW + timedelta(seconds=1)),
         blocked="backing off until 2026-03-02 12:00:01Z",
         wanted=1,
     ),
-    "backoff ends at backoff_until": Row(snap(desired_instances=2, backoff_until=NOW), create=2),
-    "backoff in the past": Row(snap(desired_instances=2, backoff_until=NOW - MIN), create=2),
+    "backoff ends at backoff_until": Row(pool_snapshot(desired_instances=2, backoff_until=NOW), create=2),
+    "backoff in the past": Row(pool_snapshot(desired_instances=2, backoff_until=NOW - MIN), create=2),
     "hard limit wins over backoff in the message": Row(
-        snap(desired_instances=1, hard_limited=True, backoff_until=NOW + MIN),
+        pool_snapshot(desired_instances=1, hard_limited=True, backoff_until=NOW + MIN),
         blocked="hard-limited",
         wanted=1,
     ),
     "slow start caps creates": Row(
-        snap(desired_instances=5, create_cap=2),
+        pool_snapshot(desired_instances=5, create_cap=2),
         create=2,
         blocked="slow start after failures: 2 of 5 this cycle",
         wanted=5,
         reason="creating 5: desired 5, running 0",
     ),
-    "slow start cap above the need": Row(snap(desired_instances=3, create_cap=4), create=3),
-    "slow start cap equal to the need": Row(snap(desired_instances=3, create_cap=3), create=3),
+    "slow start cap above the need": Row(pool_snapshot(desired_instances=3, create_cap=4), create=3),
+    "slow start cap equal to the need": Row(pool_snapshot(desired_instances=3, create_cap=3), create=3),
     "backoff beats slow start": Row(
-        snap(desired_instances=3, create_cap=1, backoff_until=NOW + MIN),
+        pool_snapshot(desired_instances=3, create_cap=1, backoff_until=NOW + MIN),
         blocked="backing off until 2026-03-02 12:01:00Z",
         wanted=3,
     ),
     # -- desired from schedules (details in test_schedules.py)
     "schedule sets desired": Row(
-        snap(desired_instances=1, schedules=(Schedule("* 8-18 * * 1-5", 4),)),
+        pool_snapshot(desired_instances=1, schedules=(Schedule("* 8-18 * * 1-5", 4),)),
         create=4,
         state={"desired": 4, "schedule_problem": None},
     ),
     "schedule not matching: desired_instances": Row(
-        snap(desired_instances=1, schedules=(Schedule("* 0-5 * * *", 4),)), create=1
+        pool_snapshot(desired_instances=1, schedules=(Schedule("* 0-5 * * *", 4),)), create=1
     ),
     "schedule in the preset's timezone": Row(
         # 12:00Z is 21:00 in Tokyo: outside 8-18 there.
-        snap(desired_instances=1, timezone="Asia/Tokyo", schedules=(Schedule("* 8-18 * * *", 4),)),
+        pool_snapshot(desired_instances=1, timezone="Asia/Tokyo", schedules=(Schedule("* 8-18 * * *", 4),)),
         create=1,
     ),
     "schedule to zero deletes the pool": Row(
-        snap(desired_instances=2, schedules=(Schedule("* 12 * * *", 0),), running=(running(1),)),
+        pool_snapshot(desired_instances=2, schedules=(Schedule("* 12 * * *", 0),), running=(running(1),)),
         deletes=[(1, EXTRA)],
         state={"desired": 0},
     ),
     "invalid schedule: fallback and problem": Row(
-        snap(desired_instances=1, schedules=(Schedule("0 8-18 * * *", 4),)),
+        pool_snapshot(desired_instances=1, schedules=(Schedule("0 8-18 * * *", 4),)),
         create=1,
         state={
             "desired": 1,
@@ -382,7 +366,7 @@ def test_decision_table(name: str) -> None:
     ],
 )
 def test_ttl_boundary(age: timedelta, expired: bool) -> None:
-    plan = plan_preset(snap(desired_instances=1, ttl_seconds=3600, running=(running(1, age),)), NOW)
+    plan = plan_preset(pool_snapshot(desired_instances=1, ttl_seconds=3600, running=(running(1, age),)), NOW)
     assert plan.state.expired == int(expired)
     assert plan.create == int(expired)
     assert [d.reason for d in plan.deletes] == ([EXP] if expired else [])
@@ -399,12 +383,14 @@ def test_ttl_boundary(age: timedelta, expired: bool) -> None:
 def test_invalidation_boundary(created_vs_invalidation: timedelta, expired: bool) -> None:
     invalidated = NOW - 10 * MIN
     prebuild = RunningPrebuild(ws(1), invalidated + created_vs_invalidation)
-    plan = plan_preset(snap(desired_instances=1, last_invalidated_at=invalidated, running=(prebuild,)), NOW)
+    plan = plan_preset(
+        pool_snapshot(desired_instances=1, last_invalidated_at=invalidated, running=(prebuild,)), NOW
+    )
     assert plan.state.expired == int(expired)
 
 
 def test_the_first_of_ttl_and_invalidation_expires() -> None:
-    s = snap(desired_instances=3, ttl_seconds=3600, last_invalidated_at=NOW - 30 * MIN)
+    s = pool_snapshot(desired_instances=3, ttl_seconds=3600, last_invalidated_at=NOW - 30 * MIN)
     s = replace(s, running=(running(1, 2 * HOUR), running(2, 45 * MIN), running(3, 10 * MIN)))
     plan = plan_preset(s, NOW)
     assert [(d.workspace_id, d.reason) for d in plan.deletes] == [(ws(1), EXP), (ws(2), EXP)]
@@ -536,7 +522,7 @@ def snapshots(draw: st.DrawFn) -> PresetSnapshot:
     n = draw(st.integers(0, 6))
     prebuilds = tuple(RunningPrebuild(ws(i), NOW - draw(ages), draw(st.booleans())) for i in range(n))
     pending = draw(st.integers(0, 3))
-    return snap(
+    return pool_snapshot(
         active=draw(st.booleans()),
         desired_instances=draw(st.integers(0, 6)),
         ttl_seconds=draw(st.sampled_from([0, 1800, 3600, 4 * 3600])),

@@ -3,15 +3,12 @@ prebuild is classified, and what grouping and in-flight counting see."""
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
 
-from prebuildd.domain.jobs import job_status
 from prebuildd.domain.planner import CleanupReason, Leftover, PendingCreate, RunningPrebuild
 from prebuildd.domain.schedules import Schedule
 from prebuildd.domain.snapshot import (
@@ -22,71 +19,15 @@ from prebuildd.domain.snapshot import (
     inflight_jobs,
     preset_snapshot,
 )
+from tests.support.factories import MIN, NOW, PRESET, latest_build, preset_row
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-MIN = timedelta(minutes=1)
 RETRY = timedelta(seconds=90)
-PRESET = UUID(int=2)
-VERSION = UUID(int=1)
-_ids = itertools.count(5000)
-
-
-def preset(**changes: Any) -> PresetRow:
-    base = PresetRow(
-        preset_id=PRESET,
-        preset_name="small",
-        template_id=UUID(int=3),
-        template_name="tpl",
-        organization_id=UUID(int=4),
-        version_id=VERSION,
-        version_name="v1",
-        active=True,
-        desired_instances=2,
-    )
-    return replace(base, **changes)
-
-
-def row(
-    transition: str,
-    *,
-    started: bool = False,
-    canceled: bool = False,
-    completed: bool = False,
-    error: str | None = None,
-    ago: timedelta = 10 * MIN,
-    ready: bool = True,
-    preset_id: UUID | None = PRESET,
-) -> PrebuildRow:
-    """A latest build whose status follows the generated-column rule of SPEC §2 from its timestamps."""
-    created = NOW - ago
-    # A job canceled while pending completes without ever starting.
-    started_at = created + MIN if started or (completed and not canceled) else None
-    completed_at = created + 2 * MIN if completed else None
-    status = job_status(
-        started_at=started_at,
-        canceled_at=created + MIN if canceled else None,
-        completed_at=completed_at,
-        error=error,
-    )
-    return PrebuildRow(
-        workspace_id=UUID(int=next(_ids)),
-        workspace_created_at=created - MIN,
-        preset_id=preset_id,
-        version_id=VERSION,
-        transition=transition,
-        job_id=UUID(int=next(_ids)),
-        job_status=status.value,
-        build_created_at=created,
-        job_started_at=started_at,
-        job_completed_at=completed_at,
-        failure_class="build" if error else None,
-        error=error,
-        ready=ready,
-    )
 
 
 def snapshot(rows: list[PrebuildRow], **preset_changes: Any) -> Any:
-    return preset_snapshot(PresetRows(preset(**preset_changes), rows), delete_retry=RETRY)
+    return preset_snapshot(
+        PresetRows(preset_row(**({"desired_instances": 2} | preset_changes)), rows), delete_retry=RETRY
+    )
 
 
 # One row per kind of latest build: where it lands in the snapshot.
@@ -156,14 +97,14 @@ def bucket(snap: Any) -> str:
 
 @pytest.mark.parametrize(("kwargs", "expected"), [pytest.param(k, e, id=i) for i, k, e in CASES])
 def test_latest_build_classification(kwargs: dict[str, Any], expected: str) -> None:
-    assert bucket(snapshot([row(**kwargs)])) == expected
+    assert bucket(snapshot([latest_build(**kwargs)])) == expected
     # The same on an inactive version: classification does not depend on it.
-    assert bucket(snapshot([row(**kwargs)], active=False)) == expected
+    assert bucket(snapshot([latest_build(**kwargs)], active=False)) == expected
 
 
 def test_running_keeps_workspace_creation_time_and_readiness_oldest_first() -> None:
-    young = row("start", completed=True, ago=5 * MIN, ready=False)
-    old = row("start", completed=True, ago=50 * MIN)
+    young = latest_build("start", completed=True, ago=5 * MIN, ready=False)
+    old = latest_build("start", completed=True, ago=50 * MIN)
     snap = snapshot([young, old])
     assert snap.running == (
         RunningPrebuild(old.workspace_id, old.workspace_created_at, True),
@@ -172,9 +113,9 @@ def test_running_keeps_workspace_creation_time_and_readiness_oldest_first() -> N
 
 
 def test_pending_never_started_creates_are_cancelable_only_on_inactive_presets() -> None:
-    pending = row("start")
-    started = row("start", started=True)
-    canceling = row("start", canceled=True)
+    pending = latest_build("start")
+    started = latest_build("start", started=True)
+    canceling = latest_build("start", canceled=True)
     rows = [pending, started, canceling]
     assert snapshot(rows).pending_creates == ()
     inactive = snapshot(rows, active=False)
@@ -183,52 +124,52 @@ def test_pending_never_started_creates_are_cancelable_only_on_inactive_presets()
 
 
 def test_pending_stop_or_delete_is_not_a_pending_create() -> None:
-    assert snapshot([row("stop"), row("delete")], active=False).pending_creates == ()
+    assert snapshot([latest_build("stop"), latest_build("delete")], active=False).pending_creates == ()
 
 
 def test_canceled_create_is_a_leftover_without_retry_time() -> None:
-    r = row("start", canceled=True, completed=True)
+    r = latest_build("start", canceled=True, completed=True)
     assert snapshot([r]).leftovers == (Leftover(r.workspace_id, CleanupReason.CANCELED),)
 
 
 def test_canceled_create_that_had_started_is_not_an_orphan() -> None:
     # SPEC §3: only a workspace whose infrastructure never ran is deleted without running infrastructure code
     # (the builder checks the same thing); the plan must know, so that pacing counts the delete job.
-    r = row("start", started=True, canceled=True, completed=True)
+    r = latest_build("start", started=True, canceled=True, completed=True)
     assert r.job_status == "canceled" and r.job_started_at is not None
     assert snapshot([r]).leftovers == (Leftover(r.workspace_id, CleanupReason.CANCELED_STARTED),)
 
 
 def test_failed_delete_is_retried_a_pause_after_its_completion() -> None:
-    r = row("delete", completed=True, error="destroy failed")
+    r = latest_build("delete", completed=True, error="destroy failed")
     assert r.job_completed_at is not None
     leftover = snapshot([r]).leftovers
     assert leftover == (Leftover(r.workspace_id, CleanupReason.DELETE_FAILED, r.job_completed_at + RETRY),)
 
 
 def test_failed_delete_without_completion_time_waits_from_its_creation() -> None:
-    r = row("delete", started=True, error="lost")
+    r = latest_build("delete", started=True, error="lost")
     assert r.job_status == "failed" and r.job_completed_at is None
     assert snapshot([r]).leftovers[0].retry_at == r.build_created_at + RETRY
 
 
 def test_stopped_prebuild_is_deleted_at_once() -> None:
-    r = row("stop", completed=True)
+    r = latest_build("stop", completed=True)
     assert snapshot([r]).leftovers == (Leftover(r.workspace_id, CleanupReason.STOPPED),)
 
 
 def test_a_mixed_pool() -> None:
     rows = [
-        row("start", completed=True),
-        row("start", completed=True),
-        row("start", started=True),
-        row("start"),
-        row("start", completed=True, error="boom"),
-        row("start", completed=True, error="boom"),
-        row("stop", started=True),
-        row("delete"),
-        row("delete"),
-        row("stop", completed=True),
+        latest_build("start", completed=True),
+        latest_build("start", completed=True),
+        latest_build("start", started=True),
+        latest_build("start"),
+        latest_build("start", completed=True, error="boom"),
+        latest_build("start", completed=True, error="boom"),
+        latest_build("stop", started=True),
+        latest_build("delete"),
+        latest_build("delete"),
+        latest_build("stop", completed=True),
     ]
     snap = snapshot(rows)
     assert (len(snap.running), snap.starting, snap.stopping, snap.deleting, snap.failed) == (2, 2, 1, 2, 2)
@@ -274,9 +215,11 @@ def test_failure_inputs_are_merged_and_see_the_preset_and_its_rows() -> None:
         seen.append((p, rows))
         return {"hard_limited": True, "hard_limit_reason": "why", "backoff_until": NOW, "create_cap": 2}
 
-    rows = [row("start", completed=True, error="x")]
-    snap = preset_snapshot(PresetRows(preset(), rows), delete_retry=RETRY, failure_inputs=inputs)
-    assert seen == [(preset(), rows)]
+    rows = [latest_build("start", completed=True, error="x")]
+    snap = preset_snapshot(
+        PresetRows(preset_row(desired_instances=2), rows), delete_retry=RETRY, failure_inputs=inputs
+    )
+    assert seen == [(preset_row(desired_instances=2), rows)]
     assert (snap.hard_limited, snap.hard_limit_reason, snap.backoff_until, snap.create_cap) == (
         True,
         "why",
@@ -290,11 +233,14 @@ def test_failure_inputs_are_merged_and_see_the_preset_and_its_rows() -> None:
 
 def test_group_keeps_every_preset_and_drops_foreign_rows() -> None:
     other = UUID(int=77)
-    a, b = preset(), preset(preset_id=other, preset_name="large")
-    mine = row("start", completed=True)
-    theirs = row("start", completed=True, preset_id=other)
-    orphan = row("start", completed=True, preset_id=None)  # a prebuild without a preset
-    unknown = row("start", completed=True, preset_id=UUID(int=78))  # preset not in the snapshot
+    a, b = (
+        preset_row(desired_instances=2),
+        preset_row(desired_instances=2, preset_id=other, preset_name="large"),
+    )
+    mine = latest_build("start", completed=True)
+    theirs = latest_build("start", completed=True, preset_id=other)
+    orphan = latest_build("start", completed=True, preset_id=None)  # a prebuild without a preset
+    unknown = latest_build("start", completed=True, preset_id=UUID(int=78))  # preset not in the snapshot
     grouped = group([a, b], [mine, theirs, orphan, unknown])
     assert list(grouped) == [PRESET, other]
     assert grouped[PRESET].prebuilds == [mine]
@@ -306,15 +252,19 @@ def test_group_keeps_every_preset_and_drops_foreign_rows() -> None:
     ("rows", "expected"),
     [
         pytest.param([], 0, id="nothing"),
-        pytest.param([row("start"), row("start", started=True)], 2, id="pending and running creates"),
-        pytest.param([row("stop"), row("delete", started=True)], 2, id="stops and deletes count too"),
-        pytest.param([row("start", canceled=True)], 1, id="canceling still holds a slot"),
+        pytest.param(
+            [latest_build("start"), latest_build("start", started=True)], 2, id="pending and running creates"
+        ),
+        pytest.param(
+            [latest_build("stop"), latest_build("delete", started=True)], 2, id="stops and deletes count too"
+        ),
+        pytest.param([latest_build("start", canceled=True)], 1, id="canceling still holds a slot"),
         pytest.param(
             [
-                row("start", completed=True),
-                row("start", completed=True, error="x"),
-                row("delete", completed=True, error="x"),
-                row("start", canceled=True, completed=True),
+                latest_build("start", completed=True),
+                latest_build("start", completed=True, error="x"),
+                latest_build("delete", completed=True, error="x"),
+                latest_build("start", canceled=True, completed=True),
             ],
             0,
             id="finished jobs do not",

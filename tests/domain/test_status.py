@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import pytest
 
-from prebuildd.domain.planner import PresetSnapshot, plan_preset
+from prebuildd.domain.planner import plan_preset
 from prebuildd.domain.status import PoolStatus, derive_status, pool_status
+from tests.support.factories import NOW, pool_snapshot
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
 EARLIER = NOW - timedelta(minutes=5)
-
-
-def snap(**changes: Any) -> PresetSnapshot:
-    fields: dict[str, Any] = {
-        "preset_id": UUID(int=1),
-        "template_name": "t",
-        "preset_name": "small",
-        "version_name": "v1",
-        "active": True,
-        "desired_instances": 3,
-    }
-    fields.update(changes)
-    return PresetSnapshot(**fields)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +65,7 @@ def test_derived_status(
     backoff_until: datetime | None,
     blocked_prefix: str | None,
 ) -> None:
-    s = snap(**changes)
+    s = pool_snapshot(template_name="t", desired_instances=3, **changes)
     plan = plan_preset(s, NOW, paused=paused)
     derived = derive_status(s, plan, NOW, paused=paused)
     assert derived.status == status

@@ -1,52 +1,28 @@
-"""A real server in the test's event loop, on real HTTP, on a cloned test database."""
+"""The e2e fixtures: a real server (tests.support.server) started and stopped around a test."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from prebuildd.runtime.config import ServerConfig
-from prebuildd.server.process import OWNER_TOKEN_FILE, Server
-
-
-@dataclass
-class RunningServer:
-    server: Server
-    url: str
-    owner_token: str
-    data_dir: Path
-
-    def client(self, token: str | None = None) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {token or self.owner_token}"}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
-
-
-async def start_server(database_url: str, data_dir: Path, **overrides: object) -> RunningServer:
-    settings: dict[str, object] = {
-        "postgres_url": database_url,
-        "data_dir": data_dir,
-        "http_address": "127.0.0.1:0",
-        "provisioner_daemons": 2,
-        "heartbeat_interval": 0.2,
-        "job_poll_interval": 0.5,
-        "shutdown_grace": 5.0,
-        "db_pool_size": 10,
-    }
-    settings.update(overrides)
-    server = Server(ServerConfig(**settings))  # type: ignore[arg-type]
-    await server.start()
-    token_file = data_dir / OWNER_TOKEN_FILE
-    token = token_file.read_text().strip() if token_file.exists() else ""
-    return RunningServer(server, server.url, token, data_dir)
+from tests.support.server import RunningServer, start_server
 
 
 @pytest.fixture
 async def running_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
     running = await start_server(database_url, tmp_path / "server")
+    try:
+        yield running
+    finally:
+        await running.server.stop()
+
+
+@pytest.fixture
+async def idle_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """A server without provisioner daemons: every job stays pending (or waits for a standalone daemon)."""
+    running = await start_server(database_url, tmp_path / "server", provisioner_daemons=0)
     try:
         yield running
     finally:

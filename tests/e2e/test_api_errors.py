@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
-from tests.e2e.api_support import API, push, user_with_token, wait_imported
-from tests.e2e.conftest import RunningServer, start_server
-from tests.store.test_builder import EXEC_FILES, EXEC_MANIFEST
-
-
-@pytest.fixture
-async def idle_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    """A server without provisioner daemons: every job stays pending."""
-    running = await start_server(database_url, tmp_path / "server", provisioner_daemons=0)
-    try:
-        yield running
-    finally:
-        await running.server.stop()
+from tests.support.api import API, push, user_with_token, wait_imported
+from tests.support.server import RunningServer
+from tests.support.templates import EXEC_FILES, EXEC_MANIFEST
 
 
 async def test_a_broken_manifest_is_refused_naming_file_key_and_reason_and_nothing_is_stored(

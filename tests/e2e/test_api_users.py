@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 
 from prebuildd.store.rows import fetch_all
-from tests.e2e.api_support import API, user_with_token
-from tests.e2e.conftest import RunningServer
+from tests.support.api import API, user_with_token
+from tests.support.server import RunningServer
 
 
 async def test_owner_creates_a_member_and_a_token_for_them(running_server: RunningServer) -> None:

@@ -6,17 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.api_support import (
-    API,
-    BLOCKING_MANIFEST,
-    blocking_files,
-    push,
-    user_with_token,
-    wait_build,
-    wait_imported,
-)
-from tests.e2e.conftest import RunningServer
-from tests.store.test_builder import EXEC_FILES, EXEC_MANIFEST
+from tests.support.api import API, push, user_with_token, wait_build, wait_imported
+from tests.support.server import RunningServer
+from tests.support.templates import BLOCKING_MANIFEST, EXEC_FILES, EXEC_MANIFEST, blocking_files
 
 WITH_START = EXEC_MANIFEST.replace('stop = "stop.sh"', 'start = "start.sh"\nstop = "stop.sh"')
 WITH_START_FILES = {**EXEC_FILES, "start.sh": '#!/bin/sh\necho "starting $PREBUILDD_PARAM_REPO again"\n'}

@@ -14,9 +14,10 @@ import pytest
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.server.process import OWNER_TOKEN_FILE
-from tests.e2e.conftest import RunningServer, start_server
-from tests.e2e.test_cli import Cli
-from tests.helpers import wait_for, write_template
+from tests.support.cli import Cli
+from tests.support.server import RunningServer, start_server
+from tests.support.templates import write_template
+from tests.support.waiting import wait_for
 
 AGENT_TEMPLATE = """
 provisioner = "exec"

@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 
 from prebuildd.server.process import OWNER_TOKEN_FILE
-from tests.e2e.conftest import start_server
-from tests.e2e.test_cli import Cli
-from tests.helpers import wait_for, write_template
+from tests.support.cli import Cli
+from tests.support.server import start_server
+from tests.support.templates import write_template
+from tests.support.waiting import wait_for
 
 FAILING = """
 provisioner = "exec"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.conftest import RunningServer
+from tests.support.server import RunningServer
 
 ERROR_STATUSES = {"400", "401", "403", "404", "503"}
 

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from tests.e2e.api_support import API, push, user_with_token, wait_build, wait_imported
-from tests.e2e.conftest import RunningServer
-from tests.store.test_builder import EXEC_FILES, EXEC_MANIFEST
+from tests.support.api import API, push, user_with_token, wait_build, wait_imported
+from tests.support.server import RunningServer
+from tests.support.templates import EXEC_FILES, EXEC_MANIFEST
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("PREBUILDD_FUZZ_EXAMPLES", "25"))
 SEED = os.environ.get("PREBUILDD_FUZZ_SEED")

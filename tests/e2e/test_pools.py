@@ -8,8 +8,9 @@ import httpx
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.templates.archive import pack_directory
-from tests.e2e.conftest import RunningServer, start_server
-from tests.helpers import wait_for, write_template
+from tests.support.server import RunningServer, start_server
+from tests.support.templates import write_template
+from tests.support.waiting import wait_for
 
 POOL_TEMPLATE = """
 provisioner = "exec"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import RunningServer, start_server
+from tests.support.server import RunningServer, start_server
 
 
 async def test_health_and_readiness(running_server: RunningServer) -> None:

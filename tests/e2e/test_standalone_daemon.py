@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,9 @@ from prebuildd.store.rows import Row, fetch_one
 from prebuildd.templates.archive import pack_directory
 from prebuildd.templates.versions import PushedVersion, push_version
 from prebuildd.workspaces.builder import BuildRequest
-from tests.e2e.conftest import RunningServer, start_server
-from tests.helpers import wait_for, write_template
+from tests.support.server import RunningServer
+from tests.support.templates import write_template
+from tests.support.waiting import wait_for
 
 DAEMON = "/api/v1/provisioner/daemon"
 
@@ -62,12 +62,9 @@ EXEC_FILES = {
 
 
 @pytest.fixture
-async def server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(database_url, tmp_path / "server", provisioner_daemons=0)
-    try:
-        yield running
-    finally:
-        await running.server.stop()
+def server(idle_server: RunningServer) -> RunningServer:
+    """No embedded daemon: every job here is run by a standalone process."""
+    return idle_server
 
 
 def services_of(running: RunningServer) -> Services:

@@ -15,12 +15,13 @@ import pytest
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.identity.users import create_user, ensure_default_organization
-from prebuildd.prebuilds.claim import CreateRequest, WorkspaceCreator
+from prebuildd.prebuilds.claim import CreateRequest
 from prebuildd.store.rows import fetch_one
 from prebuildd.templates.archive import pack_directory
-from tests.e2e.conftest import RunningServer, start_server
-from tests.helpers import wait_for
-from tests.provisioner.terraform_support import require_terraform
+from tests.support.pools import creator
+from tests.support.server import RunningServer, start_server
+from tests.support.terraform import require_terraform
+from tests.support.waiting import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "terraform-local"
 
@@ -84,15 +85,7 @@ async def test_a_terraform_pool_converges_and_a_claim_hands_one_over(
                 conn, "templates.template_by_name", {"organization_id": org.id, "name": "workspace"}
             )
         assert template is not None
-        creator = WorkspaceCreator(
-            db=services.db,
-            clock=services.clock,
-            builder=services.builder,
-            metrics=services.metrics,
-            kick=services.kick,
-            claim_timeout=services.config.claim_timeout,
-        )
-        created = await creator.create_workspace(
+        created = await creator(services).create_workspace(
             CreateRequest(
                 organization_id=org.id,
                 owner_id=alice.id,

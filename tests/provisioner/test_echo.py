@@ -14,16 +14,8 @@ from prebuildd.domain.parameters import ParameterSpec
 from prebuildd.provisioner.base import BuildContext, ImportContext, ProvisionerFailure
 from prebuildd.provisioner.echo import EchoProvisioner
 from prebuildd.provisioner.registry import available_provisioners
-
-
-class Logs:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, str]] = []
-        self.changed = asyncio.Event()
-
-    async def __call__(self, level: str, stage: str, line: str) -> None:
-        self.records.append((level, stage, line))
-        self.changed.set()
+from tests.support.logs import Logs
+from tests.support.provisioning import build_context
 
 
 def manifest(**steps: EchoStep) -> TemplateManifest:
@@ -35,23 +27,7 @@ def manifest(**steps: EchoStep) -> TemplateManifest:
 
 
 def context(m: TemplateManifest, tmp_path: Path, **overrides: Any) -> BuildContext:
-    fields: dict[str, Any] = {
-        "job_id": "job-1",
-        "workspace_id": "ws-1",
-        "workspace_name": "dev",
-        "owner_id": "user-1",
-        "owner_name": "alice",
-        "template_name": "demo",
-        "version_id": "v-1",
-        "transition": Transition.START,
-        "build_number": 1,
-        "parameters": {"cpu": "2"},
-        "state": None,
-        "files_dir": tmp_path,
-        "manifest": m,
-    }
-    fields.update(overrides)
-    return BuildContext(**fields)
+    return build_context(m, tmp_path, **({"parameters": {"cpu": "2"}} | overrides))
 
 
 async def test_success_logs_outputs_and_state(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,12 @@ from prebuildd.domain.manifest import ExecConfig, TemplateManifest
 from prebuildd.domain.parameters import ParameterSpec
 from prebuildd.provisioner.base import BuildContext, ImportContext, ProvisionerFailure
 from prebuildd.provisioner.exec import ExecProvisioner
+from tests.support.logs import Logs
+from tests.support.processes import process_gone
+from tests.support.provisioning import build_context
+from tests.support.waiting import wait_for
 
 DEADLINE = 10.0
-
-
-class Logs:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, str]] = []
-        self.on_line: Callable[[str], None] | None = None
-
-    async def __call__(self, level: str, stage: str, line: str) -> None:
-        self.records.append((level, stage, line))
-        if self.on_line is not None:
-            self.on_line(line)
-
-    def lines(self) -> list[str]:
-        return [line for _, _, line in self.records]
 
 
 def write_script(
@@ -51,24 +40,7 @@ def manifest(timeout: float | None = None, **scripts: str) -> TemplateManifest:
 
 
 def context(m: TemplateManifest, files: Path, data: Path, **overrides: Any) -> BuildContext:
-    fields: dict[str, Any] = {
-        "job_id": "job-1",
-        "workspace_id": "ws-1",
-        "workspace_name": "dev",
-        "owner_id": "user-1",
-        "owner_name": "alice",
-        "template_name": "demo",
-        "version_id": "v-1",
-        "transition": Transition.START,
-        "build_number": 1,
-        "parameters": {"cpu": "2", "region": "eu west"},
-        "state": None,
-        "files_dir": files,
-        "manifest": m,
-        "data_dir": data,
-    }
-    fields.update(overrides)
-    return BuildContext(**fields)
+    return build_context(m, files, data, **({"parameters": {"cpu": "2", "region": "eu west"}} | overrides))
 
 
 @pytest.fixture
@@ -81,28 +53,6 @@ def files(tmp_path: Path) -> Path:
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     return tmp_path / "data" / "ws-1"
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.01)
-
-
-def process_gone(pid: int) -> bool:
-    """No such process, or a zombie (this machine's init may never reap orphans)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X")
 
 
 def read_env(data: Path) -> tuple[dict[str, str], str]:
@@ -319,7 +269,9 @@ async def test_timeout_interrupts_then_kills(files: Path, data: Path) -> None:
     assert info.value.message.startswith("create.sh timed out after")
     assert "interrupted" in info.value.message, "the script got SIGINT and its trap ran"
     pids = read_pids(data / "pids")
-    await eventually(lambda: all(process_gone(pid) for pid in pids), "script and child gone")
+    await wait_for(
+        lambda: all(process_gone(pid) for pid in pids), timeout=DEADLINE, what="script and child gone"
+    )
 
 
 async def test_cancel_kills_the_whole_process_group(files: Path, data: Path) -> None:
@@ -328,13 +280,15 @@ async def test_cancel_kills_the_whole_process_group(files: Path, data: Path) -> 
     task = asyncio.create_task(
         ExecProvisioner(grace_seconds=5).run_build(context(manifest(create="create.sh"), files, data), logs)
     )
-    await eventually(lambda: "started" in logs.lines(), "script started")
+    await wait_for(lambda: "started" in logs.lines(), timeout=DEADLINE, what="script started")
     pids = read_pids(data / "pids")
     assert not any(process_gone(pid) for pid in pids)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await eventually(lambda: all(process_gone(pid) for pid in pids), "script and child gone")
+    await wait_for(
+        lambda: all(process_gone(pid) for pid in pids), timeout=DEADLINE, what="script and child gone"
+    )
 
 
 async def test_cancel_kills_a_script_ignoring_the_interrupt(files: Path, data: Path) -> None:
@@ -343,12 +297,14 @@ async def test_cancel_kills_a_script_ignoring_the_interrupt(files: Path, data: P
     task = asyncio.create_task(
         ExecProvisioner(grace_seconds=0.3).run_build(context(manifest(create="create.sh"), files, data), logs)
     )
-    await eventually(lambda: "started" in logs.lines(), "script started")
+    await wait_for(lambda: "started" in logs.lines(), timeout=DEADLINE, what="script started")
     pids = read_pids(data / "pids")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await eventually(lambda: all(process_gone(pid) for pid in pids), "script and child gone")
+    await wait_for(
+        lambda: all(process_gone(pid) for pid in pids), timeout=DEADLINE, what="script and child gone"
+    )
 
 
 async def test_processes_left_behind_are_killed(files: Path, data: Path) -> None:
@@ -361,7 +317,7 @@ async def test_processes_left_behind_are_killed(files: Path, data: Path) -> None
     assert logs.records[1][0] == "warn"
     assert "left processes running" in logs.records[1][2]
     pids = read_pids(data / "pids")
-    await eventually(lambda: all(process_gone(pid) for pid in pids), "child gone")
+    await wait_for(lambda: all(process_gone(pid) for pid in pids), timeout=DEADLINE, what="child gone")
 
 
 # --- import -------------------------------------------------------------------------------------------
@@ -410,7 +366,9 @@ async def test_a_failing_log_sink_stops_the_script(files: Path, data: Path) -> N
             context(manifest(create="create.sh"), files, data), broken_sink
         )
     pids = read_pids(data / "pids")
-    await eventually(lambda: all(process_gone(pid) for pid in pids), "script and child gone")
+    await wait_for(
+        lambda: all(process_gone(pid) for pid in pids), timeout=DEADLINE, what="script and child gone"
+    )
 
 
 async def test_a_flood_of_output_arrives_whole_and_in_order(files: Path, data: Path) -> None:

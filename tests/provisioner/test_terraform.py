@@ -16,14 +16,10 @@ from prebuildd.domain.manifest import parse_manifest
 from prebuildd.domain.parameters import ParameterSpec, ParameterType
 from prebuildd.provisioner.base import BuildResult, ImportContext, ProvisionerFailure
 from prebuildd.provisioner.terraform import TerraformFailure, TerraformProvisioner
-from tests.provisioner.terraform_support import (
-    Logs,
-    build_context,
-    process_gone,
-    require_terraform,
-    terraform_manifest,
-    write_files,
-)
+from tests.support.logs import Logs
+from tests.support.processes import process_gone
+from tests.support.terraform import build_context, require_terraform, terraform_manifest, write_files
+from tests.support.waiting import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "terraform-local"
 
@@ -269,20 +265,12 @@ def read_pids(path: Path) -> list[int]:
 
 
 async def wait_for_pids(path: Path) -> list[int]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while not (pids := read_pids(path)):
-        assert loop.time() < deadline, "the local-exec never started"
-        await asyncio.sleep(0.02)
-    return pids
+    await wait_for(lambda: bool(read_pids(path)), what="the local-exec to start")
+    return read_pids(path)
 
 
 async def wait_gone(pids: list[int]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while not all(process_gone(pid) for pid in pids):
-        assert loop.time() < deadline, f"still running: {[p for p in pids if not process_gone(p)]}"
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: all(process_gone(pid) for pid in pids), what=f"processes {pids} to end")
 
 
 async def test_cancel_of_a_long_apply_stops_terraform_and_its_child(

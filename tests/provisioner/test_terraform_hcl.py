@@ -16,7 +16,7 @@ from prebuildd.provisioner.terraform_hcl import (
     read_variables,
     tokenize,
 )
-from tests.provisioner.terraform_support import write_files
+from tests.support.terraform import write_files
 
 TRICKY = r"""
 # a comment with variable "nope" {}

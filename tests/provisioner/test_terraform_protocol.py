@@ -15,13 +15,10 @@ from prebuildd.domain.jobs import FailureClass, Transition
 from prebuildd.provisioner.base import ImportContext, ProvisionerFailure
 from prebuildd.provisioner.registry import available_provisioners
 from prebuildd.provisioner.terraform import TerraformFailure, TerraformProvisioner
-from tests.provisioner.terraform_support import (
-    Logs,
-    build_context,
-    process_gone,
-    terraform_manifest,
-    write_files,
-)
+from tests.support.logs import Logs
+from tests.support.processes import process_gone
+from tests.support.terraform import build_context, terraform_manifest, write_files
+from tests.support.waiting import wait_for
 
 FAKE = Path(__file__).with_name("fake_terraform.py")
 
@@ -363,18 +360,14 @@ async def test_cancel_kills_terraform_that_ignores_the_interrupt(
     task = asyncio.create_task(
         fake.provisioner(grace_seconds=0.3).run_build(build_context(files, tmp_path / "data"), Logs())
     )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not pid_file.exists() or not pid_file.read_text():
-        assert loop.time() < deadline, "the fake terraform never started"
-        await asyncio.sleep(0.01)
+    await wait_for(
+        lambda: pid_file.exists() and bool(pid_file.read_text()), 10, "the fake terraform to start"
+    )
     pid = int(pid_file.read_text())
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    while not process_gone(pid):
-        assert loop.time() < deadline, "terraform still running after the cancel"
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: process_gone(pid), 10, "terraform to end after the cancel")
 
 
 # --- import ------------------------------------------------------------------------------------------

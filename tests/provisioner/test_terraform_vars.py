@@ -21,7 +21,7 @@ from prebuildd.provisioner.terraform_vars import (
     tfvars_value,
     variable_parameter,
 )
-from tests.provisioner.terraform_support import build_context, terraform_manifest, write_files
+from tests.support.terraform import build_context, terraform_manifest, write_files
 
 
 def variables(tmp_path: Path, text: str) -> dict[str, TerraformVariable]:

@@ -11,55 +11,8 @@ from prebuildd.domain.errors import BuildError
 from prebuildd.domain.jobs import BuildReason, Transition
 from prebuildd.domain.manifest import ManifestError
 from prebuildd.workspaces.builder import BuildRequest
-from tests.helpers import Env
-
-EXEC_MANIFEST = """
-provisioner = "exec"
-[exec]
-create = "create.sh"
-stop = "stop.sh"
-delete = "delete.sh"
-
-[[parameters]]
-name = "repo"
-type = "string"
-required = true
-
-[[parameters]]
-name = "size"
-type = "string"
-default = "small"
-options = ["small", "large"]
-
-[[parameters]]
-name = "cpu"
-type = "number"
-default = 2
-mutable = false
-validation = { min = 1, max = 8 }
-
-[[presets]]
-name = "web"
-parameters = { repo = "https://example.com/web.git", size = "large" }
-"""
-
-EXEC_FILES = {
-    "create.sh": """#!/bin/sh
-set -e
-mkdir -p "$PREBUILDD_DATA_DIR"
-echo "cloning $PREBUILDD_PARAM_REPO ($PREBUILDD_PARAM_SIZE, $PREBUILDD_PARAM_CPU cpu)"
-echo "$PREBUILDD_PARAM_REPO" > "$PREBUILDD_DATA_DIR/repo"
-echo "created-$PREBUILDD_WORKSPACE_NAME" > "$PREBUILDD_STATE_FILE"
-printf '{"path": "%s"}' "$PREBUILDD_DATA_DIR" > "$PREBUILDD_OUTPUTS_FILE"
-""",
-    "stop.sh": """#!/bin/sh
-echo "stopping with state $(cat "$PREBUILDD_STATE_FILE")"
-""",
-    "delete.sh": """#!/bin/sh
-echo "deleting with state $(cat "$PREBUILDD_STATE_FILE")"
-rm -rf "$PREBUILDD_DATA_DIR"
-""",
-}
+from tests.support.env import Env
+from tests.support.templates import EXEC_FILES, EXEC_MANIFEST
 
 
 async def test_cold_build_end_to_end_with_exec(env: Env) -> None:

@@ -10,7 +10,7 @@ from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.identity import auth, users
 from prebuildd.store.identity import User
 from prebuildd.templates import catalog
-from tests.helpers import Env
+from tests.support.env import Env
 
 ECHO = 'provisioner = "echo"\n[[presets]]\nname = "p"\n'
 

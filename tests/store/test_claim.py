@@ -11,12 +11,11 @@ from uuid import UUID, uuid4
 import pytest
 import structlog.testing
 
-from prebuildd.api.context import Services
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.prebuilds.claim import CreateRequest, CreateResult, WorkspaceCreator
+from prebuildd.prebuilds.claim import CreateRequest, CreateResult
 from prebuildd.store.db import Database
-from tests.helpers import Env
-from tests.store.test_reconciler import prebuild_ids, reconciler
+from tests.support.env import Env
+from tests.support.pools import creator, prebuild_ids, reconciler
 
 T = TypeVar("T")
 
@@ -49,18 +48,6 @@ async def ready_pool(env: Env, n: int, **config: Any) -> Any:
         await rec.run_cycle()
         await env.run_jobs(limit=1000)
     return pushed, rec
-
-
-def creator(services: Services) -> WorkspaceCreator:
-    """The claim service over the reconciler's parts (its database may be swapped by a test first)."""
-    return WorkspaceCreator(
-        db=services.db,
-        clock=services.clock,
-        builder=services.builder,
-        metrics=services.metrics,
-        kick=services.kick,
-        claim_timeout=services.config.claim_timeout,
-    )
 
 
 def request(env: Env, template_id: UUID, name: str, **kw: Any) -> CreateRequest:

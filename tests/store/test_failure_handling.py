@@ -11,8 +11,8 @@ from prebuildd.domain.errors import BuildError, ErrorCode
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
-from tests.helpers import Env
-from tests.store.test_reconciler import events_named, operations, pool, reconciler
+from tests.support.env import Env
+from tests.support.pools import POOL, events_named, operations, pool, reconciler
 
 INTERVAL = 60.0
 
@@ -32,15 +32,6 @@ def flaky(env: Env, **config: Any) -> tuple[Any, FlakyBuilder]:
     builder = FlakyBuilder(env.clock)
     rec = reconciler(env, backoff_interval=INTERVAL, builder=builder, **config)
     return rec, builder
-
-
-POOL = """
-provisioner = "echo"
-[[presets]]
-name = "small"
-[presets.prebuilds]
-instances = 3
-"""
 
 
 async def tracker(env: Env) -> dict[str, Any] | None:

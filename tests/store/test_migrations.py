@@ -10,7 +10,7 @@ import psycopg
 from prebuildd.runtime.clock import FakeClock
 from prebuildd.store.db import Database
 from prebuildd.store.migrate import available_migrations, migrate, pending_migrations
-from tests.conftest import PgServer
+from tests.support.pg import PgServer
 
 
 def _empty_db(pg_server: PgServer) -> str:

@@ -21,7 +21,8 @@ from prebuildd.queue.pg import PgJobQueue
 from prebuildd.runtime.clock import FakeClock
 from prebuildd.store import channels
 from prebuildd.store.listener import Listener
-from tests.helpers import Env, wait_for
+from tests.support.env import Env
+from tests.support.waiting import wait_for
 
 ECHO = 'provisioner = "echo"\n'
 BLOCKING_ECHO = 'provisioner = "echo"\n[echo]\nstart = { block = true, logs = ["working"] }\n'

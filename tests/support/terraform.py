@@ -1,4 +1,4 @@
-"""Helpers for the Terraform tests: finding the binary (skip locally, fail under CI), contexts, logs."""
+"""Helpers for the Terraform tests: finding the binary (skip locally, fail under CI), files, contexts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from prebuildd.domain.jobs import Transition
 from prebuildd.domain.manifest import TemplateManifest, parse_manifest
 from prebuildd.provisioner.base import BuildContext
 from prebuildd.provisioner.registry import terraform_binary
+from tests.support import provisioning
 
 
 def require_terraform() -> str:
@@ -30,20 +30,6 @@ def require_terraform() -> str:
     return binary
 
 
-class Logs:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, str]] = []
-
-    async def __call__(self, level: str, stage: str, line: str) -> None:
-        self.records.append((level, stage, line))
-
-    def lines(self, stage: str | None = None) -> list[str]:
-        return [line for _, s, line in self.records if stage is None or s == stage]
-
-    def text(self) -> str:
-        return "\n".join(self.lines())
-
-
 def write_files(root: Path, files: dict[str, str]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
@@ -60,34 +46,5 @@ def terraform_manifest(extra: str = "") -> TemplateManifest:
 def build_context(
     files: Path, data: Path, manifest: TemplateManifest | None = None, **overrides: Any
 ) -> BuildContext:
-    fields: dict[str, Any] = {
-        "job_id": "job-1",
-        "workspace_id": "ws-1",
-        "workspace_name": "dev",
-        "owner_id": "user-1",
-        "owner_name": "alice",
-        "template_name": "demo",
-        "version_id": "v-1",
-        "transition": Transition.START,
-        "build_number": 1,
-        "parameters": {},
-        "state": None,
-        "files_dir": files,
-        "manifest": manifest or terraform_manifest(),
-        "data_dir": data,
-    }
-    fields.update(overrides)
-    return BuildContext(**fields)
-
-
-def process_gone(pid: int) -> bool:
-    """No such process, or a zombie (this machine's init may never reap orphans)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X")
+    """A build context for a Terraform template (``provisioner = "terraform"`` unless ``manifest`` is given)."""
+    return provisioning.build_context(manifest or terraform_manifest(), files, data, **overrides)

@@ -1,10 +1,9 @@
-"""Shared test scaffolding: templates on disk, pushing them, running queued jobs with a real daemon."""
+"""The store-level test environment: a database with an organization, users, a builder, a queue and a daemon
+that runs queued jobs on demand."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,27 +19,7 @@ from prebuildd.store.rows import Row
 from prebuildd.templates.archive import pack_directory
 from prebuildd.templates.versions import PushedVersion, push_version
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
-
-
-def write_template(root: Path, manifest: str, files: Mapping[str, str] | None = None) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "prebuildd.toml").write_text(manifest)
-    for name, content in (files or {}).items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        if name.endswith(".sh"):
-            path.chmod(0o755)
-    return root
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
-    """Poll ``condition`` until true; fail after ``timeout`` seconds (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.02)
+from tests.support.templates import write_template
 
 
 @dataclass

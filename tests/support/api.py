@@ -9,29 +9,12 @@ from uuid import uuid4
 import httpx
 
 from prebuildd.templates.archive import pack_directory
-from tests.e2e.conftest import RunningServer
-from tests.helpers import wait_for, write_template
+from tests.support.server import RunningServer
+from tests.support.templates import write_template
+from tests.support.waiting import wait_for
 
 API = "/api/v1"
 FINISHED = ("succeeded", "failed", "canceled")
-
-BLOCKING_MANIFEST = """
-provisioner = "exec"
-[exec]
-create = "create.sh"
-stop = "stop.sh"
-delete = "delete.sh"
-"""
-
-
-def blocking_files(release: Path) -> dict[str, str]:
-    """A create step that logs, waits for ``release`` to exist, then logs again: a build that stays active."""
-    return {
-        "create.sh": f'#!/bin/sh\necho "started $PREBUILDD_WORKSPACE_NAME"\n'
-        f'while [ ! -f "{release}" ]; do sleep 0.05; done\necho "finished $PREBUILDD_WORKSPACE_NAME"\n',
-        "stop.sh": "#!/bin/sh\necho stopping\n",
-        "delete.sh": "#!/bin/sh\necho deleting\n",
-    }
 
 
 async def push(

@@ -45,6 +45,10 @@ BREAKING_CASES: dict[str, list[Break]] = {
         Break("api/routes/health.py", "from prebuildd.store.rows import fetch_one"),
         Break("prebuilds/loop.py", "from prebuildd.store import sql"),
     ],
+    "store-owns-the-driver": [
+        Break("workspaces/builder.py", "import psycopg"),
+        Break("api/routes/health.py", "from psycopg_pool import PoolTimeout"),
+    ],
     "daemon-side-no-store": [
         Break("provisioner/echo.py", "import prebuildd.store.db"),
         Break("provisioner/echo.py", "import psycopg"),

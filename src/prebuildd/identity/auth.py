@@ -10,14 +10,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from uuid import UUID, uuid4
 
-import psycopg
-
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, KEY_PREFIX, TOKEN_PREFIX, new_secret, secret_hash
 from prebuildd.identity.users import has_role, user_named
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import identity as store
 from prebuildd.store.db import Database
+from prebuildd.store.errors import StoreConflict
 from prebuildd.store.identity import Agent, ProvisionerKey, Token, User
 
 __all__ = [
@@ -121,7 +120,7 @@ async def create_provisioner_key(
                 tags=tags,
                 now=clock.now(),
             )
-    except psycopg.errors.UniqueViolation:
+    except StoreConflict:
         raise PrebuilddError(
             ErrorCode.CONFLICT,
             f"a provisioner key named {name!r} already exists: revoke it first or choose another name",

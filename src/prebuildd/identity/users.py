@@ -9,13 +9,12 @@ from __future__ import annotations
 import re
 from uuid import UUID, uuid4
 
-import psycopg
-
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.identity import ROLES
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import identity as store
 from prebuildd.store.db import Database
+from prebuildd.store.errors import StoreConflict
 from prebuildd.store.identity import Organization, User
 
 __all__ = ["DEFAULT_ORGANIZATION", "ROLE_RANK", "Organization", "User"]
@@ -83,7 +82,7 @@ async def add_user(db: Database, clock: Clock, actor: User, *, username: str, ro
         return await create_user(
             db, clock, username=username, role=role, email=email, organization_id=organization_id
         )
-    except psycopg.errors.UniqueViolation:
+    except StoreConflict:
         raise PrebuilddError(ErrorCode.CONFLICT, f"username {username} is taken") from None
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from uuid import UUID
 
-import psycopg
 import structlog
 
 from prebuildd.domain.claims import PoolPreset, choose_preset, claim_needs_build
@@ -27,6 +26,7 @@ from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.store.claims import ClaimContext, ClaimEvent, claim_context, claim_prebuild, insert_claim_event
 from prebuildd.store.db import Database
+from prebuildd.store.errors import StoreConflict, StoreTimeout
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
 
 log = structlog.get_logger(__name__)
@@ -164,10 +164,10 @@ class WorkspaceCreator:
                             )
                 if workspace_id is None:
                     return None
-        except (TimeoutError, psycopg.errors.QueryCanceled):
+        except (TimeoutError, StoreTimeout):
             log.warning("claim.timed_out", preset_id=str(preset.id), timeout=timeout)
             return None
-        except psycopg.errors.UniqueViolation:
+        except StoreConflict:
             raise BuildError(CONFLICT, "a workspace with this name already exists for this owner") from None
         seconds = time.perf_counter() - started
         labels = (str(context.organization_id), context.template_name, preset.name)

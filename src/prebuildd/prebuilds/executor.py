@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from uuid import UUID
 
-import psycopg
 import structlog
-from psycopg import IsolationLevel
 
-from prebuildd.domain.errors import BuildError
+from prebuildd.domain.errors import BuildError, PrebuilddError
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
 from prebuildd.domain.planner import Plan
@@ -23,7 +21,7 @@ from prebuildd.prebuilds.recorder import Recorder
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.store import prebuilds as store
-from prebuildd.store.db import Database
+from prebuildd.store.db import Database, IsolationLevel
 from prebuildd.workspaces.builder import BuildRequest, WorkspaceBuilder, prebuild_name
 
 log = structlog.get_logger(__name__)
@@ -160,7 +158,7 @@ class Executor:
             return
         try:
             await self.builder.record_failed_build(self.db, req, exc)
-        except (BuildError, psycopg.Error) as record_exc:
+        except PrebuilddError as record_exc:  # refused, or the store failed
             log.error(
                 "prebuild.failed_record_not_written", preset_id=str(preset.preset_id), error=str(record_exc)
             )

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import psycopg
 import structlog
 
 from prebuildd.domain.planner import Plan, pace, plan_preset
@@ -34,6 +33,7 @@ from prebuildd.runtime.notify import WebhookNotifier
 from prebuildd.store import channels
 from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Conn, Database
+from prebuildd.store.errors import StoreError
 from prebuildd.store.listener import Listener
 from prebuildd.workspaces.builder import WorkspaceBuilder
 
@@ -166,7 +166,7 @@ class Reconciler:
             while True:
                 try:
                     await self.run_cycle()
-                except (psycopg.Error, OSError) as exc:
+                except (StoreError, OSError) as exc:
                     log.warning("reconcile.cycle_failed", error=str(exc))
                     await self._drop_lock_conn()
                 with contextlib.suppress(TimeoutError):
@@ -255,7 +255,7 @@ class Reconciler:
         if self._lock_conn is not None and not self._lock_conn.closed:
             try:
                 await store.cycle_unlock(self._lock_conn, CYCLE_LOCK)
-            except psycopg.Error:
+            except StoreError:
                 await self._drop_lock_conn()
 
     async def _drop_lock_conn(self) -> None:

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from psycopg import IsolationLevel
-
 from prebuildd.domain.failures import FailurePolicy, failure_inputs
 from prebuildd.domain.planner import PresetSnapshot
 from prebuildd.domain.snapshot import (
@@ -24,7 +22,7 @@ from prebuildd.domain.snapshot import (
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.store import prebuilds as store
-from prebuildd.store.db import Conn, Database
+from prebuildd.store.db import Conn, Database, IsolationLevel
 
 SNAPSHOT_QUERIES = 4
 """Queries of every snapshot (settings, presets, prebuilds, queue depth); one more when some pool has failures."""

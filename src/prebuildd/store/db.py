@@ -10,21 +10,10 @@ from psycopg import AsyncConnection, IsolationLevel
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.store.errors import StoreUnavailable, store_error
 from prebuildd.store.sql import q
 
 Conn = AsyncConnection[DictRow]
-
-
-class StoreUnavailable(PrebuilddError):
-    """The database cannot be reached: no connection within the pool timeout, or the connection broke."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(
-            ErrorCode.UNAVAILABLE,
-            "the database is unavailable; retry in a few seconds",
-            {"cause": type(cause).__name__},
-        )
 
 
 @asynccontextmanager
@@ -35,10 +24,8 @@ async def _borrowed(pool: AsyncConnectionPool[Conn]) -> AsyncIterator[Conn]:
         async with pool.connection() as conn:
             try:
                 yield conn
-            except psycopg.OperationalError as exc:
-                if conn.broken:
-                    raise StoreUnavailable(exc) from exc
-                raise
+            except psycopg.Error as exc:  # at commit, or from a statement run outside the row helpers
+                raise store_error(exc, broken=conn.broken) from exc
     except PoolTimeout as exc:
         raise StoreUnavailable(exc) from exc
 
@@ -111,9 +98,12 @@ class Database:
 
     async def connect(self) -> Conn:
         """A dedicated connection outside the pool (for LISTEN and session locks); the caller closes it."""
-        conn = await AsyncConnection.connect(self.url, row_factory=dict_row, autocommit=True)
+        try:
+            conn = await AsyncConnection.connect(self.url, row_factory=dict_row, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(exc) from exc
         await conn.execute(q("connection.set_utc"))
         return conn
 
 
-__all__ = ["Conn", "Database", "StoreUnavailable", "psycopg"]
+__all__ = ["Conn", "Database", "IsolationLevel", "StoreUnavailable"]

@@ -1,6 +1,6 @@
 """Row helpers of the store's repositories: run a named query, get dict rows, tuples or dataclasses back.
 
-Private to ``prebuildd.store`` (an import contract says so): code outside the store calls a repository function
+A psycopg error becomes the store's own (``store.errors``) here, per statement. Private to ``prebuildd.store`` (an import contract says so): code outside the store calls a repository function
 that takes and returns typed values, never a query name, a parameter dict or a row dict.
 """
 
@@ -10,10 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from prebuildd.store.db import Conn
+from prebuildd.store.errors import store_error
 from prebuildd.store.sql import q
 
 T = TypeVar("T")
@@ -22,20 +24,29 @@ Params = Mapping[str, Any]
 
 
 async def fetch_one(conn: Conn, query: str, params: Params | None = None) -> Row | None:
-    cur = await conn.execute(q(query), params)
-    return await cur.fetchone()
+    try:
+        cur = await conn.execute(q(query), params)
+        return await cur.fetchone()
+    except psycopg.Error as exc:
+        raise store_error(exc, broken=conn.broken) from exc
 
 
 async def fetch_all(conn: Conn, query: str, params: Params | None = None) -> list[Row]:
-    cur = await conn.execute(q(query), params)
-    return await cur.fetchall()
+    try:
+        cur = await conn.execute(q(query), params)
+        return await cur.fetchall()
+    except psycopg.Error as exc:
+        raise store_error(exc, broken=conn.broken) from exc
 
 
 async def fetch_all_as(conn: Conn, query: str, params: Params | None, cls: Callable[..., T]) -> list[T]:
     """Rows built positionally into ``cls``, the fastest way to many objects: the query's columns must be
     the dataclass's fields, in order (checked on every call against the result's description)."""
     async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-        await cur.execute(q(query), params)
+        try:
+            await cur.execute(q(query), params)
+        except psycopg.Error as exc:
+            raise store_error(exc, broken=conn.broken) from exc
         names = tuple(col.name for col in cur.description or ())
         expected = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
         if names != expected[: len(names)]:
@@ -49,7 +60,10 @@ async def fetch_val(conn: Conn, query: str, params: Params | None = None) -> Any
 
 
 async def execute(conn: Conn, query: str, params: Params | None = None) -> int:
-    cur = await conn.execute(q(query), params)
+    try:
+        cur = await conn.execute(q(query), params)
+    except psycopg.Error as exc:
+        raise store_error(exc, broken=conn.broken) from exc
     return cur.rowcount
 
 

@@ -11,7 +11,6 @@ import hashlib
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-import psycopg
 import structlog
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
@@ -28,6 +27,7 @@ from prebuildd.domain.parameters import ParameterSpec
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import templates as store
 from prebuildd.store.db import Conn, Database
+from prebuildd.store.errors import StoreConflict
 from prebuildd.store.jobs import NewJob, enqueue_job
 from prebuildd.store.templates import NewVersion
 from prebuildd.templates.archive import read_member
@@ -136,7 +136,7 @@ async def push_version(
                 ),
                 now,
             )
-    except psycopg.errors.UniqueViolation:
+    except StoreConflict:
         raise PrebuilddError(
             ErrorCode.CONFLICT,
             f"another version of template {template_name} was pushed at the same time; push again",

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
-import psycopg
 import structlog
 
 from prebuildd.domain.errors import BAD_REQUEST, CONFLICT, INTERNAL, NOT_ACCEPTABLE, NOT_FOUND, BuildError
@@ -23,6 +22,7 @@ from prebuildd.domain.parameters import ParameterError, ParameterSpec, resolve_p
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import workspaces as store
 from prebuildd.store.db import Conn, Database
+from prebuildd.store.errors import StoreConflict, StoreError
 from prebuildd.store.jobs import NewJob, enqueue_job, record_finished_job
 from prebuildd.store.workspaces import BuildTemplate, BuildVersion, LastBuild, NewBuild, NewWorkspace
 
@@ -84,9 +84,9 @@ class WorkspaceBuilder:
                 return await self._build_existing(conn, req, req.workspace_id)
         except BuildError:
             raise
-        except psycopg.errors.UniqueViolation as exc:
+        except StoreConflict as exc:
             raise BuildError(CONFLICT, _conflict_message(exc)) from exc
-        except psycopg.Error as exc:
+        except StoreError as exc:
             log.warning("builder.store_error", error=str(exc))
             raise BuildError(INTERNAL, f"store error while creating the build: {exc}") from exc
 
@@ -345,10 +345,10 @@ class WorkspaceBuilder:
         return BuildCreated(workspace_id=workspace_id, build_id=build_id, build_number=number, job_id=job_id)
 
 
-def _conflict_message(exc: psycopg.errors.UniqueViolation) -> str:
-    constraint = exc.diag.constraint_name or ""
+def _conflict_message(exc: StoreConflict) -> str:
+    constraint = exc.constraint
     if constraint == "workspaces_owner_name":
         return "a workspace with this name already exists for this owner"
     if constraint == "workspace_builds_workspace_id_build_number_key":
         return "another build of this workspace was created at the same time"
-    return f"conflict: {exc.diag.message_primary or exc}"
+    return exc.message

@@ -1,15 +1,19 @@
-"""Losing the database is one project error, ``StoreUnavailable`` (code ``unavailable``, HTTP 503), raised at the
-store's boundary; a query's own errors pass through as they are."""
+"""psycopg's errors stop at the store: losing the database is ``StoreUnavailable`` (code ``unavailable``, HTTP
+503), a unique constraint ``StoreConflict`` (naming the constraint), any other failure ``StoreError``; the
+driver's exception stays the cause."""
 
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
 from prebuildd.domain.errors import ErrorCode
-from prebuildd.store.db import Database, StoreUnavailable
+from prebuildd.store.db import Database
+from prebuildd.store.errors import StoreConflict, StoreError, StoreUnavailable
+from prebuildd.store.rows import execute
 
 
 def _closed_port() -> int:
@@ -47,7 +51,20 @@ async def test_a_connection_that_breaks_mid_transaction_is_unavailable(db: Datab
         assert (await (await conn.execute("SELECT 1 AS one")).fetchone() or {})["one"] == 1
 
 
-async def test_query_errors_are_not_unavailability(db: Database) -> None:
-    with pytest.raises(psycopg.errors.UndefinedTable):
+async def test_other_failures_are_store_errors_not_unavailability(db: Database) -> None:
+    with pytest.raises(StoreError) as err:
         async with db.transaction() as conn:
             await conn.execute("SELECT * FROM no_such_table")
+    assert not isinstance(err.value, StoreUnavailable) and err.value.code is ErrorCode.INTERNAL
+    assert isinstance(err.value.__cause__, psycopg.errors.UndefinedTable)
+
+
+async def test_a_unique_violation_is_a_conflict_naming_its_constraint(db: Database) -> None:
+    record = {"version": 999, "name": "twice", "now": datetime(2026, 1, 1, tzinfo=UTC)}
+    with pytest.raises(StoreConflict) as err:
+        async with db.transaction() as conn:
+            await execute(conn, "migrations.record", record)
+            await execute(conn, "migrations.record", record)
+    assert err.value.constraint == "schema_migrations_pkey"
+    assert err.value.code is ErrorCode.CONFLICT and err.value.status == 409
+    assert isinstance(err.value.__cause__, psycopg.errors.UniqueViolation)

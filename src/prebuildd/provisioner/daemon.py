@@ -205,12 +205,21 @@ class ProvisionerDaemon:
             return JobOutcome(error=str(exc), failure_class=FailureClass.CONFIG)
         try:
             if job.type is JobType.TEMPLATE_VERSION_IMPORT:
-                assert job.version_id is not None
+                if (
+                    job.version_id is None
+                ):  # the queue always sends it; a peer that does not is refused, not fatal
+                    return JobOutcome(
+                        error="the import job came without its version",
+                        failure_class=FailureClass.INFRASTRUCTURE,
+                    )
                 imported = await provisioner.import_version(
                     ImportContext(str(job.version_id), files, manifest), logs.add
                 )
                 return JobOutcome(parameters=imported.parameters, warnings=imported.warnings)
-            assert job.build is not None
+            if job.build is None:
+                return JobOutcome(
+                    error="the build job came without its build", failure_class=FailureClass.INFRASTRUCTURE
+                )
             b = job.build
             data_dir = (
                 self.options.data_dir / "workspaces" / str(b.workspace_id) if self.options.data_dir else None

@@ -888,6 +888,13 @@ def test_prebuilds(body: str, expected: PrebuildSettings) -> None:
             "schedule[0].instances",
             "must be >= 0, got -2",
         ),
+        ("instances = 1000000000000", "instances", "must be at most 1000, got 1000000000000"),
+        ('instances = 1\nttl = "400d"', "ttl", "must be at most 365d (31536000 seconds), got 34560000"),
+        (
+            'instances = 1\nschedule = [{ cron = "* * * * *", instances = 5000 }]',
+            "schedule[0].instances",
+            "must be at most 1000, got 5000",
+        ),
         (
             'instances = 1\nschedule = [{ cron = "* * * * *", instances = 1 }, { cron = 5, instances = 1 }]',
             "schedule[1].cron",

@@ -114,3 +114,18 @@ def test_a_preset_without_a_pool_and_good_settings_have_no_problem() -> None:
         )
         == []
     )
+
+
+@pytest.mark.parametrize(
+    ("instances", "ttl", "problems"),
+    [
+        (1000, 365 * 24 * 3600, []),
+        (1001, 0, ["instances: must be at most 1000, got 1001"]),
+        (10**12, 0, ["instances: must be at most 1000, got 1000000000000"]),
+        (1, 365 * 24 * 3600 + 1, ["ttl: must be at most 365d (31536000 seconds), got 31536001"]),
+    ],
+)
+def test_pool_sizes_and_ttls_are_bounded_so_bad_input_is_a_named_refusal(
+    instances: int, ttl: int, problems: list[str]
+) -> None:
+    assert [str(p) for p in pool_problems(instances=instances, ttl_seconds=ttl, timezone="UTC")] == problems

@@ -50,6 +50,13 @@ async def test_bad_names_and_bodies_are_400s_naming_the_field(
 
         assert (await push(client, tmp_path, "web", EXEC_MANIFEST, EXEC_FILES)).status_code == 201
         assert (await wait_imported(client, "web", "v1"))["import_status"] == "succeeded"
+        # Out-of-range pool settings are refused naming the key (they once overflowed a column: a 500).
+        for pool, field in (({"instances": 10**12}, "instances"), ({"ttl": "400d"}, "ttl")):
+            response = await client.patch(f"{API}/templates/web/presets/web", json=pool)
+            assert response.status_code == 400, (pool, response.text)
+            assert f"{field}: " in response.json()["message"] and "at most" in response.json()[
+                "message"
+            ].replace("less than or equal to", "at most"), response.text
         for body, field in (
             ({"name": "has space", "template": "web"}, "name"),
             ({"name": "ok", "template": "web", "parameters": {"repo": "a\u0000b"}}, "parameters"),

@@ -68,16 +68,30 @@ def check_cron(cron: str) -> CronProblem | None:
     return None
 
 
+MAX_INSTANCES = 1000
+"""The largest pool one preset may ask for: far above any real pool, and far below what overflows a column or floods
+the queue (a pool of a trillion was once accepted at push and killed daemons at import)."""
+
+MAX_TTL_SECONDS = 365 * 24 * 3600
+"""The longest ttl: a year. Longer is a typo (ms for s), and would overflow the stored seconds soon after."""
+
+
 def instances_problem(instances: int) -> str | None:
-    return f"must be >= 0, got {instances}" if instances < 0 else None
+    if instances < 0:
+        return f"must be >= 0, got {instances}"
+    if instances > MAX_INSTANCES:
+        return f"must be at most {MAX_INSTANCES}, got {format_number(instances)}"
+    return None
 
 
 def ttl_problem(seconds: float) -> str | None:
-    """A ttl is a whole number of seconds, 0 for none."""
+    """A ttl is a whole number of seconds, 0 for none, at most a year."""
     if seconds < 0:
         return f"duration must not be negative, got {format_number(seconds)}"
     if not float(seconds).is_integer():
         return f"must be a whole number of seconds, got {format_number(seconds)}"
+    if seconds > MAX_TTL_SECONDS:
+        return f"must be at most 365d ({MAX_TTL_SECONDS} seconds), got {format_number(seconds)}"
     return None
 
 

@@ -13,6 +13,7 @@ from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
 from prebuildd.api.models import LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.pools import MAX_INSTANCES
 from prebuildd.domain.schedules import Schedule
 from prebuildd.prebuilds import operations as prebuild_ops
 from prebuildd.prebuilds.snapshot import SnapshotReader
@@ -52,11 +53,11 @@ class PresetRef(BaseModel):
 
 class ScheduleIn(BaseModel):
     cron: LookupText
-    instances: int = Field(ge=0, le=10_000)
+    instances: int = Field(ge=0, le=MAX_INSTANCES)
 
 
 class PoolUpdate(BaseModel):
-    instances: int | None = Field(default=None, ge=0, le=10_000)
+    instances: int | None = Field(default=None, ge=0, le=MAX_INSTANCES)
     ttl: ShortText | None = Field(default=None, description="Duration such as 8h; 0 for none")
     timezone: LookupText | None = None
     schedules: list[ScheduleIn] | None = Field(default=None, max_length=50)

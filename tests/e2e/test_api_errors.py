@@ -54,9 +54,9 @@ async def test_bad_names_and_bodies_are_400s_naming_the_field(
         for pool, field in (({"instances": 10**12}, "instances"), ({"ttl": "400d"}, "ttl")):
             response = await client.patch(f"{API}/templates/web/presets/web", json=pool)
             assert response.status_code == 400, (pool, response.text)
-            assert f"{field}: " in response.json()["message"] and "at most" in response.json()[
-                "message"
-            ].replace("less than or equal to", "at most"), response.text
+            message = response.json()["message"]
+            assert f"{field}: " in message, response.text
+            assert "at most" in message or "less than or equal to" in message, response.text
         for body, field in (
             ({"name": "has space", "template": "web"}, "name"),
             ({"name": "ok", "template": "web", "parameters": {"repo": "a\u0000b"}}, "parameters"),

@@ -23,7 +23,7 @@ import httpx
 import psycopg
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.prebuilds.claim import CreateRequest, WorkspaceCreator
+from prebuildd.prebuilds.claim import CreateRequest
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.server.process import OWNER_TOKEN_FILE, Server
@@ -68,14 +68,7 @@ async def claim_store(server: Server, template_id: Any, preset_id: Any, owner_id
     assert server.services is not None
     started = time.perf_counter()
     services = server.services
-    creator = WorkspaceCreator(
-        db=services.db,
-        clock=services.clock,
-        builder=services.builder,
-        metrics=services.metrics,
-        kick=services.kick,
-        claim_timeout=services.config.claim_timeout,
-    )
+    creator = services.workspace_creator()
     result = await creator.create_workspace(
         CreateRequest(
             organization_id=await _org(server),

@@ -110,11 +110,4 @@ def events_named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]
 
 def creator(services: Services) -> WorkspaceCreator:
     """The claim service over the reconciler's parts (its database may be swapped by a test first)."""
-    return WorkspaceCreator(
-        db=services.db,
-        clock=services.clock,
-        builder=services.builder,
-        metrics=services.metrics,
-        kick=services.kick,
-        claim_timeout=services.config.claim_timeout,
-    )
+    return services.workspace_creator()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prebuildd.prebuilds.claim import WorkspaceCreator
 from prebuildd.queue.pg import PgJobQueue
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.config import ServerConfig
@@ -31,3 +32,14 @@ class Services:
     def kick(self, reason: str) -> None:
         for hook in self.kick_hooks:
             hook(reason)
+
+    def workspace_creator(self) -> WorkspaceCreator:
+        """The claim service over this process's parts (built per use: a test may swap ``db`` first)."""
+        return WorkspaceCreator(
+            db=self.db,
+            clock=self.clock,
+            builder=self.builder,
+            metrics=self.metrics,
+            kick=self.kick,
+            claim_timeout=self.config.claim_timeout,
+        )

@@ -33,7 +33,7 @@ from prebuildd.api.models import (
 )
 from prebuildd.domain.errors import not_found
 from prebuildd.domain.jobs import JobPriority, Transition
-from prebuildd.prebuilds.claim import CreateRequest, WorkspaceCreator
+from prebuildd.prebuilds.claim import CreateRequest
 from prebuildd.workspaces.builder import BuildRequest
 from prebuildd.workspaces.reads import (
     build_by_id,
@@ -60,17 +60,6 @@ _LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _creator(services: Services) -> WorkspaceCreator:
-    return WorkspaceCreator(
-        db=services.db,
-        clock=services.clock,
-        builder=services.builder,
-        metrics=services.metrics,
-        kick=services.kick,
-        claim_timeout=services.config.claim_timeout,
-    )
-
-
 async def _workspace_out(services: Services, workspace_id: UUID) -> WorkspaceOut:
     workspace = await workspace_by_id(services.db, workspace_id)
     if workspace is None:  # deleted workspaces still answer, so only a broken database gets here
@@ -89,7 +78,7 @@ async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: U
     organization_id = await organization_of(services, user)
     template = await template_named(services, organization_id, body.template)
     owner = await owner_for_creation(services.db, user, body.owner)
-    created = await _creator(services).create_workspace(
+    created = await services.workspace_creator().create_workspace(
         CreateRequest(
             organization_id=organization_id,
             owner_id=owner.id,

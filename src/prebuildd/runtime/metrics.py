@@ -90,6 +90,18 @@ class Metrics:
             registry=r,
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
         )
+        self.component_down = Gauge(
+            "prebuildd_component_down",
+            "1 while a component of this process cannot reach a dependency (runtime.faults).",
+            ("component", "dependency"),
+            registry=r,
+        )
+        self.component_outages = Counter(
+            "prebuildd_component_outages_total",
+            "Times a component of this process lost a dependency.",
+            ("component", "dependency"),
+            registry=r,
+        )
         self._seen_failed: set[UUID] | None = None
         self._preset_gauges = (
             self.desired,
@@ -150,6 +162,12 @@ class Metrics:
             if workspace_id not in self._seen_failed and preset_id in presets:
                 self._seen_failed.add(workspace_id)
                 self.failed.labels(*self.labels(presets[preset_id])).inc()
+
+    def component_changed(self, component: str, dependency: str, down: bool) -> None:
+        """The ``on_change`` hook of ``runtime.faults.FaultState``."""
+        self.component_down.labels(component, dependency).set(1 if down else 0)
+        if down:
+            self.component_outages.labels(component, dependency).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -179,6 +179,8 @@ class Reconciler:
             policy=policy,
             event_retention=settings.event_retention,
             notifier=WebhookNotifier(url) if url else None,
+            lock_wait=settings.lock_wait,
+            idle_timeout=settings.idle_timeout,
         )
         executor = Executor(
             db,
@@ -194,7 +196,7 @@ class Reconciler:
         return cls(
             db=db,
             clock=clock,
-            reader=SnapshotReader(db, clock, policy),
+            reader=SnapshotReader(db, clock, policy, idle_timeout=settings.idle_timeout),
             executor=executor,
             recorder=recorder,
             metrics=metrics,

@@ -83,6 +83,13 @@ async def reconciliation_paused(conn: Conn) -> bool:
     return bool(row and row["reconciliation_paused"])
 
 
+async def snapshot_paused(conn: Conn, *, idle_timeout: float) -> bool:
+    """``reconciliation_paused`` as the snapshot's first statement, bounding how long its transaction may sit idle
+    (one statement, so the snapshot's query count does not grow)."""
+    row = await fetch_one(conn, "reconcile.snapshot_settings", {"idle_timeout": _pg_interval(idle_timeout)})
+    return bool(row and row["reconciliation_paused"])
+
+
 async def snapshot_presets(conn: Conn) -> list[PresetRow]:
     rows = await fetch_all(conn, "reconcile.snapshot_presets", {"prebuilds_user_id": PREBUILDS_USER_ID})
     return [_preset_row(r) for r in rows]

@@ -35,6 +35,13 @@ DELETE FROM reconcile_leases WHERE name = %(name)s AND holder = %(holder)s;
 -- The global settings row (is reconciliation paused).
 SELECT reconciliation_paused, updated_at FROM settings;
 
+-- name: snapshot_settings
+-- The settings row, first statement of the snapshot transaction, which it also bounds: a replica frozen inside it
+-- has its session ended after the given idle time instead of holding its snapshot (and table locks) for ever.
+SELECT reconciliation_paused, updated_at,
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true) AS idle_timeout
+FROM settings;
+
 -- name: queue_depth
 -- Pending jobs and the age of the oldest, for the metrics.
 SELECT count(*) AS pending, min(created_at) AS oldest FROM provisioner_jobs WHERE job_status = 'pending';

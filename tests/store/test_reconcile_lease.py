@@ -46,6 +46,20 @@ def test_at_the_defaults_a_frozen_holder_costs_at_most_30_seconds(env: Env) -> N
     assert settings.lease_retry < settings.interval and settings.lease_renew < settings.lease_duration
 
 
+async def test_replicas_taking_the_lease_at_once_get_exactly_one_holder(env: Env) -> None:
+    replicas = [reconciler(env) for _ in range(8)]
+    try:
+        for _ in range(5):
+            leases = await asyncio.gather(*(r._take_lease() for r in replicas))
+            [winner] = [r for r, lease in zip(replicas, leases, strict=True) if lease.held]
+            # A loser names the winner, or nobody when the winner's insert committed while its statement ran.
+            assert {lease.holder for lease in leases} <= {winner.holder, None}
+            assert await store.release_lease(winner._lock_conn, winner.holder)  # type: ignore[arg-type]
+    finally:
+        for r in replicas:
+            await r._drop_lock_conn()
+
+
 async def test_a_frozen_holder_is_taken_over_once_its_lease_expires(env: Env) -> None:
     await env.push("t", POOL)
     frozen, other = reconciler(env), reconciler(env)

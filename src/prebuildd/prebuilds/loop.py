@@ -1,14 +1,19 @@
-"""The reconcile loop: take the cycle lock, read one global snapshot, plan (pure), execute, record (SPEC §5).
+"""The reconcile loop: take the cycle lease, read one global snapshot, plan (pure), execute, record (SPEC §5).
 
-This module is the loop only (lock, cadence, kicks); its collaborators are the snapshot reader
+This module is the loop only (lease, cadence, kicks, outages); its collaborators are the snapshot reader
 (``prebuilds.snapshot``), the executor (``prebuilds.executor``) and the recorder (``prebuilds.recorder``).
 
-Locking: the cycle lock is a session advisory lock taken with ``pg_try_advisory_lock`` on a dedicated autocommit
-connection at the start of each cycle and released at its end. That connection is never inside a transaction, so
-nothing sits "idle in transaction" while actions run; the snapshot has its own short read-only REPEATABLE READ
-transaction, and each action its own short write transaction. The cycle lock only avoids duplicate work: what
-guarantees the invariant is the per-preset transaction lock plus re-count taken by every create, so replicas
-that race (or a lock lost with its connection) still never exceed a target.
+Locking: one replica runs a cycle at a time under a lease (a row of ``reconcile_leases``: holder, expiry), taken
+at the start of a cycle on a dedicated autocommit connection, renewed every third of its duration while the
+cycle runs, and given back at its end. It replaced a session advisory lock, which a frozen (SIGSTOP'd) or
+half-open replica kept for as long as its connection lived: a lease expires, so such a holder stops
+reconciliation for at most ``lease_duration + lease_retry``; a lease whose holder's connection is gone (a killed
+replica) is free at once. A replica that finds the lease held tries again after ``lease_retry``, not a whole
+interval later. The lease connection is never inside a transaction, so nothing sits "idle in transaction" while
+actions run; the snapshot has its own short read-only REPEATABLE READ transaction, and each action its own short
+write transaction with bounded lock waits. The lease only avoids duplicate work: what guarantees the invariant is
+the per-preset transaction lock plus re-count taken by every create, so replicas that race (or a holder that
+resumes after losing its lease) still never exceed a target. docs/reconciler.md gives the bounds.
 """
 
 from __future__ import annotations

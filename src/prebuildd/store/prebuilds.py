@@ -28,8 +28,8 @@ CYCLE_LEASE = "reconcile_cycle"
 
 @dataclass(frozen=True)
 class Lease:
-    """The cycle lease as one attempt to take it left it: ``held`` by the caller, or by ``holder`` (None: by
-    nobody) until ``expires_at``."""
+    """The cycle lease as one attempt to take it left it: ``held`` by the caller, or by ``holder`` until
+    ``expires_at`` (None: by nobody, or by a replica whose take committed while this statement ran)."""
 
     held: bool
     holder: str | None = None

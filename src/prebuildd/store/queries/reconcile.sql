@@ -17,8 +17,9 @@ WITH me AS (
         expires_at = excluded.expires_at
     WHERE l.holder = excluded.holder
        OR l.expires_at <= excluded.renewed_at
-       OR NOT EXISTS (
-           SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.holder_pid AND a.backend_start = l.holder_backend_start
+       OR NOT EXISTS (  -- another role's backend_start reads as NULL without pg_read_all_stats: the pid decides
+           SELECT 1 FROM pg_stat_activity a
+           WHERE a.pid = l.holder_pid AND coalesce(a.backend_start = l.holder_backend_start, true)
        )
     RETURNING l.holder, l.acquired_at, l.expires_at
 )

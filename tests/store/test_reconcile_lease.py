@@ -34,8 +34,13 @@ def _frozen(rec: ReconcilerUnderTest) -> None:
 
 
 def _lock_holder_gauge(rec: ReconcilerUnderTest) -> float:
-    value = rec.metrics.lock_holder._value.get()  # type: ignore[attr-defined]
-    return float(value)
+    """``prebuildd_reconcile_lock_holder`` as /metrics shows it."""
+    [line] = [
+        line
+        for line in rec.metrics.render().decode().splitlines()
+        if line.startswith("prebuildd_reconcile_lock_holder ")
+    ]
+    return float(line.split()[1])
 
 
 def test_at_the_defaults_a_frozen_holder_costs_at_most_30_seconds(env: Env) -> None:

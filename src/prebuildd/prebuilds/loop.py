@@ -65,8 +65,7 @@ class LoopSettings:
     lease_duration: float = 15.0
     """How long the cycle lease lasts without a renewal (``--reconcile-lease``)."""
     lease_renew_every: float | None = None
-    """How often a holder renews the lease during a cycle, and a replica that found it held tries again (None:
-    a third of the lease)."""
+    """How often a holder renews the lease during a cycle (None: a third of the lease)."""
     retry_initial: float = 1.0
     """First wait after a cycle failed because the database is away; doubles up to ``retry_max``."""
     retry_max: float = 10.0
@@ -77,7 +76,7 @@ class LoopSettings:
 
     @property
     def lease_renew(self) -> float:
-        """How often a holder renews the lease during a cycle; also the longest wait for one lease statement."""
+        """How often a holder renews the lease during a cycle."""
         return self.lease_renew_every if self.lease_renew_every is not None else self.lease_duration / 3
 
     @property
@@ -422,9 +421,8 @@ class Reconciler:
                 store.release_lease(self._lock_conn, self.holder), timeout=self.settings.lease_duration / 3
             )
         except (StoreError, OSError, TimeoutError):
-            await (
-                self._drop_lock_conn()
-            )  # the lease expires by itself (or is free once the connection is gone)
+            # Not given back: it is free once this connection is gone, and expires anyway.
+            await self._drop_lock_conn()
             return
         if not released:
             self._lost_lease(None)

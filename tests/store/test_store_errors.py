@@ -1,4 +1,4 @@
-"""psycopg's errors stop at the store: losing the database is ``StoreUnavailable`` (code ``unavailable``, HTTP
+"""psycopg's errors stop at the store: losing the database is ``StoreUnavailable`` (code ``database_unavailable``, HTTP
 503), a unique constraint ``StoreConflict`` (naming the constraint), any other failure ``StoreError``; the
 driver's exception stays the cause."""
 
@@ -30,7 +30,7 @@ async def test_no_connection_within_the_pool_timeout_is_unavailable() -> None:
         with pytest.raises(StoreUnavailable) as err:
             async with db.transaction():
                 pass
-        assert err.value.code is ErrorCode.UNAVAILABLE and err.value.status == 503
+        assert err.value.code is ErrorCode.DATABASE_UNAVAILABLE and err.value.status == 503
         assert "retry" in err.value.message
     finally:
         await db.close()

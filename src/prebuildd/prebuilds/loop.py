@@ -18,7 +18,7 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -112,6 +112,10 @@ class Reconciler:
         self.last_result: CycleResult | None = None
         self.holds_lock = False
         self.cycles = 0
+        self.last_attempt_at: datetime | None = None
+        """Clock time of the last cycle attempt, one that found the lock taken included (read by /readyz)."""
+        self.last_success_at: datetime | None = None
+        """Clock time of the last completed cycle."""
 
     @classmethod
     def build(
@@ -179,6 +183,7 @@ class Reconciler:
     # -- one cycle -----------------------------------------------------------------------------------------
 
     async def run_cycle(self) -> CycleResult | None:
+        self.last_attempt_at = self.clock.now()
         started = time.perf_counter()
         use_lock = self.settings.use_cycle_lock
         if use_lock and not await self._try_lock():
@@ -214,6 +219,7 @@ class Reconciler:
         self.last_result = result
         self._observe(result)
         self.cycles += 1
+        self.last_success_at = self.clock.now()
         log.info(
             "reconcile.cycle",
             presets=len(plans),

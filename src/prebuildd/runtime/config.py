@@ -155,6 +155,11 @@ class ServerConfig(BaseSettings):
         None, "URL POSTed to once per cycle with presets that became hard-limited.", shown="none"
     )
     db_pool_size: int = _option(20, "Connections in the PostgreSQL pool.")
+    db_timeout: Duration = _option(
+        2.0,
+        "How long a request waits for a database connection before it fails with 503 database_unavailable "
+        "(also the connect timeout).",
+    )
 
     @field_validator("http_address")
     @classmethod
@@ -196,7 +201,9 @@ class ServerConfig(BaseSettings):
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("reconcile_interval", "backoff_interval", "stale_job_timeout", "heartbeat_interval")
+    @field_validator(
+        "reconcile_interval", "backoff_interval", "stale_job_timeout", "heartbeat_interval", "db_timeout"
+    )
     @classmethod
     def _check_positive_duration(cls, value: float) -> float:
         if value <= 0:

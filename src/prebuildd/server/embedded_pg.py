@@ -196,10 +196,40 @@ class EmbeddedPostgres:
     # -- internals -----------------------------------------------------------------------------------------
 
     def _running(self, bin_dir: Path, user: pwd.struct_passwd | None) -> bool:
-        if not (self.pgdata / "postmaster.pid").exists() or not self._port_file.exists():
+        lock = self.pgdata / "postmaster.pid"
+        if not lock.exists() or not self._port_file.exists():
+            return False
+        if not self.alive():
+            self._clear_stale_lock(lock)
             return False
         result = self._run([str(bin_dir / "pg_ctl"), "-D", str(self.pgdata), "status"], user)
         return result.returncode == 0
+
+    def _clear_stale_lock(self, lock: Path) -> None:
+        """Remove the lock file of a dead postmaster once none of its backends is left. PostgreSQL would refuse to
+        start while the lock names a zombie (this machine's init may never reap it), and the lock is what protects
+        the data from a second server while orphaned backends still run: those keep their cwd in the data."""
+        orphans = self._orphans()
+        if orphans:
+            raise RuntimeError(f"backends of the dead PostgreSQL are still running: {orphans}")
+        lock.unlink(missing_ok=True)
+
+    def _orphans(self) -> list[int]:
+        found: list[int] = []
+        if not Path("/proc/self").exists():
+            return found
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if Path(os.readlink(entry / "cwd")) != self.pgdata.resolve():
+                    continue
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+        return found
 
     def _initdb(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)

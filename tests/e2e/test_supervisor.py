@@ -15,6 +15,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from prebuildd.provisioner.daemon import ProvisionerDaemon
+from prebuildd.runtime.config import ServerConfig
+from prebuildd.server.process import Server
 from prebuildd.server.supervisor import BackgroundService, RestartPolicy
 from tests.support.api import API, push, wait_build, wait_imported
 from tests.support.server import start_server
@@ -98,6 +100,31 @@ async def test_a_crashing_background_service_is_logged_at_once_and_restarted_wit
 def test_the_backoff_doubles_is_capped_and_never_overflows() -> None:
     policy = RestartPolicy(first=1.0, factor=2.0, cap=60.0)
     assert [policy.delay(n) for n in (1, 2, 3, 4, 7, 8, 10_000)] == [1.0, 2.0, 4.0, 8.0, 60.0, 60.0, 60.0]
+
+
+async def test_the_backoff_starts_over_after_a_task_ran_fine_for_a_while(tmp_path: Path) -> None:
+    now = [0.0]
+    crashes = 0
+
+    async def crashes_four_times() -> None:
+        nonlocal crashes
+        crashes += 1
+        if crashes == 3:
+            now[0] += 61.0  # the third run lasts longer than healthy_after before it crashes
+        if crashes <= 4:
+            raise RuntimeError(f"crash {crashes}")
+
+    sleeps = Sleeps()
+    server = Server(
+        ServerConfig(data_dir=tmp_path, provisioner_daemons=0),
+        restart_policy=RestartPolicy(first=1.0, factor=2.0, cap=60.0, healthy_after=60.0),
+        sleep=sleeps,
+    )
+    server._monotonic = lambda: now[0]
+    with capture_logs():
+        await server._supervise(BackgroundService("task", crashes_four_times))
+    assert sleeps.delays == [1.0, 2.0, 1.0, 2.0]
+    assert server.tasks["task"].state == "finished" and server.tasks["task"].restarts == 4
 
 
 async def test_a_daemon_whose_loop_raises_comes_back_and_readyz_names_it_meanwhile(

@@ -2,7 +2,7 @@
 
 Outages: a request waits at most ``timeout`` (``--db-timeout``) for a connection, then fails with
 ``StoreUnavailable`` (503 ``database_unavailable``). Once the pool knows the database is down (a connection
-attempt failed, or no connection came within the timeout) it waits only ``FAST_FAIL`` seconds, so that every
+attempt was refused or timed out) it waits only ``FAST_FAIL`` seconds, so that every
 request of an outage does not hang for the full timeout; the first connection that succeeds again ends that. The
 pool's own reconnection gives up after ``RECONNECT_TIMEOUT`` and starts afresh on the next request, so that a long
 outage does not leave it in a minute-long backoff when the database is back. Connections that were idle in the
@@ -113,7 +113,8 @@ class Database:
                         self.suspect()
                     raise store_error(exc, broken=conn.broken) from exc
         except PoolTimeout as exc:
-            self.fault.failed(exc)
+            # Not a state change by itself: a pool saturated by load times out too. A refused or timed-out
+            # connection attempt (``_connect_failed``) is what says the database is down.
             raise StoreUnavailable(exc) from exc
 
     @asynccontextmanager

@@ -252,6 +252,16 @@ def test_the_later_of_record_and_infrastructure_wins() -> None:
         pytest.param([lost(1), lost(2), fail(3), lost(4)], None, id="another failure ends the streak"),
         pytest.param([lost(1), lost(2), lost(61)], None, id="only the lookback counts"),
         pytest.param([ok(0.5), lost(1), lost(2), lost(3)], None, id="a newer success: no backoff"),
+        pytest.param(
+            [lost(3, took=2.5 * MIN), lost(3, took=2.5 * MIN), lost(3, took=2.5 * MIN)],
+            None,
+            id="three lost together (one replica died): one loss, no backoff",
+        ),
+        pytest.param(
+            [lost(1), lost(2), lost(3, took=2.5 * MIN), lost(3, took=2.5 * MIN)],
+            None,
+            id="lost together count once: two rounds",
+        ),
     ],
 )
 def test_lost_daemons_back_off_only_after_a_streak(
@@ -266,7 +276,9 @@ def test_lost_daemons_back_off_only_after_a_streak(
         return
     assert backoff is not None
     assert backoff.failures == expected_failures
-    assert backoff.until == NOW - MIN / 2 + expected_failures * POLICY.backoff_interval
+    assert (
+        backoff.until == NOW - MIN / 2 + expected_failures * POLICY.backoff_interval
+    )  # from the newest loss
     assert backoff.reason == (
         f"{expected_failures} lost-daemon failures in a row, last: its daemon r/embedded-0 restarted"
     )

@@ -5,8 +5,10 @@ failure record), so every replica and every restart reaches the same answer.
 
 A job whose daemon was lost (``daemon_lost``: failed as stale, or its daemon restarted) is nobody's fault: it
 does not count towards the build backoff or the hard limit and does not back the preset off, so the pool
-refills at once. Only ``LOST_DAEMON_STREAK`` of them in a row on one preset (no success in between, within the
-lookback) back off, with the transient maths, since then the template may be what kills its daemons.
+refills at once. Only ``LOST_DAEMON_STREAK`` of them in a row on one preset (no success or other failure in
+between, within the lookback, each re-creation lost again) back off, with the transient maths, since then the
+template may be what kills its daemons. Jobs lost together (one replica killed while running three of the
+preset's creations) are one loss, not three: that is the replica's fault, not a streak.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow
 
 LOST_DAEMON_STREAK = 3
-"""Consecutive lost-daemon failures of one preset's creations that back it off (fewer refill at once)."""
+"""Lost-daemon failures in a row (each creation made after the previous loss) that back a preset off; fewer
+refill the pool at once."""
 
 _NOT_THE_TEMPLATES = ("infrastructure", "daemon_lost")
 """Failure classes that say nothing about the template: never build failures, never towards the hard limit."""
@@ -104,10 +107,11 @@ def transient_backoff(
     ]
     infra = _by_completion(r for r in since_success if r.failure_class == "infrastructure")
     if infra:
-        candidates.append(_transient(infra, policy, f"{len(infra)} infrastructure failures"))
+        candidates.append(_transient(len(infra), infra[-1], policy, f"{len(infra)} infrastructure failures"))
     lost = _lost_daemon_streak(since_success)
-    if len(lost) >= LOST_DAEMON_STREAK:
-        candidates.append(_transient(lost, policy, f"{len(lost)} lost-daemon failures in a row"))
+    if lost and lost[0] >= LOST_DAEMON_STREAK:
+        count, last = lost
+        candidates.append(_transient(count, last, policy, f"{count} lost-daemon failures in a row"))
     return max(candidates, key=lambda b: b.until, default=None)
 
 
@@ -115,23 +119,31 @@ def _by_completion(rows: Iterable[PrebuildRow]) -> list[PrebuildRow]:
     return sorted(rows, key=lambda r: r.job_completed_at or r.build_created_at)
 
 
-def _lost_daemon_streak(failed: Sequence[PrebuildRow]) -> list[PrebuildRow]:
-    """The newest run of consecutive lost-daemon failures among ``failed`` (oldest first): another failure
-    class ends it, as a success does."""
-    streak: list[PrebuildRow] = []
+def _lost_daemon_streak(failed: Sequence[PrebuildRow]) -> tuple[int, PrebuildRow] | None:
+    """The newest run of consecutive lost-daemon failures among ``failed``: how many times in a row a creation
+    was lost, and the newest loss. Another failure class ends the run, as a success does. Losses that overlapped
+    (a creation made before the previous loss was failed, such as the jobs of one replica that died at once)
+    count once: the streak counts re-creations that were lost again, not daemons lost together."""
+    run: list[PrebuildRow] = []
     for r in reversed(_by_completion(failed)):
         if r.failure_class != "daemon_lost":
             break
-        streak.append(r)
-    return streak[::-1]
+        run.append(r)
+    if not run:
+        return None
+    count, previous_loss = 0, None
+    for r in reversed(run):  # oldest first
+        if previous_loss is None or r.build_created_at > previous_loss:
+            count += 1
+            previous_loss = r.job_completed_at or r.build_created_at
+    return count, run[0]
 
 
-def _transient(failures: Sequence[PrebuildRow], policy: FailurePolicy, what: str) -> Backoff:
-    """The transient backoff after ``failures`` (oldest first): ``n * interval`` from the newest, capped."""
-    last = failures[-1]
-    wait = min(policy.backoff_interval * len(failures), policy.max_backoff)
+def _transient(count: int, last: PrebuildRow, policy: FailurePolicy, what: str) -> Backoff:
+    """The transient backoff after ``count`` failures: ``count * interval`` from the newest one, capped."""
+    wait = min(policy.backoff_interval * count, policy.max_backoff)
     reason = f"{what}, last: {last.error or 'unknown'}"
-    return Backoff((last.job_completed_at or last.build_created_at) + wait, len(failures), reason)
+    return Backoff((last.job_completed_at or last.build_created_at) + wait, count, reason)
 
 
 @dataclass(frozen=True)

@@ -330,7 +330,7 @@ class ProvisionerDaemon:
         meanwhile, so that an outage shorter than the stale timeout loses nothing; a job found lost (failed as
         stale, or no longer ours) ends the attempts."""
         self.delivering = True
-        beater = asyncio.create_task(self._heartbeat(job_id, None))
+        beater: asyncio.Task[Heartbeat] | None = None  # only once an attempt failed: most succeed at once
         backoff = self._backoff()
         refused, replaced, attempt = 0, False, 0
         try:
@@ -370,6 +370,8 @@ class ProvisionerDaemon:
                             refused, replaced = 0, True
                     delay = backoff.next()
                     log.debug("daemon.complete_retry", job_id=str(job_id), attempt=attempt, delay=delay)
+                    if beater is None:
+                        beater = asyncio.create_task(self._heartbeat(job_id, None))
                     await asyncio.wait({beater}, timeout=delay)
                     if beater.done():
                         log.warning(
@@ -391,7 +393,8 @@ class ProvisionerDaemon:
                 return accepted
         finally:
             self.delivering = False
-            beater.cancel()
+            if beater is not None:
+                beater.cancel()
 
     async def _heartbeat(self, job_id: uuid.UUID, runner: asyncio.Task[JobOutcome] | None) -> Heartbeat:
         """Beat until the job is lost, or (while ``runner`` runs it) canceled; a failed beat is tolerable, the

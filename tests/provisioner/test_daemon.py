@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import pytest
 from structlog.testing import capture_logs
 
 from prebuildd.domain.jobs import FailureClass, JobType, Transition
+from prebuildd.provisioner import daemon as daemon_module
 from prebuildd.provisioner.base import BuildContext, BuildResult, ImportContext, ImportResult, LogSink
 from prebuildd.provisioner.daemon import MAX_REFUSED_COMPLETIONS, DaemonOptions, ProvisionerDaemon
 from prebuildd.provisioner.registry import available_provisioners
@@ -292,3 +294,28 @@ async def test_no_exception_from_the_queue_ends_the_daemon(tmp_path: Path) -> No
             assert not task.done()
     assert queue.calls["acquire"] >= 4
     assert _events(logs, "daemon.acquire_failed")  # a bug is logged at once, with its own event
+
+
+async def test_log_lines_wait_in_a_bounded_buffer_and_a_refused_batch_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_module, "LOG_BUFFER_LINES", 5)
+    job_id = uuid4()
+    queue = FlakyQueue([])
+    queue.watched = job_id
+    buffer = daemon_module._LogBuffer(_daemon(queue, tmp_path), job_id, 0.01)
+    queue.outage = True
+    for i in range(8):
+        await buffer.add("info", "", f"line {i}")
+    assert not await buffer.flush()
+    assert [line.output for line in buffer.lines] == [f"line {i}" for i in range(3, 8)]  # the newest kept
+    queue.outage = False
+    assert await buffer.flush()
+    assert [line.output for line in queue.logged] == [
+        "3 log lines were dropped while the queue could not take them",
+        *(f"line {i}" for i in range(3, 8)),
+    ]
+    queue.fail["append_logs"] = [ValueError("level: unknown")]  # refused, not an outage: not kept for ever
+    await buffer.add("loud", "", "refused")
+    assert await buffer.flush()
+    assert buffer.lines == [] and queue.logged[-1].output == "line 7"

@@ -160,9 +160,12 @@ class _LogBuffer:
             return True
 
     async def run(self) -> None:
+        backoff = self.daemon._backoff()
         while True:
-            await asyncio.sleep(self.interval)
-            await self.flush()
+            # While sends fail, the next try waits longer (capped); the lines wait in the buffer meanwhile.
+            await asyncio.sleep(backoff.next() if self.failing else self.interval)
+            if await self.flush():
+                backoff.reset()
 
 
 class ProvisionerDaemon:
@@ -274,7 +277,9 @@ class ProvisionerDaemon:
             for task in (waiter, stopper):
                 task.cancel()
         if waiter.done() and not waiter.cancelled() and (error := waiter.exception()) is not None:
-            raise error  # the caller logs it; a listener that is down is not worth more than a pause
+            # A wake-up that failed (the listener lost its database) is worth no more than a poll.
+            self._failed("wait_for_jobs", error if isinstance(error, Exception) else Exception(str(error)))
+            await self._pause(self.options.poll_interval)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -165,6 +165,47 @@ async def test_a_build_finished_while_the_database_is_away_is_completed_when_it_
     assert len([e for e in logs if e["event"] == "component.recovered"]) == 1
 
 
+class AnswerLost(PgJobQueue):
+    """The real queue, where the first completion commits but its answer never reaches the daemon."""
+
+    def __init__(self, queue: PgJobQueue) -> None:
+        super().__init__(queue.db, queue.clock)
+        self.attempts = 0
+
+    async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:
+        self.attempts += 1
+        accepted = await super().complete(job_id, worker_id, outcome)
+        if self.attempts == 1:
+            raise StoreUnavailable(psycopg.OperationalError("server closed the connection unexpectedly"))
+        return accepted
+
+
+async def test_a_completion_whose_answer_was_lost_is_repeated_and_accepted(env: Env, tmp_path: Path) -> None:
+    job_id = await _build(env)
+    queue = AnswerLost(env.queue)
+    options = DaemonOptions(
+        identity="r/embedded-0",
+        heartbeat_interval=0.02,
+        poll_interval=0.05,
+        work_root=tmp_path,
+        retry_first=600.0,
+    )
+    daemon = ProvisionerDaemon(queue, available_provisioners(), options)
+    with capture_logs() as logs:
+        task = asyncio.create_task(daemon.run())
+        try:
+            # The retry would wait 10 minutes, but the heartbeat finds the job is not running any more: one more
+            # attempt at once, repeated by the same worker, is accepted without writing anything.
+            await wait_for(lambda: daemon.jobs_done == 1, timeout=60, what="the completion accepted")
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(task, timeout=10)
+    assert queue.attempts == 2
+    assert (await env.job(job_id))["job_status"] == "succeeded"
+    assert [e["job_id"] for e in logs if e["event"] == "job.complete_repeated"] == [str(job_id)]
+    assert not [e for e in logs if e["event"] == "daemon.job_lost"]
+
+
 async def _lose_running_creations(env: Env, worker_id: str) -> list[UUID]:
     """Every pending prebuild creation is taken by ``worker_id``, whose daemon then dies."""
     async with env.db.transaction() as conn:

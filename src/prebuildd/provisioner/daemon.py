@@ -337,7 +337,7 @@ class ProvisionerDaemon:
         self.delivering = True
         beater: asyncio.Task[Heartbeat] | None = None  # only once an attempt failed: most succeed at once
         backoff = self._backoff()
-        refused, replaced, attempt = 0, False, 0
+        refused, replaced, lost, attempt = 0, False, False, 0
         try:
             while True:
                 attempt += 1
@@ -378,6 +378,11 @@ class ProvisionerDaemon:
                     if beater is None:
                         beater = asyncio.create_task(self._heartbeat(job_id, None))
                     await asyncio.wait({beater}, timeout=delay)
+                    if beater.done() and not lost:
+                        # Lost, or completed by an attempt whose answer never came back: one more attempt
+                        # tells which (a repeated completion is accepted), without waiting.
+                        lost = True
+                        continue
                     if beater.done():
                         log.warning(
                             "daemon.job_lost",

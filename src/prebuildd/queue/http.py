@@ -252,6 +252,11 @@ class HttpJobQueue:
                 return
             if response.status_code == 404:
                 return
+            if response.status_code == 400:  # a line the server cannot take: lose this batch, not the job
+                log.warning(
+                    "daemon.logs_refused", job_id=str(job_id), lines=len(batch), error=_message(response)
+                )
+                continue
             response.raise_for_status()
 
     async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:

@@ -160,6 +160,10 @@ class ServerConfig(BaseSettings):
         None, "URL POSTed to once per cycle with presets that became hard-limited.", shown="none"
     )
     db_pool_size: int = _option(20, "Connections in the PostgreSQL pool.")
+    database_wait: Duration = _option(
+        10.0,
+        "At startup, how long to retry a PostgreSQL that cannot be reached before exiting with an error.",
+    )
 
     @field_validator("http_address")
     @classmethod

@@ -497,3 +497,19 @@ def test_resolve_list_and_bool() -> None:
         "debug": "true",
     }
     assert resolve_parameters(specs, explicit={"tags": '["b"]'}) == {"tags": '["b"]', "debug": "false"}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"validation_min": 10**400},
+        {"validation_max": float("inf")},
+        {"validation_min": float("nan")},
+        {"default": "1" * 5000},
+    ],
+)
+def test_a_declaration_from_a_daemon_with_an_unusable_number_is_a_value_error(bad: dict[str, object]) -> None:
+    # An import outcome arrives as JSON from a standalone daemon: its API answers 400 for a ValueError (an
+    # OverflowError, or an inf stored as JSON, was a 500 on complete).
+    with pytest.raises(ValueError, match=r"finite number|number out of range"):
+        ParameterSpec.from_json({"name": "cpu", "type": "number", **bad})

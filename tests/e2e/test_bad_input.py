@@ -379,6 +379,15 @@ async def test_log_posts_with_an_unknown_level_are_400s_nul_bytes_are_kept_and_t
                 headers={"Content-Type": "application/json"},
             )
             assert surrogate.status_code == 204, surrogate.text
+            overflowing = await daemon.post(
+                f"/jobs/{job_id}/complete",
+                content='{"worker_id": "w", "outcome": {"parameters": [{"name": "n", "type": "number", '
+                '"validation_min": 1' + "0" * 400 + "}]}}",
+                headers={"Content-Type": "application/json"},
+            )
+            assert overflowing.status_code == 400, overflowing.text
+            assert overflowing.json()["detail"][0]["field"] == "outcome.parameters.0"
+            assert "validation_min: must be a finite number" in overflowing.json()["message"]
             done = await daemon.post(f"/jobs/{job_id}/complete", json={"worker_id": "w", "outcome": {}})
             assert done.status_code == 200 and done.json() == {"accepted": True}, done.text
         logs = (await client.get(f"{API}/templates/nul/versions/v1/logs")).json()

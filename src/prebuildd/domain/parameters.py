@@ -77,13 +77,21 @@ class ParameterSpec:
 
         def opt_float(key: str) -> float | None:
             value = d.get(key)
-            return None if value is None else float(value)
+            if value is None:
+                return None
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # JSON has no inf: it could not be stored, nor compared sensibly
+                raise ValueError(f"{key}: must be a finite number, got {_preview(value)}")
+            return number
 
         def opt_str(key: str) -> str | None:
             value = d.get(key)
             return None if value is None else str(value)
 
-        return cls(
+        spec = cls(
             name=str(d["name"]),
             type=ParameterType(d.get("type", ParameterType.STRING.value)),
             required=bool(d.get("required", False)),
@@ -98,6 +106,9 @@ class ParameterSpec:
             description=str(d.get("description") or ""),
             display_name=str(d.get("display_name") or ""),
         )
+        if spec.default is not None and spec.type is ParameterType.NUMBER:
+            canonical_value(spec, spec.default)  # a ParameterError (a ValueError) naming the parameter
+        return spec
 
 
 class ParameterError(ValueError):

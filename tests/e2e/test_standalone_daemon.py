@@ -580,7 +580,7 @@ def test_jobs_and_outcomes_cross_the_wire_unchanged() -> None:
 
 async def test_the_http_queue_reports_outages_as_transient_and_stops_on_a_refused_key() -> None:
     calls: list[str] = []
-    answers = {"complete": [503, 200, 404, 400], "heartbeat": [401], "logs": [400], "register": [200, 404]}
+    answers = {"complete": [503, 200, 404, 400], "heartbeat": [401], "logs": [400, 403], "register": [200, 404]}
 
     def handler(request: httpx.Request) -> httpx.Response:
         what = request.url.path.rsplit("/", 1)[-1]
@@ -609,7 +609,9 @@ async def test_the_http_queue_reports_outages_as_transient_and_stops_on_a_refuse
         assert not queue.is_transient(refused.value)
         with pytest.raises(TransientError):
             await queue.append_logs(job, "w#1", [LogLine("info", "", "x")])
-        with pytest.raises(RequestRefused):
+        # A batch the server cannot take (400: a line it refuses) is lost alone: later batches still go out.
+        await queue.append_logs(job, "w#1", [LogLine("info", "", "x")])
+        with pytest.raises(RequestRefused):  # any other refusal stops the job's log sends
             await queue.append_logs(job, "w#1", [LogLine("info", "", "x")])
         assert await queue.register("w", "w#1") == [UUID(int=7)]
         assert await queue.register("w", "w#1") == []  # a server from before identities

@@ -105,10 +105,14 @@ class HeartbeatOut(BaseModel):
     status: Literal["ok", "canceled", "lost"]
 
 
+LogLevel = Literal["trace", "debug", "info", "warn", "error"]
+"""`queue.port.LOG_LEVELS` (a test checks they are the same)."""
+
+
 class LogLineIn(BaseModel):
-    level: str = Field(max_length=16)
+    level: LogLevel = Field(description="Anything else is refused (400 naming the line).")
     stage: str = Field(max_length=100)
-    output: str
+    output: str = Field(description="NUL characters are stored as U+FFFD (PostgreSQL text holds no NUL).")
 
 
 class LogsIn(WorkerIn):

@@ -258,6 +258,11 @@ class HttpJobQueue:
             response = await self._post(f"{API}/jobs/{job_id}/logs", body)
             if response.status_code == 404:  # the job is no longer ours: nobody wants its lines
                 return
+            if response.status_code == 400:  # a line the server cannot take: lose this batch, not the job
+                log.warning(
+                    "daemon.logs_refused", job_id=str(job_id), lines=len(batch), error=_message(response)
+                )
+                continue
             if response.status_code >= 400:
                 raise self._refused("log lines", response)
 

@@ -18,7 +18,14 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import FailureClass, JobType, Transition
 from prebuildd.domain.manifest import ManifestError
 from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, new_secret, secret_hash
-from prebuildd.queue.port import AcquiredJob, BuildPayload, Heartbeat, JobOutcome, LogLine
+from prebuildd.queue.port import (
+    AcquiredJob,
+    BuildPayload,
+    Heartbeat,
+    JobOutcome,
+    LogLine,
+    storable_log_text,
+)
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import channels
 from prebuildd.store import jobs as store
@@ -171,8 +178,8 @@ class PgJobQueue:
                 worker_id,
                 now,
                 levels=[line.level for line in lines],
-                stages=[line.stage for line in lines],
-                outputs=[line.output for line in lines],
+                stages=[storable_log_text(line.stage) for line in lines],
+                outputs=[storable_log_text(line.output) for line in lines],
             )
 
     async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:

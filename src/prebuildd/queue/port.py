@@ -49,11 +49,28 @@ class AcquiredJob:
     version_id: UUID | None = None
 
 
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+"""The levels a job's log line may have (the ``job_logs.level`` CHECK constraint)."""
+
+
 @dataclass(frozen=True)
 class LogLine:
     level: str
     stage: str
     output: str
+
+
+def storable_log_text(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates (a build's binary output, a daemon's
+    undecodable bytes) become U+FFFD. A build's log is kept, marked, rather than refused: the bytes carried no
+    text, and refusing them would lose every line around them (and once failed the request with a 500)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+    return text
 
 
 @dataclass(frozen=True)

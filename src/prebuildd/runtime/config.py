@@ -173,6 +173,10 @@ class ServerConfig(BaseSettings):
         "How long a request waits for a database connection before it fails with 503 database_unavailable "
         "(also the connect timeout).",
     )
+    database_wait: Duration = _option(
+        10.0,
+        "At startup, how long to retry a PostgreSQL that cannot be reached before exiting with an error.",
+    )
 
     @field_validator("http_address")
     @classmethod

@@ -26,7 +26,7 @@ async def test_readyz_fails_naming_the_reconciler_when_no_cycle_was_attempted_fo
     reconciler = running.server.reconciler
     assert reconciler is not None
     try:
-        await wait_for(lambda: reconciler.last_attempt_at is not None, what="the first cycle attempt")
+        await wait_for(lambda: reconciler.last_success_at is not None, what="the first cycle")
         async with httpx.AsyncClient(base_url=running.url) as client:
             ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text
@@ -48,7 +48,8 @@ async def test_readyz_fails_naming_the_reconciler_when_no_cycle_was_attempted_fo
             # A new attempt makes the replica ready again.
             reconciler.kick("test")
             await wait_for(
-                lambda: reconciler.last_success_at == clock.now(), what="a cycle completed after the kick"
+                lambda: reconciler.last_attempt_at == reconciler.last_success_at == clock.now(),
+                what="a cycle attempted and completed after the kick",
             )
             assert (await client.get("/readyz")).status_code == 200
             metrics = running.server.services.metrics if running.server.services else None

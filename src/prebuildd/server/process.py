@@ -79,7 +79,9 @@ class Server:
         self._stopping = asyncio.Event()
         self._listener_task: asyncio.Task[None] | None = None
         self.started_at = self.clock.now()
-        self._fallback_metrics = Metrics()
+        self.metrics = Metrics()
+        """This server's registry (``Services.metrics``); it exists before the services so the supervisor and the
+        pool can count from the first task on."""
         self.embedded: EmbeddedPostgres | None = None
         self.services: Services | None = None
         self.reconciler: Reconciler | None = None
@@ -112,7 +114,7 @@ class Server:
         if url is None:
             self.embedded = EmbeddedPostgres(config.data_dir)
             url = await asyncio.to_thread(self.embedded.start)
-        metrics = Metrics()
+        metrics = self.metrics
         db = Database(
             url, max_size=config.db_pool_size, timeout=config.db_timeout, on_change=metrics.component_changed
         )
@@ -262,7 +264,7 @@ class Server:
                     health.state = STOPPED
                     return
                 health.restarts += 1
-                self._metrics().task_restarts.labels(service.name).inc()
+                self.metrics.task_restarts.labels(service.name).inc()
                 log.info("server.task_restarted", task=service.name, restarts=health.restarts)
                 continue
             health.state = FINISHED
@@ -283,9 +285,6 @@ class Server:
                 waiter.cancel()
             await asyncio.gather(sleeper, stopper, return_exceptions=True)
         return not self._stopping.is_set()
-
-    def _metrics(self) -> Metrics:
-        return self.services.metrics if self.services is not None else self._fallback_metrics
 
     async def _start_http(self, services: Services) -> None:
         app = create_app(services)

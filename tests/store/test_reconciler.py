@@ -1,5 +1,6 @@
 """The reconciler on a real PostgreSQL with the fake clock: convergence, replacement, recycling, inactive
-versions, pause, and replicas racing with their cycle lock bypassed."""
+versions, pause, and replicas racing with their cycle lease bypassed (tests/store/test_reconcile_lease.py has the
+lease's liveness)."""
 
 from __future__ import annotations
 
@@ -127,16 +128,17 @@ async def test_pause_stops_every_action_and_resume_restores_the_pool(env: Env) -
     assert (await pool(env))["running"] == 3
 
 
-async def test_the_cycle_lock_lets_one_replica_reconcile_at_a_time(env: Env) -> None:
+async def test_the_cycle_lease_lets_one_replica_reconcile_at_a_time(env: Env) -> None:
     await env.push("t", POOL)
     first, second = reconciler(env), reconciler(env)
-    assert await first._try_lock()
+    assert (await first._take_lease()).held
     try:
         assert await second.run_cycle() is None
     finally:
-        await first._unlock()
+        await first._release_lease()
         await first._drop_lock_conn()
     assert await second.run_cycle() is not None
+    assert await second.run_cycle() is not None  # given back at the end of each cycle, and taken again
     await second._drop_lock_conn()
 
 

@@ -1,6 +1,11 @@
 """The executor: runs one preset's planned cancels, deletes and creates through the builder (the one path that
 creates builds). Each create is its own short transaction under the preset's lock, after a re-count, so replicas
 that race never exceed a target; a refused create stops that preset's creates for the cycle (SPEC §6.2).
+
+Every action transaction bounds its lock waits (``lock_wait``) and how long it may sit idle holding its locks
+(``idle_timeout``): a replica frozen inside one (SIGSTOP) keeps its connection, and without the bounds the
+preset lock or a workspace row lock it holds would stall every other replica's cycle at that preset. With them
+the others skip the preset for one cycle and the server ends the frozen session, freeing its locks.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Database, IsolationLevel
+from prebuildd.store.errors import StoreTimeout
 from prebuildd.workspaces.builder import BuildRequest, WorkspaceBuilder, prebuild_name
 
 log = structlog.get_logger(__name__)
@@ -52,6 +58,8 @@ class Executor:
         recorder: Recorder,
         *,
         concurrency: int,
+        lock_wait: float = 5.0,
+        idle_timeout: float = 10.0,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -60,6 +68,10 @@ class Executor:
         self.metrics = metrics
         self.recorder = recorder
         self._concurrency = asyncio.Semaphore(concurrency)
+        self.lock_wait = lock_wait
+        """Longest wait for a preset or workspace lock held by another transaction (``lock_timeout``)."""
+        self.idle_timeout = idle_timeout
+        """Longest time an action's transaction may sit idle holding its locks before the server ends it."""
 
     async def execute(self, preset: PresetRow, plan: Plan) -> Executed:
         done = Executed()
@@ -86,7 +98,13 @@ class Executor:
         )
         try:
             async with self.db.transaction() as conn:
+                await store.bound_waits(conn, lock_wait=self.lock_wait, idle_timeout=self.idle_timeout)
                 created = await self.builder.build(conn, req)
+        except StoreTimeout as exc:
+            log.warning(
+                "prebuild.delete_lock_busy", workspace_id=str(workspace_id), reason=reason, error=str(exc)
+            )
+            return False
         except BuildError as exc:
             # Claimed meanwhile, or a build started: the next cycle sees the new state.
             log.info(
@@ -116,6 +134,10 @@ class Executor:
             try:
                 if not await self._create_one(preset, plan.state.desired, req):
                     break
+            except StoreTimeout as exc:
+                # Another transaction (a frozen replica's?) holds the preset lock: skip it for this cycle.
+                log.warning("prebuild.create_lock_busy", preset_id=str(preset.preset_id), error=str(exc))
+                break
             except BuildError as exc:
                 done.failures.append(f"{preset.template_name}/{preset.preset_name}: {exc.message}")
                 await self._creation_refused(preset, req, exc)
@@ -128,7 +150,9 @@ class Executor:
     async def _create_one(self, preset: PresetRow, desired: int, req: BuildRequest) -> bool:
         """One create under the preset's lock, after re-counting: never above the target, whatever else runs."""
         async with self.db.transaction(isolation=IsolationLevel.READ_COMMITTED) as conn:
-            await store.lock_preset(conn, preset.preset_id)
+            await store.lock_preset(
+                conn, preset.preset_id, lock_wait=self.lock_wait, idle_timeout=self.idle_timeout
+            )
             counts = await store.count_pool(conn, preset, self.clock.now())
             if counts.running_valid + counts.starting >= desired:
                 log.info(

@@ -1,14 +1,19 @@
-"""The reconcile loop: take the cycle lock, read one global snapshot, plan (pure), execute, record (SPEC §5).
+"""The reconcile loop: take the cycle lease, read one global snapshot, plan (pure), execute, record (SPEC §5).
 
-This module is the loop only (lock, cadence, kicks); its collaborators are the snapshot reader
+This module is the loop only (lease, cadence, kicks, outages); its collaborators are the snapshot reader
 (``prebuilds.snapshot``), the executor (``prebuilds.executor``) and the recorder (``prebuilds.recorder``).
 
-Locking: the cycle lock is a session advisory lock taken with ``pg_try_advisory_lock`` on a dedicated autocommit
-connection at the start of each cycle and released at its end. That connection is never inside a transaction, so
-nothing sits "idle in transaction" while actions run; the snapshot has its own short read-only REPEATABLE READ
-transaction, and each action its own short write transaction. The cycle lock only avoids duplicate work: what
-guarantees the invariant is the per-preset transaction lock plus re-count taken by every create, so replicas
-that race (or a lock lost with its connection) still never exceed a target.
+Locking: one replica runs a cycle at a time under a lease (a row of ``reconcile_leases``: holder, expiry), taken
+at the start of a cycle on a dedicated autocommit connection, renewed every third of its duration while the
+cycle runs, and given back at its end. It replaced a session advisory lock, which a frozen (SIGSTOP'd) or
+half-open replica kept for as long as its connection lived: a lease expires, so such a holder stops
+reconciliation for at most ``lease_duration + lease_retry``; a lease whose holder's connection is gone (a killed
+replica) is free at once. A replica that finds the lease held tries again after ``lease_retry``, not a whole
+interval later. The lease connection is never inside a transaction, so nothing sits "idle in transaction" while
+actions run; the snapshot has its own short read-only REPEATABLE READ transaction, and each action its own short
+write transaction with bounded lock waits. The lease only avoids duplicate work: what guarantees the invariant is
+the per-preset transaction lock plus re-count taken by every create, so replicas that race (or a holder that
+resumes after losing its lease) still never exceed a target. docs/reconciler.md gives the bounds.
 """
 
 from __future__ import annotations
@@ -16,30 +21,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 
 from prebuildd.domain.planner import Plan, pace, plan_preset
+from prebuildd.domain.snapshot import PresetRow
 from prebuildd.prebuilds.executor import Executed, Executor, JobCanceller
 from prebuildd.prebuilds.recorder import Recorder
 from prebuildd.prebuilds.snapshot import SNAPSHOT_QUERIES, Snapshot, SnapshotReader, failure_policy
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.config import ServerConfig
+from prebuildd.runtime.faults import FaultState
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.runtime.notify import WebhookNotifier
 from prebuildd.store import channels
 from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Conn, Database
-from prebuildd.store.errors import StoreError
+from prebuildd.store.errors import StoreError, StoreTimeout, StoreUnavailable
 from prebuildd.store.listener import Listener
+from prebuildd.store.prebuilds import Lease
 from prebuildd.workspaces.builder import WorkspaceBuilder
 
 log = structlog.get_logger(__name__)
-
-CYCLE_LOCK = 0x70726563  # "prec"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,28 @@ class LoopSettings:
     use_cycle_lock: bool = True
     debounce: float = 0.1
     """Kicks within this window make one cycle."""
+    lease_duration: float = 15.0
+    """How long the cycle lease lasts without a renewal (``--reconcile-lease``)."""
+    lease_renew_every: float | None = None
+    """How often a holder renews the lease during a cycle (None: a third of the lease)."""
+    retry_initial: float = 1.0
+    """First wait after a cycle failed because the database is away; doubles up to ``retry_max``."""
+    retry_max: float = 10.0
+    lock_wait: float = 5.0
+    """Longest wait of an action for a preset or workspace lock (see ``prebuilds.executor``)."""
+    idle_timeout: float = 10.0
+    """Longest time an action's transaction may sit idle holding locks before the server ends its session."""
+
+    @property
+    def lease_renew(self) -> float:
+        """How often a holder renews the lease during a cycle."""
+        return self.lease_renew_every if self.lease_renew_every is not None else self.lease_duration / 3
+
+    @property
+    def lease_retry(self) -> float:
+        """The wait of a replica that found the lease held by another (a third of the lease, at most the
+        interval): a takeover happens at most this long after the lease expired."""
+        return min(self.lease_duration / 3, self.interval)
 
     @classmethod
     def from_config(
@@ -65,6 +96,7 @@ class LoopSettings:
             event_retention=timedelta(seconds=config.event_retention),
             use_cycle_lock=use_cycle_lock,
             debounce=debounce,
+            lease_duration=config.reconcile_lease,
         )
 
 
@@ -84,6 +116,12 @@ class CycleResult:
         self.deleted += done.deleted
         self.canceled += done.canceled
         self.failures += done.failures
+
+
+def _holder_name() -> str:
+    """This reconciler's name in the lease table: host and process (for operators), plus a per-instance token
+    (a restarted process, or a second reconciler in one process, is another holder)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Reconciler:
@@ -107,15 +145,21 @@ class Reconciler:
         self.metrics = metrics
         self.settings = settings
         self.listener = listener
+        self.holder = _holder_name()
+        self.faults = FaultState("reconciler", on_change=metrics.component_changed)
         self._kicked = asyncio.Event()
         self._lock_conn: Conn | None = None
+        self._lease_lost = False
         self.last_result: CycleResult | None = None
+        self.last_attempt_at: datetime | None = None
+        """Clock time of the last cycle attempt, including one that found the lease held by another replica
+        (read by /readyz: a replica that loses the lease to a live one is healthy)."""
+        self.last_success_at: datetime | None = None
+        """Clock time of the last cycle this replica completed."""
+        self.lease: Lease | None = None
+        """The lease as the last attempt to take or renew it saw it."""
         self.holds_lock = False
         self.cycles = 0
-        self.last_attempt_at: datetime | None = None
-        """Clock time of the last cycle attempt, one that found the lock taken included (read by /readyz)."""
-        self.last_success_at: datetime | None = None
-        """Clock time of the last completed cycle."""
 
     @classmethod
     def build(
@@ -139,12 +183,25 @@ class Reconciler:
             policy=policy,
             event_retention=settings.event_retention,
             notifier=WebhookNotifier(url) if url else None,
+            lock_wait=settings.lock_wait,
+            idle_timeout=settings.idle_timeout,
+        )
+        executor = Executor(
+            db,
+            clock,
+            builder,
+            queue,
+            metrics,
+            recorder,
+            concurrency=settings.concurrency,
+            lock_wait=settings.lock_wait,
+            idle_timeout=settings.idle_timeout,
         )
         return cls(
             db=db,
             clock=clock,
-            reader=SnapshotReader(db, clock, policy),
-            executor=Executor(db, clock, builder, queue, metrics, recorder, concurrency=settings.concurrency),
+            reader=SnapshotReader(db, clock, policy, idle_timeout=settings.idle_timeout),
+            executor=executor,
             recorder=recorder,
             metrics=metrics,
             settings=settings,
@@ -163,35 +220,75 @@ class Reconciler:
             self.kick("job completed")
 
     async def run(self) -> None:
-        """The loop: a cycle every interval, or sooner when kicked."""
+        """The loop: a cycle every interval, or sooner when kicked; sooner too after finding the lease held
+        (``lease_retry``) and after a database outage (a short capped backoff), never dying of one bad cycle."""
         if self.listener is not None:
             self.listener.add_handler(self._on_notify)
+        backoff = self.settings.retry_initial
         try:
             while True:
-                try:
-                    await self.run_cycle()
-                except (StoreError, OSError) as exc:
-                    log.warning("reconcile.cycle_failed", error=str(exc))
-                    await self._drop_lock_conn()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kicked.wait(), timeout=self.settings.interval)
-                    await asyncio.sleep(self.settings.debounce)  # let a burst of kicks make one cycle
                 self._kicked.clear()
+                wait = await self._attempt(backoff)
+                if self.faults.down:
+                    backoff = min(backoff * 2, self.settings.retry_max)
+                else:
+                    backoff = self.settings.retry_initial
+                if await self._wait(wait):
+                    await asyncio.sleep(self.settings.debounce)  # let a burst of kicks make one cycle
         finally:
             await self._drop_lock_conn()
+
+    async def _attempt(self, backoff: float) -> float:
+        """One cycle attempt; returns how long to wait before the next one."""
+        try:
+            result = await self.run_cycle()
+        except (StoreUnavailable, StoreTimeout, OSError) as exc:
+            # The database is away (or not answering): one line when it goes, one when it is back.
+            self.faults.failed(exc)
+            self._set_holder(False)
+            await self._drop_lock_conn()
+            return backoff
+        except Exception as exc:
+            # A bug or an unexpected database error: said at once, with the traceback; the loop goes on.
+            log.exception("reconcile.cycle_crashed", error=str(exc) or type(exc).__name__)
+            self._set_holder(False)
+            await self._drop_lock_conn()
+            return self.settings.interval
+        self.faults.recovered()
+        if result is None:  # another live replica holds the lease: try again soon, not a whole interval later
+            return self.settings.lease_retry
+        return self.settings.interval
+
+    async def _wait(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until kicked; True when kicked."""
+        try:
+            await asyncio.wait_for(self._kicked.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
 
     # -- one cycle -----------------------------------------------------------------------------------------
 
     async def run_cycle(self) -> CycleResult | None:
+        """One cycle; None when another live replica holds the lease (that still counts as an attempt)."""
         self.last_attempt_at = self.clock.now()
         started = time.perf_counter()
         use_lock = self.settings.use_cycle_lock
-        if use_lock and not await self._try_lock():
-            self.holds_lock = False
-            self.metrics.lock_holder.set(0)
-            log.debug("reconcile.skipped", reason="another replica holds the cycle lock")
-            return None
-        self.holds_lock = True
+        if use_lock:
+            lease = await self._take_lease()
+            if not lease.held:
+                self._set_holder(False)
+                log.debug(
+                    "reconcile.skipped",
+                    reason="another replica holds the cycle lease",
+                    holder=lease.holder,
+                    expires_at=lease.expires_at.isoformat() if lease.expires_at else None,
+                )
+                return None
+        self._lease_lost = False
+        self._set_holder(True)
+        cycle_over = asyncio.Event()
+        renewer = asyncio.create_task(self._keep_lease(cycle_over)) if use_lock else None
         # A cycle allocates tens of thousands of short-lived, acyclic objects: collecting during it only
         # rescans the long-lived heap (measured: a third of a no-op cycle at 1,000 presets). Collect after.
         gc_was_enabled = gc.isenabled()
@@ -204,17 +301,23 @@ class Reconciler:
             await self.recorder.record_status(snap)
             if not snap.paused:
                 executed = await asyncio.gather(
-                    *(self.executor.execute(snap.presets[p.preset_id], p) for p in plans if p.actions)
+                    *(self._execute(snap.presets[p.preset_id], p) for p in plans if p.actions),
+                    return_exceptions=True,  # let every preset's actions end before the lease is given back
                 )
                 for done in executed:
+                    if isinstance(done, BaseException):
+                        raise done
                     result.add(done)
             await self.recorder.record_decisions(snap, plans)
             await self.recorder.prune_events(snap.taken_at)
         finally:
             if gc_was_enabled:
                 gc.enable()
+            if renewer is not None:
+                cycle_over.set()  # not cancel(): a renewal is never cut off mid-statement on the lease connection
+                await asyncio.gather(renewer, return_exceptions=True)
             if use_lock:
-                await self._unlock()
+                await self._release_lease()
         result.duration = time.perf_counter() - started
         self.last_result = result
         self._observe(result)
@@ -231,6 +334,13 @@ class Reconciler:
         )
         return result
 
+    async def _execute(self, preset: PresetRow, plan: Plan) -> Executed:
+        """A preset's actions, unless the lease was lost meanwhile: another replica is reconciling from a newer
+        snapshot. (Skipping is only economy: the preset lock and re-count keep the invariant regardless.)"""
+        if self._lease_lost:
+            return Executed()
+        return await self.executor.execute(preset, plan)
+
     def _observe(self, result: CycleResult) -> None:
         snap, metrics = result.snapshot, self.metrics
         metrics.observe_cycle(
@@ -245,24 +355,77 @@ class Reconciler:
                 if r.preset_id and r.transition == "start" and r.job_status == "failed"
             ],
         )
-        metrics.lock_holder.set(1 if self.holds_lock else 0)
         metrics.queue_depth.set(snap.queue_depth)
         age = (snap.taken_at - snap.oldest_pending).total_seconds() if snap.oldest_pending else 0
         metrics.oldest_pending.set(max(age, 0))
 
-    # -- the cycle lock ------------------------------------------------------------------------------------
+    def _set_holder(self, holds: bool) -> None:
+        self.holds_lock = holds
+        self.metrics.lock_holder.set(1 if holds else 0)
 
-    async def _try_lock(self) -> bool:
+    # -- the cycle lease -----------------------------------------------------------------------------------
+
+    async def _take_lease(self) -> Lease:
+        """Take (or renew) the lease on this reconciler's dedicated autocommit connection: the lease names that
+        connection's backend, so that the lease of a replica whose connection is gone is free at once."""
         if self._lock_conn is None or self._lock_conn.closed:
             self._lock_conn = await self.db.connect()
-        return await store.try_cycle_lock(self._lock_conn, CYCLE_LOCK)
+        now = self.clock.now()
+        expires = now + timedelta(seconds=self.settings.lease_duration)
+        try:
+            # A half-open connection would wait for TCP to give up (minutes): not longer than a third of the lease.
+            lease = await asyncio.wait_for(
+                store.take_lease(self._lock_conn, self.holder, now, expires),
+                timeout=self.settings.lease_duration / 3,
+            )
+        except TimeoutError as exc:
+            await self._drop_lock_conn()
+            raise StoreUnavailable(exc) from exc
+        self.lease = lease
+        return lease
 
-    async def _unlock(self) -> None:
-        if self._lock_conn is not None and not self._lock_conn.closed:
+    async def _keep_lease(self, cycle_over: asyncio.Event) -> None:
+        """Renew the lease while a cycle runs; stop when another replica took it over (this one was frozen or cut
+        off for longer than the lease)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cycle_over.wait(), timeout=self.settings.lease_renew)
+            if cycle_over.is_set():
+                return
             try:
-                await store.cycle_unlock(self._lock_conn, CYCLE_LOCK)
-            except StoreError:
-                await self._drop_lock_conn()
+                lease = await self._take_lease()
+            except (StoreError, OSError) as exc:
+                log.info("reconcile.lease_renew_failed", holder=self.holder, error=str(exc))
+                continue
+            if not lease.held:
+                self._lost_lease(lease.holder)
+                return
+
+    def _lost_lease(self, taken_by: str | None) -> None:
+        if self._lease_lost:
+            return
+        self._lease_lost = True
+        self._set_holder(False)
+        log.warning(
+            "reconcile.lease_lost",
+            holder=self.holder,
+            taken_by=taken_by,
+            reason="this replica did not renew the cycle lease in time (frozen or cut off); another took it over",
+        )
+
+    async def _release_lease(self) -> None:
+        if self._lock_conn is None or self._lock_conn.closed:
+            return
+        try:
+            released = await asyncio.wait_for(
+                store.release_lease(self._lock_conn, self.holder), timeout=self.settings.lease_duration / 3
+            )
+        except (StoreError, OSError, TimeoutError):
+            # Not given back: it is free once this connection is gone, and expires anyway.
+            await self._drop_lock_conn()
+            return
+        if not released:
+            self._lost_lease(None)
 
     async def _drop_lock_conn(self) -> None:
         if self._lock_conn is not None:

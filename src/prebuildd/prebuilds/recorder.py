@@ -17,7 +17,7 @@ from prebuildd.domain.snapshot import PresetRow
 from prebuildd.prebuilds.snapshot import Snapshot
 from prebuildd.runtime.notify import WebhookNotifier
 from prebuildd.store import prebuilds as store
-from prebuildd.store.db import Database
+from prebuildd.store.db import Conn, Database
 from prebuildd.store.prebuilds import NewEvent
 
 log = structlog.get_logger(__name__)
@@ -52,8 +52,12 @@ class Recorder:
         policy: FailurePolicy,
         event_retention: timedelta,
         notifier: WebhookNotifier | None = None,
+        lock_wait: float = 5.0,
+        idle_timeout: float = 10.0,
     ) -> None:
         self.db = db
+        self.lock_wait = lock_wait
+        self.idle_timeout = idle_timeout
         self.policy = policy
         self.event_retention = event_retention
         self.notifier = notifier
@@ -84,6 +88,7 @@ class Recorder:
         if not changes:
             return
         async with self.db.transaction() as conn:
+            await self._bound(conn)
             for c in changes:
                 await store.set_prebuild_status(
                     conn, c.preset.preset_id, c.status, c.reason, c.error or None, snap.taken_at
@@ -159,12 +164,19 @@ class Recorder:
 
     async def transient_failure(self, preset: PresetRow, now: datetime, error: str) -> None:
         async with self.db.transaction() as conn:
+            await self._bound(conn)
             await store.record_transient_failure(conn, preset.preset_id, now, error)
 
     async def creates_succeeded(self, preset: PresetRow) -> None:
         """A create went through: the run of transient failures is over."""
         async with self.db.transaction() as conn:
+            await self._bound(conn)
             await store.clear_transient_failures(conn, preset.preset_id)
+
+    async def _bound(self, conn: Conn) -> None:
+        """Row locks taken by these writes are waited for, and held while idle, for a bounded time (a frozen
+        replica must not stall the others: see ``prebuilds.executor``)."""
+        await store.bound_waits(conn, lock_wait=self.lock_wait, idle_timeout=self.idle_timeout)
 
     # -- events --------------------------------------------------------------------------------------------
 
@@ -179,4 +191,5 @@ class Recorder:
             return
         self._last_prune = now
         async with self.db.transaction() as conn:
+            await self._bound(conn)
             await store.prune_events(conn, now - self.event_retention)

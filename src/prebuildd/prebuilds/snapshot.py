@@ -52,10 +52,15 @@ def failure_policy(config: ServerConfig) -> FailurePolicy:
 
 
 class SnapshotReader:
-    def __init__(self, db: Database, clock: Clock, policy: FailurePolicy) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, policy: FailurePolicy, *, idle_timeout: float = 10.0
+    ) -> None:
         self.db = db
         self.clock = clock
         self.policy = policy
+        self.idle_timeout = idle_timeout
+        """Longest idle time inside the snapshot transaction before the server ends the session (a frozen
+        replica would otherwise hold its snapshot and its table locks, which a migration's DDL waits for)."""
 
     @classmethod
     def from_config(cls, db: Database, clock: Clock, config: ServerConfig) -> SnapshotReader:
@@ -65,7 +70,7 @@ class SnapshotReader:
         """Four queries (five when a pool has failures) in one read-only REPEATABLE READ transaction."""
         async with self.db.transaction(isolation=IsolationLevel.REPEATABLE_READ, readonly=True) as conn:
             now = self.clock.now()
-            paused = await store.reconciliation_paused(conn)
+            paused = await store.snapshot_paused(conn, idle_timeout=self.idle_timeout)
             presets = await store.snapshot_presets(conn)
             prebuilds = await store.snapshot_prebuilds(conn)
             queue = await store.queue_depth(conn)

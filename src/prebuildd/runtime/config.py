@@ -130,6 +130,11 @@ class ServerConfig(BaseSettings):
         60.0,
         "The reconcile ticker; claims, job completions, new versions and pool changes kick a cycle at once.",
     )
+    reconcile_lease: Duration = _option(
+        15.0,
+        "The reconcile cycle lease: a replica that freezes or is cut off mid-cycle stops reconciliation for at "
+        "most 4/3 of it (docs/reconciler.md).",
+    )
     backoff_interval: Duration = _option(
         60.0, "Backoff after a failed prebuild creation, per consecutive failure."
     )
@@ -202,7 +207,12 @@ class ServerConfig(BaseSettings):
         return value
 
     @field_validator(
-        "reconcile_interval", "backoff_interval", "stale_job_timeout", "heartbeat_interval", "db_timeout"
+        "reconcile_interval",
+        "reconcile_lease",
+        "backoff_interval",
+        "stale_job_timeout",
+        "heartbeat_interval",
+        "db_timeout",
     )
     @classmethod
     def _check_positive_duration(cls, value: float) -> float:

@@ -72,7 +72,10 @@ class ReplicaHealth:
             "last_success_at": success.isoformat() if success else None,
             "interval_seconds": self.reconcile_interval,
         }
-        since = (self.clock.now() - (last or self.started_at)).total_seconds()
+        # A cycle that ended is as fresh a sign of life as one that began: a long cycle (or a clock that moved
+        # while one ran) must not read as a stall because it started long ago.
+        latest = max((t for t in (last, success) if t is not None), default=self.started_at)
+        since = (self.clock.now() - latest).total_seconds()
         if since <= READY_INTERVALS * self.reconcile_interval:
             return CheckResult(True, detail=detail)
         what = "no cycle attempted since start" if last is None else "no cycle attempted for"

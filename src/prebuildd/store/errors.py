@@ -1,7 +1,8 @@
 """The store's errors: every psycopg error that leaves the store is one of these, so services never handle the
 driver's exceptions (the original stays the ``__cause__``).
 
-``StoreConflict`` is a unique constraint (its name says which); ``StoreTimeout`` a statement canceled by a timeout;
+``StoreConflict`` is a unique constraint (its name says which); ``StoreTimeout`` a statement canceled by a timeout
+(statement_timeout, or a lock not granted within lock_timeout);
 ``StoreUnavailable`` a database that cannot be reached; ``StoreError`` any other database failure.
 """
 
@@ -50,6 +51,6 @@ def store_error(exc: psycopg.Error, *, broken: bool = False) -> StoreError:
         return StoreUnavailable(exc)
     if isinstance(exc, psycopg.errors.UniqueViolation):
         return StoreConflict(exc)
-    if isinstance(exc, psycopg.errors.QueryCanceled):
+    if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)):  # a lock_timeout too
         return StoreTimeout(exc)
     return StoreError(exc)

@@ -1,4 +1,4 @@
-"""Repository of prebuild pools: the reconciler's snapshot, cycle lock, per-preset create lock, failure records
+"""Repository of prebuild pools: the reconciler's snapshot, cycle lease, per-preset create lock, failure records
 and events, and the operator actions on pools (pause, invalidate, pool settings, retry, cleanup, explain).
 
 The snapshot reads are the reconcile cycle's hot path: each function here is exactly one statement, so the
@@ -21,16 +21,52 @@ from prebuildd.domain.snapshot import PrebuildRow, PresetRow
 from prebuildd.store.db import Conn
 from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one
 
-# -- the cycle lock ---------------------------------------------------------------------------------------
+# -- the cycle lease --------------------------------------------------------------------------------------
+
+CYCLE_LEASE = "reconcile_cycle"
 
 
-async def try_cycle_lock(conn: Conn, key: int) -> bool:
-    row = await fetch_one(conn, "reconcile.try_cycle_lock", {"key": key})
-    return bool(row and row["locked"])
+@dataclass(frozen=True)
+class Lease:
+    """The cycle lease as one attempt to take it left it: ``held`` by the caller, or by ``holder`` until
+    ``expires_at`` (None: by nobody, or by a replica whose take committed while this statement ran)."""
+
+    held: bool
+    holder: str | None = None
+    acquired_at: datetime | None = None
+    expires_at: datetime | None = None
 
 
-async def cycle_unlock(conn: Conn, key: int) -> None:
-    await fetch_one(conn, "reconcile.cycle_unlock", {"key": key})
+async def take_lease(conn: Conn, holder: str, now: datetime, expires_at: datetime) -> Lease:
+    """Take or renew the cycle lease (one statement): free, already ours, expired at ``now``, or held by a
+    backend that is gone. The lease records ``conn``'s backend, so ``conn`` should live as long as the holder."""
+    row = await fetch_one(
+        conn,
+        "reconcile.take_lease",
+        {"name": CYCLE_LEASE, "holder": holder, "now": now, "expires_at": expires_at},
+    )
+    if row is None:
+        return Lease(held=False)
+    return Lease(bool(row["held"]), row["holder"], row["acquired_at"], row["expires_at"])
+
+
+async def release_lease(conn: Conn, holder: str) -> bool:
+    """Give the lease back; False when it was no longer ours (another replica had taken it over)."""
+    return await execute(conn, "reconcile.release_lease", {"name": CYCLE_LEASE, "holder": holder}) > 0
+
+
+def _pg_interval(seconds: float) -> str:
+    return f"{max(int(seconds * 1000), 1)}ms"
+
+
+async def bound_waits(conn: Conn, *, lock_wait: float, idle_timeout: float) -> None:
+    """Bound the current transaction's lock waits, and how long it may sit idle holding its locks: a replica
+    frozen inside it has its session ended by the server instead of blocking every other replica."""
+    await fetch_one(
+        conn,
+        "reconcile.bound_waits",
+        {"lock_timeout": _pg_interval(lock_wait), "idle_timeout": _pg_interval(idle_timeout)},
+    )
 
 
 # -- the snapshot -----------------------------------------------------------------------------------------
@@ -44,6 +80,13 @@ class QueueDepth:
 
 async def reconciliation_paused(conn: Conn) -> bool:
     row = await fetch_one(conn, "reconcile.settings")
+    return bool(row and row["reconciliation_paused"])
+
+
+async def snapshot_paused(conn: Conn, *, idle_timeout: float) -> bool:
+    """``reconciliation_paused`` as the snapshot's first statement, bounding how long its transaction may sit idle
+    (one statement, so the snapshot's query count does not grow)."""
+    row = await fetch_one(conn, "reconcile.snapshot_settings", {"idle_timeout": _pg_interval(idle_timeout)})
     return bool(row and row["reconciliation_paused"])
 
 
@@ -87,9 +130,19 @@ class PoolCount:
     starting: int
 
 
-async def lock_preset(conn: Conn, preset_id: UUID) -> None:
-    """Serialise creates of the preset across replicas until the transaction ends."""
-    await execute(conn, "reconcile.lock_preset", {"preset_id": preset_id})
+async def lock_preset(conn: Conn, preset_id: UUID, *, lock_wait: float, idle_timeout: float) -> None:
+    """Serialise creates of the preset across replicas until the transaction ends, waiting at most
+    ``lock_wait`` for it (``StoreTimeout`` then); the server ends the session if the transaction then sits idle for
+    ``idle_timeout`` (a frozen replica), which frees the lock. One statement."""
+    await fetch_one(
+        conn,
+        "reconcile.lock_preset",
+        {
+            "preset_id": preset_id,
+            "lock_timeout": _pg_interval(lock_wait),
+            "idle_timeout": _pg_interval(idle_timeout),
+        },
+    )
 
 
 async def count_pool(conn: Conn, preset: PresetRow, now: datetime) -> PoolCount:

@@ -1,14 +1,47 @@
--- name: try_cycle_lock
--- Takes the cycle lock (a session advisory lock) if no other replica holds it.
-SELECT pg_try_advisory_lock(%(key)s) AS locked;
+-- name: take_lease
+-- Takes or renews the cycle lease for a holder until the given expiry: when nobody holds it, this holder does,
+-- it has expired, or its holder's connection is gone (a killed replica frees it at once; a frozen one keeps
+-- its connection and holds it until it expires). Returns whether it is held now, and by whom until when.
+WITH me AS (
+    SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+), taken AS (
+    INSERT INTO reconcile_leases AS l
+        (name, holder, holder_pid, holder_backend_start, acquired_at, renewed_at, expires_at)
+    SELECT %(name)s, %(holder)s, me.pid, me.backend_start, %(now)s, %(now)s, %(expires_at)s FROM me
+    ON CONFLICT (name) DO UPDATE SET
+        holder = excluded.holder,
+        holder_pid = excluded.holder_pid,
+        holder_backend_start = excluded.holder_backend_start,
+        acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at ELSE excluded.acquired_at END,
+        renewed_at = excluded.renewed_at,
+        expires_at = excluded.expires_at
+    WHERE l.holder = excluded.holder
+       OR l.expires_at <= excluded.renewed_at
+       OR NOT EXISTS (  -- another role's backend_start reads as NULL without pg_read_all_stats: the pid decides
+           SELECT 1 FROM pg_stat_activity a
+           WHERE a.pid = l.holder_pid AND coalesce(a.backend_start = l.holder_backend_start, true)
+       )
+    RETURNING l.holder, l.acquired_at, l.expires_at
+)
+SELECT true AS held, holder, acquired_at, expires_at FROM taken
+UNION ALL
+SELECT false AS held, l.holder, l.acquired_at, l.expires_at FROM reconcile_leases l
+WHERE l.name = %(name)s AND NOT EXISTS (SELECT 1 FROM taken);
 
--- name: cycle_unlock
--- Releases the cycle lock.
-SELECT pg_advisory_unlock(%(key)s) AS unlocked;
+-- name: release_lease
+-- Gives the cycle lease back at the end of a cycle (no row: another replica had taken it over).
+DELETE FROM reconcile_leases WHERE name = %(name)s AND holder = %(holder)s;
 
 -- name: settings
 -- The global settings row (is reconciliation paused).
 SELECT reconciliation_paused, updated_at FROM settings;
+
+-- name: snapshot_settings
+-- The settings row, first statement of the snapshot transaction, which it also bounds: a replica frozen inside it
+-- has its session ended after the given idle time instead of holding its snapshot (and table locks) for ever.
+SELECT reconciliation_paused, updated_at,
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true) AS idle_timeout
+FROM settings;
 
 -- name: queue_depth
 -- Pending jobs and the age of the oldest, for the metrics.
@@ -72,8 +105,17 @@ WHERE (p.desired_instances IS NOT NULL AND t.active_version_id = v.id AND NOT t.
 ORDER BY t.name, v.created_at, p.name;
 
 -- name: lock_preset
--- Serialises creates of one preset across replicas for the rest of the transaction.
-SELECT pg_advisory_xact_lock(hashtextextended(%(preset_id)s::text, 7));
+-- Serialises creates of one preset across replicas for the rest of the transaction. The wait for the lock is
+-- bounded (lock_timeout), and so is the time this transaction may then sit idle holding it (a frozen replica's
+-- session is ended by the server), so that no replica waits on a frozen one for long. set_config runs first.
+SELECT set_config('lock_timeout', %(lock_timeout)s, true) AS lock_timeout,
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true) AS idle_timeout,
+       pg_advisory_xact_lock(hashtextextended(%(preset_id)s::text, 7)) AS locked;
+
+-- name: bound_waits
+-- Bounds this transaction's lock waits and the time it may sit idle holding its locks (see lock_preset).
+SELECT set_config('lock_timeout', %(lock_timeout)s, true) AS lock_timeout,
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true) AS idle_timeout;
 
 -- name: count_pool
 -- Valid running plus starting prebuilds of one preset, re-read under its lock just before a create.

@@ -5,6 +5,7 @@ back everything works again without a restart; a killed embedded PostgreSQL is r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ from structlog.testing import capture_logs
 
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from tests.support.api import API, push, wait_build, wait_imported
-from tests.support.processes import process_gone
+from tests.support.processes import process_gone, processes_in
 from tests.support.server import RunningServer, start_server
 from tests.support.waiting import wait_for
 
@@ -134,6 +135,33 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
         assert not _named(logs, "server.task_crashed")
         assert all(h.running for name, h in running.server.tasks.items() if name.startswith("daemon-"))
     finally:
+        await running.server.stop()
+
+
+async def test_readyz_answers_quickly_when_the_database_hangs(
+    private_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    running = await start_server(private_pg.url(), tmp_path / "server", provisioner_daemons=0)
+    frozen = processes_in(private_pg.pgdata)
+    assert frozen, "no PostgreSQL process found"
+    try:
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            assert await _ready(client)
+            for pid in frozen:  # a frozen (SIGSTOP) or black-holed server: connections open, nothing answers
+                os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            hung = await client.get("/readyz")
+            assert time.monotonic() - started < OLD_POOL_TIMEOUT / 3
+            assert hung.status_code == 503, hung.text
+            assert hung.json()["code"] == "database_unavailable"
+            assert "no answer within" in hung.json()["detail"]["checks"]["database"]["reason"]
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            await wait_for(lambda: _ready(client), timeout=60, what="/readyz back to 200")
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         await running.server.stop()
 
 

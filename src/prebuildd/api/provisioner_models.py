@@ -133,7 +133,24 @@ class CompleteIn(WorkerIn):
 
 class CompleteOut(BaseModel):
     accepted: bool = Field(
-        description="False when the job was no longer this daemon's (e.g. failed as stale)."
+        description="False when the job was no longer this daemon's (failed as stale or for a restart, or "
+        "completed by another daemon). True again for a repeated completion by the daemon that completed it."
+    )
+
+
+IDENTITY_PATTERN = r"^[^#@\x00-\x1f]{1,160}$"
+
+
+class RegisterIn(WorkerIn):
+    identity: str = Field(
+        pattern=IDENTITY_PATTERN,
+        description="The daemon's identity, stable across its restarts; worker_id must be `<identity>#<run>`.",
+    )
+
+
+class RegisterOut(BaseModel):
+    failed_jobs: list[UUID] = Field(
+        description="Running jobs of earlier runs of this identity, failed now (class daemon_lost)."
     )
 
 

@@ -36,6 +36,7 @@ from prebuildd.queue.pg import PgJobQueue
 from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
+from prebuildd.runtime.identities import hold_replica_id
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.server.health import ReplicaHealth, daemon_task_name
@@ -208,12 +209,15 @@ class Server:
 
     def _start_daemons(self, queue: PgJobQueue) -> None:
         provisioners = available_provisioners()
+        # Stable per installation (and locked to this process): a restart fails its previous run's jobs at once.
+        replica = hold_replica_id(self.config.data_dir, self.config.replica_id).value
         for i in range(self.config.provisioner_daemons):
             daemon = ProvisionerDaemon(
                 queue,
                 provisioners,
                 DaemonOptions(
                     name=f"embedded-{i}",
+                    identity=f"{replica}/embedded-{i}",
                     tags=self.config.provisioner_tags,
                     heartbeat_interval=self.config.heartbeat_interval,
                     poll_interval=self.config.job_poll_interval,

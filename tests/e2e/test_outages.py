@@ -111,6 +111,7 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
                     lambda: (
                         services.listener.fault.failures >= 4
                         and all(_named(logs, "component.unavailable", component=c) for c in COMPONENTS)
+                        and all(d.fault.down for d in running.server.daemons)
                     ),
                     timeout=60,
                     what="several failed attempts of every component",
@@ -123,7 +124,10 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
                 await asyncio.to_thread(private_pg.start)
                 await wait_for(lambda: _ready(client), timeout=60, what="/readyz back to 200")
                 await wait_for(
-                    lambda: all(_named(logs, "component.recovered", component=c) for c in COMPONENTS),
+                    lambda: (
+                        all(_named(logs, "component.recovered", component=c) for c in COMPONENTS)
+                        and not any(d.fault.down for d in running.server.daemons)
+                    ),
                     timeout=30,
                     what="every component recovered",
                 )
@@ -131,6 +135,10 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
         for component in COMPONENTS:
             assert len(_named(logs, "component.unavailable", component=component)) == 1, component
             assert len(_named(logs, "component.recovered", component=component)) == 1, component
+        for daemon in running.server.daemons:  # and one of each per embedded daemon
+            ids = {"component": "daemon", "worker_id": daemon.worker_id}
+            assert len(_named(logs, "component.unavailable", **ids)) == 1, daemon.worker_id
+            assert len(_named(logs, "component.recovered", **ids)) == 1, daemon.worker_id
         assert _named(logs, "reconcile.kicked", reason="database reconnected")
         assert not _named(logs, "server.task_crashed")
         assert all(h.running for name, h in running.server.tasks.items() if name.startswith("daemon-"))

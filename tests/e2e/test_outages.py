@@ -5,6 +5,7 @@ back everything works again without a restart; a killed embedded PostgreSQL is r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ from structlog.testing import capture_logs
 
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from tests.support.api import API, push, wait_build, wait_imported
-from tests.support.processes import process_gone
+from tests.support.processes import process_gone, processes_in
 from tests.support.server import RunningServer, start_server
 from tests.support.waiting import wait_for
 
@@ -110,6 +111,7 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
                     lambda: (
                         services.listener.fault.failures >= 4
                         and all(_named(logs, "component.unavailable", component=c) for c in COMPONENTS)
+                        and all(d.fault.down for d in running.server.daemons)
                     ),
                     timeout=60,
                     what="several failed attempts of every component",
@@ -122,7 +124,10 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
                 await asyncio.to_thread(private_pg.start)
                 await wait_for(lambda: _ready(client), timeout=60, what="/readyz back to 200")
                 await wait_for(
-                    lambda: all(_named(logs, "component.recovered", component=c) for c in COMPONENTS),
+                    lambda: (
+                        all(_named(logs, "component.recovered", component=c) for c in COMPONENTS)
+                        and not any(d.fault.down for d in running.server.daemons)
+                    ),
                     timeout=30,
                     what="every component recovered",
                 )
@@ -130,10 +135,41 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
         for component in COMPONENTS:
             assert len(_named(logs, "component.unavailable", component=component)) == 1, component
             assert len(_named(logs, "component.recovered", component=component)) == 1, component
+        for daemon in running.server.daemons:  # and one of each per embedded daemon
+            ids = {"component": "daemon", "worker_id": daemon.worker_id}
+            assert len(_named(logs, "component.unavailable", **ids)) == 1, daemon.worker_id
+            assert len(_named(logs, "component.recovered", **ids)) == 1, daemon.worker_id
         assert _named(logs, "reconcile.kicked", reason="database reconnected")
         assert not _named(logs, "server.task_crashed")
         assert all(h.running for name, h in running.server.tasks.items() if name.startswith("daemon-"))
     finally:
+        await running.server.stop()
+
+
+async def test_readyz_answers_quickly_when_the_database_hangs(
+    private_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    running = await start_server(private_pg.url(), tmp_path / "server", provisioner_daemons=0)
+    frozen = processes_in(private_pg.pgdata)
+    assert frozen, "no PostgreSQL process found"
+    try:
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            assert await _ready(client)
+            for pid in frozen:  # a frozen (SIGSTOP) or black-holed server: connections open, nothing answers
+                os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            hung = await client.get("/readyz")
+            assert time.monotonic() - started < OLD_POOL_TIMEOUT / 3
+            assert hung.status_code == 503, hung.text
+            assert hung.json()["code"] == "database_unavailable"
+            assert "no answer within" in hung.json()["detail"]["checks"]["database"]["reason"]
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            await wait_for(lambda: _ready(client), timeout=60, what="/readyz back to 200")
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         await running.server.stop()
 
 

@@ -50,7 +50,8 @@ async def test_readyz_fails_naming_the_reconciler_when_no_cycle_was_attempted_fo
             # A new attempt makes the replica ready again.
             reconciler.kick("test")
             await wait_for(
-                lambda: reconciler.last_success_at == clock.now(), what="a cycle completed after the kick"
+                lambda: reconciler.last_attempt_at == reconciler.last_success_at == clock.now(),
+                what="a cycle attempted and completed after the kick",
             )
             back = await client.get("/readyz")
             assert back.status_code == 200, back.text

@@ -580,7 +580,12 @@ def test_jobs_and_outcomes_cross_the_wire_unchanged() -> None:
 
 async def test_the_http_queue_reports_outages_as_transient_and_stops_on_a_refused_key() -> None:
     calls: list[str] = []
-    answers = {"complete": [503, 200, 404, 400], "heartbeat": [401], "logs": [400, 403], "register": [200, 404]}
+    answers = {
+        "complete": [503, 200, 404, 400],
+        "heartbeat": [401],
+        "logs": [400, 403],
+        "register": [200, 404],
+    }
 
     def handler(request: httpx.Request) -> httpx.Response:
         what = request.url.path.rsplit("/", 1)[-1]

@@ -17,3 +17,21 @@ def process_gone(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X")
+
+
+def processes_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is ``directory`` (a PostgreSQL server's postmaster and backends
+    all run in its data directory)."""
+    target = directory.resolve()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) != target:
+                continue
+        except OSError:
+            continue
+        if not process_gone(int(entry.name)):
+            found.append(int(entry.name))
+    return found

@@ -28,7 +28,6 @@ import uvicorn
 
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
-from prebuildd.api.readiness import CheckResult, ReadinessCheck
 from prebuildd.identity.auth import create_token
 from prebuildd.identity.users import create_user, ensure_default_organization, first_owner, remove_user
 from prebuildd.prebuilds.loop import Reconciler
@@ -41,6 +40,7 @@ from prebuildd.runtime.config import ServerConfig
 from prebuildd.runtime.identities import hold_replica_id
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
+from prebuildd.server.health import ReplicaHealth, daemon_task_name
 from prebuildd.server.startup import (
     StartupError,
     bind_http,
@@ -68,10 +68,6 @@ log = structlog.get_logger(__name__)
 OWNER_TOKEN_FILE = "owner-token"
 
 
-READY_INTERVALS = 3
-"""/readyz fails when the reconcile loop has not attempted a cycle for this many intervals."""
-
-
 class Server:
     def __init__(
         self,
@@ -92,7 +88,9 @@ class Server:
         self._stopping = asyncio.Event()
         self._listener_task: asyncio.Task[None] | None = None
         self.started_at = self.clock.now()
-        self._fallback_metrics = Metrics()
+        self.metrics = Metrics()
+        """This server's registry (``Services.metrics``); it exists before the services so the supervisor and the
+        pool can count from the first task on."""
         self.embedded: EmbeddedPostgres | None = None
         self.services: Services | None = None
         self.reconciler: Reconciler | None = None
@@ -157,7 +155,7 @@ class Server:
                     f"see {config.data_dir / 'postgres.log'}, or give --postgres-url",
                 ) from None
         await check_database(url, config.database_wait)
-        metrics = Metrics()
+        metrics = self.metrics
         db = self._db = Database(
             url, max_size=config.db_pool_size, timeout=config.db_timeout, on_change=metrics.component_changed
         )
@@ -208,7 +206,14 @@ class Server:
             self.add_background(
                 BackgroundService("embedded-postgres", lambda: embedded.watch(on_restart=db.suspect))
             )
-        self._register_readiness(services)
+        ReplicaHealth(
+            tasks=self.tasks,
+            daemons=config.provisioner_daemons,
+            reconciler=self.reconciler,
+            reconcile_interval=config.reconcile_interval,
+            clock=self.clock,
+            started_at=self.started_at,
+        ).register(services)
         for extension in self.extensions:
             await extension(self)
         if config.demo:
@@ -285,7 +290,7 @@ class Server:
                 ),
             )
             self.daemons.append(daemon)
-            self._daemon_tasks.append(self._spawn(BackgroundService(f"daemon-{i}", daemon.run)))
+            self._daemon_tasks.append(self._spawn(BackgroundService(daemon_task_name(i), daemon.run)))
 
     # -- supervision ---------------------------------------------------------------------------------------
 
@@ -326,7 +331,7 @@ class Server:
                     health.state = STOPPED
                     return
                 health.restarts += 1
-                self._metrics().task_restarts.labels(service.name).inc()
+                self.metrics.task_restarts.labels(service.name).inc()
                 log.info("server.task_restarted", task=service.name, restarts=health.restarts)
                 continue
             health.state = FINISHED
@@ -347,65 +352,6 @@ class Server:
                 waiter.cancel()
             await asyncio.gather(sleeper, stopper, return_exceptions=True)
         return not self._stopping.is_set()
-
-    def _metrics(self) -> Metrics:
-        return self.services.metrics if self.services is not None else self._fallback_metrics
-
-    # -- readiness -----------------------------------------------------------------------------------------
-
-    def _register_readiness(self, services: Services) -> None:
-        """The checks of what this replica runs: its embedded daemons (if any) and its reconcile loop."""
-        metrics = services.metrics
-        metrics.daemons_configured.set(self.config.provisioner_daemons)
-        metrics.daemons_alive.set_function(lambda: sum(1 for h in self._daemon_health() if h.running))
-        metrics.since_success.set_function(self._seconds_since_success)
-        if self.config.provisioner_daemons:
-            services.readiness_checks.append(ReadinessCheck("daemons", self._check_daemons))
-        services.readiness_checks.append(ReadinessCheck("reconciler", self._check_reconciler))
-
-    def _daemon_health(self) -> list[TaskHealth]:
-        names = [f"daemon-{i}" for i in range(self.config.provisioner_daemons)]
-        return [self.tasks.get(name) or TaskHealth(name, state="not started") for name in names]
-
-    async def _check_daemons(self) -> CheckResult:
-        health = self._daemon_health()
-        down = {h.name: h.describe() for h in health if not h.running}
-        detail = {"configured": len(health), "alive": len(health) - len(down), "down": down}
-        if not down:
-            return CheckResult(True, detail=detail)
-        reason = ", ".join(f"{name} {why}" for name, why in down.items())
-        return CheckResult(False, f"embedded daemon not running: {reason}", detail)
-
-    async def _check_reconciler(self) -> CheckResult:
-        reconciler = self.reconciler
-        assert reconciler is not None
-        now = self.clock.now()
-        bound = READY_INTERVALS * self.config.reconcile_interval
-        last = reconciler.last_attempt_at
-        success = reconciler.last_success_at
-        detail = {
-            "last_attempt_at": last.isoformat() if last else None,
-            "last_success_at": success.isoformat() if success else None,
-            "interval_seconds": self.config.reconcile_interval,
-        }
-        # A cycle that ended is as fresh a sign of life as one that began: a long cycle (or a clock that moved
-        # while one ran) must not read as a stall because it started long ago.
-        latest = max((t for t in (last, success) if t is not None), default=self.started_at)
-        since = (now - latest).total_seconds()
-        if since <= bound:
-            return CheckResult(True, detail=detail)
-        what = "no cycle attempted" if last is None else "no cycle attempted for"
-        return CheckResult(
-            False,
-            f"reconcile loop stalled: {what} {since:.0f} s (more than {READY_INTERVALS} intervals of "
-            f"{self.config.reconcile_interval:g} s)",
-            detail,
-        )
-
-    def _seconds_since_success(self) -> float:
-        reconciler = self.reconciler
-        last = reconciler.last_success_at if reconciler is not None else None
-        return max((self.clock.now() - (last or self.started_at)).total_seconds(), 0.0)
 
     async def _start_http(self, services: Services) -> None:
         sock = bind_http(self.config.host, self.config.port)  # a port in use: one StartupError, here

@@ -14,7 +14,13 @@ from tests.support.server import RunningServer, start_server
 async def test_health_and_readiness(running_server: RunningServer) -> None:
     async with httpx.AsyncClient(base_url=running_server.url) as client:
         assert (await client.get("/healthz")).json()["status"] == "ok"
-        assert (await client.get("/readyz")).json() == {"status": "ready"}
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "ready"
+        assert {name: check["ok"] for name, check in ready["checks"].items()} == {
+            "database": True,
+            "daemons": True,
+            "reconciler": True,
+        }
         schema = (await client.get("/openapi.json")).json()
         assert schema["info"]["title"] == "prebuildd"
 

@@ -24,7 +24,7 @@ class FlakyBuilder(WorkspaceBuilder):
 
     async def build(self, conn: Conn, req: BuildRequest) -> BuildCreated:
         if self.failing and req.workspace_id is None:
-            raise BuildError(ErrorCode.UNAVAILABLE, "provisioner capacity exhausted")
+            raise BuildError(ErrorCode.DATABASE_UNAVAILABLE, "provisioner capacity exhausted")
         return await super().build(conn, req)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,7 +25,16 @@ class RunningServer:
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
 
 
-async def start_server(database_url: str, data_dir: Path, **overrides: object) -> RunningServer:
+async def start_server(
+    database_url: str | None,
+    data_dir: Path,
+    *,
+    server_options: dict[str, Any] | None = None,
+    before_start: Callable[[Server], None] | None = None,
+    **overrides: object,
+) -> RunningServer:
+    """A started server; ``server_options`` go to ``Server`` (a clock, the supervisor's sleep), ``before_start``
+    sees it before it starts (to add a background service), a ``database_url`` of None runs the embedded one."""
     settings: dict[str, object] = {
         "postgres_url": database_url,
         "data_dir": data_dir,
@@ -35,7 +46,9 @@ async def start_server(database_url: str, data_dir: Path, **overrides: object) -
         "db_pool_size": 10,
     }
     settings.update(overrides)
-    server = Server(ServerConfig(**settings))  # type: ignore[arg-type]
+    server = Server(ServerConfig(**settings), **(server_options or {}))  # type: ignore[arg-type]
+    if before_start is not None:
+        before_start(server)
     await server.start()
     token_file = data_dir / OWNER_TOKEN_FILE
     token = token_file.read_text().strip() if token_file.exists() else ""

@@ -1,5 +1,5 @@
 """What the routes of one server process share: the database, the clock, the listener, the queue, the builder,
-the metrics and the reconciler's kick. Built by the composition (``server/process.py``); services below the API
+the metrics, the reconciler's kick and the readiness checks. Built by the composition (``server/process.py``); services below the API
 take the named parts they use, never this."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prebuildd.api.readiness import ReadinessCheck
 from prebuildd.prebuilds.claim import WorkspaceCreator
 from prebuildd.queue.pg import PgJobQueue
 from prebuildd.runtime.clock import Clock
@@ -28,6 +29,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     kick_hooks: list[Callable[[str], None]] = field(default_factory=list)
     """Called with a reason when something should make the reconciler run now (claims, settings, versions)."""
+    readiness_checks: list[ReadinessCheck] = field(default_factory=list)
+    """What ``/readyz`` checks besides the database: the server registers what this replica runs."""
 
     def kick(self, reason: str) -> None:
         for hook in self.kick_hooks:

@@ -27,7 +27,7 @@ _CODE_OF_STATUS: dict[int, ErrorCode] = {
     406: ErrorCode.NOT_ACCEPTABLE,
     409: ErrorCode.CONFLICT,
     413: ErrorCode.TOO_LARGE,
-    503: ErrorCode.UNAVAILABLE,
+    503: ErrorCode.DATABASE_UNAVAILABLE,
 }
 
 

@@ -33,8 +33,10 @@ class ErrorCode(StrEnum):
     """The state forbids it now: an active build, a name taken, a job already finished."""
     TOO_LARGE = "too_large"
     """The request body is larger than the server accepts."""
-    UNAVAILABLE = "unavailable"
-    """prebuildd cannot serve it right now (the database is unreachable); retry later."""
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    """The database is unreachable (or did not answer in time); retry in a few seconds."""
+    NOT_READY = "not_ready"
+    """Readiness only (``/readyz``): a part this replica is configured to run is not working."""
     INTERNAL = "internal"
     """prebuildd failed; the log has the details."""
 
@@ -50,12 +52,19 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.IMPORT_PENDING: 406,
     ErrorCode.CONFLICT: 409,
     ErrorCode.TOO_LARGE: 413,
-    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.DATABASE_UNAVAILABLE: 503,
+    ErrorCode.NOT_READY: 503,
     ErrorCode.INTERNAL: 500,
 }
 
 _TRANSIENT = frozenset(
-    {ErrorCode.IMPORT_PENDING, ErrorCode.CONFLICT, ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL}
+    {
+        ErrorCode.IMPORT_PENDING,
+        ErrorCode.CONFLICT,
+        ErrorCode.DATABASE_UNAVAILABLE,
+        ErrorCode.NOT_READY,
+        ErrorCode.INTERNAL,
+    }
 )
 
 # The builder's vocabulary, kept as names because its callers read well with them.

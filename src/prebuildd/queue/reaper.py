@@ -3,7 +3,8 @@
 A daemon killed mid-job never completes it; without the reaper its job would stay `running` forever and its
 workspace would never fail over (SPEC §12). The loop is its own object, with the clock and the stale timeout
 injected, so tests drive it one pass at a time; the server only constructs it and registers it as a background
-service.
+service. While the database is unreachable a pass fails; the loop keeps its cadence and logs the outage once
+(``runtime.faults``), not once per pass.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from uuid import UUID
 import structlog
 
 from prebuildd.runtime.clock import Clock
+from prebuildd.runtime.faults import ChangeHook, FaultState
+from prebuildd.store.errors import StoreTimeout, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +43,7 @@ class StaleJobReaper:
         *,
         interval: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_change: ChangeHook | None = None,
     ) -> None:
         self.queue = queue
         self.clock = clock
@@ -50,6 +54,7 @@ class StaleJobReaper:
             interval if interval is not None else min(stale_after.total_seconds() / 5, MAX_INTERVAL_SECONDS)
         )
         self._sleep = sleep
+        self.fault = FaultState("stale-job-reaper", on_change=on_change)
 
     async def reap_once(self) -> list[UUID]:
         """One pass: the ids of the jobs failed as stale (the queue logs ``job.failed_stale`` for each)."""
@@ -64,5 +69,11 @@ class StaleJobReaper:
 
     async def run(self) -> None:
         while True:
-            await self.reap_once()
+            try:
+                await self.reap_once()
+            except (StoreUnavailable, StoreTimeout, OSError) as exc:
+                # Any other error is a bug: it reaches the supervisor, which logs it and restarts the loop.
+                self.fault.failed(exc)
+            else:
+                self.fault.recovered()
             await self._sleep(self.interval)

@@ -160,6 +160,11 @@ class ServerConfig(BaseSettings):
         None, "URL POSTed to once per cycle with presets that became hard-limited.", shown="none"
     )
     db_pool_size: int = _option(20, "Connections in the PostgreSQL pool.")
+    db_timeout: Duration = _option(
+        2.0,
+        "How long a request waits for a database connection before it fails with 503 database_unavailable "
+        "(also the connect timeout).",
+    )
 
     @field_validator("http_address")
     @classmethod
@@ -202,7 +207,12 @@ class ServerConfig(BaseSettings):
         return value
 
     @field_validator(
-        "reconcile_interval", "reconcile_lease", "backoff_interval", "stale_job_timeout", "heartbeat_interval"
+        "reconcile_interval",
+        "reconcile_lease",
+        "backoff_interval",
+        "stale_job_timeout",
+        "heartbeat_interval",
+        "db_timeout",
     )
     @classmethod
     def _check_positive_duration(cls, value: float) -> float:

@@ -102,6 +102,23 @@ class Metrics:
             ("component", "dependency"),
             registry=r,
         )
+        self.task_restarts = Counter(
+            "prebuildd_task_restarts_total",
+            "Restarts of a background task after it crashed (the supervisor logs server.task_crashed).",
+            ("task",),
+            registry=r,
+        )
+        self.daemons_configured = Gauge(
+            "prebuildd_daemons_configured", "Embedded provisioner daemons this replica runs.", registry=r
+        )
+        self.daemons_alive = Gauge(
+            "prebuildd_daemons_alive", "Embedded provisioner daemons running now (not crashed).", registry=r
+        )
+        self.since_success = Gauge(
+            "prebuildd_reconcile_seconds_since_success",
+            "Seconds since this replica last completed a reconcile cycle (since start if none yet).",
+            registry=r,
+        )
         self._seen_failed: set[UUID] | None = None
         self._preset_gauges = (
             self.desired,

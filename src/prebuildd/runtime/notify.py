@@ -27,7 +27,12 @@ class WebhookNotifier:
         payload = {"event": "prebuilds.hard_limited", "presets": list(presets)}
         task = asyncio.create_task(self.send(payload))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[bool]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:  # never an unretrieved exception
+            log.error("notify.webhook_crashed", url=self.url, error=str(exc), exc_info=exc)
 
     async def send(self, payload: dict[str, Any]) -> bool:
         pause = self.first_retry

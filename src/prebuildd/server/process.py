@@ -4,6 +4,11 @@ Start order: database (embedded or by URL), migrations, first-start bootstrap, L
 services (the stale-job reaper; the reconciler registers itself the same way), then HTTP. Stop runs it backwards:
 HTTP stops taking requests, daemons stop taking jobs and get ``shutdown_grace`` to finish (jobs still running then
 are released back to the queue for another daemon), services stop, the database closes.
+
+Supervision: every background task (the listener, each embedded daemon, the reconciler, the stale-job reaper,
+the embedded PostgreSQL's watcher) runs under ``_supervise`` (policy and state in ``server.supervisor``): a crash
+is logged at once as ``server.task_crashed`` and the task restarts with backoff, counted in
+``prebuildd_task_restarts_total``. ``/readyz`` reads the tasks' health through the checks registered here.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +27,7 @@ import uvicorn
 
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
+from prebuildd.api.readiness import CheckResult, ReadinessCheck
 from prebuildd.identity.auth import create_token
 from prebuildd.identity.users import create_user, ensure_default_organization, first_owner
 from prebuildd.prebuilds.loop import Reconciler
@@ -31,7 +37,17 @@ from prebuildd.queue.pg import PgJobQueue
 from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
+from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
+from prebuildd.server.supervisor import (
+    FINISHED,
+    RESTARTING,
+    RUNNING,
+    STOPPED,
+    BackgroundService,
+    RestartPolicy,
+    TaskHealth,
+)
 from prebuildd.store import channels
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
@@ -43,18 +59,31 @@ log = structlog.get_logger(__name__)
 OWNER_TOKEN_FILE = "owner-token"
 
 
-@dataclass
-class BackgroundService:
-    """A loop that starts and stops with the server (the stale-job reaper, the reconciler)."""
-
-    name: str
-    run: Callable[[], Awaitable[None]]
+READY_INTERVALS = 3
+"""/readyz fails when the reconcile loop has not attempted a cycle for this many intervals."""
 
 
 class Server:
-    def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        clock: Clock | None = None,
+        *,
+        restart_policy: RestartPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        self.restart_policy = restart_policy or RestartPolicy()
+        self._sleep = sleep
+        """The supervisor's pause before a restart (tests inject one that does not wait)."""
+        self._monotonic: Callable[[], float] = time.monotonic
+        self.tasks: dict[str, TaskHealth] = {}
+        """The supervisor's view of every background task, by name."""
+        self._stopping = asyncio.Event()
+        self._listener_task: asyncio.Task[None] | None = None
+        self.started_at = self.clock.now()
+        self._fallback_metrics = Metrics()
         self.embedded: EmbeddedPostgres | None = None
         self.services: Services | None = None
         self.reconciler: Reconciler | None = None
@@ -70,6 +99,7 @@ class Server:
         """Called after the services exist and before HTTP starts: where later features attach themselves."""
 
     def add_background(self, service: BackgroundService) -> None:
+        """Run ``service`` under the supervisor once the server has started."""
         self._background.append(service)
 
     @property
@@ -81,11 +111,16 @@ class Server:
     async def start(self) -> Services:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = self.clock.now()
         url = config.postgres_url
         if url is None:
             self.embedded = EmbeddedPostgres(config.data_dir)
             url = await asyncio.to_thread(self.embedded.start)
-        db = await Database(url, max_size=config.db_pool_size).open()
+        metrics = Metrics()
+        db = Database(
+            url, max_size=config.db_pool_size, timeout=config.db_timeout, on_change=metrics.component_changed
+        )
+        await db.open()
         conn = await db.connect()
         try:
             applied = await migrate(conn, self.clock.now())
@@ -94,8 +129,9 @@ class Server:
         if applied:
             log.info("server.migrated", versions=applied)
         await self._bootstrap(db)
-        listener = Listener(db, channels.ALL)
-        await listener.start()
+        listener = Listener(db, channels.ALL, on_change=metrics.component_changed)
+        self._listener_task = self._spawn(BackgroundService("listener", listener.run))
+        await listener.wait_connected(10)
         queue = PgJobQueue(db, self.clock, listener)
         self.services = services = Services(
             config=config,
@@ -104,8 +140,16 @@ class Server:
             listener=listener,
             queue=queue,
             builder=WorkspaceBuilder(self.clock),
+            metrics=metrics,
         )
-        reaper = StaleJobReaper(queue, self.clock, timedelta(seconds=config.stale_job_timeout))
+        # Work may have waited through an outage: reconcile as soon as the database is back.
+        listener.on_reconnect.append(lambda: services.kick("database reconnected"))
+        reaper = StaleJobReaper(
+            queue,
+            self.clock,
+            timedelta(seconds=config.stale_job_timeout),
+            on_change=metrics.component_changed,
+        )
         self.add_background(BackgroundService("stale-job-reaper", reaper.run))
         self.reconciler = Reconciler.build(
             config=config,
@@ -118,6 +162,12 @@ class Server:
         )
         services.kick_hooks.append(self.reconciler.kick)
         self.add_background(BackgroundService("reconciler", self.reconciler.run))
+        if self.embedded is not None:
+            embedded = self.embedded
+            self.add_background(
+                BackgroundService("embedded-postgres", lambda: embedded.watch(on_restart=db.suspect))
+            )
+        self._register_readiness(services)
         for extension in self.extensions:
             await extension(self)
         if config.demo:
@@ -129,7 +179,7 @@ class Server:
             config.access_url = self.url
         self._start_daemons(queue)
         for service in self._background:
-            self._background_tasks.append(asyncio.create_task(self._supervise(service), name=service.name))
+            self._background_tasks.append(self._spawn(service))
         self.started.set()
         return services
 
@@ -168,19 +218,127 @@ class Server:
                 ),
             )
             self.daemons.append(daemon)
-            self._daemon_tasks.append(asyncio.create_task(daemon.run(), name=f"daemon-{i}"))
+            self._daemon_tasks.append(self._spawn(BackgroundService(f"daemon-{i}", daemon.run)))
+
+    # -- supervision ---------------------------------------------------------------------------------------
+
+    def _spawn(self, service: BackgroundService) -> asyncio.Task[None]:
+        self.tasks[service.name] = TaskHealth(service.name)
+        return asyncio.create_task(self._supervise(service), name=service.name)
 
     async def _supervise(self, service: BackgroundService) -> None:
-        """Keep a background loop alive: a crash is logged and the loop restarts after a pause."""
+        """Keep a background loop alive: a crash is logged at once and the loop restarts after a backoff that
+        doubles per consecutive crash (capped), and starts over once the loop has run fine for a while. A loop
+        that returns is done (daemons return when stopped); nothing restarts once the server is stopping."""
+        health = self.tasks.setdefault(service.name, TaskHealth(service.name))
+        policy = self.restart_policy
         while True:
+            health.state = RUNNING
+            started = self._monotonic()
             try:
                 await service.run()
-                return
             except asyncio.CancelledError:
+                health.state = STOPPED
                 raise
-            except Exception:
-                log.exception("server.background_crashed", service=service.name)
-                await asyncio.sleep(5)
+            except Exception as exc:
+                if self._monotonic() - started >= policy.healthy_after:
+                    health.consecutive_crashes = 0
+                health.consecutive_crashes += 1
+                health.last_error = f"{type(exc).__name__}: {exc}"
+                health.restart_in = policy.delay(health.consecutive_crashes)
+                health.state = RESTARTING
+                log.error(
+                    "server.task_crashed",
+                    task=service.name,
+                    error=health.last_error,
+                    consecutive_crashes=health.consecutive_crashes,
+                    restart_in=health.restart_in,
+                    exc_info=exc,
+                )
+                if not await self._pause(health.restart_in):
+                    health.state = STOPPED
+                    return
+                health.restarts += 1
+                self._metrics().task_restarts.labels(service.name).inc()
+                log.info("server.task_restarted", task=service.name, restarts=health.restarts)
+                continue
+            health.state = FINISHED
+            if not self._stopping.is_set():
+                log.warning("server.task_exited", task=service.name)
+            return
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (with the injected sleep); False when the server began stopping meanwhile."""
+        if self._stopping.is_set():
+            return False
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (sleeper, stopper):
+                waiter.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+        return not self._stopping.is_set()
+
+    def _metrics(self) -> Metrics:
+        return self.services.metrics if self.services is not None else self._fallback_metrics
+
+    # -- readiness -----------------------------------------------------------------------------------------
+
+    def _register_readiness(self, services: Services) -> None:
+        """The checks of what this replica runs: its embedded daemons (if any) and its reconcile loop."""
+        metrics = services.metrics
+        metrics.daemons_configured.set(self.config.provisioner_daemons)
+        metrics.daemons_alive.set_function(lambda: sum(1 for h in self._daemon_health() if h.running))
+        metrics.since_success.set_function(self._seconds_since_success)
+        if self.config.provisioner_daemons:
+            services.readiness_checks.append(ReadinessCheck("daemons", self._check_daemons))
+        services.readiness_checks.append(ReadinessCheck("reconciler", self._check_reconciler))
+
+    def _daemon_health(self) -> list[TaskHealth]:
+        names = [f"daemon-{i}" for i in range(self.config.provisioner_daemons)]
+        return [self.tasks.get(name) or TaskHealth(name, state="not started") for name in names]
+
+    async def _check_daemons(self) -> CheckResult:
+        health = self._daemon_health()
+        down = {h.name: h.describe() for h in health if not h.running}
+        detail = {"configured": len(health), "alive": len(health) - len(down), "down": down}
+        if not down:
+            return CheckResult(True, detail=detail)
+        reason = ", ".join(f"{name} {why}" for name, why in down.items())
+        return CheckResult(False, f"embedded daemon not running: {reason}", detail)
+
+    async def _check_reconciler(self) -> CheckResult:
+        reconciler = self.reconciler
+        assert reconciler is not None
+        now = self.clock.now()
+        bound = READY_INTERVALS * self.config.reconcile_interval
+        last = reconciler.last_attempt_at
+        success = reconciler.last_success_at
+        detail = {
+            "last_attempt_at": last.isoformat() if last else None,
+            "last_success_at": success.isoformat() if success else None,
+            "interval_seconds": self.config.reconcile_interval,
+        }
+        # A cycle that ended is as fresh a sign of life as one that began: a long cycle (or a clock that moved
+        # while one ran) must not read as a stall because it started long ago.
+        latest = max((t for t in (last, success) if t is not None), default=self.started_at)
+        since = (now - latest).total_seconds()
+        if since <= bound:
+            return CheckResult(True, detail=detail)
+        what = "no cycle attempted" if last is None else "no cycle attempted for"
+        return CheckResult(
+            False,
+            f"reconcile loop stalled: {what} {since:.0f} s (more than {READY_INTERVALS} intervals of "
+            f"{self.config.reconcile_interval:g} s)",
+            detail,
+        )
+
+    def _seconds_since_success(self) -> float:
+        reconciler = self.reconciler
+        last = reconciler.last_success_at if reconciler is not None else None
+        return max((self.clock.now() - (last or self.started_at)).total_seconds(), 0.0)
 
     async def _start_http(self, services: Services) -> None:
         app = create_app(services)
@@ -209,6 +367,7 @@ class Server:
     # -- stop ----------------------------------------------------------------------------------------------
 
     async def stop(self) -> None:
+        self._stopping.set()  # no supervised task restarts from here on
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             with contextlib.suppress(Exception):
@@ -224,6 +383,9 @@ class Server:
         for task in self._background_tasks:
             task.cancel()
         await asyncio.gather(*self._background_tasks, return_exceptions=True)
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+            await asyncio.gather(self._listener_task, return_exceptions=True)
         if self.services is not None:
             await self.services.listener.stop()
             await self.services.db.close()

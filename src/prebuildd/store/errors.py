@@ -33,14 +33,16 @@ class StoreTimeout(StoreError):
     """A statement ran past its timeout and was canceled."""
 
     def __init__(self, cause: Exception) -> None:
-        super().__init__(cause, ErrorCode.UNAVAILABLE, "the database did not answer in time; retry")
+        super().__init__(cause, ErrorCode.DATABASE_UNAVAILABLE, "the database did not answer in time; retry")
 
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached: no connection within the pool timeout, or the connection broke."""
 
     def __init__(self, cause: Exception) -> None:
-        super().__init__(cause, ErrorCode.UNAVAILABLE, "the database is unavailable; retry in a few seconds")
+        super().__init__(
+            cause, ErrorCode.DATABASE_UNAVAILABLE, "the database is unavailable; retry in a few seconds"
+        )
 
 
 def store_error(exc: psycopg.Error, *, broken: bool = False) -> StoreError:

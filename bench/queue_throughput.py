@@ -119,6 +119,9 @@ class TimedQueue:
         self.result = result
         self.daemons: dict[str, ProvisionerDaemon] = {}
 
+    async def register(self, identity: str, worker_id: str) -> list[UUID]:
+        return await self.inner.register(identity, worker_id)
+
     async def acquire(
         self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
     ) -> AcquiredJob | None:

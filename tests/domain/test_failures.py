@@ -11,6 +11,7 @@ from uuid import UUID
 import pytest
 
 from prebuildd.domain.failures import (
+    LOST_DAEMON_STREAK,
     FailurePolicy,
     HardLimit,
     build_backoff,
@@ -37,6 +38,16 @@ def fail(minutes_ago: float, **kw: Any) -> PrebuildRow:
 
 def infra(minutes_ago: float, **kw: Any) -> PrebuildRow:
     return prebuild_row("failed", minutes_ago * MIN, failure_class="infrastructure", **kw)
+
+
+def lost(minutes_ago: float, **kw: Any) -> PrebuildRow:
+    return prebuild_row(
+        "failed",
+        minutes_ago * MIN,
+        failure_class="daemon_lost",
+        error="its daemon r/embedded-0 restarted",
+        **kw,
+    )
 
 
 # --- §6.1 build backoff -------------------------------------------------------------------------------------
@@ -225,6 +236,69 @@ def test_the_later_of_record_and_infrastructure_wins() -> None:
     row = preset_row(consecutive_failures=1, last_failure_at=NOW - 10 * MIN)
     backoff = transient_backoff(row, [infra(1)], NOW, POLICY)
     assert backoff is not None and "infrastructure" in backoff.reason
+
+
+# --- lost daemons: not the template's fault, unless they keep happening ---
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected_failures"),
+    [
+        pytest.param([lost(1)], None, id="one lost daemon: no backoff"),
+        pytest.param([lost(1), lost(2)], None, id="two in a row: no backoff"),
+        pytest.param([lost(1), lost(2), lost(3)], 3, id="three in a row: backoff"),
+        pytest.param([lost(1), lost(2), lost(3), lost(4)], 4, id="four in a row: longer"),
+        pytest.param([lost(1), lost(2), ok(3), lost(4)], None, id="a success resets the streak"),
+        pytest.param([lost(1), lost(2), fail(3), lost(4)], None, id="another failure ends the streak"),
+        pytest.param([lost(1), lost(2), lost(61)], None, id="only the lookback counts"),
+        pytest.param([ok(0.5), lost(1), lost(2), lost(3)], None, id="a newer success: no backoff"),
+        pytest.param(
+            [lost(3, took=2.5 * MIN), lost(3, took=2.5 * MIN), lost(3, took=2.5 * MIN)],
+            None,
+            id="three lost together (one replica died): one loss, no backoff",
+        ),
+        pytest.param(
+            [lost(1), lost(2), lost(3, took=2.5 * MIN), lost(3, took=2.5 * MIN)],
+            None,
+            id="lost together count once: two rounds",
+        ),
+    ],
+)
+def test_lost_daemons_back_off_only_after_a_streak(
+    rows: list[PrebuildRow], expected_failures: int | None
+) -> None:
+    assert LOST_DAEMON_STREAK == 3
+    backoff = transient_backoff(preset_row(), rows, NOW, POLICY)
+    if all(r.failure_class != "build" for r in rows):
+        assert build_backoff(preset_row(), rows, NOW, POLICY) is None  # lost daemons are not build failures
+    if expected_failures is None:
+        assert backoff is None
+        return
+    assert backoff is not None
+    assert backoff.failures == expected_failures
+    assert (
+        backoff.until == NOW - MIN / 2 + expected_failures * POLICY.backoff_interval
+    )  # from the newest loss
+    assert backoff.reason == (
+        f"{expected_failures} lost-daemon failures in a row, last: its daemon r/embedded-0 restarted"
+    )
+
+
+def test_lost_daemons_are_not_build_failures_and_never_hard_limit() -> None:
+    rows = [lost(1), lost(2), lost(3), lost(4)]
+    assert build_backoff(preset_row(), rows, NOW, POLICY) is None
+    assert not hard_limit(preset_row(), rows, POLICY).limited
+    assert slow_start_cap(preset_row(), rows) is None  # no slow start either: the pool refills at once
+    assert hard_limit(
+        preset_row(), [fail(1), lost(2), fail(3), fail(4)], POLICY
+    ).limited  # nor break a series
+
+
+def test_one_lost_daemon_leaves_the_preset_creating_at_once() -> None:
+    inputs = failure_inputs(POLICY, NOW)(preset_row(), [lost(1), lost(2)])
+    assert inputs["backoff_until"] is None and not inputs["hard_limited"] and inputs["create_cap"] is None
+    inputs = failure_inputs(POLICY, NOW)(preset_row(), [lost(1), lost(2), lost(3)])
+    assert inputs["backoff_reason"].startswith("3 lost-daemon failures in a row, last: ")
 
 
 # --- §6.3 hard limit ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import pytest
 from prebuildd.domain.jobs import FailureClass, Transition
 from prebuildd.domain.manifest import (
     MANIFEST_FILE,
+    MAX_NESTING,
     PROVISIONER_KINDS,
     EchoConfig,
     EchoStep,
@@ -1025,3 +1026,94 @@ def test_preset_warnings_built_by_hand() -> None:
         "preset `p` has prebuilds but leaves required parameter `repo` unset: its prebuilds will fail until "
         "a value is set"
     ]
+
+
+# --- every integer, float and nesting depth is bounded (issue 11: bad input cannot kill or stall) -------------
+
+_ECHO = 'provisioner = "echo"\n'
+_NUMBER_PARAMETER = _ECHO + '[[parameters]]\nname = "cpu"\ntype = "number"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        (
+            _ECHO + "[echo.import]\noutputs = { n = 9223372036854775808 }\n",
+            "echo.import.outputs.n",
+            "integer out of range",
+        ),
+        (
+            _ECHO + "[echo.import]\noutputs = { n = -9223372036854775809 }\n",
+            "echo.import.outputs.n",
+            "integer out of range",
+        ),
+        (
+            _ECHO + "[echo.import]\noutputs = { n = [1, " + "1" * 400 + "] }\n",
+            "echo.import.outputs.n[1]",
+            "integer out of range",
+        ),
+        (_ECHO + "[echo.import]\noutputs = { n = nan }\n", "echo.import.outputs.n", "finite"),
+        (_ECHO + "[echo.import]\ndelay = inf\n", "echo.import.delay", "finite"),
+        (_ECHO + "[echo.import]\ndelay = " + "1" * 30 + "\n", "echo.import.delay", "integer out of range"),
+        (_ECHO + "[echo.import]\ndelay = 86401\n", "echo.import.delay", "at most 1d"),
+        (_ECHO + '[echo.import]\ndelay = "inf"\n', "echo.import.delay", "finite"),
+        ('provisioner = "exec"\n[exec]\ncreate = "c.sh"\ntimeout = "8d"\n', "exec.timeout", "at most 7d"),
+        ('provisioner = "terraform"\n[terraform]\ntimeout = 1e300\n', "terraform.timeout", "at most 7d"),
+        (
+            'provisioner = "terraform"\n[terraform.vars]\nbig = 1' + "0" * 20 + "\n",
+            "terraform.vars.big",
+            "64-bit",
+        ),
+        (
+            _NUMBER_PARAMETER + "validation = { min = " + "9" * 300 + " }\n",
+            "parameters[cpu].validation.min",
+            "64-bit",
+        ),
+        (_NUMBER_PARAMETER + "validation = { max = inf }\n", "parameters[cpu].validation.max", "finite"),
+        (
+            _NUMBER_PARAMETER + 'default = "' + "1" * 5000 + '"\n',
+            "parameters[cpu].default",
+            "number out of range",
+        ),
+        (_NUMBER_PARAMETER + 'options = ["1e999"]\n', "parameters[cpu].options[0]", "number out of range"),
+        (
+            _ECHO + '[[presets]]\nname = "p"\n[presets.prebuilds]\ninstances = 1\nttl = 1' + "0" * 25 + "\n",
+            "presets[p].prebuilds.ttl",
+            "integer out of range",
+        ),
+    ],
+)
+def test_out_of_range_values_are_refused_naming_the_key(text: str, key: str, reason: str) -> None:
+    error = error_of(text)
+    assert error.key == key, error
+    assert reason in error.reason, error
+
+
+def test_a_5000_digit_integer_is_refused_naming_its_key_and_line() -> None:
+    # tomllib hands the digits to int(), which refuses more than 4300: a ValueError, once a 500 on push.
+    error = error_of(_ECHO + "\n[echo.start]\noutputs = { n = " + "7" * 5000 + " }\n")
+    assert error.key == "echo.start.outputs"
+    assert error.reason.startswith("line 4: integer out of range")
+
+
+def test_a_5000_deep_value_is_refused_naming_its_key_and_line() -> None:
+    # tomllib recurses once per level: a RecursionError, once a 500 on push.
+    error = error_of(
+        _ECHO + '[echo.import]\nlogs = ["[#"]\noutputs = { n = ' + "[" * 5000 + "]" * 5000 + " }\n"
+    )
+    assert error.key == "echo.import.outputs"
+    assert error.reason == f"line 4: nested more than {MAX_NESTING} levels deep"
+
+
+def test_a_value_nested_past_the_limit_but_parseable_is_refused_with_its_full_key() -> None:
+    deep = "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)
+    error = error_of(_ECHO + "[echo.import]\noutputs = { n = " + deep + " }\n")
+    assert error.key.startswith("echo.import.outputs.n[0]")
+    assert error.reason == f"nested more than {MAX_NESTING} levels deep"
+    ok = "[" * 20 + "]" * 20
+    assert parse_manifest(_ECHO + "[echo.import]\noutputs = { n = " + ok + " }\n").echo is not None
+
+
+def test_the_64_bit_bounds_themselves_are_accepted() -> None:
+    text = _ECHO + "[echo.import]\noutputs = { hi = 9223372036854775807, lo = -9223372036854775808 }\n"
+    assert parse_manifest(text).echo is not None

@@ -100,14 +100,29 @@ def test_canonical_number(raw: object, expected: str) -> None:
     assert canonical_value(ParameterSpec(name="cpu", type=NUMBER), raw) == expected
 
 
-@pytest.mark.parametrize(
-    "raw", ["abc", "", "1_000", "nan", "inf", "1e999", "3 cores", True, False, None, [1], {}]
-)
+@pytest.mark.parametrize("raw", ["abc", "", "1_000", "nan", "inf", "3 cores", True, False, None, [1], {}])
 def test_canonical_number_rejects(raw: object) -> None:
     with pytest.raises(ParameterError) as info:
         canonical_value(ParameterSpec(name="cpu", type=NUMBER), raw)
     assert info.value.parameter == "cpu"
     assert info.value.reason == f"expected a number, got {raw!r}"
+
+
+@pytest.mark.parametrize("raw", ["1e999", "-1e999", "1" * 5000, "9" * 400, 10**400, -(10**309)])
+def test_a_number_beyond_a_float_is_refused_as_out_of_range_not_a_crash(raw: object) -> None:
+    # A 5,000-digit value once reached int(), which refuses more than 4300 digits: a 500 on workspace create.
+    with pytest.raises(ParameterError) as info:
+        canonical_value(ParameterSpec(name="cpu", type=NUMBER), raw)
+    assert info.value.parameter == "cpu"
+    assert info.value.reason.startswith("number out of range: at most ±1.798e+308")
+    assert len(info.value.reason) < 200  # the value is previewed, not repeated
+
+
+def test_leading_zeros_do_not_count_against_the_digit_limit() -> None:
+    spec = ParameterSpec(name="cpu", type=NUMBER)
+    assert canonical_value(spec, "0" * 5000 + "12") == "12"
+    assert canonical_value(spec, "-" + "0" * 5000) == "0"
+    assert canonical_value(spec, str(10**300)) == str(10**300)
 
 
 def test_canonical_number_message_shape() -> None:
@@ -482,3 +497,19 @@ def test_resolve_list_and_bool() -> None:
         "debug": "true",
     }
     assert resolve_parameters(specs, explicit={"tags": '["b"]'}) == {"tags": '["b"]', "debug": "false"}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"validation_min": 10**400},
+        {"validation_max": float("inf")},
+        {"validation_min": float("nan")},
+        {"default": "1" * 5000},
+    ],
+)
+def test_a_declaration_from_a_daemon_with_an_unusable_number_is_a_value_error(bad: dict[str, object]) -> None:
+    # An import outcome arrives as JSON from a standalone daemon: its API answers 400 for a ValueError (an
+    # OverflowError, or an inf stored as JSON, was a 500 on complete).
+    with pytest.raises(ValueError, match=r"finite number|number out of range"):
+        ParameterSpec.from_json({"name": "cpu", "type": "number", **bad})

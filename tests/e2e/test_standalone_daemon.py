@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from prebuildd.identity.users import create_user
 from prebuildd.queue.http import (
     HttpJobQueue,
     ProvisionerKeyRejected,
+    RequestRefused,
+    TransientError,
     acquired_job_from_json,
     outcome_to_json,
 )
@@ -37,7 +40,7 @@ from prebuildd.store.rows import Row, fetch_one
 from prebuildd.templates.archive import pack_directory
 from prebuildd.templates.versions import PushedVersion, push_version
 from prebuildd.workspaces.builder import BuildRequest
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
 from tests.support.templates import write_template
 from tests.support.waiting import wait_for
 
@@ -327,6 +330,114 @@ async def test_a_second_signal_interrupts_the_current_job_and_reports_it_failed(
         await daemon.kill()
 
 
+# -- outages and restarts ---------------------------------------------------------------------------------
+
+
+async def test_a_job_finished_while_the_server_is_away_is_completed_when_it_is_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    files = {
+        "create.sh": f'#!/bin/sh\necho "started $PREBUILDD_WORKSPACE_NAME"\n'
+        f'while [ ! -f "{release}" ]; do sleep 0.05; done\necho finished\n'
+        'echo \'{"where": "after the outage"}\' > "$PREBUILDD_OUTPUTS_FILE"\n'
+    }
+    first = await start_server(database_url, tmp_path / "server", provisioner_daemons=0)
+    running: RunningServer | None = first
+    daemon: DaemonProcess | None = None
+    try:
+        services = services_of(first)
+        pushed = await push(services, tmp_path, "blocking", BLOCKING_TEMPLATE, files)
+        key = await create_key(first, "builder-outage")
+        daemon = await start_daemon(first.url, key, tmp_path / "daemon")
+        await wait_job(services, pushed.job_id, "succeeded")
+        job_id = await build_workspace(services, pushed.template_id, "outage")
+
+        async def started() -> bool:
+            return "started outage" in await log_text(services, job_id)
+
+        await wait_for(started, timeout=60, what="the build to start")
+        port = first.server.bound_port
+        await first.server.stop()  # the server goes away while the job runs
+        running = None
+        release.touch()  # the job finishes now, with nobody to take its outcome
+
+        def unavailable() -> bool:
+            assert daemon is not None
+            return "component.unavailable" in daemon.stderr
+
+        await wait_for(unavailable, timeout=30, what="the daemon to notice the server is away")
+        assert daemon.proc.returncode is None
+        running = await start_server(
+            database_url, tmp_path / "server", provisioner_daemons=0, http_address=f"127.0.0.1:{port}"
+        )
+        services = services_of(running)
+        done = await wait_job(services, job_id, "succeeded")
+        assert done["worker_id"].startswith(daemon_identity(tmp_path / "daemon") + "#")
+        assert "finished" in await log_text(services, job_id)  # the lines it kept meanwhile
+        async with services.db.transaction() as conn:
+            cur = await conn.execute("SELECT outputs FROM workspace_builds WHERE job_id = %s", (job_id,))
+            build = await cur.fetchone()
+        assert build is not None and build["outputs"] == {"where": "after the outage"}
+        # One line when the server went away, one when it was back; the daemon lives on and takes jobs.
+        assert daemon.stderr.count("component.unavailable") == 1
+        assert daemon.stderr.count("component.recovered") == 1
+        assert "dependency=server" in re.sub(r"\x1b\[[0-9;]*m", "", daemon.stderr)  # no colours
+        following = await build_workspace(services, pushed.template_id, "after")
+        await wait_job(services, following, "succeeded")
+        assert daemon.proc.returncode is None
+    finally:
+        release.touch()
+        if daemon is not None:
+            await daemon.kill()
+        if running is not None:
+            await running.server.stop()
+
+
+def daemon_identity(work: Path) -> str:
+    return (work / "data" / "daemon-identity").read_text().strip()
+
+
+async def test_a_restarted_standalone_daemon_fails_its_previous_runs_job_at_once(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    services = services_of(server)
+    release = tmp_path / "release"
+    files = {"create.sh": f'#!/bin/sh\necho "started"\nwhile [ ! -f "{release}" ]; do sleep 0.05; done\n'}
+    pushed = await push(services, tmp_path, "blocking", BLOCKING_TEMPLATE, files)
+    key = await create_key(server, "builder-restart")
+    work = tmp_path / "daemon"
+    daemon = await start_daemon(server.url, key, work)
+    again: DaemonProcess | None = None
+    try:
+        await wait_job(services, pushed.job_id, "succeeded")
+        job_id = await build_workspace(services, pushed.template_id, "restart")
+
+        async def started() -> bool:
+            return "started" in await log_text(services, job_id)
+
+        await wait_for(started, timeout=60, what="the build to start")
+        identity = daemon_identity(work)
+        # A second daemon on the same work dir while the first runs would share its identity: refused.
+        twin = await start_daemon(server.url, key, work)
+        assert await twin.exited() == 1
+        assert "holds" in twin.stderr and "daemon-identity" in twin.stderr
+        await daemon.kill()  # kill -9: the job stays running, its heartbeats stop
+        assert (await job_row(services, job_id))["job_status"] == "running"
+        again = await start_daemon(server.url, key, work)
+        failed = await wait_job(
+            services, job_id, "failed", timeout=30
+        )  # at once, not after the stale timeout
+        assert failed["failure_class"] == "daemon_lost"
+        assert f"its daemon {identity} restarted" in failed["error"]
+        assert daemon_identity(work) == identity
+    finally:
+        release.touch()
+        await daemon.kill()
+        if again is not None:
+            await again.kill()
+
+
 # -- who may call what ------------------------------------------------------------------------------------
 
 
@@ -467,31 +578,46 @@ def test_jobs_and_outcomes_cross_the_wire_unchanged() -> None:
     assert base64.b64decode(sent["state"]) == b"\x00state"
 
 
-async def test_the_http_queue_retries_outages_but_stops_on_a_refused_key() -> None:
+async def test_the_http_queue_reports_outages_as_transient_and_stops_on_a_refused_key() -> None:
     calls: list[str] = []
-    answers = {"complete": [503, 200], "heartbeat": [401]}
+    answers = {"complete": [503, 200, 404, 400], "heartbeat": [401], "logs": [400, 403], "register": [200, 404]}
 
     def handler(request: httpx.Request) -> httpx.Response:
         what = request.url.path.rsplit("/", 1)[-1]
         calls.append(what)
-        if what == "logs":
+        if what == "logs" and len([c for c in calls if c == "logs"]) == 1:
             raise httpx.ConnectError("connection refused")
         status = answers[what].pop(0)
-        body = {"accepted": True} if status == 200 else {"message": "invalid or revoked provisioner key"}
+        if status == 200:
+            body: dict[str, Any] = {"accepted": True, "failed_jobs": [str(UUID(int=7))]}
+        else:
+            body = {"message": "invalid or revoked provisioner key" if status == 401 else "no"}
         return httpx.Response(status, json=body)
 
-    queue = HttpJobQueue(
-        "http://server", "pbk_x", retry_pause=0.0, retry_for=0.5, transport=httpx.MockTransport(handler)
-    )
+    queue = HttpJobQueue("http://server", "pbk_x", transport=httpx.MockTransport(handler))
     try:
         job = uuid4()
-        assert await queue.complete(job, "w", JobOutcome()) is True  # the 503 was retried
-        assert calls == ["complete", "complete"]
-        await queue.append_logs(job, "w", [LogLine("info", "", "x")])  # given up after retry_for, not raised
-        assert calls.count("logs") >= 2
+        assert queue.dependency == "server"
+        # An outage raises at once; the daemon retries it (with its backoff and one log line per outage).
+        with pytest.raises(TransientError) as outage:
+            await queue.complete(job, "w#1", JobOutcome())
+        assert queue.is_transient(outage.value)
+        assert await queue.complete(job, "w#1", JobOutcome()) is True
+        assert await queue.complete(job, "w#1", JobOutcome()) is False  # 404: not this daemon's job
+        with pytest.raises(RequestRefused) as refused:  # a refusal is not an outage: not retried for ever
+            await queue.complete(job, "w#1", JobOutcome())
+        assert not queue.is_transient(refused.value)
+        with pytest.raises(TransientError):
+            await queue.append_logs(job, "w#1", [LogLine("info", "", "x")])
+        # A batch the server cannot take (400: a line it refuses) is lost alone: later batches still go out.
+        await queue.append_logs(job, "w#1", [LogLine("info", "", "x")])
+        with pytest.raises(RequestRefused):  # any other refusal stops the job's log sends
+            await queue.append_logs(job, "w#1", [LogLine("info", "", "x")])
+        assert await queue.register("w", "w#1") == [UUID(int=7)]
+        assert await queue.register("w", "w#1") == []  # a server from before identities
         assert not queue.refused.is_set()
         with pytest.raises(ProvisionerKeyRejected, match="refused the provisioner key"):
-            await queue.heartbeat(job, "w")
+            await queue.heartbeat(job, "w#1")
         assert queue.refused.is_set() and queue.refusal is not None
     finally:
         await queue.close()

@@ -209,7 +209,7 @@ async def test_a_daemon_killed_mid_job_gets_its_job_failed_as_stale(env: Env, da
     env.clock.advance(minutes=6)
     assert await queue.fail_stale(timedelta(minutes=5)) == [job_id]
     job = await env.job(job_id)
-    assert job["job_status"] == "failed" and job["failure_class"] == "infrastructure"
+    assert job["job_status"] == "failed" and job["failure_class"] == "daemon_lost"
     assert "provisioner stopped responding" in job["error"] and "doomed" in job["error"]
 
 
@@ -249,7 +249,7 @@ async def test_the_reaper_fails_a_stale_job_and_logs_it(env: Env) -> None:
     assert sleeps == [30.0]
     assert [e["job_id"] for e in logs if e["event"] == "job.failed_stale"] == [str(job_id)]
     job = await env.job(job_id)
-    assert job["job_status"] == "failed" and job["failure_class"] == "infrastructure"
+    assert job["job_status"] == "failed" and job["failure_class"] == "daemon_lost"
 
 
 async def test_every_timestamp_comes_from_the_injected_clock(

@@ -80,6 +80,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODE_OF_STATUS.get(exc.status_code, ErrorCode.INTERNAL)
-        return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-        )
+        message = _unparsable_body(exc) or str(exc.detail)
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """What FastAPI's "error parsing the body" (400) really was, when the JSON decoder gave up on its limits."""
+    if exc.status_code != 400:
+        return None
+    if isinstance(exc.__cause__, RecursionError):
+        return "invalid JSON body: nested too deeply"
+    if isinstance(exc.__cause__, ValueError) and "integer string conversion" in str(exc.__cause__):
+        return "invalid JSON body: a number has more than 4300 digits"
+    return None

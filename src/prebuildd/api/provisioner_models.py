@@ -105,10 +105,14 @@ class HeartbeatOut(BaseModel):
     status: Literal["ok", "canceled", "lost"]
 
 
+LogLevel = Literal["trace", "debug", "info", "warn", "error"]
+"""`queue.port.LOG_LEVELS` (a test checks they are the same)."""
+
+
 class LogLineIn(BaseModel):
-    level: str = Field(max_length=16)
+    level: LogLevel = Field(description="Anything else is refused (400 naming the line).")
     stage: str = Field(max_length=100)
-    output: str
+    output: str = Field(description="NUL characters are stored as U+FFFD (PostgreSQL text holds no NUL).")
 
 
 class LogsIn(WorkerIn):
@@ -133,7 +137,24 @@ class CompleteIn(WorkerIn):
 
 class CompleteOut(BaseModel):
     accepted: bool = Field(
-        description="False when the job was no longer this daemon's (e.g. failed as stale)."
+        description="False when the job was no longer this daemon's (failed as stale or for a restart, or "
+        "completed by another daemon). True again for a repeated completion by the daemon that completed it."
+    )
+
+
+IDENTITY_PATTERN = r"^[^#@\x00-\x1f]{1,160}$"
+
+
+class RegisterIn(WorkerIn):
+    identity: str = Field(
+        pattern=IDENTITY_PATTERN,
+        description="The daemon's identity, stable across its restarts; worker_id must be `<identity>#<run>`.",
+    )
+
+
+class RegisterOut(BaseModel):
+    failed_jobs: list[UUID] = Field(
+        description="Running jobs of earlier runs of this identity, failed now (class daemon_lost)."
     )
 
 

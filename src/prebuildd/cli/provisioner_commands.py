@@ -28,6 +28,7 @@ from prebuildd.provisioner.registry import available_provisioners
 from prebuildd.queue.http import HttpJobQueue, StandaloneDaemonRefused
 from prebuildd.queue.port import JobOutcome
 from prebuildd.runtime.config import default_data_dir
+from prebuildd.runtime.identities import IdentityInUse, hold_daemon_identity
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +156,7 @@ async def run_standalone(
     tags: dict[str, str],
     name: str,
     work_dir: Path,
+    identity: str = "",
     heartbeat_interval: float = 10.0,
     wait_seconds: float = 25.0,
 ) -> str | None:
@@ -167,6 +169,7 @@ async def run_standalone(
         available_provisioners(),
         DaemonOptions(
             name=name,
+            identity=identity,
             tags=tags,
             heartbeat_interval=heartbeat_interval,
             work_root=jobs_dir,
@@ -219,7 +222,8 @@ async def run_standalone(
 async def _report_interrupted(queue: HttpJobQueue, daemon: ProvisionerDaemon) -> None:
     """Jobs cut short by a forced stop fail now, rather than when the server notices the missing heartbeat."""
     for job_id in daemon.interrupted:
-        outcome = JobOutcome(
+        # A job that had finished but whose outcome was not delivered yet gets its real outcome, once more.
+        outcome = daemon.undelivered.get(job_id) or JobOutcome(
             error=f"provisioner daemon {daemon.worker_id} was stopped before the job finished",
             failure_class=FailureClass.INFRASTRUCTURE,
         )
@@ -242,6 +246,15 @@ def start(
         list[str], typer.Option("--tag", help="KEY=VALUE offered to jobs; must be among the key's tags.")
     ] = [],  # noqa: B006
     name: Annotated[str, typer.Option("--name", help="This daemon's name (default: the host name).")] = "",
+    identity: Annotated[
+        str,
+        typer.Option(
+            "--identity",
+            help="This daemon's identity, stable across its restarts and unique among the key's daemons: a "
+            "restarted daemon fails the jobs its previous run held at once (default: created once in "
+            "<work-dir>/daemon-identity from --name).",
+        ),
+    ] = "",
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -263,13 +276,20 @@ def start(
     if log_format not in ("console", "json"):
         raise typer.BadParameter(f"--log-format {log_format!r}: expected console or json")
     configure_logging(log_format, log_level)
+    name = name or socket.gethostname()
+    work_dir = work_dir or default_data_dir() / "provisioner"
+    try:
+        held = hold_daemon_identity(work_dir, identity or None, name)
+    except (IdentityInUse, ValueError, OSError) as exc:
+        _fail(str(exc))
     refusal = asyncio.run(
         run_standalone(
             url,
             key,
             tags=parse_tags(tag),
-            name=name or socket.gethostname(),
-            work_dir=work_dir or default_data_dir() / "provisioner",
+            name=name,
+            work_dir=work_dir,
+            identity=held.value,
             heartbeat_interval=parse_duration_flag(heartbeat_interval),
         )
     )

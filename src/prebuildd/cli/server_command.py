@@ -95,9 +95,13 @@ def register(app: typer.Typer) -> None:
         config = load_config(values)
         configure_logging(config.log_format, config.log_level)
         from prebuildd.server.process import Server
+        from prebuildd.server.startup import StartupError
 
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(Server(config).run())
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(Server(config).run())
+        except StartupError:  # already logged as the one server.start_failed line, and cleaned up
+            raise typer.Exit(1) from None
 
     # The options come from the declaration: typer reads the signature, so it is built from the fields.
     server.__signature__ = inspect.Signature([_parameter(o) for o in config_options()])  # type: ignore[attr-defined]

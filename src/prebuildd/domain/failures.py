@@ -2,16 +2,30 @@
 
 All of it is computed from what PostgreSQL holds (the latest build of each prebuild and the preset's transient
 failure record), so every replica and every restart reaches the same answer.
+
+A job whose daemon was lost (``daemon_lost``: failed as stale, or its daemon restarted) is nobody's fault: it
+does not count towards the build backoff or the hard limit and does not back the preset off, so the pool
+refills at once. Only ``LOST_DAEMON_STREAK`` of them in a row on one preset (no success or other failure in
+between, within the lookback, each re-creation lost again) back off, with the transient maths, since then the
+template may be what kills its daemons. Jobs lost together (one replica killed while running three of the
+preset's creations) are one loss, not three: that is the replica's fault, not a streak.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow
+
+LOST_DAEMON_STREAK = 3
+"""Lost-daemon failures in a row (each creation made after the previous loss) that back a preset off; fewer
+refill the pool at once."""
+
+_NOT_THE_TEMPLATES = ("infrastructure", "daemon_lost")
+"""Failure classes that say nothing about the template: never build failures, never towards the hard limit."""
 
 
 @dataclass(frozen=True)
@@ -32,14 +46,15 @@ class Backoff:
 
 def _creations(preset: PresetRow, rows: Sequence[PrebuildRow]) -> list[PrebuildRow]:
     """Finished creations of this preset that still count: start builds on the preset's version, newest first,
-    after the last retry or cleanup, excluding infrastructure failures (nothing the template did)."""
+    after the last retry or cleanup, excluding infrastructure and lost-daemon failures (nothing the template
+    did)."""
     found = [
         r
         for r in rows
         if r.transition == "start"
         and r.version_id == preset.version_id
         and r.job_status in ("succeeded", "failed")
-        and r.failure_class != "infrastructure"
+        and r.failure_class not in _NOT_THE_TEMPLATES
         and (preset.failures_reset_at is None or r.build_created_at > preset.failures_reset_at)
     ]
     return sorted(found, key=lambda r: r.build_created_at, reverse=True)
@@ -68,7 +83,8 @@ def transient_backoff(
     preset: PresetRow, rows: Sequence[PrebuildRow], now: datetime, policy: FailurePolicy
 ) -> Backoff | None:
     """§6.2: refused creations recorded on the preset, plus infrastructure failures of its builds, back off
-    linearly in the number of consecutive failures, capped by ``max_backoff``."""
+    linearly in the number of consecutive failures, capped by ``max_backoff``. Lost-daemon failures back off
+    the same way, but only from ``LOST_DAEMON_STREAK`` in a row."""
     candidates: list[Backoff] = []
     reset = preset.failures_reset_at
     if (
@@ -82,25 +98,52 @@ def transient_backoff(
     starts = [r for r in rows if r.transition == "start" and (reset is None or r.build_created_at > reset)]
     # Consecutive: a successful creation ends the series, as it clears the persisted record.
     last_success = max((r.build_created_at for r in starts if r.job_status == "succeeded"), default=None)
-    infra = sorted(
-        (
-            r
-            for r in starts
-            if r.job_status == "failed"
-            and r.failure_class == "infrastructure"
-            and r.build_created_at >= now - policy.backoff_lookback
-            and (last_success is None or r.build_created_at > last_success)
-        ),
-        key=lambda r: r.job_completed_at or r.build_created_at,
-    )
+    since_success = [
+        r
+        for r in starts
+        if r.job_status == "failed"
+        and r.build_created_at >= now - policy.backoff_lookback
+        and (last_success is None or r.build_created_at > last_success)
+    ]
+    infra = _by_completion(r for r in since_success if r.failure_class == "infrastructure")
     if infra:
-        last = infra[-1]
-        wait = min(policy.backoff_interval * len(infra), policy.max_backoff)
-        reason = f"{len(infra)} infrastructure failures, last: {last.error or 'unknown'}"
-        candidates.append(
-            Backoff((last.job_completed_at or last.build_created_at) + wait, len(infra), reason)
-        )
+        candidates.append(_transient(len(infra), infra[-1], policy, f"{len(infra)} infrastructure failures"))
+    lost = _lost_daemon_streak(since_success)
+    if lost and lost[0] >= LOST_DAEMON_STREAK:
+        count, last = lost
+        candidates.append(_transient(count, last, policy, f"{count} lost-daemon failures in a row"))
     return max(candidates, key=lambda b: b.until, default=None)
+
+
+def _by_completion(rows: Iterable[PrebuildRow]) -> list[PrebuildRow]:
+    return sorted(rows, key=lambda r: r.job_completed_at or r.build_created_at)
+
+
+def _lost_daemon_streak(failed: Sequence[PrebuildRow]) -> tuple[int, PrebuildRow] | None:
+    """The newest run of consecutive lost-daemon failures among ``failed``: how many times in a row a creation
+    was lost, and the newest loss. Another failure class ends the run, as a success does. Losses that overlapped
+    (a creation made before the previous loss was failed, such as the jobs of one replica that died at once)
+    count once: the streak counts re-creations that were lost again, not daemons lost together."""
+    run: list[PrebuildRow] = []
+    for r in reversed(_by_completion(failed)):
+        if r.failure_class != "daemon_lost":
+            break
+        run.append(r)
+    if not run:
+        return None
+    count, previous_loss = 0, None
+    for r in reversed(run):  # oldest first
+        if previous_loss is None or r.build_created_at > previous_loss:
+            count += 1
+            previous_loss = r.job_completed_at or r.build_created_at
+    return count, run[0]
+
+
+def _transient(count: int, last: PrebuildRow, policy: FailurePolicy, what: str) -> Backoff:
+    """The transient backoff after ``count`` failures: ``count * interval`` from the newest one, capped."""
+    wait = min(policy.backoff_interval * count, policy.max_backoff)
+    reason = f"{what}, last: {last.error or 'unknown'}"
+    return Backoff((last.job_completed_at or last.build_created_at) + wait, count, reason)
 
 
 @dataclass(frozen=True)

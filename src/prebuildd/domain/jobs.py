@@ -34,7 +34,10 @@ class FailureClass(StrEnum):
     CONFIG = "config"
     """The builder refused to create the build."""
     INFRASTRUCTURE = "infrastructure"
-    """Daemon lost, restart, missing tool, provider download: nothing the template author did."""
+    """A missing tool, a provider download, a crashed provisioner: nothing the template author did."""
+    DAEMON_LOST = "daemon_lost"
+    """The job's daemon stopped responding (failed as stale) or restarted while it ran. Not the template's
+    fault and not a reason to back off, unless it happens again and again (``domain.failures``)."""
 
 
 class JobPriority:

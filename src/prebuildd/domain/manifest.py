@@ -7,13 +7,14 @@ Every problem is a :class:`ManifestError` naming the file, the dotted key (``par
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from prebuildd.domain.durations import parse_duration
+from prebuildd.domain.durations import format_duration, parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.domain.parameters import (
@@ -38,6 +39,18 @@ TERRAFORM_FACT_PREFIX = "prebuildd_"
 """Terraform variables named so receive workspace facts from prebuildd; they are never parameters."""
 ECHO_STEPS = ("import", "start", "stop", "delete", "claim")
 ECHO_RESULTS = ("success", "failure")
+
+MAX_INTEGER = 2**63 - 1
+MIN_INTEGER = -(2**63)
+"""The widest integer a manifest may hold anywhere: TOML's own 64-bit range (tomllib reads any size, and a larger
+one overflows a column or a daemon's arithmetic later)."""
+MAX_NESTING = 32
+"""The deepest a manifest value may nest (tables and arrays); far more than a template needs, far less than
+what makes a parser run out of stack."""
+MAX_TIMEOUT_SECONDS = 7 * 86400
+"""The longest ``exec.timeout`` or ``terraform.timeout``: a week."""
+MAX_ECHO_DELAY_SECONDS = 86400
+"""The longest scripted echo delay: a day."""
 
 _PARAMETER_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _AGENT_NAME = re.compile(r"[a-z0-9_-]+")
@@ -223,6 +236,10 @@ class _Reader:
     def number(self, value: object, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.wrong_type(key, "a number", value)
+        if isinstance(value, int) and not MIN_INTEGER <= value <= MAX_INTEGER:
+            raise self.error(key, _integer_range_reason(value))
+        if not math.isfinite(value):
+            raise self.error(key, f"must be a finite number, got {value}")
         return float(value)
 
     def array(self, value: object, key: str) -> list[Any]:
@@ -234,16 +251,23 @@ class _Reader:
         items = self.array(value, key)
         return [self.string(item, f"{key}[{i}]") for i, item in enumerate(items)]
 
-    def duration(self, value: object, key: str) -> float:
-        """A duration string (``30s``, ``1h30m``) or a number of seconds."""
+    def duration(self, value: object, key: str, *, maximum: float | None = None) -> float:
+        """A duration string (``30s``, ``1h30m``) or a number of seconds, finite and at most ``maximum``."""
         if isinstance(value, str):
             try:
-                return parse_duration(value)
+                seconds = parse_duration(value)
             except ValueError as exc:
                 raise self.error(key, str(exc)) from exc
-        seconds = self.number(value, key)
+            if not math.isfinite(seconds):
+                raise self.error(key, f"must be a finite duration, got {value!r}")
+        else:
+            seconds = self.number(value, key)
         if seconds < 0:
             raise self.error(key, f"duration must not be negative, got {format_number(seconds)}")
+        if maximum is not None and seconds > maximum:
+            raise self.error(
+                key, f"must be at most {format_duration(maximum)}, got {format_duration(seconds)}"
+            )
         return seconds
 
     def relative_path(self, value: object, key: str) -> str:
@@ -298,7 +322,7 @@ def _parse_exec(r: _Reader, value: object) -> ExecConfig:
         raise r.error("exec", "needs at least one of `create` or `start`")
     timeout: float | None = None
     if "timeout" in table:
-        timeout = r.duration(table["timeout"], "exec.timeout")
+        timeout = r.duration(table["timeout"], "exec.timeout", maximum=MAX_TIMEOUT_SECONDS)
         if timeout <= 0:
             raise r.error("exec.timeout", "must be greater than zero")
     return ExecConfig(
@@ -317,7 +341,7 @@ _TERRAFORM_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 def _parse_terraform(r: _Reader, table: Mapping[str, Any]) -> TerraformConfig:
     timeout: float | None = None
     if "timeout" in table:
-        timeout = r.duration(table["timeout"], "terraform.timeout")
+        timeout = r.duration(table["timeout"], "terraform.timeout", maximum=MAX_TIMEOUT_SECONDS)
         if timeout <= 0:
             raise r.error("terraform.timeout", "must be greater than zero")
     variables: dict[str, Any] = {}
@@ -362,7 +386,9 @@ def _parse_echo_step(r: _Reader, value: object, key: str) -> EchoStep:
     return EchoStep(
         result=result,
         error=r.string(table["error"], f"{key}.error") if "error" in table else "",
-        delay_seconds=r.duration(table["delay"], f"{key}.delay") if "delay" in table else 0.0,
+        delay_seconds=r.duration(table["delay"], f"{key}.delay", maximum=MAX_ECHO_DELAY_SECONDS)
+        if "delay" in table
+        else 0.0,
         logs=tuple(r.strings(table["logs"], f"{key}.logs")) if "logs" in table else (),
         outputs=dict(r.table(table["outputs"], f"{key}.outputs")) if "outputs" in table else {},
         failure_class=failure_class,
@@ -646,6 +672,93 @@ def _parse_preset(
     )
 
 
+# --- every value: integer range, finiteness, depth -------------------------------------------------
+
+
+def _integer_range_reason(value: int) -> str:
+    # str() of an integer of more than 4300 digits raises, so a long one is shown by its size.
+    shown = str(value) if abs(value) < 10**30 else f"an integer of {value.bit_length()} bits"
+    return f"integer out of range: {MIN_INTEGER} to {MAX_INTEGER} (TOML integers are 64-bit), got {shown}"
+
+
+def _item_label(item: object, index: int) -> str:
+    """``presets[small]`` for an array of named tables, as the rest of the reader names them; else the index."""
+    if isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"]:
+        return str(item["name"])
+    return str(index)
+
+
+def _check_values(r: _Reader, data: Mapping[str, Any]) -> None:
+    """Refuse, naming the key, any integer beyond 64 bits, any inf or nan, and any value nested deeper than
+    :data:`MAX_NESTING`, wherever it is (free tables such as echo outputs and Terraform vars included): they
+    would overflow a column, fail in JSON or exhaust a stack later, in the import or a daemon."""
+    stack: list[tuple[str, object, int]] = [("", data, 0)]
+    while stack:
+        key, value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise r.error(key, f"nested more than {MAX_NESTING} levels deep")
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            if not MIN_INTEGER <= value <= MAX_INTEGER:
+                raise r.error(key, _integer_range_reason(value))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise r.error(key, f"must be a finite number, got {value}")
+        elif isinstance(value, dict):
+            children = [(_join(key, str(name)), child) for name, child in value.items()]
+            stack.extend((k, v, depth + 1) for k, v in reversed(children))
+        elif isinstance(value, list):
+            items = [(f"{key}[{_item_label(item, i)}]", item) for i, item in enumerate(value)]
+            stack.extend((k, v, depth + 1) for k, v in reversed(items))
+
+
+_TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+
+
+def _line_of(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    return f"line {line}: "
+
+
+def _key_at(text: str, offset: int) -> str:
+    """The dotted key whose value holds ``offset``: the last ``key =`` before it under the last table header
+    (used only when the TOML parser itself gave up, so there is no decoded document to name it from)."""
+    header, key = "", ""
+    for line in text[:offset].splitlines():
+        if match := _TABLE_HEADER.match(line):
+            header, key = match.group(1).replace(" ", ""), ""
+        elif match := _KEY_LINE.match(line):
+            key = match.group(1).strip().replace('"', "").replace("'", "")
+    return _join(header, key) if key else header
+
+
+def _too_deep_offset(text: str) -> int:
+    """Where brackets first nest deeper than :data:`MAX_NESTING` (strings and comments skipped)."""
+    depth, i, quote = 0, 0, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return i
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    return 0
+
+
 # --- entry points ----------------------------------------------------------------------------------
 
 
@@ -681,6 +794,20 @@ def parse_manifest(text: str, file: str = MANIFEST_FILE) -> TemplateManifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise r.error("", f"invalid TOML: {exc}") from exc
+    except RecursionError:
+        offset = _too_deep_offset(text)
+        raise r.error(
+            _key_at(text, offset), f"{_line_of(text, offset)}nested more than {MAX_NESTING} levels deep"
+        ) from None
+    except ValueError:  # tomllib turns digits into int() without a limit; Python refuses beyond 4300 digits
+        found = re.search(r"[0-9][0-9_]{100,}", text)
+        offset = found.start() if found else 0
+        raise r.error(
+            _key_at(text, offset),
+            f"{_line_of(text, offset)}integer out of range: {MIN_INTEGER} to {MAX_INTEGER} "
+            "(TOML integers are 64-bit)",
+        ) from None
+    _check_values(r, data)
     r.check_keys(data, "", _TOP_KEYS)
 
     if "provisioner" not in data:

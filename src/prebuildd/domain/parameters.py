@@ -24,6 +24,10 @@ class ParameterType(StrEnum):
 
 MONOTONIC_KINDS = ("increasing", "decreasing")
 
+MAX_NUMBER = 1.7976931348623157e308
+"""The largest magnitude of a number parameter: a 64-bit float's (what Terraform, JSON clients and the
+comparisons here can all hold). Beyond it a value is refused, not rounded to infinity."""
+
 _NUMBER_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER_TEXT = re.compile(r"[+-]?\d+")
 
@@ -73,13 +77,21 @@ class ParameterSpec:
 
         def opt_float(key: str) -> float | None:
             value = d.get(key)
-            return None if value is None else float(value)
+            if value is None:
+                return None
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # JSON has no inf: it could not be stored, nor compared sensibly
+                raise ValueError(f"{key}: must be a finite number, got {_preview(value)}")
+            return number
 
         def opt_str(key: str) -> str | None:
             value = d.get(key)
             return None if value is None else str(value)
 
-        return cls(
+        spec = cls(
             name=str(d["name"]),
             type=ParameterType(d.get("type", ParameterType.STRING.value)),
             required=bool(d.get("required", False)),
@@ -94,6 +106,9 @@ class ParameterSpec:
             description=str(d.get("description") or ""),
             display_name=str(d.get("display_name") or ""),
         )
+        if spec.default is not None and spec.type is ParameterType.NUMBER:
+            canonical_value(spec, spec.default)  # a ParameterError (a ValueError) naming the parameter
+        return spec
 
 
 class ParameterError(ValueError):
@@ -117,20 +132,41 @@ def format_number(value: float) -> str:
     return repr(value)
 
 
+class _OutOfRange(ValueError):
+    pass
+
+
 def _number_from_text(text: str) -> str | None:
+    """The canonical form of a number written as text; None when it is not one, _OutOfRange when it is one
+    too large for a float (``float`` reads any length; ``int`` refuses more than 4300 digits)."""
     text = text.strip()
     if not _NUMBER_TEXT.fullmatch(text):
         return None
-    if _INTEGER_TEXT.fullmatch(text):
-        return str(int(text))
     number = float(text)
     if not math.isfinite(number):
-        return None
+        raise _OutOfRange(text)
+    if _INTEGER_TEXT.fullmatch(text):
+        sign = "-" if text.startswith("-") else ""
+        return str(int(sign + (text.lstrip("+-").lstrip("0") or "0")))
     return format_number(number)
 
 
+def _preview(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else f"{text[:30]}… ({len(text)} characters)"
+
+
+def _out_of_range(spec: ParameterSpec, raw: object) -> ParameterError:
+    return ParameterError(
+        spec.name, f"number out of range: at most ±{MAX_NUMBER:.4g} (a 64-bit float), got {_preview(raw)}"
+    )
+
+
 def _number_value(value: str) -> float | None:
-    canonical = _number_from_text(value)
+    try:
+        canonical = _number_from_text(value)
+    except _OutOfRange:
+        return None
     return None if canonical is None else float(canonical)
 
 
@@ -163,15 +199,20 @@ def canonical_value(spec: ParameterSpec, raw: object) -> str:
         if isinstance(raw, bool):
             pass
         elif isinstance(raw, int):
+            if abs(raw) > MAX_NUMBER:
+                raise _out_of_range(spec, f"an integer of {raw.bit_length()} bits")
             return str(raw)
         elif isinstance(raw, float):
             if math.isfinite(raw):
                 return format_number(raw)
         elif isinstance(raw, str):
-            canonical = _number_from_text(raw)
+            try:
+                canonical = _number_from_text(raw)
+            except _OutOfRange:
+                raise _out_of_range(spec, raw) from None
             if canonical is not None:
                 return canonical
-        raise ParameterError(spec.name, f"expected a number, got {raw!r}")
+        raise ParameterError(spec.name, f"expected a number, got {_preview(raw)}")
     if kind is ParameterType.BOOL:
         if isinstance(raw, bool):
             return "true" if raw else "false"

@@ -75,6 +75,13 @@ async def create_user(
     return user
 
 
+async def remove_user(db: Database, user_id: UUID) -> None:
+    """Delete a user and their tokens and memberships: only for one nobody has used yet (the owner of a first
+    start that failed before its token was handed out)."""
+    async with db.transaction() as conn:
+        await store.delete_user(conn, user_id)
+
+
 async def add_user(db: Database, clock: Clock, actor: User, *, username: str, role: str, email: str) -> User:
     """A new user in the actor's organization; a taken name is a conflict."""
     organization_id = await organization_of(db, actor)

@@ -1,11 +1,11 @@
 """The job queue of a standalone daemon: the server's `/api/v1/provisioner/daemon/*` endpoints, with a key.
 
 A standalone daemon holds a provisioner key and the server's URL, never database credentials. Acquire is a long
-poll, so ``wait_for_jobs`` has nothing left to do. Network trouble is transient: acquire and heartbeat raise and the
-daemon tries again; logs and the outcome are retried here, since losing them would lose the job's result. A
-refused key (401), or a request the server refuses outright (400, e.g. tags the key does not allow), is not
-transient: it raises a ``StandaloneDaemonRefused`` and sets ``refused``, so that whoever runs the daemon stops
-it with that message instead of retrying for ever.
+poll, so ``wait_for_jobs`` has nothing left to do. Network trouble is transient: every call raises a
+``TransientError`` (``is_transient``) and the daemon retries it, logs and outcomes without limit, since losing them
+would lose the job's result. A refused key (401), or a request the server refuses outright (400, e.g. tags the
+key does not allow), is not transient: it raises a ``StandaloneDaemonRefused`` and sets ``refused``, so that
+whoever runs the daemon stops it with that message instead of retrying for ever.
 
 The client half of the wire format is here (the server half is ``prebuildd.api.provisioner_models``).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -47,6 +46,10 @@ class ProvisionerKeyRejected(StandaloneDaemonRefused):
 
 class TransientError(ConnectionError):
     """A failure worth retrying: the server is unreachable, restarting or overloaded."""
+
+
+class RequestRefused(Exception):
+    """The server refused one request (a 4xx other than 401/404): retrying it unchanged cannot help."""
 
 
 # -- wire format (client half) -----------------------------------------------------------------------------
@@ -122,21 +125,19 @@ def _message(response: httpx.Response) -> str:
 class HttpJobQueue:
     """``JobQueue`` over the server's HTTP API, authenticated with a provisioner key."""
 
+    dependency = "server"
+    """What a daemon on this queue loses when calls fail (its outage log lines name it)."""
+
     def __init__(
         self,
         url: str,
         key: str,
         *,
         wait_seconds: float = 25.0,
-        retry_pause: float = 2.0,
-        retry_for: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.wait_seconds = wait_seconds
-        self.retry_pause = retry_pause
-        self.retry_for = retry_for
-        """How long logs and outcomes are retried before they are given up (the stale-job timeout by default)."""
         self.refused = asyncio.Event()
         self.refusal: StandaloneDaemonRefused | None = None
         self._stop_acquiring = asyncio.Event()
@@ -184,18 +185,25 @@ class HttpJobQueue:
             raise TransientError(f"{self.url} answered {response.status_code}: {_message(response)}")
         return response
 
-    async def _post_retrying(self, what: str, path: str, body: Mapping[str, Any]) -> httpx.Response | None:
-        """POST until it gets an answer; None when the server stayed unreachable for ``retry_for``."""
-        give_up = time.monotonic() + self.retry_for
-        while True:
-            try:
-                return await self._post(path, body)
-            except TransientError as exc:
-                if time.monotonic() + self.retry_pause > give_up:
-                    log.error("provisioner.gave_up", what=what, error=str(exc))
-                    return None
-                log.warning("provisioner.retrying", what=what, error=str(exc))
-                await asyncio.sleep(self.retry_pause)
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """The server is unreachable, restarting or overloaded (not a refusal)."""
+        return isinstance(exc, TransientError)
+
+    def _refused(self, what: str, response: httpx.Response) -> RequestRefused:
+        return RequestRefused(f"the server refused {what} ({response.status_code}): {_message(response)}")
+
+    async def register(self, identity: str, worker_id: str) -> list[UUID]:
+        response = await self._post(f"{API}/register", {"identity": identity, "worker_id": worker_id})
+        if response.status_code in (404, 405):  # a server from before daemon identities: nothing to fail
+            log.info("provisioner.register_unsupported", url=self.url)
+            return []
+        if response.status_code in (400, 403):
+            raise self._refuse(
+                StandaloneDaemonRefused(f"the server at {self.url} refused this daemon: {_message(response)}")
+            )
+        response.raise_for_status()
+        return [UUID(job_id) for job_id in response.json()["failed_jobs"]]
 
     async def acquire(
         self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
@@ -247,17 +255,22 @@ class HttpJobQueue:
                 for line in lines[start : start + LOG_BATCH]
             ]
             body = {"worker_id": worker_id, "lines": batch}
-            response = await self._post_retrying("logs", f"{API}/jobs/{job_id}/logs", body)
-            if response is None:  # logs are worth less than the job: drop them, keep running
+            response = await self._post(f"{API}/jobs/{job_id}/logs", body)
+            if response.status_code == 404:  # the job is no longer ours: nobody wants its lines
                 return
-            if response.status_code == 404:
-                return
-            response.raise_for_status()
+            if response.status_code == 400:  # a line the server cannot take: lose this batch, not the job
+                log.warning(
+                    "daemon.logs_refused", job_id=str(job_id), lines=len(batch), error=_message(response)
+                )
+                continue
+            if response.status_code >= 400:
+                raise self._refused("log lines", response)
 
     async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:
         body = {"worker_id": worker_id, "outcome": outcome_to_json(outcome)}
-        response = await self._post_retrying("complete", f"{API}/jobs/{job_id}/complete", body)
-        if response is None or response.status_code == 404:
+        response = await self._post(f"{API}/jobs/{job_id}/complete", body)
+        if response.status_code == 404:
             return False
-        response.raise_for_status()
+        if response.status_code >= 400:
+            raise self._refused("the outcome", response)
         return bool(response.json()["accepted"])

@@ -18,11 +18,19 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import FailureClass, JobType, Transition
 from prebuildd.domain.manifest import ManifestError
 from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, new_secret, secret_hash
-from prebuildd.queue.port import AcquiredJob, BuildPayload, Heartbeat, JobOutcome, LogLine
+from prebuildd.queue.port import (
+    AcquiredJob,
+    BuildPayload,
+    Heartbeat,
+    JobOutcome,
+    LogLine,
+    storable_log_text,
+)
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import channels
 from prebuildd.store import jobs as store
 from prebuildd.store.db import Conn, Database
+from prebuildd.store.errors import StoreTimeout, StoreUnavailable
 from prebuildd.store.jobs import AcquiredJobRow, BuildForJob, Completion, JobLogLine
 from prebuildd.store.listener import Listener
 from prebuildd.templates.versions import record_import
@@ -33,10 +41,50 @@ log = structlog.get_logger(__name__)
 class PgJobQueue:
     """The queue on PostgreSQL: ``FOR UPDATE SKIP LOCKED``, human jobs first, LISTEN/NOTIFY wake-ups."""
 
+    dependency = "database"
+    """What a daemon on this queue loses when calls fail (its outage log lines name it)."""
+
     def __init__(self, db: Database, clock: Clock, listener: Listener | None = None) -> None:
         self.db = db
         self.clock = clock
         self.listener = listener
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """A failure that retrying can fix: the database is away or slow (not a statement it refused)."""
+        return isinstance(exc, StoreUnavailable | StoreTimeout | OSError | TimeoutError)
+
+    async def register(self, identity: str, worker_id: str) -> list[UUID]:
+        """A daemon starts as ``worker_id`` (``<identity>#<run>``): the jobs earlier runs of its identity still
+        hold fail at once (class daemon_lost), instead of after the stale timeout."""
+        return await self.fail_earlier_runs(identity, worker_id)
+
+    async def fail_earlier_runs(
+        self,
+        identity: str,
+        worker_id: str,
+        *,
+        key_suffix: str | None = None,
+        organization_id: UUID | None = None,
+    ) -> list[UUID]:
+        """``register`` for embedded daemons (``key_suffix`` None) and, bound to their provisioner key and its
+        organization, for standalone ones (the daemon routes)."""
+        async with self.db.transaction() as conn:
+            failed = await store.fail_earlier_runs(
+                conn,
+                identity,
+                worker_id,
+                self.clock.now(),
+                key_suffix=key_suffix,
+                organization_id=organization_id,
+            )
+            for job in failed:
+                await store.notify_completed(conn, job.id, job.type.value, job.workspace_id)
+        for job in failed:
+            log.warning(
+                "job.failed_daemon_restarted", job_id=str(job.id), identity=identity, worker_id=worker_id
+            )
+        return [job.id for job in failed]
 
     async def acquire(
         self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
@@ -130,8 +178,8 @@ class PgJobQueue:
                 worker_id,
                 now,
                 levels=[line.level for line in lines],
-                stages=[line.stage for line in lines],
-                outputs=[line.output for line in lines],
+                stages=[storable_log_text(line.stage) for line in lines],
+                outputs=[storable_log_text(line.output) for line in lines],
             )
 
     async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:
@@ -141,9 +189,14 @@ class PgJobQueue:
             error, failure_class = None, None
         elif error and failure_class is None:
             failure_class = FailureClass.BUILD
+        elif failure_class is FailureClass.DAEMON_LOST:
+            # Only the queue fails jobs for a lost daemon; a daemon reporting it would read as not its own
+            # completion when it repeats it.
+            failure_class = FailureClass.INFRASTRUCTURE
         completion = Completion(job_id, worker_id, self.clock.now(), error, failure_class)
         # Most completions are builds: one statement, its own transaction, one round trip instead of five
-        # (bench/queue_throughput.py). Anything else (imports, a job no longer ours) takes the general path.
+        # (bench/queue_throughput.py). Anything else (imports, a job no longer ours, a repeated completion)
+        # takes the general path.
         async with self.db.autocommit() as conn:
             status = await store.complete_build(conn, completion, outcome.state, outcome.outputs)
         if status is not None:
@@ -155,6 +208,10 @@ class PgJobQueue:
         job_id, now = completion.job_id, completion.now
         async with self.db.transaction() as conn:
             job = await store.complete(conn, completion)
+            if job is None and await store.completed_by_worker(conn, job_id, completion.worker_id):
+                # The first completion committed but its answer was lost: accepted again, nothing written.
+                log.info("job.complete_repeated", job_id=str(job_id), worker_id=completion.worker_id)
+                return True
             if job is None:
                 log.warning(
                     "job.complete_refused",
@@ -208,7 +265,7 @@ class PgJobQueue:
             return await store.release(conn, job_id, worker_id, self.clock.now())
 
     async def fail_stale(self, stale_after: timedelta) -> list[UUID]:
-        """Fail running jobs whose daemon has not sent a heartbeat for ``stale_after`` (class infrastructure)."""
+        """Fail running jobs whose daemon has not sent a heartbeat for ``stale_after`` (class daemon_lost)."""
         now = self.clock.now()
         async with self.db.transaction() as conn:
             stale = await store.fail_stale(conn, now, now - stale_after)

@@ -49,11 +49,28 @@ class AcquiredJob:
     version_id: UUID | None = None
 
 
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+"""The levels a job's log line may have (the ``job_logs.level`` CHECK constraint)."""
+
+
 @dataclass(frozen=True)
 class LogLine:
     level: str
     stage: str
     output: str
+
+
+def storable_log_text(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates (a build's binary output, a daemon's
+    undecodable bytes) become U+FFFD. A build's log is kept, marked, rather than refused: the bytes carried no
+    text, and refusing them would lose every line around them (and once failed the request with a 500)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,15 @@ class Heartbeat(StrEnum):
 
 
 class JobQueue(Protocol):
+    """What a daemon needs of the queue. An adapter may also have ``dependency`` (a str: what the daemon loses
+    when calls fail, "database" by default, for its outage log lines) and ``is_transient(exc) -> bool`` (whether
+    a failed call is worth retrying without limit; every failure is, by default)."""
+
+    async def register(self, identity: str, worker_id: str) -> list[UUID]:
+        """A daemon starts as ``worker_id`` (``<identity>#<run>``): fail at once, as lost, the jobs that earlier
+        runs of the same identity still hold (they died with that run); returns their ids."""
+        ...
+
     async def acquire(
         self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
     ) -> AcquiredJob | None: ...
@@ -92,5 +118,7 @@ class JobQueue(Protocol):
     async def append_logs(self, job_id: UUID, worker_id: str, lines: Sequence[LogLine]) -> None: ...
 
     async def complete(self, job_id: UUID, worker_id: str, outcome: JobOutcome) -> bool:
-        """Record the end of the job; False when the job was no longer this worker's."""
+        """Record the end of the job; False when the job was no longer this worker's (failed as stale or for a
+        restart, completed by another). Idempotent: a second call by the worker that completed it is True and
+        writes nothing."""
         ...

@@ -33,7 +33,7 @@ class StaleJobs(Protocol):
 
 
 class StaleJobReaper:
-    """Every ``interval`` seconds, fail the jobs with no heartbeat for ``stale_after`` (class infrastructure)."""
+    """Every ``interval`` seconds, fail the jobs with no heartbeat for ``stale_after`` (class daemon_lost)."""
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prebuildd.domain.durations import format_duration, parse_duration
+from prebuildd.runtime.identities import REPLICA_ID_PATTERN
 
 ENV_PREFIX = "PREBUILDD_"
 
@@ -114,6 +116,12 @@ class ServerConfig(BaseSettings):
         "", "How workspaces and agents reach this server.", shown="http://<http-address>"
     )
     provisioner_daemons: int = _option(3, "Embedded provisioner daemons (0: only standalone ones).")
+    replica_id: str | None = _option(
+        None,
+        "This server's id, stable across its restarts: its embedded daemons are <replica-id>/embedded-<i>, and "
+        "a restarted server fails the jobs its previous run held at once. Give each replica its own.",
+        shown="read from, or created once in, <data-dir>/replica-id",
+    )
     provisioner_tags: Tags = _option(
         default_factory=dict,
         help="KEY=VALUE tag offered by the embedded daemons; repeat the flag for more tags (the variable takes "
@@ -165,6 +173,10 @@ class ServerConfig(BaseSettings):
         "How long a request waits for a database connection before it fails with 503 database_unavailable "
         "(also the connect timeout).",
     )
+    database_wait: Duration = _option(
+        10.0,
+        "At startup, how long to retry a PostgreSQL that cannot be reached before exiting with an error.",
+    )
 
     @field_validator("http_address")
     @classmethod
@@ -176,6 +188,13 @@ class ServerConfig(BaseSettings):
             raise ValueError(f"{value!r}: the port must be a number")
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"{value!r}: the port must be between 0 and 65535")
+        return value
+
+    @field_validator("replica_id")
+    @classmethod
+    def _check_replica_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(REPLICA_ID_PATTERN, value):
+            raise ValueError(f"{value!r}: letters, digits, '.', '_' and '-' (at most 63), starting with one")
         return value
 
     @field_validator("log_format")

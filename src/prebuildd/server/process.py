@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 import structlog
 import uvicorn
@@ -29,7 +30,7 @@ from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
 from prebuildd.api.readiness import CheckResult, ReadinessCheck
 from prebuildd.identity.auth import create_token
-from prebuildd.identity.users import create_user, ensure_default_organization, first_owner
+from prebuildd.identity.users import create_user, ensure_default_organization, first_owner, remove_user
 from prebuildd.prebuilds.loop import Reconciler
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.provisioner.registry import available_provisioners
@@ -37,8 +38,16 @@ from prebuildd.queue.pg import PgJobQueue
 from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
+from prebuildd.runtime.identities import hold_replica_id
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
+from prebuildd.server.startup import (
+    StartupError,
+    bind_http,
+    check_data_dir,
+    check_database,
+    write_secret_file,
+)
 from prebuildd.server.supervisor import (
     FINISHED,
     RESTARTING,
@@ -97,6 +106,10 @@ class Server:
         self.bound_port: int | None = None
         self.extensions: list[Callable[[Server], Awaitable[None]]] = []
         """Called after the services exist and before HTTP starts: where later features attach themselves."""
+        self._db: Database | None = None
+        self._first_owner: tuple[UUID, str] | None = None
+        """The owner this start created and their token's secret, until startup has succeeded (then the secret
+        goes to ``<data-dir>/owner-token``; on failure the owner is removed again)."""
 
     def add_background(self, service: BackgroundService) -> None:
         """Run ``service`` under the supervisor once the server has started."""
@@ -109,15 +122,43 @@ class Server:
     # -- start ---------------------------------------------------------------------------------------------
 
     async def start(self) -> Services:
+        """Start every part; on any failure stop what had started (the embedded PostgreSQL included), remove
+        the owner a first start created, and raise (a :class:`StartupError` for the failures an operator fixes:
+        data directory, database, port). The owner token file is written only once all of it succeeded."""
+        try:
+            services = await self._start()
+            self._publish_owner_token()
+        except StartupError as exc:
+            log.error("server.start_failed", reason=exc.reason, error=exc.message, hint=exc.hint)
+            await self._abort()
+            raise
+        except Exception:
+            log.exception("server.start_failed", reason="unexpected")
+            await self._abort()
+            raise
+        except BaseException:  # canceled (Ctrl-C) while starting
+            await self._abort()
+            raise
+        return services
+
+    async def _start(self) -> Services:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        check_data_dir(config.data_dir)
         self.started_at = self.clock.now()
         url = config.postgres_url
         if url is None:
             self.embedded = EmbeddedPostgres(config.data_dir)
-            url = await asyncio.to_thread(self.embedded.start)
+            try:
+                url = await asyncio.to_thread(self.embedded.start)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                raise StartupError(
+                    "embedded_postgres_failed",
+                    f"the embedded PostgreSQL in {config.data_dir} did not start: {exc}",
+                    f"see {config.data_dir / 'postgres.log'}, or give --postgres-url",
+                ) from None
+        await check_database(url, config.database_wait)
         metrics = Metrics()
-        db = Database(
+        db = self._db = Database(
             url, max_size=config.db_pool_size, timeout=config.db_timeout, on_change=metrics.component_changed
         )
         await db.open()
@@ -184,16 +225,22 @@ class Server:
         return services
 
     async def _bootstrap(self, db: Database) -> None:
-        """First start: the default organization, an owner, and their token in `<data-dir>/owner-token`."""
+        """First start: the default organization, an owner and their token; the token is written to
+        `<data-dir>/owner-token` by :meth:`_publish_owner_token` once startup has succeeded."""
         org = await ensure_default_organization(db, self.clock)
         if await first_owner(db) is not None:
             return
         user = await create_user(db, self.clock, username="admin", role="owner", organization_id=org.id)
         _, secret = await create_token(db, self.clock, user_id=user.id, name="first-start")
+        self._first_owner = (user.id, secret)
+
+    def _publish_owner_token(self) -> None:
+        """Nothing secret is written before startup has succeeded: the first owner's token, now."""
+        if self._first_owner is None:
+            return
         path = self.config.data_dir / OWNER_TOKEN_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret + "\n")
+        write_secret_file(path, self._first_owner[1])
+        self._first_owner = None
         log.info(
             "server.owner_created",
             username="admin",
@@ -201,14 +248,34 @@ class Server:
             hint=f"prebuildd login {self.config.effective_access_url} --token-file {path}",
         )
 
+    async def _abort(self) -> None:
+        """Undo a start that failed part way: the next start must find things as they were before it (no
+        owner without a token file, no PostgreSQL left running, no open pool)."""
+        if self._first_owner is not None and self._db is not None:
+            # Without this, the next start would find an owner and issue no token: nobody could log in.
+            try:
+                await remove_user(self._db, self._first_owner[0])
+            except Exception as exc:
+                log.error("server.owner_not_removed", error=str(exc), user_id=str(self._first_owner[0]))
+            self._first_owner = None
+        with contextlib.suppress(Exception):
+            await self.stop()
+        if self.services is None and self._db is not None:
+            with contextlib.suppress(Exception):
+                await self._db.close()
+        self._db = None
+
     def _start_daemons(self, queue: PgJobQueue) -> None:
         provisioners = available_provisioners()
+        # Stable per installation (and locked to this process): a restart fails its previous run's jobs at once.
+        replica = hold_replica_id(self.config.data_dir, self.config.replica_id).value
         for i in range(self.config.provisioner_daemons):
             daemon = ProvisionerDaemon(
                 queue,
                 provisioners,
                 DaemonOptions(
                     name=f"embedded-{i}",
+                    identity=f"{replica}/embedded-{i}",
                     tags=self.config.provisioner_tags,
                     heartbeat_interval=self.config.heartbeat_interval,
                     poll_interval=self.config.job_poll_interval,
@@ -341,6 +408,7 @@ class Server:
         return max((self.clock.now() - (last or self.started_at)).total_seconds(), 0.0)
 
     async def _start_http(self, services: Services) -> None:
+        sock = bind_http(self.config.host, self.config.port)  # a port in use: one StartupError, here
         app = create_app(services)
         uv_config = uvicorn.Config(
             app,
@@ -352,16 +420,19 @@ class Server:
             timeout_graceful_shutdown=5,
         )
         self._http = _Uvicorn(uv_config)
-        self._http_task = asyncio.create_task(self._http.serve(), name="http")
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="http")
         while not self._http.started:
             if self._http_task.done():
-                self._http_task.result()
-                raise RuntimeError(f"HTTP server did not start on {self.config.http_address}")
+                sock.close()
+                with contextlib.suppress(BaseException):  # uvicorn exits (SystemExit) after logging why
+                    self._http_task.result()
+                raise StartupError(
+                    "http_bind_failed",
+                    f"the HTTP server did not start on {self.config.http_address}",
+                    "see the lines above; check --http-address (PREBUILDD_HTTP_ADDRESS)",
+                )
             await asyncio.sleep(0.01)
-        for server in self._http.servers:
-            for sock in server.sockets:
-                self.bound_port = sock.getsockname()[1]
-                break
+        self.bound_port = sock.getsockname()[1]
         log.info("server.listening", url=self.url, access_url=self.config.effective_access_url)
 
     # -- stop ----------------------------------------------------------------------------------------------
@@ -406,8 +477,8 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await self.start()  # logs why and cleans up after itself when it fails
         try:
-            await self.start()
             await stop.wait()
             log.info("server.stopping")
         finally:

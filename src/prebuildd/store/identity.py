@@ -147,6 +147,10 @@ async def add_member(conn: Conn, *, organization_id: UUID, user_id: UUID, now: d
     )
 
 
+async def delete_user(conn: Conn, user_id: UUID) -> None:
+    await execute(conn, "identity.delete_user", {"id": user_id})
+
+
 async def user_by_name(conn: Conn, username: str) -> User | None:
     row = await fetch_one(conn, "identity.user_by_name", {"username": username})
     return None if row is None else _user(row)

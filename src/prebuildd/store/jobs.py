@@ -289,6 +289,36 @@ async def complete(conn: Conn, completion: Completion) -> CompletedJob | None:
     return CompletedJob(row["id"], JobType(row["type"]), row["job_status"], row["input"].get("workspace_id"))
 
 
+async def completed_by_worker(conn: Conn, job_id: UUID, worker_id: str) -> bool:
+    """Whether ``worker_id`` itself completed the job (not a failure for a lost daemon while it held it)."""
+    return bool(await fetch_val(conn, "jobs.completed_by_worker", {"id": job_id, "worker_id": worker_id}))
+
+
+async def fail_earlier_runs(
+    conn: Conn,
+    identity: str,
+    worker_id: str,
+    now: datetime,
+    *,
+    key_suffix: str | None = None,
+    organization_id: UUID | None = None,
+) -> list[StaleJob]:
+    """Fail (class daemon_lost) the running jobs of earlier runs of ``identity``: every worker id
+    ``<identity>#…`` but ``worker_id``, bound to ``key_suffix`` when given (standalone daemons), else unbound."""
+    rows = await fetch_all(
+        conn,
+        "jobs.fail_earlier_runs",
+        {
+            "identity": identity,
+            "worker_id": worker_id,
+            "now": now,
+            "key_suffix": key_suffix,
+            "organization_id": organization_id,
+        },
+    )
+    return [StaleJob(row["id"], JobType(row["type"]), row["input"].get("workspace_id")) for row in rows]
+
+
 async def set_error(conn: Conn, job_id: UUID, error: str, failure_class: FailureClass, now: datetime) -> None:
     await execute(
         conn,
@@ -337,7 +367,7 @@ async def release(conn: Conn, job_id: UUID, worker_id: str, now: datetime) -> bo
 
 
 async def fail_stale(conn: Conn, now: datetime, cutoff: datetime) -> list[StaleJob]:
-    """Fail the running jobs with no heartbeat since ``cutoff`` (class infrastructure)."""
+    """Fail the running jobs with no heartbeat since ``cutoff`` (class daemon_lost)."""
     rows = await fetch_all(conn, "jobs.fail_stale", {"now": now, "cutoff": cutoff})
     return [StaleJob(row["id"], JobType(row["type"]), row["input"].get("workspace_id")) for row in rows]
 

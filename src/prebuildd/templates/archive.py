@@ -6,8 +6,10 @@ only the executable bit), so a version's hash says whether its files changed.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import os
 import posixpath
 import stat
@@ -17,7 +19,20 @@ from pathlib import Path
 from prebuildd.domain.manifest import MANIFEST_FILE
 
 MAX_TEMPLATE_BYTES = 10 * 1024 * 1024
-"""Upper bound on the total size of the files of one template version (uncompressed)."""
+"""Upper bound on the total size of the files of one template version (uncompressed), and on the archive as
+uploaded (compressed)."""
+
+MAX_ARCHIVE_ENTRIES = 10_000
+"""Upper bound on the members of one archive: files, directories and links. A template has tens; 50,000 empty
+entries once held the event loop for 7 s."""
+
+MAX_PATH_DEPTH = 32
+"""Upper bound on the directories in one member's path."""
+
+MAX_INFLATED_BYTES = 32 * 1024 * 1024
+"""Upper bound on the archive once decompressed, headers and padding included: the files' 10 MiB plus the headers
+of the most entries allowed. Reading stops there, so a small archive that inflates to a gigabyte costs 32 MiB of
+decompression, not a gigabyte."""
 
 SKIPPED_NAMES = frozenset({".git", "__pycache__", ".terraform"})
 """Directory (or file) names never packed, at any depth."""
@@ -113,17 +128,131 @@ def pack_directory(path: Path) -> bytes:
     return buffer.getvalue()
 
 
+class ArchiveLimitError(ValueError):
+    """The archive passes one of the limits above; ``limit`` names it (``entries``, ``size``, ``inflated``,
+    ``depth``)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class _InflateLimit(io.RawIOBase):
+    """The decompressed stream, refusing any read or seek past :data:`MAX_INFLATED_BYTES` *before* doing it
+    (tarfile reads a pax header of any declared size into memory at once)."""
+
+    def __init__(self, stream: io.BufferedIOBase | io.BytesIO) -> None:
+        self._stream = stream
+
+    def _refuse_past(self, end: int) -> None:
+        if end > MAX_INFLATED_BYTES:
+            raise ArchiveLimitError(
+                "inflated",
+                f"template archive inflates to more than {MAX_INFLATED_BYTES // (1024 * 1024)} MiB "
+                f"(files may hold at most {_limit_text()} in total)",
+            )
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        position = self._stream.tell()
+        if size is None or size < 0:
+            size = MAX_INFLATED_BYTES + 1 - position
+        self._refuse_past(position + size if size else position)
+        return self._stream.read(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._refuse_past(offset)
+        elif whence == io.SEEK_CUR:
+            self._refuse_past(self._stream.tell() + offset)
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+
+def _decompressed(data: bytes) -> io.BufferedIOBase | io.BytesIO:
+    raw = io.BytesIO(data)
+    if data[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if data[:3] == b"BZh":
+        return bz2.BZ2File(raw)
+    if data[:6] == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(raw)
+    return raw
+
+
 def _open(data: bytes) -> tarfile.TarFile:
+    """The archive (gzip, bzip2, xz or plain tar), decompressed at most up to :data:`MAX_INFLATED_BYTES`."""
     try:
-        return tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+        return tarfile.open(fileobj=_InflateLimit(_decompressed(data)), mode="r:")
+    except ArchiveLimitError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
         raise ValueError(f"not a valid template archive: {exc}") from exc
+
+
+def _depth(name: str) -> int:
+    return len([part for part in _normalise(name).split("/") if part not in ("", ".")])
+
+
+def check_archive(data: bytes) -> None:
+    """Refuse an archive, before anything is extracted, that passes a limit (:class:`ArchiveLimitError` naming
+    it: more than :data:`MAX_ARCHIVE_ENTRIES` entries, files over 10 MiB in total, a path deeper than
+    :data:`MAX_PATH_DEPTH`, or over :data:`MAX_INFLATED_BYTES` once decompressed) or holds an unsafe member
+    (ValueError naming it). Headers are read one at a time, so it stops at the first entry past a limit.
+
+    CPU-bound (decompression): callers on the event loop run it in a worker thread.
+    """
+    with _open(data) as tar:
+        count = 0
+        total = 0
+        while True:
+            try:
+                member = tar.next()
+            except ArchiveLimitError:
+                raise
+            except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
+                raise ValueError(f"not a valid template archive: {exc}") from exc
+            if member is None:
+                return
+            count += 1
+            if count > MAX_ARCHIVE_ENTRIES:
+                raise ArchiveLimitError(
+                    "entries", f"template archive has more than {MAX_ARCHIVE_ENTRIES} entries"
+                )
+            if _depth(member.name) > MAX_PATH_DEPTH:
+                raise ArchiveLimitError(
+                    "depth",
+                    f"archive member {member.name[:200]!r}: paths may be at most {MAX_PATH_DEPTH} "
+                    "directories deep",
+                )
+            _check_member(member)
+            if member.isreg():
+                total += member.size
+                if total > MAX_TEMPLATE_BYTES:
+                    raise ArchiveLimitError(
+                        "size",
+                        f"archive member {member.name[:200]!r}: archive files exceed {_limit_text()} in total",
+                    )
 
 
 def _members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     try:
         return tar.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except ArchiveLimitError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
         raise ValueError(f"not a valid template archive: {exc}") from exc
 
 
@@ -169,20 +298,12 @@ def unpack_archive(data: bytes, dest: Path) -> None:
     """Extract a template archive into ``dest`` (created if missing).
 
     Refuses, with a ValueError naming the member, absolute paths, ``..``, symlinks or hard links pointing
-    outside ``dest``, device files, FIFOs, and archives whose files exceed 10 MiB in total. Every member is
-    checked before anything is written.
+    outside ``dest``, device files, FIFOs, and archives past the limits of :func:`check_archive`. Every member
+    is checked before anything is written.
     """
+    check_archive(data)
     with _open(data) as tar:
         members = _members(tar)
-        total = 0
-        for member in members:
-            _check_member(member)
-            if member.isreg():
-                total += member.size
-                if total > MAX_TEMPLATE_BYTES:
-                    raise ValueError(
-                        f"archive member {member.name!r}: archive files exceed {_limit_text()} in total"
-                    )
         dest.mkdir(parents=True, exist_ok=True)
         try:
             tar.extractall(dest, members=members, filter=_extraction_filter)
@@ -191,7 +312,9 @@ def unpack_archive(data: bytes, dest: Path) -> None:
 
 
 def read_member(data: bytes, name: str) -> bytes | None:
-    """The content of the regular file ``name`` in the archive, or None when there is no such file."""
+    """The content of the regular file ``name`` in the archive, or None when there is no such file.
+
+    Reads every header: call it on an archive :func:`check_archive` accepted."""
     wanted = _normalise(name)
     with _open(data) as tar:
         found: tarfile.TarInfo | None = None

@@ -7,6 +7,7 @@ version becomes usable, and its completion records the declared parameters and p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from uuid import UUID, uuid4
@@ -30,7 +31,15 @@ from prebuildd.store.db import Conn, Database
 from prebuildd.store.errors import StoreConflict
 from prebuildd.store.jobs import NewJob, enqueue_job
 from prebuildd.store.templates import NewVersion
-from prebuildd.templates.archive import read_member
+from prebuildd.templates.archive import (
+    MAX_ARCHIVE_ENTRIES,
+    MAX_INFLATED_BYTES,
+    MAX_PATH_DEPTH,
+    MAX_TEMPLATE_BYTES,
+    ArchiveLimitError,
+    check_archive,
+    read_member,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -46,8 +55,27 @@ class PushedVersion:
     created_template: bool
 
 
+_LIMITS = {
+    "entries": (ErrorCode.TOO_LARGE, MAX_ARCHIVE_ENTRIES),
+    "size": (ErrorCode.TOO_LARGE, MAX_TEMPLATE_BYTES),
+    "inflated": (ErrorCode.TOO_LARGE, MAX_INFLATED_BYTES),
+    "depth": (ErrorCode.INVALID_REQUEST, MAX_PATH_DEPTH),
+}
+
+
 def manifest_of(archive: bytes) -> tuple[str, TemplateManifest]:
-    """The manifest text and its parsed form; ManifestError when it is missing or invalid."""
+    """The manifest text and its parsed form, after checking the archive's limits and members.
+
+    Raises PrebuilddError (413 ``too_large`` for too many entries or bytes, 400 for too deep a path; ``detail``
+    names the limit and its maximum) or ManifestError when the archive is unreadable or its manifest missing or
+    invalid. CPU-bound: :func:`push_version` runs it in a worker thread."""
+    try:
+        check_archive(archive)
+    except ArchiveLimitError as exc:
+        code, maximum = _LIMITS[exc.limit]
+        raise PrebuilddError(code, str(exc), {"limit": exc.limit, "maximum": maximum}) from None
+    except ValueError as exc:
+        raise ManifestError(MANIFEST_FILE, "", f"unreadable template archive: {exc}") from exc
     try:
         raw = read_member(archive, MANIFEST_FILE)
     except ValueError as exc:
@@ -59,6 +87,11 @@ def manifest_of(archive: bytes) -> tuple[str, TemplateManifest]:
     except UnicodeDecodeError as exc:
         raise ManifestError(MANIFEST_FILE, "", f"not UTF-8 text: {exc}") from exc
     return text, parse_manifest(text)
+
+
+def _checked(archive: bytes) -> tuple[str, TemplateManifest, str]:
+    text, manifest = manifest_of(archive)
+    return text, manifest, hashlib.sha256(archive).hexdigest()
 
 
 async def push_version(
@@ -74,7 +107,9 @@ async def push_version(
 ) -> PushedVersion:
     """Create (or extend) a template with a new version and queue its import. Raises ManifestError first, and a
     conflict when another push of the same template won the race for the version's name."""
-    text, manifest = manifest_of(archive)
+    # Decompressing and hashing up to 10 MiB is CPU work: off the event loop, so /healthz and every other
+    # request keep being served during a push (an inflating archive once held the loop for seconds).
+    text, manifest, source_hash = await asyncio.to_thread(_checked, archive)
     warnings = tuple(preset_warnings(manifest))
     now = clock.now()
     try:
@@ -126,7 +161,7 @@ async def push_version(
                     provisioner=manifest.provisioner,
                     manifest=text,
                     source=archive,
-                    source_hash=hashlib.sha256(archive).hexdigest(),
+                    source_hash=source_hash,
                     tags=dict(manifest.tags),
                     agents=list(manifest.agents),
                     warnings=list(warnings),

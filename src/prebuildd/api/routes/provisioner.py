@@ -1,7 +1,7 @@
 """Routes: provisioner keys (owner) and the endpoints standalone provisioner daemons call with such a key.
 
-The daemon endpoints are the ``JobQueue`` of ``provisioner/queue.py`` over HTTP: acquire (a long poll), heartbeat,
-logs, complete. They accept only a provisioner key, and a key is accepted nowhere else. The server scopes the
+The daemon endpoints are the ``JobQueue`` of ``queue/port.py`` over HTTP: register, acquire (a long poll),
+heartbeat, logs, complete. They accept only a provisioner key, and a key is accepted nowhere else. The server scopes the
 daemon's worker id to its key, so a key can only heartbeat, log to and complete jobs it acquired itself.
 """
 
@@ -28,6 +28,8 @@ from prebuildd.api.provisioner_models import (
     LogsIn,
     ProvisionerKeyIn,
     ProvisionerKeyOut,
+    RegisterIn,
+    RegisterOut,
     WorkerIn,
     acquired_job_out,
     job_outcome,
@@ -133,6 +135,30 @@ async def _check_job(services: Services, key: ProvisionerKey, job_id: UUID) -> N
 
 
 @router.post(
+    "/provisioner/daemon/register",
+    response_model=RegisterOut,
+    summary="A daemon (re)starts: fail at once the jobs earlier runs of its identity still hold",
+)
+async def register(services: ServicesDep, key: ProvisionerKeyDep, body: RegisterIn) -> RegisterOut:
+    if not body.worker_id.startswith(body.identity + "#"):
+        raise PrebuilddError(
+            ErrorCode.INVALID_REQUEST,
+            "worker_id: must be the identity, '#', then the run (e.g. builder-1#3f2a9c1e)",
+            [{"field": "worker_id", "problem": f"does not start with {body.identity + '#'!r}"}],
+        )
+    # Only jobs bound to this key (hence its organization) can be an earlier run of this daemon. The failures
+    # notify job completion, which kicks the reconciler of every replica.
+    failed = await services.queue.fail_earlier_runs(
+        body.identity,
+        _worker(key, body.worker_id),
+        key_suffix=_worker(key, ""),
+        organization_id=key.organization_id,
+    )
+    log.info("provisioner.daemon_registered", worker_id=_worker(key, body.worker_id), failed_jobs=len(failed))
+    return RegisterOut(failed_jobs=failed)
+
+
+@router.post(
     "/provisioner/daemon/acquire",
     response_model=AcquiredJobOut,
     responses=_NO_JOB,
@@ -204,5 +230,7 @@ async def complete(
 ) -> CompleteOut:
     await _check_job(services, key, job_id)
     outcome = job_outcome(body.outcome)
+    # A refused completion (the job is no longer this daemon's) is an answer, not an error: 200 with accepted
+    # false; a repeat by the daemon that completed it is accepted again, so a lost answer is safe to retry.
     accepted = await services.queue.complete(job_id, _worker(key, body.worker_id), outcome)
     return CompleteOut(accepted=accepted)

@@ -28,6 +28,10 @@ ON CONFLICT DO NOTHING;
 SELECT id, username, email, role, is_system, suspended, created_at, updated_at
 FROM users WHERE lower(username) = lower(%(username)s);
 
+-- name: delete_user
+-- Removes a user with its memberships and tokens (a first start's owner, when that start failed).
+DELETE FROM users WHERE id = %(id)s AND NOT is_system;
+
 -- name: first_owner
 -- The oldest real owner: whether the first start has created one, and who owns the demo template.
 SELECT id, username, email, role, is_system, suspended, created_at, updated_at

@@ -60,6 +60,30 @@ SET completed_at = %(now)s, updated_at = %(now)s, error = %(error)s, failure_cla
 WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL
 RETURNING id, type, job_status, input, organization_id;
 
+-- name: completed_by_worker
+-- Whether this worker itself completed the job (a repeated completion whose first answer was lost). Only jobs a
+-- worker held are completed with a worker id set; those failed for a lost daemon (stale, restarted) are not its.
+SELECT EXISTS (
+    SELECT 1 FROM provisioner_jobs
+    WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NOT NULL
+      AND failure_class IS DISTINCT FROM 'daemon_lost'
+) AS completed;
+
+-- name: fail_earlier_runs
+-- A daemon (re)started: the running jobs held by earlier runs of its identity (worker ids `<identity>#<run>`,
+-- bound to the same provisioner key when `key_suffix` is given, never key-bound otherwise) fail at once.
+UPDATE provisioner_jobs
+SET completed_at = %(now)s, updated_at = %(now)s, failure_class = 'daemon_lost',
+    error = 'provisioner daemon lost: its daemon ' || %(identity)s::text
+            || ' restarted before the job finished (the job was held by ' || worker_id || ')'
+WHERE job_status IN ('running', 'canceling')
+  AND starts_with(worker_id, %(identity)s::text || '#')
+  AND worker_id <> %(worker_id)s
+  AND CASE WHEN %(key_suffix)s::text IS NULL THEN strpos(worker_id, '@key:') = 0
+           ELSE right(worker_id, length(%(key_suffix)s::text)) = %(key_suffix)s::text END
+  AND (%(organization_id)s::uuid IS NULL OR organization_id = %(organization_id)s::uuid)
+RETURNING id, type, input, worker_id;
+
 -- name: complete_build
 -- `complete`, `workspaces.finish_build`, `workspaces.mark_deleted` and `notify_completed` for a build, in one
 -- statement run on its own (autocommit): one round trip. No row, and nothing written, unless the job is a build
@@ -102,9 +126,9 @@ WHERE id = %(id)s AND completed_at IS NULL
 RETURNING id, job_status;
 
 -- name: fail_stale
--- Running jobs with no heartbeat since the cutoff fail as infrastructure failures.
+-- Running jobs with no heartbeat since the cutoff fail as lost-daemon failures (not the template's fault).
 UPDATE provisioner_jobs
-SET completed_at = %(now)s, updated_at = %(now)s, failure_class = 'infrastructure',
+SET completed_at = %(now)s, updated_at = %(now)s, failure_class = 'daemon_lost',
     error = 'provisioner stopped responding: no heartbeat from ' || coalesce(worker_id, 'its daemon')
             || ' since ' || to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 WHERE job_status IN ('running', 'canceling') AND updated_at < %(cutoff)s

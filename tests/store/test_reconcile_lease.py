@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -294,3 +295,28 @@ async def test_a_crashing_cycle_is_logged_with_its_traceback_and_the_loop_goes_o
     assert crash["log_level"] == "error" and crash["exc_info"] is True
     assert crash["error"] == "a bug in the cycle"
     assert not events_named(logs, "component.unavailable")  # a bug is not an outage
+
+
+async def test_a_record_blocked_by_a_frozen_transaction_is_skipped_and_done_next_cycle(env: Env) -> None:
+    await env.push("t", POOL)
+    rec = reconciler(env, event_retention=timedelta(days=7).total_seconds())
+    rec.recorder.lock_wait = 0.2
+    assert await rec.run_cycle() is not None  # writes decision events, prunes once
+    env.clock.advance(days=8)  # those events are now past the retention, and pruning is due
+    frozen = await env.db.connect()
+    try:
+        await frozen.set_autocommit(False)
+        await frozen.execute("SELECT id FROM events ORDER BY id LIMIT 1 FOR UPDATE")  # then it froze
+        with capture_logs() as logs:
+            result = await asyncio.wait_for(rec.run_cycle(), timeout=20)
+        assert result is not None  # the cycle completed
+        [busy] = events_named(logs, "reconcile.record_lock_busy")
+        assert busy["what"] == "event pruning"
+    finally:
+        await frozen.close()
+    assert await rec.run_cycle() is not None
+    old = await env.one(
+        "SELECT count(*) AS n FROM events WHERE created_at < %s", env.clock.now() - timedelta(days=7)
+    )
+    assert old["n"] == 0  # pruned on the next cycle
+    await rec._drop_lock_conn()

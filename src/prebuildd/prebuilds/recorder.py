@@ -1,6 +1,8 @@
 """The recorder: what a cycle leaves behind besides builds. Hard-limit transitions (stored, logged, notified),
 one decision event per preset whose decision changed, transient failure counters (the backoff), and the pruning
-of old events. Bounded writes at any scale: nothing is written for a preset whose state did not change.
+of old events. Bounded writes at any scale: nothing is written for a preset whose state did not change. Writes
+that lock rows wait for those locks a bounded time (a frozen replica may hold them) and are left to the next cycle
+when they time out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from prebuildd.prebuilds.snapshot import Snapshot
 from prebuildd.runtime.notify import WebhookNotifier
 from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Conn, Database
+from prebuildd.store.errors import StoreTimeout
 from prebuildd.store.prebuilds import NewEvent
 
 log = structlog.get_logger(__name__)
@@ -87,12 +90,16 @@ class Recorder:
             )
         if not changes:
             return
-        async with self.db.transaction() as conn:
-            await self._bound(conn)
-            for c in changes:
-                await store.set_prebuild_status(
-                    conn, c.preset.preset_id, c.status, c.reason, c.error or None, snap.taken_at
-                )
+        try:
+            async with self.db.transaction() as conn:
+                await self._bound(conn)
+                for c in changes:
+                    await store.set_prebuild_status(
+                        conn, c.preset.preset_id, c.status, c.reason, c.error or None, snap.taken_at
+                    )
+        except StoreTimeout as exc:  # the next cycle sees the same change and records it
+            self._busy("statuses", exc)
+            return
         limited = [c for c in changes if c.status == "hard_limited"]
         self.newly_hard_limited = [c.preset for c in limited]
         for c in changes:
@@ -163,15 +170,26 @@ class Recorder:
     # -- transient failures (the backoff) ------------------------------------------------------------------
 
     async def transient_failure(self, preset: PresetRow, now: datetime, error: str) -> None:
-        async with self.db.transaction() as conn:
-            await self._bound(conn)
-            await store.record_transient_failure(conn, preset.preset_id, now, error)
+        try:
+            async with self.db.transaction() as conn:
+                await self._bound(conn)
+                await store.record_transient_failure(conn, preset.preset_id, now, error)
+        except StoreTimeout as exc:
+            self._busy("transient failure", exc, preset_id=str(preset.preset_id))
 
     async def creates_succeeded(self, preset: PresetRow) -> None:
         """A create went through: the run of transient failures is over."""
-        async with self.db.transaction() as conn:
-            await self._bound(conn)
-            await store.clear_transient_failures(conn, preset.preset_id)
+        try:
+            async with self.db.transaction() as conn:
+                await self._bound(conn)
+                await store.clear_transient_failures(conn, preset.preset_id)
+        except StoreTimeout as exc:  # cleared by the next successful create
+            self._busy("transient failures cleared", exc, preset_id=str(preset.preset_id))
+
+    @staticmethod
+    def _busy(what: str, exc: StoreTimeout, **ids: object) -> None:
+        """A write that waited too long for a lock (another replica's transaction, frozen?): skipped, not fatal."""
+        log.warning("reconcile.record_lock_busy", what=what, error=str(exc), **ids)
 
     async def _bound(self, conn: Conn) -> None:
         """Row locks taken by these writes are waited for, and held while idle, for a bounded time (a frozen
@@ -190,6 +208,10 @@ class Recorder:
         if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
             return
         self._last_prune = now
-        async with self.db.transaction() as conn:
-            await self._bound(conn)
-            await store.prune_events(conn, now - self.event_retention)
+        try:
+            async with self.db.transaction() as conn:
+                await self._bound(conn)
+                await store.prune_events(conn, now - self.event_retention)
+        except StoreTimeout as exc:
+            self._last_prune = None  # try again next cycle
+            self._busy("event pruning", exc)

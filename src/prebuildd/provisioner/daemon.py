@@ -446,8 +446,8 @@ class ProvisionerDaemon:
         files = work / "files"
         try:
             manifest = _manifest(job.manifest)
-            if not files.exists():
-                unpack_archive(job.source, files)
+            if not files.exists():  # in a thread: a 10 MiB archive must not hold the server's event loop
+                await asyncio.to_thread(unpack_archive, job.source, files)
         except (ManifestError, ValueError) as exc:
             return JobOutcome(error=str(exc), failure_class=FailureClass.CONFIG)
         try:

@@ -37,6 +37,7 @@ from prebuildd.queue.pg import PgJobQueue
 from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
+from prebuildd.runtime.faults import ChangeHook
 from prebuildd.runtime.identities import hold_replica_id
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
@@ -287,10 +288,20 @@ class Server:
                     data_dir=self.config.data_dir,
                     work_root=_work_root(self.config.data_dir),
                     access_url=self.config.effective_access_url,
+                    on_fault_change=self._daemon_fault_hook(daemon_task_name(i)),
                 ),
             )
             self.daemons.append(daemon)
             self._daemon_tasks.append(self._spawn(BackgroundService(daemon_task_name(i), daemon.run)))
+
+    def _daemon_fault_hook(self, name: str) -> ChangeHook:
+        """Each daemon's outages on its own series (``prebuildd_component_down{component="daemon-0"}``): with one
+        shared series, the first daemon back would clear the gauge while the others are still down."""
+
+        def changed(component: str, dependency: str, down: bool) -> None:
+            self.metrics.component_changed(name, dependency, down)
+
+        return changed
 
     # -- supervision ---------------------------------------------------------------------------------------
 

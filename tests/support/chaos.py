@@ -175,6 +175,8 @@ class ScenarioStats:
     """Daemons first found lost after this scenario (killed ones are expected back with their replica)."""
     recoveries: list[Recovery] = field(default_factory=list)
     rejoined: bool | None = None
+    rejoin_label: str = "rejoined"
+    """What ``rejoined`` says: the partitioned daemon rejoined, or the restarted one took work."""
     notes: list[str] = field(default_factory=list)
     metric_daemons: str = ""
 
@@ -199,12 +201,12 @@ class ScenarioStats:
                 f"(worst {'never' if worst == float('inf') else f'{worst:.1f} s'})"
             )
         if self.rejoined is False:
-            found.append("partitioned daemon did not rejoin")
+            found.append(f"{self.rejoin_label}: no")
         return found
 
     def recovery_cell(self) -> str:
         if self.rejoined is not None and not self.recoveries:
-            return "rejoined: " + ("yes" if self.rejoined else "no")
+            return f"{self.rejoin_label}: " + ("yes" if self.rejoined else "no")
         if not self.recoveries:
             return "-"
         times = [r.seconds for r in self.recoveries]
@@ -216,7 +218,7 @@ class ScenarioStats:
             cell += f", {within}/{len(times)} within"
         cell += ")"
         if self.rejoined is not None:
-            cell += "; rejoined: " + ("yes" if self.rejoined else "no")
+            cell += f"; {self.rejoin_label}: " + ("yes" if self.rejoined else "no")
         return cell
 
 
@@ -388,7 +390,14 @@ class PidBook:
         if worker_id not in self.workers:
             for proc in self.procs.values():
                 self._scan(proc)
-        return self.workers.get(worker_id) or pid_in_worker_id(worker_id)
+        if worker_id in self.workers:
+            return self.workers[worker_id]
+        # The server may qualify a standalone daemon's id (``…@key:<key id>``).
+        for worker, pid in self.workers.items():
+            if worker_id.startswith(worker + "@"):
+                self.workers[worker_id] = pid
+                return pid
+        return pid_in_worker_id(worker_id)
 
     def _scan(self, proc: Proc) -> None:
         offset, pid = self._offsets.get(proc.log_path, (0, None))
@@ -1557,6 +1566,7 @@ async def scenario_pg_kill(h: Harness) -> None:
 
 async def scenario_standalone_kill(h: Harness) -> None:
     stats = h.scenario("standalone daemon killed -9 mid-job, restarted")
+    stats.rejoin_label = "restarted daemon runs jobs"
     proc = h.standalone["lo"]
     job_id = await h.start_job(LO_TEMPLATE)
     running = await h.wait_job(job_id, ("running",), 30)
@@ -1841,6 +1851,7 @@ async def run_chaos(
             aborted = ScenarioStats("run aborted")
             aborted.notes.append(repr(exc))
             aborted.rejoined = False
+            aborted.rejoin_label = "run completed"
             h.scenarios.append(aborted)
         finally:
             samples = h.poller.samples

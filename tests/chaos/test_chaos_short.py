@@ -8,6 +8,7 @@ CI=true, where it must run.
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -24,4 +25,6 @@ async def test_the_short_chaos_run_shows_no_violation() -> None:
     lines: list[str] = []
     report = await run_chaos(short_params(), log=lines.append)
     print(report.text())
+    report.prune()
     assert not report.violations, report.text() + "\n\nprogress:\n" + "\n".join(lines)
+    shutil.rmtree(report.workdir, ignore_errors=True)  # kept, logs only, when the run failed

@@ -291,6 +291,11 @@ def netns_available() -> str | None:
         return "not root: ip netns and kill of the PostgreSQL user's processes need root"
     if shutil.which("ip") is None:
         return "the ip command (iproute2) is missing"
+    probe = f"{NETNS}-probe"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
 
 

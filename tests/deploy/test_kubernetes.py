@@ -9,12 +9,14 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
 
 from prebuildd.api.app import create_app
 from prebuildd.runtime.config import ServerConfig, config_options
+from prebuildd.server.process import Server
 from tests.support.deploy import DEPLOY, command_envvars, parse_command, walk
 
 MANIFESTS = DEPLOY / "kubernetes"
@@ -225,3 +227,37 @@ def test_the_manifests_directory_has_no_container_image_definition() -> None:
     """No image is built in CI, so none is shipped (docs/operations.md says so)."""
     assert not [p for p in DEPLOY.rglob("*") if p.name in {"Dockerfile", "Containerfile"}]
     assert isinstance(MANIFESTS, Path)
+
+
+async def test_a_server_configured_as_the_manifest_answers_its_probes(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server pod's configuration, run for real: its probes and the scrape path answer on a live server.
+
+    Three stand-ins: the test database for the Secret's URL, a temporary data directory for the volume, and a
+    free loopback port for 0.0.0.0:7080 (this machine runs other servers)."""
+    container = _container("prebuildd-server")
+    for name in [n for n in os.environ if n.startswith("PREBUILDD_")]:
+        monkeypatch.delenv(name)
+    for name, item in _env(container).items():
+        if name.startswith("PREBUILDD_"):
+            monkeypatch.setenv(name, item.get("value", "prebuildd-server-5d8f7c9b4-x2k9q"))
+    monkeypatch.setenv("PREBUILDD_POSTGRES_URL", database_url)
+    monkeypatch.setenv("PREBUILDD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PREBUILDD_HTTP_ADDRESS", "127.0.0.1:0")
+    server = Server(ServerConfig())
+    await server.start()
+    try:
+        annotations = _one("Deployment", "prebuildd-server")["spec"]["template"]["metadata"]["annotations"]
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                path = container[probe]["httpGet"]["path"]
+                response = await client.get(path)
+                assert response.status_code == 200, f"{probe} {path}: {response.text}"
+            ready = (await client.get(container["readinessProbe"]["httpGet"]["path"])).json()
+            assert "daemons" not in ready["checks"], "the manifest's servers run no embedded daemons"
+            metrics = await client.get(annotations["prometheus.io/path"])
+            assert metrics.status_code == 200
+            assert "prebuildd_reconcile_seconds_since_success" in metrics.text
+    finally:
+        await server.stop()

@@ -1,5 +1,5 @@
 """The pure rules of a claim: which pool preset a creation may claim from, with which values, and whether the
-claim must run a build (a claim step or values that differ from the prebuild's). No I/O: the claim service in
+claim must run a build (a claim step, a Terraform claim build, or values that differ from the prebuild's). No I/O: the claim service in
 ``prebuilds/claim.py`` reads the context, asks these rules, then runs the one claim statement."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from prebuildd.domain.manifest import TemplateManifest
+from prebuildd.domain.manifest import ManifestError, TemplateManifest, terraform_config
 from prebuildd.domain.parameters import ParameterError, ParameterSpec, canonical_value
 
 
@@ -22,9 +22,15 @@ class PoolPreset:
 
 
 def has_claim_step(manifest: TemplateManifest) -> bool:
-    """Whether the template personalises a claimed prebuild (an exec claim script or an echo claim step)."""
+    """Whether the template personalises a claimed prebuild: an exec claim script, an echo claim step, or
+    ``[terraform] claim_build = true`` (re-apply as the new owner)."""
     if manifest.exec is not None and manifest.exec.claim:
         return True
+    if manifest.provisioner == "terraform" and manifest.terraform:
+        try:
+            return terraform_config(manifest).claim_build
+        except ManifestError:  # refused at push; a claim of such a version runs no claim build
+            return False
     return manifest.echo is not None and "claim" in manifest.echo.steps
 
 

@@ -46,8 +46,11 @@ SPECS = [
         (None, {"repo": "docs"}, None, {}),
         (None, {}, None, {}),
         (None, {"repo": "other"}, None, {}),
-        # Unknown parameters and nulls compare with nothing.
-        (None, {"repo": "app", "unknown": "x", "editor": None}, APP, {}),
+        # Nulls compare with nothing.
+        (None, {"repo": "app", "editor": None}, APP, {}),
+        # An unknown parameter: no claim (that would drop it silently), the builder explains.
+        (None, {"repo": "app", "unknown": "x"}, None, {}),
+        (APP.id, {"unknown": "x"}, None, {}),
         # A value the parameter's type refuses: no claim, the builder explains.
         (APP.id, {"cpus": "many"}, None, {}),
     ],

@@ -50,14 +50,17 @@ def choose_preset(
 
     An explicit preset wins; with parameters only, the preset whose values all equal the given ones, the one
     with most parameters first. A value that differs from the preset's for an immutable parameter means no claim:
-    the prebuild was built with another value.
+    the prebuild was built with another value. A value the creation could not build with (an unknown name, a
+    value of the wrong type) means no claim either: the builder then refuses it, naming the parameter.
     """
     by_name = {s.name: s for s in specs}
     given: dict[str, str] = {}
     for name, raw in values.items():
-        spec = by_name.get(name)
-        if spec is None or raw is None:
+        if raw is None:
             continue
+        spec = by_name.get(name)
+        if spec is None:
+            return None, {}  # a cold build refuses an unknown name (400); a claim must not drop it silently
         try:
             given[name] = canonical_value(spec, raw)
         except ParameterError:

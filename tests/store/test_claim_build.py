@@ -15,7 +15,7 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import JobPriority
 from prebuildd.prebuilds.claim import CreateRequest, CreateResult
 from tests.support.env import Env
-from tests.support.pools import ReconcilerUnderTest, creator, prebuild_ids, reconciler
+from tests.support.pools import ReconcilerUnderTest, creator, operations, prebuild_ids, reconciler
 from tests.support.terraform import require_terraform
 
 MAIN_TF = """
@@ -155,6 +155,11 @@ async def claim(
     )
 
 
+def metric(rec: ReconcilerUnderTest, name: str, env: Env) -> float | None:
+    labels = {"organization": str(env.org_id), "template": "tf", "preset": "dev"}
+    return rec.services.metrics.registry.get_sample_value(name, labels)
+
+
 async def builds(env: Env, workspace_id: UUID) -> list[dict[str, Any]]:
     async with env.db.transaction() as conn:
         cur = await conn.execute(
@@ -196,6 +201,17 @@ async def test_a_claim_build_reapplies_as_the_new_owner_with_the_prebuilds_state
     assert (data / "home.log").read_text() == "created\n"
     assert (data / "profile").read_text() == "bonjour alice\n"
 
+    # Counted at the claim, timed at its end; explain's events say why it ran.
+    assert metric(rec, "prebuildd_claim_builds_total", env) == 1
+    assert metric(rec, "prebuildd_claim_build_duration_seconds_count", env) == 1
+    assert metric(rec, "prebuildd_claim_builds_failed_total", env) == 0
+    _, events = await operations(rec).explain("tf", "dev")
+    assert [e.kind for e in events][:2] == ["claim.build", "claim.succeeded"]
+    assert events[0].message == "claim build #2 of mine queued (values given at claim: greeting=bonjour)"
+    preset = await env.one("SELECT id FROM template_version_presets WHERE name = 'dev'")
+    counts = await operations(rec).claim_builds(preset["id"])
+    assert (counts.total, counts.succeeded, counts.failed, counts.in_progress) == (1, 1, 0, 0)
+
 
 async def test_a_claim_build_runs_without_values_given_at_claim(env: Env) -> None:
     template_id, prebuild, rec = await terraform_pool(env, claim_build=True)
@@ -216,6 +232,8 @@ async def test_without_claim_build_a_claim_starts_no_job(env: Env, claim_build: 
     assert result.build is None
     assert await env.count("provisioner_jobs") == jobs_before
     assert [b["reason"] for b in await builds(env, prebuild)] == ["prebuild"]
+    assert metric(rec, "prebuildd_claim_builds_total", env) is None
+    assert metric(rec, "prebuildd_prebuilds_claimed_total", env) == 1
     owner = await env.one("SELECT owner_id, name FROM workspaces WHERE id = %s", prebuild)
     assert owner["owner_id"] == env.member_id and owner["name"] == "mine"
 
@@ -249,6 +267,7 @@ async def test_a_failing_claim_build_leaves_the_workspace_its_users_with_a_faile
     workspace = await env.one("SELECT owner_id, name, deleted FROM workspaces WHERE id = %s", prebuild)
     assert workspace["owner_id"] == env.member_id and workspace["owner_id"] != PREBUILDS_USER_ID
     assert workspace["name"] == "mine" and not workspace["deleted"]
+    assert metric(rec, "prebuildd_claim_builds_failed_total", env) == 1
     # The claim build's failure is the user's workspace's, not the pool's: the preset is not backed off.
     await rec.run_cycle()
     preset = await env.one("SELECT prebuild_status FROM template_version_presets WHERE name = 'dev'")

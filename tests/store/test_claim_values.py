@@ -1,9 +1,11 @@
 """Values given at claim time, on exec templates with real scripts: mutable ones reach the claim step (or the
 start script when the template has no claim step), values the template refuses fail the creation and leave the
-prebuild in its pool, immutable ones that differ build cold."""
+prebuild in its pool, immutable ones that differ build cold; concurrent claimers each get their own claim build
+with their own values."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +14,7 @@ import pytest
 from prebuildd.domain.errors import BuildError
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.prebuilds.claim import CreateRequest, CreateResult
+from prebuildd.store.db import Database
 from tests.support.env import Env
 from tests.support.pools import ReconcilerUnderTest, creator, prebuild_ids, reconciler
 
@@ -144,3 +147,62 @@ async def test_an_immutable_value_that_differs_builds_cold(env: Env) -> None:
     await env.run_jobs()
     cold = await env.one("SELECT outputs FROM workspace_builds WHERE id = %s", result.build.build_id)
     assert cold["outputs"] == {"step": "create", "seen": "alice other vim"}
+
+
+ECHO_POOL = """
+provisioner = "echo"
+[echo.claim]
+[[parameters]]
+name = "editor"
+default = "vim"
+[[presets]]
+name = "app"
+[presets.prebuilds]
+instances = 10
+"""
+
+
+async def test_concurrent_claims_each_get_their_own_claim_build_with_their_values(
+    env: Env, database_url: str
+) -> None:
+    pushed = await env.push("echo", ECHO_POOL)
+    rec = reconciler(env)
+    await rec.run_cycle()
+    await env.run_jobs(limit=1000)
+    assert len(await prebuild_ids(env)) == 10
+    preset = await env.one("SELECT id FROM template_version_presets WHERE name = 'app'")
+    big = await Database(database_url, min_size=5, max_size=40).open()
+    try:
+        rec.services.db = big
+        results = await asyncio.gather(
+            *(
+                creator(rec.services).create_workspace(
+                    CreateRequest(
+                        organization_id=env.org_id,
+                        owner_id=env.member_id,
+                        initiator_id=env.member_id,
+                        template_id=pushed.template_id,
+                        name=f"dev{i}",
+                        preset_id=preset["id"],
+                        parameters={"editor": f"ed{i}"},
+                    )
+                )
+                for i in range(25)
+            )
+        )
+    finally:
+        await big.close()
+    claimed = [r for r in results if r.claimed]
+    assert len(claimed) == 10 and len({r.workspace_id for r in results}) == 25
+    for i, result in enumerate(results):
+        assert result.build is not None and result.build.workspace_id == result.workspace_id
+        build = await env.one(
+            "SELECT reason, parameters, build_number FROM workspace_builds WHERE id = %s",
+            result.build.build_id,
+        )
+        assert build["parameters"]["editor"] == f"ed{i}"
+        assert (build["reason"], build["build_number"]) == (
+            ("claim", 2) if result.claimed else ("initiator", 1)
+        )
+    events = await env.one("SELECT count(*) AS n FROM events WHERE kind = 'claim.build'")
+    assert events["n"] == 10

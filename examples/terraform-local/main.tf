@@ -1,6 +1,7 @@
-# Everything here is keyed on what stays the same when a prebuild is claimed: the workspace's data
-# directory (one per workspace id) and the immutable project. The owner and the workspace name change at
-# claim, so no resource reads them: a claim (or any later build) must not replace the prepared directory.
+# Everything slow here is keyed on what stays the same when a prebuild is claimed: the workspace's data
+# directory (one per workspace id) and the immutable project. The owner, the workspace name and the mutable
+# editor change at claim: only `terraform_data.profile`, cheap to replace, reads them, so the claim build
+# (`claim_build = true` in prebuildd.toml) rewrites the profile and never the prepared directory.
 
 terraform {
   required_version = ">= 1.4"
@@ -24,6 +25,23 @@ resource "terraform_data" "home" {
   provisioner "local-exec" {
     when    = destroy
     command = "rm -rf '${self.input.home}' '${self.input.agent}'"
+  }
+}
+
+# Who the workspace is for. Built for the prebuilds user first; the claim build re-applies as the new owner
+# (with the editor the user chose), which replaces this resource and nothing else.
+resource "terraform_data" "profile" {
+  triggers_replace = [var.prebuildd_workspace_owner, var.prebuildd_workspace_name, var.editor]
+  depends_on       = [terraform_data.home]
+
+  provisioner "local-exec" {
+    command = "sh ${path.module}/scripts/profile.sh"
+    environment = {
+      HOME_DIR  = local.home
+      OWNER     = var.prebuildd_workspace_owner
+      WORKSPACE = var.prebuildd_workspace_name
+      EDITOR    = var.editor
+    }
   }
 }
 
@@ -65,6 +83,14 @@ resource "terraform_data" "agent" {
 
 output "directory" {
   value = local.home
+}
+
+output "owner" {
+  value = var.prebuildd_workspace_owner
+}
+
+output "editor" {
+  value = var.editor
 }
 
 output "agent_log" {

@@ -21,6 +21,16 @@ variable "setup_seconds" {
   }
 }
 
+variable "editor" {
+  type        = string
+  default     = "vi"
+  description = "The editor set up for the workspace's user; a user may pick another one when claiming a prebuild."
+  validation {
+    condition     = contains(["vi", "nano", "emacs"], var.editor)
+    error_message = "one of vi, nano, emacs"
+  }
+}
+
 # Workspace facts: prebuildd fills these in (variables named prebuildd_* are never parameters).
 
 variable "prebuildd_transition" {

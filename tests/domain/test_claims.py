@@ -7,7 +7,7 @@ from uuid import UUID
 import pytest
 
 from prebuildd.domain.claims import PoolPreset, choose_preset, claim_needs_build, has_claim_step
-from prebuildd.domain.manifest import EchoConfig, EchoStep, ExecConfig, TemplateManifest
+from prebuildd.domain.manifest import EchoConfig, EchoStep, ExecConfig, TemplateManifest, parse_manifest
 from prebuildd.domain.parameters import ParameterSpec, ParameterType
 
 APP = PoolPreset(UUID(int=1), "app", {"repo": "app"})
@@ -46,8 +46,11 @@ SPECS = [
         (None, {"repo": "docs"}, None, {}),
         (None, {}, None, {}),
         (None, {"repo": "other"}, None, {}),
-        # Unknown parameters and nulls compare with nothing.
-        (None, {"repo": "app", "unknown": "x", "editor": None}, APP, {}),
+        # Nulls compare with nothing.
+        (None, {"repo": "app", "editor": None}, APP, {}),
+        # An unknown parameter: no claim (that would drop it silently), the builder explains.
+        (None, {"repo": "app", "unknown": "x"}, None, {}),
+        (APP.id, {"unknown": "x"}, None, {}),
         # A value the parameter's type refuses: no claim, the builder explains.
         (APP.id, {"cpus": "many"}, None, {}),
     ],
@@ -67,11 +70,21 @@ ECHO_START = TemplateManifest("echo", echo=EchoConfig(steps={"start": EchoStep()
 EXEC_CLAIM = TemplateManifest("exec", exec=ExecConfig(start="start.sh", claim="claim.sh"))
 EXEC_START = TemplateManifest("exec", exec=ExecConfig(start="start.sh"))
 TERRAFORM = TemplateManifest("terraform")
+TERRAFORM_CLAIM = parse_manifest('provisioner = "terraform"\n[terraform]\nclaim_build = true\n')
+TERRAFORM_NO_CLAIM = parse_manifest('provisioner = "terraform"\n[terraform]\nclaim_build = false\n')
 
 
 @pytest.mark.parametrize(
     ("manifest", "step"),
-    [(ECHO_CLAIM, True), (ECHO_START, False), (EXEC_CLAIM, True), (EXEC_START, False), (TERRAFORM, False)],
+    [
+        (ECHO_CLAIM, True),
+        (ECHO_START, False),
+        (EXEC_CLAIM, True),
+        (EXEC_START, False),
+        (TERRAFORM, False),
+        (TERRAFORM_CLAIM, True),
+        (TERRAFORM_NO_CLAIM, False),
+    ],
 )
 def test_has_claim_step(manifest: TemplateManifest, step: bool) -> None:
     assert has_claim_step(manifest) is step
@@ -86,6 +99,10 @@ def test_has_claim_step(manifest: TemplateManifest, step: bool) -> None:
         ({}, EXEC_CLAIM, True),
         ({"editor": "nano"}, None, True),
         ({"editor": "nano"}, ECHO_START, True),
+        ({}, TERRAFORM, False),
+        ({}, TERRAFORM_NO_CLAIM, False),
+        ({}, TERRAFORM_CLAIM, True),
+        ({"editor": "nano"}, TERRAFORM, True),
     ],
 )
 def test_claim_needs_build(differing: dict[str, str], manifest: TemplateManifest | None, needs: bool) -> None:

@@ -298,3 +298,88 @@ async def test_admin_commands(owner: Cli, running_server: RunningServer, tiny: P
     await owner.ok("workspaces", "delete", "dave/daves", "--wait")
     await owner.ok("templates", "delete", "tiny")
     assert "not found" in (await owner.refused("templates", "show", "tiny")).err
+
+
+CLAIMY_TEMPLATE = """
+provisioner = "exec"
+[exec]
+create = "create.sh"
+claim = "claim.sh"
+delete = "delete.sh"
+
+[[parameters]]
+name = "greeting"
+default = "hello"
+
+[[presets]]
+name = "quick"
+[presets.prebuilds]
+instances = 1
+"""
+CLAIMY_FILES = {
+    "create.sh": "#!/bin/sh\necho preparing\n",
+    "claim.sh": "#!/bin/sh\n"
+    'if [ "$PREBUILDD_PARAM_GREETING" = "boom" ]; then echo "personalisation failed"; exit 4; fi\n'
+    'printf \'{"for": "%s", "greeting": "%s"}\' "$PREBUILDD_WORKSPACE_OWNER" "$PREBUILDD_PARAM_GREETING" '
+    '> "$PREBUILDD_OUTPUTS_FILE"\n',
+    "delete.sh": "#!/bin/sh\necho removing\n",
+}
+
+
+async def test_claim_builds_show_in_builds_explain_and_metrics(
+    owner: Cli, running_server: RunningServer, tmp_path: Path
+) -> None:
+    await owner.ok(
+        "templates", "push", "claimy", str(write_template(tmp_path / "c", CLAIMY_TEMPLATE, CLAIMY_FILES))
+    )
+
+    async def prebuild_ready() -> bool:
+        listed = (await owner.ok("workspaces", "list", "--owner", "prebuilds", "--json")).json()
+        return any(w["latest_build"]["status"] == "succeeded" for w in listed)
+
+    await wait_for(prebuild_ready, timeout=30, what="a ready prebuild")
+    created = await owner.ok(
+        "workspaces", "create", "mine", "-t", "claimy", "--preset", "quick", "-p", "greeting=hi", "--wait"
+    )
+    assert "claimed a ready prebuild" in created.err and "claim build #2" in created.err, created
+    shown = (await owner.ok("workspaces", "show", "mine", "--json")).json()
+    build = shown["latest_build"]
+    assert build["reason"] == "claim" and build["status"] == "succeeded"
+    assert build["outputs"] == {"for": "admin", "greeting": "hi"}
+    assert "claim" in (await owner.ok("workspaces", "show", "mine")).out
+    listed = (await owner.ok("workspaces", "builds", "mine")).out
+    assert "claim" in listed and "prebuild" in listed
+
+    # A failing claim build: the workspace is the user's, with a failed build.
+    await wait_for(prebuild_ready, timeout=30, what="the replacement prebuild")
+    failed = await owner.refused(
+        "workspaces", "create", "bad", "-t", "claimy", "--preset", "quick", "-p", "greeting=boom", "--wait"
+    )
+    assert "claimed a ready prebuild" in failed.err and "personalisation failed" in failed.err, failed
+    bad = (await owner.ok("workspaces", "show", "bad", "--json")).json()
+    assert bad["owner"] == "admin" and not bad["deleted"]
+    assert bad["latest_build"]["reason"] == "claim" and bad["latest_build"]["status"] == "failed"
+
+    explained = await owner.ok("prebuilds", "explain", "claimy", "quick")
+    assert "claim builds" in explained.out and "2 in the last day: 1 succeeded, 1 failed" in explained.out
+    assert "claim.build" in explained.out and "values given at claim: greeting=boom" in explained.out
+    counts = (await owner.ok("prebuilds", "explain", "claimy", "quick", "--json")).json()["claim_builds"]
+    assert (counts["total"], counts["succeeded"], counts["failed"]) == (2, 1, 1)
+    assert counts["avg_seconds"] is not None and "exited with status 4" in (counts["last_error"] or "")
+
+    async with running_server.client() as client:
+        metrics = (await client.get("/metrics")).text
+    labels = 'preset="quick",template="claimy"}'
+    assert "prebuildd_claim_builds_total{organization=" in metrics
+    assert any(
+        line.startswith("prebuildd_claim_builds_total") and line.endswith(f"{labels} 2.0")
+        for line in metrics.splitlines()
+    ), metrics
+    assert any(
+        line.startswith("prebuildd_claim_builds_failed_total") and line.endswith(f"{labels} 1.0")
+        for line in metrics.splitlines()
+    )
+    assert any(
+        line.startswith("prebuildd_claim_build_duration_seconds_count") and line.endswith(f"{labels} 2.0")
+        for line in metrics.splitlines()
+    )

@@ -1,14 +1,17 @@
 """A pool on the Terraform example (examples/terraform-local) with real Terraform and real workspace agents:
-the pool converges (agents report ready), a claim hands one over (the agent runs its claim hook), the pool
+the pool converges (agents report ready), a claim hands one over and runs the example's claim build as the new
+owner (from the prebuild's state, with the editor given at claim time), the agent runs its claim hook, the pool
 refills. Skips where Terraform is absent, fails so under CI=true."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -24,6 +27,17 @@ from tests.support.terraform import require_terraform
 from tests.support.waiting import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "terraform-local"
+ACTIVE = ("pending", "running", "canceling")
+
+
+def resources(state: bytes) -> dict[str, str]:
+    """Resource address → id, from a Terraform state file."""
+    found = {}
+    for r in json.loads(state)["resources"]:
+        for i, instance in enumerate(r["instances"]):
+            address = f"{r['type']}.{r['name']}" + (f"[{i}]" if "index_key" in instance else "")
+            found[address] = instance["attributes"]["id"]
+    return found
 
 
 @pytest.fixture
@@ -93,17 +107,45 @@ async def test_a_terraform_pool_converges_and_a_claim_hands_one_over(
                 template_id=template["id"],
                 name="mine",
                 preset_id=UUID(str(hello["preset_id"])),
+                parameters={"editor": "emacs"},  # mutable: still a claim, and the claim build applies it
             ),
         )
-        assert created.claimed and created.build is None, "a claim of this template starts no build"
+        assert created.claimed and created.build is not None, "claim_build = true: a claim build runs"
         async with services.db.transaction() as conn:
             workspace = await fetch_one(conn, "workspaces.workspace_by_id", {"id": created.workspace_id})
         assert workspace is not None
         assert workspace["owner_id"] == alice.id and workspace["owner_id"] != PREBUILDS_USER_ID
 
-        # The prebuilt directory is the one the user gets, and its agent learned of the claim.
+        # The claim build: reason `claim`, applied as alice with her editor, from the prebuild's state.
+        found: list[dict[str, Any]] = []
+
+        async def claim_build_done() -> bool:
+            async with running.client() as client:
+                response = await client.get(f"/api/v1/workspaces/{created.workspace_id}/builds")
+            assert response.status_code == 200, response.text
+            found[:] = [b for b in response.json() if b["reason"] == "claim" and b["status"] not in ACTIVE]
+            return bool(found)
+
+        await wait_for(claim_build_done, timeout=120, what="the claim build")
+        [build] = found
+        assert build["status"] == "succeeded", build["error"]
+        assert build["outputs"]["owner"] == "alice" and build["outputs"]["editor"] == "emacs"
+        assert build["parameters"]["editor"] == "emacs" and build["parameters"]["project"] == "hello"
+        async with services.db.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT state FROM workspace_builds WHERE workspace_id = %s ORDER BY build_number",
+                (created.workspace_id,),
+            )
+            states = [row["state"] for row in await cur.fetchall()]
+        prebuilt, claimed = (resources(state) for state in states)
+        assert claimed["terraform_data.home"] == prebuilt["terraform_data.home"], "the state was carried over"
+        assert claimed["terraform_data.agent[0]"] == prebuilt["terraform_data.agent[0]"]
+        assert claimed["terraform_data.profile"] != prebuilt["terraform_data.profile"]
+
+        # The prebuilt directory is the one the user gets, with alice's profile, and its agent learned of the claim.
         home = data_dir / "workspaces" / str(created.workspace_id) / "hello"
         assert (home / "README.md").read_text() == "# hello\n"
+        assert (home / ".profile").read_text() == "owner=alice\nworkspace=mine\neditor=emacs\n"
 
         async def claim_hook_ran() -> bool:
             marker = home / ".claimed-by"

@@ -167,6 +167,19 @@ async def test_claim_build_runs_the_claim_script(files: Path, data: Path) -> Non
     assert logs.records == [("info", "claim", "claimed by alice true")]
 
 
+async def test_a_claim_build_without_a_claim_script_runs_start(files: Path, data: Path) -> None:
+    # Such a claim build exists because the user gave other values for mutable parameters at claim time.
+    write_script(files, "start.sh", 'echo "start $PREBUILDD_PARAM_EDITOR $PREBUILDD_IS_CLAIM"\n')
+    m = manifest(start="start.sh")
+    logs = Logs()
+    await ExecProvisioner().run_build(
+        context(m, files, data, build_number=2, is_claim=True, state=b"s", parameters={"editor": "nano"}),
+        logs,
+    )
+    assert logs.records[-1] == ("info", "start", "start nano true")
+    assert "running `start`" in logs.records[0][2]
+
+
 async def test_outputs_json(files: Path, data: Path) -> None:
     write_script(
         files, "create.sh", 'printf \'{"url": "http://ws", "ports": [1, 2]}\' > "$PREBUILDD_OUTPUTS_FILE"\n'

@@ -358,7 +358,8 @@ async def test_the_example_imports_and_builds_without_an_agent_server(
     files = write_files(tmp_path / "import", example_files())
     imported = await provisioner.import_version(ImportContext("v-1", files, manifest), Logs())
     by_name = {spec.name: spec for spec in imported.parameters}
-    assert list(by_name) == ["project", "setup_seconds", "agent_command"]
+    assert list(by_name) == ["project", "setup_seconds", "editor", "agent_command"]
+    assert by_name["editor"].mutable is True and by_name["editor"].options == ("vi", "nano", "emacs")
     assert by_name["project"].mutable is False and by_name["project"].default == "hello"
     assert by_name["project"].validation_regex == "^[a-z][a-z0-9-]*$"
     assert (by_name["setup_seconds"].validation_min, by_name["setup_seconds"].validation_max) == (0, 600)
@@ -381,12 +382,24 @@ async def test_the_example_imports_and_builds_without_an_agent_server(
     supervisor = int((agent / "supervisor.pid").read_text())
     assert not process_gone(supervisor), "the agent supervisor outlives the build (setsid)"
 
-    # A claim build carries no token: nothing is replaced, the agent keeps its token.
+    assert created.outputs["owner"] == "alice" and created.outputs["editor"] == "vi"
+
+    # A claim build carries no token and a new owner: only the profile is rewritten, the agent keeps its token.
     before = resources(ws.state)
-    await ws.build(Transition.START, is_claim=True, owner_name="bob", workspace_name="bobs", extra_env={})
+    claimed = await ws.build(
+        Transition.START,
+        is_claim=True,
+        owner_name="bob",
+        workspace_name="bobs",
+        extra_env={},
+        parameters={"project": "demo", "setup_seconds": "0", "agent_command": "true", "editor": "nano"},
+    )
     assert resources(ws.state)["terraform_data.home"] == before["terraform_data.home"]
     assert resources(ws.state)["terraform_data.agent[0]"] == before["terraform_data.agent[0]"]
+    assert resources(ws.state)["terraform_data.profile"] != before["terraform_data.profile"]
     assert (agent / "token").read_text() == "token-1"
+    assert claimed.outputs["owner"] == "bob" and claimed.outputs["editor"] == "nano"
+    assert (home / ".profile").read_text() == "owner=bob\nworkspace=bobs\neditor=nano\n"
 
     await ws.build(Transition.STOP)
     await wait_gone([supervisor])

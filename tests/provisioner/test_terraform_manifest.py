@@ -24,6 +24,16 @@ def test_the_terraform_section() -> None:
 
 
 @pytest.mark.parametrize(
+    ("line", "claim_build"), [("", False), ("claim_build = false", False), ("claim_build = true", True)]
+)
+def test_claim_build_is_off_unless_asked_for(line: str, claim_build: bool) -> None:
+    manifest = parse_manifest(f'provisioner = "terraform"\n[terraform]\n{line}\n')
+    config = terraform_config(manifest)
+    assert config.claim_build is claim_build
+    assert config.unknown_keys == ()
+
+
+@pytest.mark.parametrize(
     ("section", "key", "reason"),
     [
         ('timeout = "soon"', "terraform.timeout", "invalid duration"),
@@ -35,6 +45,8 @@ def test_the_terraform_section() -> None:
             "workspace facts",
         ),
         ('vars = { "a b" = 1 }', "terraform.vars.a b", "invalid Terraform variable name"),
+        ('claim_build = "yes"', "terraform.claim_build", "expected a boolean"),
+        ("claim_build = 1", "terraform.claim_build", "expected a boolean"),
     ],
 )
 def test_terraform_section_errors(section: str, key: str, reason: str) -> None:

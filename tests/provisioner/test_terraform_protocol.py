@@ -409,7 +409,9 @@ async def test_import_declares_the_variables(fake: Fake, files: Path) -> None:
         ("size", "number", True),
         ("tags", "list(string)", True),
     ]
-    assert result.warnings == ("[terraform].version: unknown key, ignored (prebuildd reads: timeout, vars)",)
+    assert result.warnings == (
+        "[terraform].version: unknown key, ignored (prebuildd reads: timeout, vars, claim_build)",
+    )
 
 
 # --- which hosts advertise terraform -----------------------------------------------------------------

@@ -306,3 +306,15 @@ def test_unsure_values_are_passed_as_strings() -> None:
     number = TerraformVariable("n", "f.tf", 1, type="number")
     assert tfvars_value(number, "oops") == "oops"
     assert tfvars_value(TerraformVariable("b", "f.tf", 1, type="bool"), "1") == "1"
+
+
+def test_the_docs_list_every_workspace_fact_and_what_a_claim_build_gets() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "templates.md").read_text()
+    facts_table = docs.split("### Workspace facts", 1)[1].split("\n### ", 1)[0]
+    claim_table = docs.split("## Claim builds", 1)[1].split("**Values given at claim time.**", 1)[0]
+    for name in FACTS:
+        assert f"`{name}`" in facts_table, f"{name} is missing from the workspace facts of docs/templates.md"
+        listed = f"`{name}`" in claim_table or (
+            name == "prebuildd_agent_tokens" and "_token(s)`" in claim_table
+        )
+        assert listed, f"{name} is missing from the claim build table of docs/templates.md"

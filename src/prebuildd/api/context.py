@@ -32,6 +32,11 @@ class Services:
     readiness_checks: list[ReadinessCheck] = field(default_factory=list)
     """What ``/readyz`` checks besides the database: the server registers what this replica runs."""
 
+    def __post_init__(self) -> None:
+        # The queue times claim builds when they end; the composition may have built it without the metrics.
+        if self.queue.metrics is None:
+            self.queue.metrics = self.metrics
+
     def kick(self, reason: str) -> None:
         for hook in self.kick_hooks:
             hook(reason)

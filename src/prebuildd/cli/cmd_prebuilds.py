@@ -169,6 +169,20 @@ def cleanup(
         raise typer.Exit(1)
 
 
+def _claim_builds_field(counts: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The `claim builds` line of explain: shown once the preset's claims ran any in the last day."""
+    if not counts or not counts["total"]:
+        return []
+    text = f"{counts['total']} in the last day: {counts['succeeded']} succeeded, {counts['failed']} failed"
+    if counts["in_progress"]:
+        text += f", {counts['in_progress']} running"
+    if counts["avg_seconds"] is not None:
+        text += f"; {counts['avg_seconds']:.1f} s on average, {counts['max_seconds']:.1f} s at most"
+    if counts.get("last_error"):
+        text += f"; last error: {counts['last_error'].splitlines()[0]}"
+    return [("claim builds", text)]
+
+
 @prebuilds_app.command("explain")
 def explain(
     template: TemplateArg,
@@ -195,6 +209,7 @@ def explain(
             ),
             ("next", s.get("blocked") or s["next_action"]),
             *([("schedule", s["schedule_problem"])] if s.get("schedule_problem") else []),
+            *_claim_builds_field(data.get("claim_builds")),
         ]
     )
     print_table(

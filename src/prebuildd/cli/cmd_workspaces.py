@@ -93,6 +93,8 @@ def create(
         elif workspace.get("claimed"):
             took = workspace.get("seconds") or seconds
             note(f"Created workspace {workspace['name']} in {took * 1000:.0f} ms: claimed a ready prebuild.")
+            if build.get("reason") == "claim" and build.get("status") not in FINISHED:
+                note(f"Its claim build #{build.get('build_number')} personalises it ({build.get('status')}).")
         else:
             number, status = build.get("build_number"), build.get("status")
             note(f"Created workspace {workspace['name']}: building cold (build #{number} {status}).")
@@ -167,6 +169,7 @@ def show(
             ("preset", build.get("preset")),
             ("status", _status(build)),
             ("build", build.get("build_number")),
+            ("reason", build.get("reason")),
             ("error", build.get("error")),
             ("parameters", build.get("parameters")),
             ("outputs", build.get("outputs")),

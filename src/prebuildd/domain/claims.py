@@ -1,5 +1,5 @@
 """The pure rules of a claim: which pool preset a creation may claim from, with which values, and whether the
-claim must run a build (a claim step or values that differ from the prebuild's). No I/O: the claim service in
+claim must run a build (a claim step, a Terraform claim build, or values that differ from the prebuild's). No I/O: the claim service in
 ``prebuilds/claim.py`` reads the context, asks these rules, then runs the one claim statement."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from prebuildd.domain.manifest import TemplateManifest
+from prebuildd.domain.manifest import ManifestError, TemplateManifest, terraform_config
 from prebuildd.domain.parameters import ParameterError, ParameterSpec, canonical_value
 
 
@@ -22,9 +22,15 @@ class PoolPreset:
 
 
 def has_claim_step(manifest: TemplateManifest) -> bool:
-    """Whether the template personalises a claimed prebuild (an exec claim script or an echo claim step)."""
+    """Whether the template personalises a claimed prebuild: an exec claim script, an echo claim step, or
+    ``[terraform] claim_build = true`` (re-apply as the new owner)."""
     if manifest.exec is not None and manifest.exec.claim:
         return True
+    if manifest.provisioner == "terraform" and manifest.terraform:
+        try:
+            return terraform_config(manifest).claim_build
+        except ManifestError:  # refused at push; a claim of such a version runs no claim build
+            return False
     return manifest.echo is not None and "claim" in manifest.echo.steps
 
 
@@ -44,14 +50,17 @@ def choose_preset(
 
     An explicit preset wins; with parameters only, the preset whose values all equal the given ones, the one
     with most parameters first. A value that differs from the preset's for an immutable parameter means no claim:
-    the prebuild was built with another value.
+    the prebuild was built with another value. A value the creation could not build with (an unknown name, a
+    value of the wrong type) means no claim either: the builder then refuses it, naming the parameter.
     """
     by_name = {s.name: s for s in specs}
     given: dict[str, str] = {}
     for name, raw in values.items():
-        spec = by_name.get(name)
-        if spec is None or raw is None:
+        if raw is None:
             continue
+        spec = by_name.get(name)
+        if spec is None:
+            return None, {}  # a cold build refuses an unknown name (400); a claim must not drop it silently
         try:
             given[name] = canonical_value(spec, raw)
         except ParameterError:

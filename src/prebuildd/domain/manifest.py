@@ -34,7 +34,7 @@ MANIFEST_FILE = "prebuildd.toml"
 PROVISIONER_KINDS = ("echo", "exec", "terraform")
 
 EXEC_SCRIPTS = ("create", "start", "stop", "delete", "claim")
-TERRAFORM_KEYS = ("timeout", "vars")
+TERRAFORM_KEYS = ("timeout", "vars", "claim_build")
 """The ``[terraform]`` keys prebuildd reads; others are kept in the raw section (the import warns about them)."""
 TERRAFORM_FACT_PREFIX = "prebuildd_"
 """Terraform variables named so receive workspace facts from prebuildd; they are never parameters."""
@@ -140,6 +140,8 @@ class TerraformConfig:
     """Limit for one build or import job (init, apply and outputs together); None = the provisioner's default."""
     vars: Mapping[str, Any] = field(default_factory=dict)
     """Fixed values for Terraform variables that are not parameters (passed when the configuration declares them)."""
+    claim_build: bool = False
+    """Re-apply as the new owner when a prebuild is claimed (a claim build), even with no values given at claim."""
     unknown_keys: tuple[str, ...] = ()
     """Keys of the section prebuildd does not read."""
 
@@ -357,8 +359,13 @@ def _parse_terraform(r: _Reader, table: Mapping[str, Any]) -> TerraformConfig:
                     "and cannot be set here",
                 )
             variables[name] = value
+    claim_build = (
+        r.boolean(table["claim_build"], "terraform.claim_build") if "claim_build" in table else False
+    )
     unknown = tuple(name for name in table if name not in TERRAFORM_KEYS)
-    return TerraformConfig(timeout_seconds=timeout, vars=variables, unknown_keys=unknown)
+    return TerraformConfig(
+        timeout_seconds=timeout, vars=variables, claim_build=claim_build, unknown_keys=unknown
+    )
 
 
 def terraform_config(manifest: TemplateManifest, file: str = MANIFEST_FILE) -> TerraformConfig:

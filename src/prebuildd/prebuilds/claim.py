@@ -162,6 +162,9 @@ class WorkspaceCreator:
                                     priority=JobPriority.HUMAN,
                                 ),
                             )
+                            await insert_claim_event(
+                                conn, claim_build_event(req, context, preset, build, differing), now
+                            )
                 if workspace_id is None:
                     return None
         except (TimeoutError, StoreTimeout):
@@ -172,6 +175,8 @@ class WorkspaceCreator:
         seconds = time.perf_counter() - started
         labels = (str(context.organization_id), context.template_name, preset.name)
         self.metrics.claimed.labels(*labels).inc()
+        if build is not None:
+            self.metrics.claim_builds.labels(*labels).inc()
         self.metrics.claim_duration.observe(seconds)
         self.kick("claim")
         log.info(
@@ -182,3 +187,28 @@ class WorkspaceCreator:
     async def _event(self, event: ClaimEvent) -> None:
         async with self.db.transaction() as conn:
             await insert_claim_event(conn, event, self.clock.now())
+
+
+def claim_build_event(
+    req: CreateRequest,
+    context: ClaimContext,
+    preset: PoolPreset,
+    build: BuildCreated,
+    differing: Mapping[str, str],
+) -> ClaimEvent:
+    """The ``claim.build`` event: which build personalises the claimed prebuild, and why it runs."""
+    why = (
+        "values given at claim: " + ", ".join(f"{k}={v}" for k, v in sorted(differing.items()))
+        if differing
+        else "the template's claim step"
+    )
+    return ClaimEvent(
+        kind="claim.build",
+        organization_id=context.organization_id,
+        template_id=context.template_id,
+        preset_id=preset.id,
+        workspace_id=build.workspace_id,
+        user_id=req.owner_id,
+        message=f"claim build #{build.build_number} of {req.name} queued ({why})",
+        data={"build_number": build.build_number, "job_id": str(build.job_id), "parameters": dict(differing)},
+    )

@@ -28,6 +28,7 @@ from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Conn, Database
 from prebuildd.store.prebuilds import (
     ActivePreset,
+    ClaimBuildCounts,
     FailedPrebuild,
     HitCounts,
     PauseSetting,
@@ -262,6 +263,11 @@ class PrebuildOperations:
         async with self.db.transaction() as conn:
             events = await store.preset_events(conn, [target.id], limit)
         return status, events
+
+    async def claim_builds(self, preset_id: UUID, window: timedelta = timedelta(days=1)) -> ClaimBuildCounts:
+        """The preset's claim builds over the last ``window``: how many ran, failed, and how long they took."""
+        async with self.db.transaction() as conn:
+            return await store.claim_build_counts(conn, preset_id, self.clock.now() - window)
 
 
 async def _default_organization(conn: Conn) -> UUID:

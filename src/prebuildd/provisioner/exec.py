@@ -62,6 +62,13 @@ class ExecProvisioner:
     async def run_build(self, ctx: BuildContext, log: LogSink) -> BuildResult:
         config = _exec_config(ctx.manifest.exec)
         step = "claim" if ctx.is_claim else ctx.transition.value
+        if step == "claim" and config.claim is None:
+            # A claim build of a template with no claim script exists only because the user gave other values
+            # for mutable parameters at claim time: `start` is what applies values to a started workspace.
+            await log(
+                "info", "claim", "no exec script for `claim`: running `start` with the values given at claim"
+            )
+            step = "start"
         first_build = ctx.build_number == 1
         script = config.script_for(step, first_build=first_build)
         if script is None:

@@ -30,6 +30,7 @@ from prebuildd.domain.durations import format_duration
 from prebuildd.domain.jobs import FailureClass, Transition
 from prebuildd.domain.manifest import (
     MANIFEST_FILE,
+    TERRAFORM_KEYS,
     ManifestError,
     TemplateManifest,
     TerraformConfig,
@@ -236,7 +237,7 @@ class TerraformProvisioner:
     async def import_version(self, ctx: ImportContext, log: LogSink) -> ImportResult:
         config = _config(ctx.manifest)
         warnings = [
-            f"[terraform].{key}: unknown key, ignored (prebuildd reads: timeout, vars)"
+            f"[terraform].{key}: unknown key, ignored (prebuildd reads: {', '.join(TERRAFORM_KEYS)})"
             for key in config.unknown_keys
         ]
         job = self._job(ctx.files_dir, log, config)

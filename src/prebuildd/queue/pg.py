@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import structlog
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.identity import PREBUILDS_USER_ID
-from prebuildd.domain.jobs import FailureClass, JobType, Transition
+from prebuildd.domain.jobs import BuildReason, FailureClass, JobType, Transition
 from prebuildd.domain.manifest import ManifestError
 from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, new_secret, secret_hash
 from prebuildd.queue.port import (
@@ -27,11 +27,13 @@ from prebuildd.queue.port import (
     storable_log_text,
 )
 from prebuildd.runtime.clock import Clock
+from prebuildd.runtime.metrics import Metrics
 from prebuildd.store import channels
 from prebuildd.store import jobs as store
+from prebuildd.store.claims import claim_build_labels
 from prebuildd.store.db import Conn, Database
-from prebuildd.store.errors import StoreTimeout, StoreUnavailable
-from prebuildd.store.jobs import AcquiredJobRow, BuildForJob, Completion, JobLogLine
+from prebuildd.store.errors import StoreError, StoreTimeout, StoreUnavailable
+from prebuildd.store.jobs import AcquiredJobRow, BuildForJob, CompletedBuild, Completion, JobLogLine
 from prebuildd.store.listener import Listener
 from prebuildd.templates.versions import record_import
 
@@ -44,10 +46,14 @@ class PgJobQueue:
     dependency = "database"
     """What a daemon on this queue loses when calls fail (its outage log lines name it)."""
 
-    def __init__(self, db: Database, clock: Clock, listener: Listener | None = None) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, listener: Listener | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
         self.listener = listener
+        self.metrics = metrics
+        """Where the end of a claim build is observed (None: not observed)."""
 
     @staticmethod
     def is_transient(exc: BaseException) -> bool:
@@ -198,11 +204,31 @@ class PgJobQueue:
         # (bench/queue_throughput.py). Anything else (imports, a job no longer ours, a repeated completion)
         # takes the general path.
         async with self.db.autocommit() as conn:
-            status = await store.complete_build(conn, completion, outcome.state, outcome.outputs)
-        if status is not None:
-            log.info("job.completed", job_id=str(job_id), status=status, error=error)
+            completed = await store.complete_build(conn, completion, outcome.state, outcome.outputs)
+        if completed is not None:
+            log.info("job.completed", job_id=str(job_id), status=completed.status, error=error)
+            if completed.reason == BuildReason.CLAIM.value:
+                await self._claim_build_finished(job_id, completed, completion.now)
             return True
         return await self._complete(completion, outcome)
+
+    async def _claim_build_finished(self, job_id: UUID, completed: CompletedBuild, now: datetime) -> None:
+        """Time the claim build (its job was queued by the claim). The completion has committed: a failure to
+        observe it is logged, never the completion's."""
+        seconds = (now - completed.created_at).total_seconds()
+        log.info(
+            "claim.build_finished", job_id=str(job_id), status=completed.status, seconds=round(seconds, 3)
+        )
+        if self.metrics is None:
+            return
+        try:
+            async with self.db.autocommit() as conn:
+                labels = await claim_build_labels(conn, job_id)
+        except StoreError as exc:
+            log.warning("claim.build_metrics_failed", job_id=str(job_id), error=str(exc))
+            return
+        if labels is not None:
+            self.metrics.claim_build_finished(labels, seconds, completed.status)
 
     async def _complete(self, completion: Completion, outcome: JobOutcome) -> bool:
         job_id, now = completion.job_id, completion.now

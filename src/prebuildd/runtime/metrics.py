@@ -34,6 +34,25 @@ class Metrics:
             PRESET_LABELS,
             registry=r,
         )
+        self.claim_builds = Counter(
+            "prebuildd_claim_builds_total",
+            "Claims that ran a claim build (a claim step, a Terraform claim build, or values given at claim).",
+            PRESET_LABELS,
+            registry=r,
+        )
+        self.claim_builds_failed = Counter(
+            "prebuildd_claim_builds_failed_total",
+            "Claim builds that failed (the workspace stays its user's, with a failed build).",
+            PRESET_LABELS,
+            registry=r,
+        )
+        self.claim_build_duration = Histogram(
+            "prebuildd_claim_build_duration_seconds",
+            "From a claim to the end of its claim build (queue wait included).",
+            PRESET_LABELS,
+            registry=r,
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
         self.desired = Gauge(
             "prebuildd_prebuilds_desired", "Target size of the pool.", PRESET_LABELS, registry=r
         )
@@ -179,6 +198,15 @@ class Metrics:
             if workspace_id not in self._seen_failed and preset_id in presets:
                 self._seen_failed.add(workspace_id)
                 self.failed.labels(*self.labels(presets[preset_id])).inc()
+
+    def claim_build_finished(self, labels: tuple[str, str, str], seconds: float, status: str) -> None:
+        """A claim build ended (``status``: its job's); it took ``seconds`` since the claim."""
+        self.claim_build_duration.labels(*labels).observe(max(seconds, 0.0))
+        failed = self.claim_builds_failed.labels(
+            *labels
+        )  # the series exists (at 0) from the first claim build
+        if status == "failed":
+            failed.inc()
 
     def component_changed(self, component: str, dependency: str, down: bool) -> None:
         """The ``on_change`` hook of ``runtime.faults.FaultState``."""

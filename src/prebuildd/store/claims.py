@@ -3,8 +3,10 @@ and claim events. Claims are a hot path: each function is one statement, one rou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from prebuildd.domain.claims import PoolPreset
@@ -30,7 +32,8 @@ class ClaimContext:
 
 @dataclass(frozen=True)
 class ClaimEvent:
-    """A row of the events table about a claim (``claim.missed``; the claim statement writes its own)."""
+    """A row of the events table about a claim (``claim.missed``, ``claim.build``; the claim statement writes
+    ``claim.succeeded`` itself)."""
 
     kind: str
     organization_id: UUID
@@ -39,6 +42,7 @@ class ClaimEvent:
     workspace_id: UUID | None
     user_id: UUID
     message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 async def claim_context(conn: Conn, *, template_id: UUID, owner_id: UUID, name: str) -> ClaimContext | None:
@@ -94,6 +98,14 @@ async def insert_claim_event(conn: Conn, event: ClaimEvent, now: datetime) -> No
             "workspace_id": event.workspace_id,
             "user_id": event.user_id,
             "message": event.message,
-            "data": jsonb({}),
+            "data": jsonb(dict(event.data)),
         },
     )
+
+
+async def claim_build_labels(conn: Conn, job_id: UUID) -> tuple[str, str, str] | None:
+    """(organization id, template, preset) of the claim build whose job is ``job_id``: the per-preset labels."""
+    row = await fetch_one(conn, "claims.claim_build_labels", {"job_id": job_id})
+    if row is None:
+        return None
+    return (str(row["organization_id"]), row["template_name"], row["preset_name"])

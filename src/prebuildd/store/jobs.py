@@ -270,15 +270,26 @@ class Completion:
         }
 
 
+@dataclass(frozen=True)
+class CompletedBuild:
+    """A build job ``complete_build`` completed: its status, its build's reason, when the job was queued."""
+
+    status: str
+    reason: str | None
+    created_at: datetime
+
+
 async def complete_build(
     conn: Conn, completion: Completion, state: bytes | None, outputs: Mapping[str, Any]
-) -> str | None:
-    """Complete a build job, store its result and notify, in one statement: the job's status, or None when the job
-    is not a build held by this worker (nothing is written; the caller takes ``complete``)."""
+) -> CompletedBuild | None:
+    """Complete a build job, store its result and notify, in one statement; None when the job is not a build
+    held by this worker (nothing is written; the caller takes ``complete``)."""
     row = await fetch_one(
         conn, "jobs.complete_build", {**completion.params(), "state": state, "outputs": jsonb(dict(outputs))}
     )
-    return None if row is None else str(row["job_status"])
+    if row is None:
+        return None
+    return CompletedBuild(str(row["job_status"]), row["reason"], row["created_at"])
 
 
 async def complete(conn: Conn, completion: Completion) -> CompletedJob | None:

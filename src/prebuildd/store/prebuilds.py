@@ -270,6 +270,36 @@ async def hit_counts(
     }
 
 
+@dataclass(frozen=True)
+class ClaimBuildCounts:
+    """Claim builds of a preset's claimed prebuilds since a time: how many, how they ended, how long they took."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    in_progress: int = 0
+    avg_seconds: float | None = None
+    """Mean time from the claim to the end of its build, over the ended ones."""
+    max_seconds: float | None = None
+    last_error: str | None = None
+
+
+async def claim_build_counts(conn: Conn, preset_id: UUID, since: datetime) -> ClaimBuildCounts:
+    row = await fetch_one(conn, "prebuilds.claim_build_counts", {"preset_id": preset_id, "since": since})
+    if row is None:
+        return ClaimBuildCounts()
+    avg, longest = row["avg_seconds"], row["max_seconds"]
+    return ClaimBuildCounts(
+        total=int(row["total"]),
+        succeeded=int(row["succeeded"]),
+        failed=int(row["failed"]),
+        in_progress=int(row["in_progress"]),
+        avg_seconds=None if avg is None else round(float(avg), 3),
+        max_seconds=None if longest is None else round(float(longest), 3),
+        last_error=row["last_error"],
+    )
+
+
 # -- operator actions -------------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -105,9 +106,22 @@ class ExplainEvent(BaseModel):
     message: str
 
 
+class ClaimBuildsOut(BaseModel):
+    """The preset's claim builds over the last day (builds with reason `claim` of its claimed prebuilds)."""
+
+    total: int
+    succeeded: int
+    failed: int
+    in_progress: int
+    avg_seconds: float | None = Field(description="Mean time from the claim to the end of its claim build")
+    max_seconds: float | None
+    last_error: str | None
+
+
 class ExplainOut(BaseModel):
     status: prebuild_ops.PresetStatus
     decisions: list[ExplainEvent]
+    claim_builds: ClaimBuildsOut
 
 
 def _pool_out(pool: PresetPool) -> dict[str, Any]:
@@ -198,7 +212,9 @@ async def explain(
     user: UserDep,
 ) -> ExplainOut:
     current, events = await ops.explain(template, preset)
+    claim_builds = await ops.claim_builds(current.preset_id)
     return ExplainOut(
         status=current,
         decisions=[ExplainEvent(at=e.created_at, kind=e.kind, message=e.message) for e in events],
+        claim_builds=ClaimBuildsOut(**dataclasses.asdict(claim_builds)),
     )

@@ -67,3 +67,12 @@ SELECT preset_id,
 FROM events
 WHERE kind IN ('claim.succeeded', 'claim.missed') AND created_at >= %(day_ago)s AND preset_id = ANY(%(preset_ids)s)
 GROUP BY preset_id;
+
+-- name: claim_build_labels
+-- The organization, template and preset of a claim build's job (for the per-preset claim-build metrics).
+SELECT w.organization_id, t.name AS template_name, coalesce(p.name, '') AS preset_name
+FROM workspace_builds b
+JOIN workspaces w ON w.id = b.workspace_id
+JOIN templates t ON t.id = w.template_id
+LEFT JOIN template_version_presets p ON p.id = b.preset_id
+WHERE b.job_id = %(job_id)s;

@@ -88,13 +88,14 @@ RETURNING id, type, input, worker_id;
 -- `complete`, `workspaces.finish_build`, `workspaces.mark_deleted` and `notify_completed` for a build, in one
 -- statement run on its own (autocommit): one round trip. No row, and nothing written, unless the job is a build
 -- held by this worker and has its build; the caller then takes the general path. The payload is the one
--- `notify_completed` sends, byte for byte.
+-- `notify_completed` sends, byte for byte. The build's reason and the job's creation tell the caller whether
+-- a claim build ended, and how long after its claim.
 WITH job AS (
     UPDATE provisioner_jobs
     SET completed_at = %(now)s, updated_at = %(now)s, error = %(error)s, failure_class = %(failure_class)s
     WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL AND type = 'workspace_build'
       AND EXISTS (SELECT 1 FROM workspace_builds WHERE job_id = %(id)s)
-    RETURNING id, type, job_status, input
+    RETURNING id, type, job_status, input, created_at
 ), build AS (
     -- A success stores its state and outputs; a failure stores the state it left, when it reports one.
     UPDATE workspace_builds b
@@ -110,7 +111,8 @@ WITH job AS (
     WHERE w.id = build.workspace_id AND build.transition = 'delete' AND build.job_status = 'succeeded'
       AND NOT w.deleted
 )
-SELECT job.id, job.job_status,
+SELECT job.id, job.job_status, job.created_at,
+       (SELECT b.reason FROM workspace_builds b WHERE b.job_id = job.id) AS reason,
        pg_notify('prebuildd_job_completed',
                  format('{"job_id": %%s, "type": %%s, "workspace_id": %%s}', to_json(job.id::text),
                         to_json(job.type), coalesce(to_json(job.input ->> 'workspace_id')::text, 'null')))

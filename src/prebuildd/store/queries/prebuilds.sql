@@ -81,3 +81,18 @@ LIMIT %(limit)s;
 -- Pauses or resumes reconciliation (the one settings row); returns the new setting.
 UPDATE settings SET reconciliation_paused = %(paused)s, updated_at = %(now)s, updated_by = %(user_id)s
 RETURNING reconciliation_paused, updated_at;
+
+-- name: claim_build_counts
+-- The claim builds of a preset's claimed prebuilds since a time (explain): counts by outcome, durations from the
+-- claim (the job's creation) to the end, and the newest failure's error.
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE j.job_status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE j.job_status = 'failed') AS failed,
+       count(*) FILTER (WHERE j.completed_at IS NULL) AS in_progress,
+       avg(extract(epoch FROM j.completed_at - j.created_at)) FILTER (WHERE j.completed_at IS NOT NULL)
+           AS avg_seconds,
+       max(extract(epoch FROM j.completed_at - j.created_at)) AS max_seconds,
+       (array_agg(j.error ORDER BY j.completed_at DESC) FILTER (WHERE j.job_status = 'failed'))[1] AS last_error
+FROM workspace_builds b
+JOIN provisioner_jobs j ON j.id = b.job_id
+WHERE b.preset_id = %(preset_id)s AND b.created_at >= %(since)s AND b.reason = 'claim';

@@ -33,7 +33,7 @@ class Services:
     """What ``/readyz`` checks besides the database: the server registers what this replica runs."""
 
     def __post_init__(self) -> None:
-        # The queue times claim builds when they end; the composition may have built it without the metrics.
+        # The queue times claim builds when they end; the server passes it the metrics, a test may not.
         if self.queue.metrics is None:
             self.queue.metrics = self.metrics
 

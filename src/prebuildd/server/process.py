@@ -186,7 +186,7 @@ class Server:
         listener = Listener(db, channels.ALL, on_change=metrics.component_changed)
         self._listener_task = self._spawn(BackgroundService("listener", listener.run))
         await listener.wait_connected(10)
-        queue = PgJobQueue(db, self.clock, listener)
+        queue = PgJobQueue(db, self.clock, listener, metrics=metrics)
         self.services = services = Services(
             config=config,
             clock=self.clock,

@@ -9,6 +9,7 @@ import what they run inside their functions, so they are registered eagerly.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
 import typer
@@ -54,8 +55,32 @@ app = typer.Typer(
 )
 
 
+def installed_version() -> str:
+    """The installed distribution's version (the wheel's metadata), else the package's own."""
+    try:
+        return importlib.metadata.version("prebuildd")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        from prebuildd import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"prebuildd {installed_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+    ),
+) -> None:
     """prebuildd: warm pools of prebuilt workspaces."""
 
 

@@ -42,8 +42,8 @@ def _loaded(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> ServerConfig:
 
     real_load = server_command.load_config
 
-    def load(values: dict[str, object]) -> ServerConfig:
-        config = real_load(values)
+    def load(values: dict[str, object], config_file: Path | None = None) -> ServerConfig:
+        config = real_load(values, config_file)
         seen.append(config)
         return config
 

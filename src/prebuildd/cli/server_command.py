@@ -1,14 +1,19 @@
 """`prebuildd server`: flags built from the ServerConfig declaration, then logging, then run.
 
 The flags are generated from `config_options()`, so an option is declared once (in runtime/config.py). A flag
-left out is not passed on, so pydantic-settings fills it from its `PREBUILDD_*` variable, else the default.
+left out is not passed on, so pydantic-settings fills it from its `PREBUILDD_*` variable, else the config file
+(``--config``, else /etc/prebuildd/config.toml when present), else the default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -16,7 +21,19 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from prebuildd.cli.flags import configure_logging
-from prebuildd.runtime.config import ConfigOption, ServerConfig, config_options
+from prebuildd.runtime.config import (
+    CONFIG_FILE_ENV,
+    DEFAULT_CONFIG_FILE,
+    ConfigFileError,
+    ConfigOption,
+    ServerConfig,
+    config_options,
+    load_server_config,
+    read_config_file,
+    render_config,
+)
+
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 _ANNOTATIONS: dict[str, Any] = {
     "duration": str | None,
@@ -59,40 +76,123 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _explain(exc: ValidationError, given: dict[str, Any]) -> typer.BadParameter:
-    """A click usage error (exit code 2) naming each bad value's flag (or the variable it came from)."""
+@dataclass(frozen=True)
+class _Origins:
+    """Where the values came from: the flags given, the config file read (if any) and its keys."""
+
+    given: dict[str, Any]
+    file: Path | None = None
+    file_values: dict[str, Any] = field(default_factory=dict)
+
+    def of(self, option: ConfigOption) -> str:
+        """``flag``, ``env NAME``, ``file`` or ``default``: which source set ``option`` (flags > env > file)."""
+        if option.field in self.given:
+            return f"--{option.flag}"
+        for name in (option.env, *option.env_aliases):
+            if os.environ.get(name):
+                return name
+        if option.key in self.file_values or option.env in self.file_values:
+            return f"{self.file}"
+        return "default"
+
+    def hint(self, option: ConfigOption) -> str:
+        where = self.of(option)
+        if where.startswith("--"):
+            return f"'{where}'"
+        if where.startswith("PREBUILDD_"):
+            return f"{where} (--{option.flag})"
+        if self.file is not None and where == str(self.file):
+            return f"'{option.key}' in {self.file}"
+        return f"{option.env} (--{option.flag})"
+
+
+def _explain(exc: ValidationError, origins: _Origins) -> typer.BadParameter:
+    """A click usage error (exit code 2) naming each bad value's flag, variable, or key and config file."""
     options = config_options()
     by_name = {o.field: o for o in options} | {o.env.lower(): o for o in options}
     by_name |= {alias.lower(): o for o in options for alias in o.env_aliases}
     problems: list[tuple[str | None, str]] = []
     for error in exc.errors():
         reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
-        option = by_name.get(str(error["loc"][0]).lower()) if error["loc"] else None
-        if option is None:
+        key = str(error["loc"][0]) if error["loc"] else None
+        option = by_name.get(key.lower()) if key is not None else None
+        if error["type"] == "extra_forbidden" and key is not None:
+            close = difflib.get_close_matches(key, [o.key for o in options], n=1)
+            suggestion = f" (did you mean {close[0]}?)" if close else ""
+            where = f" in {origins.file}" if origins.file is not None else ""
+            problems.append((f"'{key}'{where}", f"not an option of prebuildd server{suggestion}"))
+        elif option is None:
             problems.append((None, reason))
-        elif option.field in given:
-            problems.append((f"'--{option.flag}'", reason))
         else:
-            problems.append((f"{option.env} (--{option.flag})", reason))
+            problems.append((origins.hint(option), reason))
     (hint, reason), *more = problems
     lines = [reason, *(f"Invalid value for {h}: {r}" if h else f"Invalid value: {r}" for h, r in more)]
     return typer.BadParameter("\n".join(lines), param_hint=hint)
 
 
-def load_config(values: dict[str, Any]) -> ServerConfig:
-    """The ServerConfig from the given flags over the environment over the defaults; a bad value is a
-    usage error (exit code 2) naming the option."""
-    given = _given(values)
+def config_file(explicit: Path | None) -> Path | None:
+    """The config file to read: ``--config`` (or PREBUILDD_CONFIG), else the default one when it exists."""
+    if explicit is not None:
+        return explicit
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _origins(values: dict[str, Any], explicit: Path | None) -> _Origins:
+    path = config_file(explicit)
     try:
-        return ServerConfig(**given)
+        file_values = read_config_file(path) if path is not None else {}
+    except ConfigFileError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--config'") from None
+    return _Origins(_given(values), path, file_values)
+
+
+def load_config(values: dict[str, Any], config: Path | None = None) -> ServerConfig:
+    """The ServerConfig from the given flags over the environment over the config file over the defaults; a
+    bad value is a usage error (exit code 2) naming the flag, the variable, or the key and the file."""
+    origins = _origins(values, config)
+    try:
+        return load_server_config(origins.given, origins.file)
     except ValidationError as exc:
-        raise _explain(exc, given) from None
+        raise _explain(exc, origins) from None
+
+
+def print_config(values: dict[str, Any], config: Path | None = None) -> None:
+    """`--print-config`: the effective configuration as a config file, secrets redacted, each value's source."""
+    origins = _origins(values, config)
+    loaded = load_config(values, config)
+    sources = {o.field: origins.of(o) for o in config_options()}
+    header = f"# prebuildd server: effective configuration (config file: {origins.file or 'none'})\n"
+    typer.echo(header + render_config(loaded, sources), nl=False)
+
+
+_CONFIG_OPTION = typer.Option(
+    None,
+    "--config",
+    envvar=CONFIG_FILE_ENV,
+    help=escape(
+        f"TOML config file: keys are the options' names with underscores (http_address = ...). Flags and "
+        f"variables override it. [env: {CONFIG_FILE_ENV}] [default: {DEFAULT_CONFIG_FILE}, when it exists]"
+    ),
+    show_default=False,
+    show_envvar=False,
+    metavar="FILE",
+    dir_okay=False,
+)
+_PRINT_CONFIG_OPTION = typer.Option(
+    False,
+    "--print-config",
+    help="Print the effective configuration (as a config file, secrets redacted) and exit.",
+)
 
 
 def register(app: typer.Typer) -> None:
     def server(**values: Any) -> None:
         """Run the server: HTTP API, embedded provisioner daemons and the reconciler."""
-        config = load_config(values)
+        file = values.pop("config")
+        if values.pop("print_config"):
+            print_config(values, file)
+            return
+        config = load_config(values, file)
         configure_logging(config.log_format, config.log_level)
         from prebuildd.server.process import Server
         from prebuildd.server.startup import StartupError
@@ -104,5 +204,10 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
 
     # The options come from the declaration: typer reads the signature, so it is built from the fields.
-    server.__signature__ = inspect.Signature([_parameter(o) for o in config_options()])  # type: ignore[attr-defined]
+    parameters = [
+        inspect.Parameter("config", KEYWORD, default=_CONFIG_OPTION, annotation=Path | None),
+        inspect.Parameter("print_config", KEYWORD, default=_PRINT_CONFIG_OPTION, annotation=bool),
+        *(_parameter(o) for o in config_options()),
+    ]
+    server.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     app.command("server")(server)

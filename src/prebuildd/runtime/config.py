@@ -2,8 +2,10 @@
 
 `ServerConfig` is a pydantic-settings model: its field declarations carry the help text, the defaults (SPEC §10)
 and the parsing (durations such as ``500ms``/``30s``/``5m``, ``KEY=VALUE`` tags). The CLI builds its flags from
-`config_options()`, so an option exists in one place. The one naming rule: ``--some-option`` ↔
-``PREBUILDD_SOME_OPTION``; values come from flags, then the environment, then these defaults.
+`config_options()`, so an option exists in one place. The naming rule: ``--some-option`` ↔
+``PREBUILDD_SOME_OPTION`` ↔ ``some_option`` in the TOML config file; values come from flags, then the
+environment, then the config file (`load_server_config`), then these defaults. Fields declared ``secret`` are
+redacted wherever the effective configuration is shown (`redacted`).
 """
 
 from __future__ import annotations
@@ -11,18 +13,39 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from prebuildd.domain.durations import format_duration, parse_duration
 from prebuildd.runtime.identities import REPLICA_ID_PATTERN
 
 ENV_PREFIX = "PREBUILDD_"
+DEFAULT_CONFIG_FILE = Path("/etc/prebuildd/config.toml")
+"""Read by `prebuildd server` when it exists and neither ``--config`` nor ``PREBUILDD_CONFIG`` names a file."""
+CONFIG_FILE_ENV = "PREBUILDD_CONFIG"
+
+SecretKind = Literal["url", "text"]
+"""How a secret field is redacted: a URL keeps its scheme, host, port and database (credentials, path and query
+values hidden), text is hidden whole."""
+REDACTED = "REDACTED"
+
+_config_file: ContextVar[Path | None] = ContextVar("prebuildd_config_file", default=None)
 
 
 def default_data_dir() -> Path:
@@ -34,7 +57,10 @@ def default_data_dir() -> Path:
 
 
 def _seconds(value: object) -> object:
-    # Numbers pass as seconds (tests and benches build configs in code); text is a human duration.
+    # Numbers pass as seconds (tests and benches build configs in code); text is a human duration. A boolean
+    # (a config file's `= true`) is no duration, although Python counts it as a number.
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()}: expected a duration such as 30s or 5m")
     return parse_duration(value) if isinstance(value, str) else value
 
 
@@ -70,12 +96,16 @@ def _option(
     shown: str | None = None,
     flag: str | None = None,
     env_aliases: tuple[str, ...] = (),
+    secret: SecretKind | None = None,
 ) -> Any:
     """A field with its help text; ``shown`` is the default as `--help` prints it, ``flag`` a flag name that
-    is not the field name (its variable follows the flag), ``env_aliases`` older variable names still read."""
+    is not the field name (its variable follows the flag), ``env_aliases`` older variable names still read,
+    ``secret`` how the value is redacted when the configuration is shown."""
     extra: dict[str, Any] = {}
     if shown is not None:
         extra["shown"] = shown
+    if secret is not None:
+        extra["secret"] = secret
     alias = None
     if flag is not None:
         # With an alias pydantic-settings reads exactly these variables (no prefix added), so list them all.
@@ -100,11 +130,27 @@ class ServerConfig(BaseSettings):
         populate_by_name=True,  # code passes provisioner_tags=... by field name; variables use the alias
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init arguments) > environment > config file > defaults. A config built in code reads no file.
+        path = _config_file.get()
+        if path is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+
     postgres_url: str | None = _option(
         None,
         "PostgreSQL URL to use; several servers on one database are replicas. Absent: run the embedded "
         "PostgreSQL in --data-dir.",
         shown="embedded",
+        secret="url",
     )
     data_dir: Path = _option(
         default_factory=default_data_dir,
@@ -165,7 +211,10 @@ class ServerConfig(BaseSettings):
     max_inflight_prebuild_jobs: int = _option(20, "Global pacing: prebuild jobs queued or running at once.")
     reconcile_concurrency: int = _option(0, "Presets reconciled in parallel (0: min(5, --db-pool-size / 2)).")
     notify_webhook: str | None = _option(
-        None, "URL POSTed to once per cycle with presets that became hard-limited.", shown="none"
+        None,
+        "URL POSTed to once per cycle with presets that became hard-limited.",
+        shown="none",
+        secret="url",
     )
     db_pool_size: int = _option(20, "Connections in the PostgreSQL pool.")
     db_timeout: Duration = _option(
@@ -275,6 +324,13 @@ class ConfigOption:
     """The default as text: a duration as ``1m``, a factory or an empty value as its field says."""
     kind: str
     """duration, integer, boolean, path, tags or text: how the value is written."""
+    secret: SecretKind | None = None
+    """Set for a value that is redacted when the configuration is shown."""
+
+    @property
+    def key(self) -> str:
+        """The option's key in the config file."""
+        return self.field
 
 
 def _kind(info: FieldInfo) -> str:
@@ -323,6 +379,128 @@ def config_options() -> list[ConfigOption]:
                 help=info.description or "",
                 default=_default_text(info, kind, extra),
                 kind=kind,
+                secret="url" if extra.get("secret") == "url" else "text" if extra.get("secret") else None,
             )
         )
     return options
+
+
+# -- the config file -------------------------------------------------------------------------------------------
+
+
+class ConfigFileError(ValueError):
+    """The config file cannot be used; the message names the file (and the key)."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's top-level keys; a missing file or bad TOML is a ConfigFileError naming the file."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigFileError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigFileError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+@contextmanager
+def _reading(path: Path | None) -> Iterator[None]:
+    token = _config_file.set(path)
+    try:
+        yield
+    finally:
+        _config_file.reset(token)
+
+
+def load_server_config(flags: Mapping[str, Any], config_file: Path | None = None) -> ServerConfig:
+    """The ServerConfig from ``flags`` over the environment over ``config_file`` over the defaults (raises
+    pydantic's ValidationError; :func:`read_config_file` first gives a clear error for a file that cannot
+    be read)."""
+    with _reading(config_file):
+        return ServerConfig(**flags)
+
+
+# -- showing the effective configuration -----------------------------------------------------------------------
+
+_CONNINFO_SECRET = re.compile(r"\b(password|sslpassword)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.I)
+_SECRET_QUERY = {"password", "sslpassword"}
+
+
+def redact_url(value: str, *, keep_path: bool) -> str:
+    """``value`` without its secrets: the userinfo password (the user stays), and query values (all of them
+    unless ``keep_path``, where only the password parameters go). With ``keep_path`` false (a webhook: its path
+    is often the credential itself, as in Slack's) the path is hidden too. Not a URL: a libpq key=value
+    string, whose password is hidden."""
+    parts = urlsplit(value)
+    if not parts.scheme or not parts.netloc:
+        return _CONNINFO_SECRET.sub(lambda m: f"{m.group(1)}={REDACTED}", value)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host += f":{parts.port}"
+    userinfo = ""
+    if parts.username is not None:
+        userinfo = parts.username if keep_path else REDACTED
+        if parts.password is not None:
+            userinfo += ":" + REDACTED
+        userinfo += "@"
+    path = parts.path if keep_path or parts.path in ("", "/") else "/" + REDACTED
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, REDACTED if not keep_path or k.lower() in _SECRET_QUERY else v) for k, v in pairs],
+            safe=REDACTED,
+        )
+    return urlunsplit((parts.scheme, userinfo + host, path, query, REDACTED if parts.fragment else ""))
+
+
+def redacted(option: ConfigOption, value: Any) -> Any:
+    """``value`` of ``option`` as it may be shown: a secret field's secrets replaced by ``REDACTED``."""
+    if option.secret is None or value is None or value == "":
+        return value
+    if option.secret == "url":
+        # A database URL's path is the database name (useful, not secret); any other URL's path may be a key.
+        return redact_url(str(value), keep_path=option.field == "postgres_url")
+    return REDACTED
+
+
+def _toml_value(option: ConfigOption, value: Any) -> str:
+    if option.kind == "duration":
+        return _toml_string(format_duration(float(value)))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict) and not value:
+        return "{}"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_string(str(v))}" for k, v in value.items()) + " }"
+    return _toml_string(str(value))
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", escaped)
+    return f'"{escaped}"'
+
+
+def render_config(config: ServerConfig, sources: Mapping[str, str] | None = None) -> str:
+    """The effective configuration as a TOML config file, secrets redacted; ``sources`` (field: where its
+    value came from) become a comment on each line. An unset optional value is a commented-out line."""
+    lines = []
+    for option in config_options():
+        value = redacted(option, getattr(config, option.field))
+        where = f"  # {sources[option.field]}" if sources and option.field in sources else ""
+        if value is None:
+            lines.append(f"# {option.key} =   (not set: {option.default}){where}")
+        else:
+            lines.append(f"{option.key} = {_toml_value(option, value)}{where}")
+    return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ def _loaded(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> ServerConfig:
     class _Stop(Exception):
         pass
 
-    def capture(log_format: str, level: str) -> None:
+    def capture(log_format: str, level: str, **options: object) -> None:
         raise _Stop
 
     real_load = server_command.load_config

@@ -7,12 +7,9 @@ server (and the database driver) through its lazy import of the server's composi
 
 from __future__ import annotations
 
-import logging
-import sys
-
-import structlog
 import typer
 
+from prebuildd.cli import logs
 from prebuildd.domain.durations import parse_duration
 from prebuildd.runtime import config
 
@@ -33,24 +30,10 @@ def parse_tags(values: list[str]) -> dict[str, str]:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def configure_logging(log_format: str, level: str) -> None:
-    """Structured logs on stderr, as console text or JSON lines."""
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise typer.BadParameter(f"unknown log level {level!r}: use debug, info, warning or error")
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+def configure_logging(log_format: str, level: str, *, access_log: bool = False) -> None:
+    """Every log line of this process on stderr, as console text or JSON lines (`prebuildd.cli.logs`); a bad
+    level is a usage error."""
+    try:
+        logs.configure_logging(log_format, level, access_log=access_log)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None

@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
             print_config(values, file)
             return
         config = load_config(values, file)
-        configure_logging(config.log_format, config.log_level)
+        configure_logging(config.log_format, config.log_level, access_log=config.access_log)
         from prebuildd.server.process import Server
         from prebuildd.server.startup import StartupError
 

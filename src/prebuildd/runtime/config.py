@@ -178,6 +178,9 @@ class ServerConfig(BaseSettings):
     )
     log_format: str = _option("console", "Log format: console, or json for log shippers.")
     log_level: str = _option("info", "Log level: debug, info, warning or error.")
+    access_log: bool = _option(
+        False, "Log every HTTP request: one http.request line with method, path and status."
+    )
     demo: bool = _option(False, "Push the example template on start.")
 
     reconcile_interval: Duration = _option(

@@ -386,7 +386,7 @@ class Server:
             host=self.config.host,
             port=self.config.port,
             log_config=None,
-            access_log=False,
+            access_log=self.config.access_log,
             lifespan="off",
             timeout_graceful_shutdown=5,
         )

@@ -165,14 +165,15 @@ def print_config(values: dict[str, Any], config: Path | None = None) -> None:
     typer.echo(header + render_config(loaded, sources), nl=False)
 
 
-_CONFIG_OPTION = typer.Option(
+CONFIG_FILE_HELP = escape(
+    f"TOML config file: keys are the options' names with underscores (http_address = ...). Flags and "
+    f"variables override it. [env: {CONFIG_FILE_ENV}] [default: {DEFAULT_CONFIG_FILE}, when it exists]"
+)
+CONFIG_FILE_OPTION = typer.Option(
     None,
     "--config",
     envvar=CONFIG_FILE_ENV,
-    help=escape(
-        f"TOML config file: keys are the options' names with underscores (http_address = ...). Flags and "
-        f"variables override it. [env: {CONFIG_FILE_ENV}] [default: {DEFAULT_CONFIG_FILE}, when it exists]"
-    ),
+    help=CONFIG_FILE_HELP,
     show_default=False,
     show_envvar=False,
     metavar="FILE",
@@ -205,7 +206,7 @@ def register(app: typer.Typer) -> None:
 
     # The options come from the declaration: typer reads the signature, so it is built from the fields.
     parameters = [
-        inspect.Parameter("config", KEYWORD, default=_CONFIG_OPTION, annotation=Path | None),
+        inspect.Parameter("config", KEYWORD, default=CONFIG_FILE_OPTION, annotation=Path | None),
         inspect.Parameter("print_config", KEYWORD, default=_PRINT_CONFIG_OPTION, annotation=bool),
         *(_parameter(o) for o in config_options()),
     ]

@@ -182,6 +182,11 @@ class ServerConfig(BaseSettings):
         False, "Log every HTTP request: one http.request line with method, path and status."
     )
     demo: bool = _option(False, "Push the example template on start.")
+    migrate: bool = _option(
+        True,
+        "Apply pending schema migrations at start. --no-migrate: refuse to start on an older schema instead "
+        "(upgrades run `prebuildd db migrate` on purpose).",
+    )
 
     reconcile_interval: Duration = _option(
         60.0,

@@ -42,6 +42,7 @@ from prebuildd.runtime.identities import IdentityInUse, hold_replica_id
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.server.health import ReplicaHealth, daemon_task_name
+from prebuildd.server.schema import prepare_schema
 from prebuildd.server.startup import (
     StartupError,
     bind_http,
@@ -61,7 +62,6 @@ from prebuildd.server.supervisor import (
 from prebuildd.store import channels
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
-from prebuildd.store.migrate import migrate
 from prebuildd.workspaces.builder import WorkspaceBuilder
 
 log = structlog.get_logger(__name__)
@@ -177,7 +177,7 @@ class Server:
         await db.open()
         conn = await db.connect()
         try:
-            applied = await migrate(conn, self.clock.now())
+            applied = await prepare_schema(conn, self.clock, apply=config.migrate)
         finally:
             await conn.close()
         if applied:

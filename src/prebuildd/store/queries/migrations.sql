@@ -21,3 +21,7 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (%(version)s, %
 -- name: applied
 -- The versions already applied, in order.
 SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: table_present
+-- Whether the bookkeeping table exists (a database prebuildd never migrated has none).
+SELECT to_regclass('schema_migrations') IS NOT NULL AS present;

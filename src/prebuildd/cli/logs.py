@@ -111,6 +111,7 @@ def configure_logging(
     logging.getLogger("prebuildd").setLevel(numeric)
     access = logging.getLogger(ACCESS_LOGGER)
     access.setLevel(logging.INFO if access_log else logging.WARNING)
+    access.propagate = True  # uvicorn's own set-up (access_log=False) cuts it off; this handler decides
     logging.captureWarnings(True)
     _route_uncaught_exceptions()
 

@@ -78,6 +78,15 @@ region = "eu"
     assert printed["db_pool_size"] == 7
 
 
+def test_tags_from_a_flag_or_a_variable_replace_the_files_not_merge(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[provisioner_tags]\nregion = "eu"\ngpu = "none"\n')
+    assert _printed("--config", str(path))[1]["provisioner_tags"] == {"region": "eu", "gpu": "none"}
+    flagged = _printed("--config", str(path), "--provisioner-tag", "region=us")[1]
+    assert flagged["provisioner_tags"] == {"region": "us"}
+    from_env = _printed("--config", str(path), env={"PREBUILDD_PROVISIONER_TAG": "zone=b"})[1]
+    assert from_env["provisioner_tags"] == {"zone": "b"}
+
+
 def test_print_config_names_where_each_value_came_from(tmp_path: Path) -> None:
     path = _write(tmp_path, 'claim_timeout = "3s"\nreconcile_interval = "5m"\n')
     text, _ = _printed(

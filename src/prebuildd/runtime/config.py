@@ -120,6 +120,18 @@ def _option(
     return Field(default, description=help, validation_alias=alias, json_schema_extra=extra)
 
 
+class _FileSource(TomlConfigSettingsSource):
+    """The config file as a settings source, without the keys a flag gives: pydantic-settings merges tables
+    across sources, and a flag's tags must replace the file's, not add to them."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path, *, shadowed: set[str]) -> None:
+        super().__init__(settings_cls, toml_file=path)
+        self._shadowed = shadowed
+
+    def __call__(self) -> dict[str, Any]:
+        return {key: value for key, value in super().__call__().items() if key not in self._shadowed}
+
+
 class ServerConfig(BaseSettings):
     """Everything `prebuildd server` can be told; the fields' descriptions are the `--help` text."""
 
@@ -143,7 +155,8 @@ class ServerConfig(BaseSettings):
         path = _config_file.get()
         if path is None:
             return (init_settings, env_settings)
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+        given = set(getattr(init_settings, "init_kwargs", {}))
+        return (init_settings, env_settings, _FileSource(settings_cls, path, shadowed=given))
 
     postgres_url: str | None = _option(
         None,

@@ -320,3 +320,16 @@ async def test_a_record_blocked_by_a_frozen_transaction_is_skipped_and_done_next
     )
     assert old["n"] == 0  # pruned on the next cycle
     await rec._drop_lock_conn()
+
+
+async def test_a_cancel_that_arrives_with_a_kick_still_stops_the_loop(env: Env) -> None:
+    # The server stops the loop with one cancel. Arriving in the same turn as a kick (jobs complete while the
+    # server shuts down), it must not be lost: on Python 3.11, asyncio.wait_for returned the kick and dropped
+    # the cancel, and the loop outlived the server's stop.
+    rec = reconciler(env)
+    waiting = asyncio.create_task(rec._wait(3600))
+    await wait_for(lambda: len(rec._kicked._waiters) == 1, what="the loop waiting for a kick")
+    rec.kick("a job completed")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

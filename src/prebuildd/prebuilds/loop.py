@@ -261,8 +261,11 @@ class Reconciler:
 
     async def _wait(self, seconds: float) -> bool:
         """Wait ``seconds`` or until kicked; True when kicked."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as the
+        # event is set (a kick during shutdown), and the loop would then outlive the server's stop.
         try:
-            await asyncio.wait_for(self._kicked.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._kicked.wait()
         except TimeoutError:
             return False
         return True
@@ -374,10 +377,8 @@ class Reconciler:
         expires = now + timedelta(seconds=self.settings.lease_duration)
         try:
             # A half-open connection would wait for TCP to give up (minutes): not longer than a third of the lease.
-            lease = await asyncio.wait_for(
-                store.take_lease(self._lock_conn, self.holder, now, expires),
-                timeout=self.settings.lease_duration / 3,
-            )
+            async with asyncio.timeout(self.settings.lease_duration / 3):
+                lease = await store.take_lease(self._lock_conn, self.holder, now, expires)
         except TimeoutError as exc:
             await self._drop_lock_conn()
             raise StoreUnavailable(exc) from exc
@@ -389,7 +390,8 @@ class Reconciler:
         off for longer than the lease)."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(cycle_over.wait(), timeout=self.settings.lease_renew)
+                async with asyncio.timeout(self.settings.lease_renew):
+                    await cycle_over.wait()
             if cycle_over.is_set():
                 return
             try:
@@ -417,9 +419,8 @@ class Reconciler:
         if self._lock_conn is None or self._lock_conn.closed:
             return
         try:
-            released = await asyncio.wait_for(
-                store.release_lease(self._lock_conn, self.holder), timeout=self.settings.lease_duration / 3
-            )
+            async with asyncio.timeout(self.settings.lease_duration / 3):
+                released = await store.release_lease(self._lock_conn, self.holder)
         except (StoreError, OSError, TimeoutError):
             # Not given back: it is free once this connection is gone, and expires anyway.
             await self._drop_lock_conn()

@@ -285,8 +285,9 @@ class ProvisionerDaemon:
         self._stopping.set()
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for may swallow a cancellation (3.11)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def run_job(self, job: AcquiredJob) -> None:
         self.current_job = job.id

@@ -262,7 +262,8 @@ async def _stop(protocol: _LineProtocol, pgid: int, grace_seconds: float) -> Non
     try:
         if not protocol.exited.done() and signal_group(pgid, signal.SIGINT):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(protocol.exited), grace_seconds)
+                async with asyncio.timeout(grace_seconds):
+                    await asyncio.shield(protocol.exited)
     finally:
         signal_group(pgid, signal.SIGKILL)
 
@@ -277,7 +278,8 @@ async def _drain(
 ) -> None:
     """Pass on what is left of the output once the child is gone."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(protocol.closed), DRAIN_SECONDS)
+        async with asyncio.timeout(DRAIN_SECONDS):
+            await asyncio.shield(protocol.closed)
     if not protocol.closed.done():
         await log("warn", stage, still_open)
         transport.close()

@@ -60,8 +60,9 @@ class Listener:
         await self.wait_connected(10)
 
     async def wait_connected(self, timeout: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), timeout=timeout)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for may swallow a cancellation (3.11)
+            async with asyncio.timeout(timeout):
+                await self.connected.wait()
         return self.connected.is_set()
 
     async def stop(self) -> None:

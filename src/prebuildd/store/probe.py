@@ -87,10 +87,10 @@ async def wait_for_database(url: str, wait: float) -> None:
     while True:
         remaining = deadline - loop.time()
         try:
-            conn = await asyncio.wait_for(
-                psycopg.AsyncConnection.connect(url, connect_timeout=max(1, round(_PROBE_CONNECT_TIMEOUT))),
-                timeout=max(min(remaining, _PROBE_CONNECT_TIMEOUT + 1), 0.1),
-            )
+            async with asyncio.timeout(max(min(remaining, _PROBE_CONNECT_TIMEOUT + 1), 0.1)):
+                conn = await psycopg.AsyncConnection.connect(
+                    url, connect_timeout=max(1, round(_PROBE_CONNECT_TIMEOUT))
+                )
         except psycopg.ProgrammingError as exc:  # a malformed URL or an unknown option
             raise DatabaseUrlInvalid(exc) from None
         except psycopg.Error as exc:

@@ -309,6 +309,7 @@ class Reconciler:
                         raise done
                     result.add(done)
             await self.recorder.record_decisions(snap, plans)
+            await self.recorder.record_autoscale(snap)
             await self.recorder.prune_events(snap.taken_at)
         finally:
             if gc_was_enabled:

@@ -18,7 +18,7 @@ WHERE t.id = %(template_id)s;
 -- deprecated, every agent ready, not expired. SKIP LOCKED passes over a prebuild a delete is working on, and the
 -- latest_build_number re-check under the row lock drops one that got a new build after this statement began.
 WITH candidate AS (
-    SELECT w.id
+    SELECT w.id, p.name AS preset_name
     FROM workspaces w
     JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
     JOIN provisioner_jobs j ON j.id = b.job_id
@@ -39,7 +39,12 @@ WITH candidate AS (
         pool_preset_id = NULL
     FROM candidate
     WHERE w.id = candidate.id
-    RETURNING w.id, w.name, w.created_at, w.latest_build_number, w.organization_id, w.template_id
+    RETURNING w.id, w.name, w.created_at, w.latest_build_number, w.organization_id, w.template_id,
+              candidate.preset_name
+), demand AS (
+    -- The autoscaler's demand record rides in the same statement: no extra round trip on the claim path.
+    INSERT INTO preset_demand (template_id, preset_name, kind, at)
+    SELECT c.template_id, c.preset_name, 'claim', %(now)s FROM claimed c
 ), event AS (
     -- The claim event and the agent's wake-up go with the claim itself: one statement, one round trip.
     INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message)
@@ -52,7 +57,14 @@ SELECT c.id, c.name, c.created_at, c.latest_build_number, pg_notify('prebuildd_w
 FROM claimed c;
 
 -- name: insert_event
--- One event row (claim.missed and other claim events the claim statement does not write).
+-- One event row (claim.missed and other claim events the claim statement does not write); a claim.missed is also
+-- a demand record for the autoscaler (misses are demand too), written by the same statement.
+WITH demand AS (
+    INSERT INTO preset_demand (template_id, preset_name, kind, at)
+    SELECT %(template_id)s::uuid, p.name, 'miss', %(now)s::timestamptz
+    FROM template_version_presets p
+    WHERE p.id = %(preset_id)s::uuid AND %(kind)s::text = 'claim.missed'
+)
 INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message, data)
 VALUES (%(now)s, %(kind)s, %(organization_id)s, %(template_id)s, %(preset_id)s, %(workspace_id)s, %(user_id)s,
         %(message)s, %(data)s);

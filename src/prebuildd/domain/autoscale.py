@@ -5,6 +5,11 @@ Model: claims arrive as a Poisson process of rate λ; each claim takes a prebuil
 replacement at once, which is eligible after the lead time L. With a pool of S that is an (S−1, S) base-stock
 policy, and a claim misses exactly when all S prebuilds are being replaced, i.e. when at least S claims arrived
 in the last L. The hit rate is P(Poisson(λ·L) ≤ S−1); the size is the smallest S reaching the target.
+
+The number of replacements in flight is Poisson with mean λ·E[L] whatever the distribution of L (an M/G/∞ queue,
+Palm's theorem), so L is the *mean* time to ready by default. The issue and SPEC §5.2 say p90: that is available
+(``lead_time = "p90"``) as a margin on top of the target, and costs about a third more idle prebuilds
+(bench/autoscale_sim.py, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ MAX_SIZE = 1000
 DEFAULT_STABILIZATION = timedelta(minutes=10)
 STEP_INTERVAL = timedelta(minutes=1)
 """Scale-down steps are at least this far apart."""
+LEAD_TIMES = ("mean", "p90")
 STEP_FRACTION = 0.25
 """A scale-down step removes at most this share of the pool (at least one prebuild)."""
 
@@ -34,13 +40,17 @@ class AutoscaleSettings:
     max: int = 20
     target_hit_rate: float = 0.95
     stabilization_seconds: int = int(DEFAULT_STABILIZATION.total_seconds())
+    lead_time: str = "mean"
+    """Which time to ready is L: ``mean`` (exact for the model, see ``base_stock_size``) or ``p90`` (a margin on
+    top of the target hit rate: about a third more prebuilds when builds vary like median 4m, p90 8m)."""
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | str]:
         return {
             "min": self.min,
             "max": self.max,
             "target_hit_rate": self.target_hit_rate,
             "stabilization_seconds": self.stabilization_seconds,
+            "lead_time": self.lead_time,
         }
 
     @classmethod
@@ -55,6 +65,7 @@ class AutoscaleSettings:
             max=int(number("max", base.max)),
             target_hit_rate=number("target_hit_rate", base.target_hit_rate),
             stabilization_seconds=int(number("stabilization_seconds", base.stabilization_seconds)),
+            lead_time=str(data.get("lead_time", base.lead_time)),
         )
 
 
@@ -71,6 +82,8 @@ def settings_problems(settings: AutoscaleSettings) -> list[tuple[str, str]]:
         found.append(("target_hit_rate", f"must be above 0 and below 1, got {settings.target_hit_rate}"))
     if not 0 <= settings.stabilization_seconds <= 24 * 3600:
         found.append(("stabilization", f"must be between 0s and 24h, got {settings.stabilization_seconds}s"))
+    if settings.lead_time not in LEAD_TIMES:
+        found.append(("lead_time", f"must be one of {', '.join(LEAD_TIMES)}, got {settings.lead_time!r}"))
     return found
 
 
@@ -90,6 +103,7 @@ class Demand:
     """Claims plus misses in the 15 minutes after this time of the week, summed over the 4 past weeks."""
     weekly_next_60m: int = 0
     ready_p90_seconds: float | None = None
+    ready_mean_seconds: float | None = None
     ready_samples: int = 0
 
     def count(self, minutes: int) -> int:
@@ -118,8 +132,18 @@ class Estimate:
     recent_rate: float
     weekly_rate: float | None
     lead_seconds: float
+    """L: the mean (or p90, as configured) time to ready."""
+    p90_seconds: float
     size: int
     """The formula's size, before clamping."""
+    lead_time: str = "mean"
+
+    def describe(self, target_hit_rate: float) -> str:
+        if self.lead_time == "p90":
+            ready = f"ready p90 {_duration(self.p90_seconds)}"
+        else:
+            ready = f"ready mean {_duration(self.lead_seconds)}, p90 {_duration(self.p90_seconds)}"
+        return f"autoscale: {self.rate:.2g} claims/min, {ready}, target {target_hit_rate:.0%}"
 
 
 def insufficient(demand: Demand, now: datetime) -> str | None:
@@ -133,10 +157,22 @@ def insufficient(demand: Demand, now: datetime) -> str | None:
     return None
 
 
+SIGNIFICANCE = 2.0
+"""How many Poisson standard deviations a short window must stray from the long-run rate to be believed."""
+
+
 def recent_rate(demand: Demand) -> float:
-    """The highest rate over the windows of 10 minutes and longer: reacts to a rise within minutes, and a window of
-    10 minutes or more keeps a single claim from reading as a surge (5 minutes is too noisy at low rates)."""
-    return max(demand.rate(m) for m in WINDOWS if m >= 10)
+    """The rate of the last two hours, unless a shorter window (10, 30, then 60 minutes, shortest first) departs
+    from it by more than Poisson noise: then that window's rate. A steady pool is sized from the long window (the
+    max of noisy short windows would over-provision it by a fifth, measured in bench/autoscale_sim.py), a rise or
+    a fall shows within minutes."""
+    long_run = demand.rate(120)
+    for minutes in (10, 30, 60):
+        count, expected = demand.count(minutes), long_run * minutes
+        margin = SIGNIFICANCE * math.sqrt(expected) + 1
+        if abs(count - expected) > margin:
+            return count / minutes
+    return long_run
 
 
 def weekly_rate(demand: Demand, now: datetime) -> float | None:
@@ -161,14 +197,17 @@ def base_stock_size(rate_per_minute: float, lead_seconds: float, target_hit_rate
     return MAX_SIZE
 
 
-def estimate(demand: Demand, now: datetime, target_hit_rate: float) -> Estimate | None:
-    if insufficient(demand, now) is not None or demand.ready_p90_seconds is None:
+def estimate(
+    demand: Demand, now: datetime, target_hit_rate: float, lead_time: str = "mean"
+) -> Estimate | None:
+    p90 = demand.ready_p90_seconds
+    if insufficient(demand, now) is not None or p90 is None:
         return None
     recent = recent_rate(demand)
     weekly = weekly_rate(demand, now)
     rate = max(recent, weekly or 0.0)
-    lead = demand.ready_p90_seconds
-    return Estimate(rate, recent, weekly, lead, base_stock_size(rate, lead, target_hit_rate))
+    lead = p90 if lead_time == "p90" or demand.ready_mean_seconds is None else demand.ready_mean_seconds
+    return Estimate(rate, recent, weekly, lead, p90, base_stock_size(rate, lead, target_hit_rate), lead_time)
 
 
 @dataclass(frozen=True)
@@ -207,7 +246,7 @@ def decide(
     data; ``schedule_floor`` is the matching schedule's target, a floor for its hours. ``may_scale_up`` is False
     while the preset backs off or is hard-limited: more prebuilds would only fail the same way.
     """
-    est = estimate(demand, now, settings.target_hit_rate)
+    est = estimate(demand, now, settings.target_hit_rate, settings.lead_time)
     if est is None:
         why = insufficient(demand, now) or "no estimate"
         return Decision(
@@ -216,10 +255,7 @@ def decide(
     wanted = min(max(est.size, settings.min), settings.max)
     if schedule_floor is not None:
         wanted = max(wanted, schedule_floor)
-    reason = (
-        f"autoscale: {est.rate:.2g} claims/min, ready p90 {_duration(est.lead_seconds)}, "
-        f"target {settings.target_hit_rate:.0%}"
-    )
+    reason = est.describe(settings.target_hit_rate)
     if previous is None:
         target = wanted if may_scale_up else min(wanted, scheduled)
         return Decision(target, AutoscaleState(target, now, now), est, reason)
@@ -245,9 +281,11 @@ def decide(
     return Decision(target, AutoscaleState(target, previous.raised_at, now), est, note)
 
 
-def recommended(demand: Demand, now: datetime, target_hit_rate: float = 0.95) -> int | None:
-    """The formula's size for a pool that has demand data, autoscale on or not (None: too little data)."""
-    est = estimate(demand, now, target_hit_rate)
+def recommended(demand: Demand, now: datetime, settings: AutoscaleSettings | None = None) -> int | None:
+    """The formula's size for a pool that has demand data, autoscale on or not (None: too little data): at the
+    pool's autoscale settings, or 95% hits."""
+    cfg = settings or AutoscaleSettings()
+    est = estimate(demand, now, cfg.target_hit_rate, cfg.lead_time)
     return None if est is None else min(est.size, MAX_SIZE)
 
 

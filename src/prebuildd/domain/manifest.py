@@ -314,7 +314,7 @@ _PARAMETER_KEYS = (
 _VALIDATION_KEYS = ("regex", "min", "max", "monotonic", "error")
 _PRESET_KEYS = ("name", "description", "parameters", "prebuilds")
 _PREBUILDS_KEYS = ("instances", "ttl", "timezone", "schedule", "autoscale")
-_AUTOSCALE_KEYS = ("min", "max", "target_hit_rate", "stabilization")
+_AUTOSCALE_KEYS = ("min", "max", "target_hit_rate", "stabilization", "lead_time")
 _SCHEDULE_KEYS = ("cron", "instances")
 
 
@@ -642,6 +642,9 @@ def _parse_autoscale(r: _Reader, value: object, key: str) -> AutoscaleSettings:
             else base.target_hit_rate
         ),
         stabilization_seconds=int(stabilization),
+        lead_time=r.string(table["lead_time"], f"{key}.lead_time")
+        if "lead_time" in table
+        else base.lead_time,
     )
     for sub, reason in settings_problems(settings):
         raise r.error(f"{key}.{sub}", reason)

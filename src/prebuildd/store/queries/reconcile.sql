@@ -156,7 +156,7 @@ DELETE FROM events WHERE created_at < %(before)s;
 -- Demand of the given pools (template id + preset name) in one statement, aggregated in SQL: claims and misses
 -- per window (5..120 min) and over the last day, the first record (how much history there is), the same part of
 -- the week in the four past weeks (the next 15 and 60 minutes, summed over weeks), and the p90 time to ready of
--- the 20 newest prebuilds of the last week.
+-- the 20 newest prebuilds of the last week (and their mean).
 SELECT p.template_id, p.preset_name,
        coalesce(d.claims_5m, 0) AS claims_5m, coalesce(d.claims_10m, 0) AS claims_10m,
        coalesce(d.claims_30m, 0) AS claims_30m, coalesce(d.claims_60m, 0) AS claims_60m,
@@ -168,7 +168,7 @@ SELECT p.template_id, p.preset_name,
        (SELECT min(f.at) FROM preset_demand f
         WHERE f.template_id = p.template_id AND f.preset_name = p.preset_name) AS first_at,
        w.next_15m AS weekly_next_15m, w.next_60m AS weekly_next_60m,
-       r.p90 AS ready_p90_seconds, coalesce(r.samples, 0) AS ready_samples
+       r.p90 AS ready_p90_seconds, r.mean AS ready_mean_seconds, coalesce(r.samples, 0) AS ready_samples
 FROM unnest(%(template_ids)s::uuid[], %(preset_names)s::text[]) AS p (template_id, preset_name)
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '5 minutes') AS claims_5m,
@@ -196,7 +196,7 @@ LEFT JOIN LATERAL (
 ) w ON true
 LEFT JOIN LATERAL (
     SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM t.ready_at - t.created_at)) AS p90,
-           count(*) AS samples
+           avg(extract(epoch FROM t.ready_at - t.created_at)) AS mean, count(*) AS samples
     FROM (
         SELECT rt.ready_at, rt.created_at FROM prebuild_ready_times rt
         WHERE rt.template_id = p.template_id AND rt.preset_name = p.preset_name

@@ -82,6 +82,16 @@ async def test_a_claim_load_grows_the_pool_and_it_shrinks_after_the_window(env: 
     assert (await pool(env))["running"] == grown
     [status] = (await operations(rec).pool_status())[1]
     assert status.desired == grown
+    assert status.target_source == "autoscale"
+    assert status.sizing.startswith(f"desired {grown} (autoscale: ")
+    assert "ready mean 30s, p90 30s, target 95%" in status.sizing
+    assert status.recommendation == f"pool {grown}, recommended {grown} for 95% hits"
+    exposed = rec.services.metrics.render().decode()
+    assert (
+        f'prebuildd_autoscale_recommended{{organization="{env.org_id}",preset="small",template="t"}} {grown}.0'
+        in exposed
+    )
+    assert 'source="autoscale"' in exposed and "prebuildd_autoscale_lead_time_seconds" in exposed
 
     # A new reconciler (a restart, another replica) continues from the stored decision.
     stored = await env.one("SELECT target, raised_at FROM preset_autoscale_state")

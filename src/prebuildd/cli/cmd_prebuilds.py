@@ -58,6 +58,7 @@ def status(as_json: JsonOption = False, url: UrlOption = None, token: TokenOptio
                 p["failed"],
                 _status_text(p),
                 _pct(hits.get("claims_hour", 0), hits.get("misses_hour", 0)),
+                _sizing_text(p),
                 p.get("blocked") or p["next_action"],
             ]
         )
@@ -75,11 +76,21 @@ def status(as_json: JsonOption = False, url: UrlOption = None, token: TokenOptio
             "FAILED",
             "STATUS",
             "HIT 1H",
+            "SIZING",
             "NEXT",
         ],
         rows,
         empty="No preset has a prebuild pool.",
     )
+
+
+def _sizing_text(p: dict[str, Any]) -> str:
+    """Where the target comes from, and the autoscale formula's size when it says something else."""
+    source = str(p.get("target_source") or "scheduled")
+    recommended = p.get("recommended")
+    if recommended is not None and recommended != p["desired"]:
+        return f"{source}, recommended {recommended}"
+    return source
 
 
 def _set_paused(paused: bool, url: str | None, token: str | None) -> None:
@@ -194,6 +205,8 @@ def explain(
                 f"starting {s['starting']}, expired {s['expired']}, failed {s['failed']}",
             ),
             ("next", s.get("blocked") or s["next_action"]),
+            *([("target", s["sizing"])] if s.get("sizing") else []),
+            *([("recommended", s["recommendation"])] if s.get("recommendation") else []),
             *([("schedule", s["schedule_problem"])] if s.get("schedule_problem") else []),
         ]
     )
@@ -224,11 +237,38 @@ def set_pool(
     timezone: Annotated[
         str | None, typer.Option("--timezone", help="IANA timezone of the schedules.")
     ] = None,
+    autoscale_min: Annotated[
+        int | None, typer.Option("--autoscale-min", help="Autoscale: never fewer prebuilds than this.")
+    ] = None,
+    autoscale_max: Annotated[
+        int | None, typer.Option("--autoscale-max", help="Autoscale: never more prebuilds than this.")
+    ] = None,
+    target_hit_rate: Annotated[
+        float | None,
+        typer.Option("--target-hit-rate", help="Autoscale: the share of claims that should find a prebuild."),
+    ] = None,
+    no_autoscale: Annotated[
+        bool, typer.Option("--no-autoscale", help="Stop autoscaling: back to instances and schedules.")
+    ] = False,
+    expression: Annotated[
+        str | None,
+        typer.Option(
+            "--expression", help="Target expression, e.g. 'max(scheduled_target, ceil(claim_rate_10m * 5))'."
+        ),
+    ] = None,
+    no_expression: Annotated[
+        bool, typer.Option("--no-expression", help="Remove the target expression.")
+    ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Change a preset's pool without a new template version."""
+    """Change a preset's pool without a new template version (autoscale options turn autoscaling on)."""
     body: dict[str, Any] = {"instances": instances, "ttl": ttl, "timezone": timezone}
+    scale = {"min": autoscale_min, "max": autoscale_max, "target_hit_rate": target_hit_rate}
+    if any(v is not None for v in scale.values()):
+        body["autoscale"] = {k: v for k, v in scale.items() if v is not None}
+    if expression is not None:
+        body["expression"] = expression
     if schedule or clear_schedules:
         parsed = []
         for item in schedule or []:
@@ -237,14 +277,22 @@ def set_pool(
                 fail(f"--schedule {item!r}: expected CRON=N, e.g. '* 8-18 * * 1-5=5'", 2)
             parsed.append({"cron": cron.strip(), "instances": int(count)})
         body["schedules"] = parsed
+    payload = {k: v for k, v in body.items() if v is not None}
+    if no_autoscale:
+        payload["autoscale"] = None
+    if no_expression:
+        payload["expression"] = None
     with connect(url, token) as api:
-        result = api.patch(
-            f"/templates/{quote(template)}/presets/{quote(preset)}",
-            {k: v for k, v in body.items() if v is not None},
-        )
+        result = api.patch(f"/templates/{quote(template)}/presets/{quote(preset)}", payload)
     ttl_text = format_duration(result["ttl_seconds"]) if result["ttl_seconds"] else "none"
     schedules = ", ".join(f"{s['cron']}={s['instances']}" for s in result["schedules"]) or "none"
+    sizing = ""
+    if result.get("autoscale"):
+        a = result["autoscale"]
+        sizing = f", autoscale {a['min']}..{a['max']} for {a['target_hit_rate']:.0%} hits"
+    elif result.get("expression"):
+        sizing = f", expression {result['expression']!r}"
     note(
         f"{template}/{result['preset']}: {result['desired_instances']} instances, ttl {ttl_text}, "
-        f"timezone {result['timezone']}, schedules {schedules}"
+        f"timezone {result['timezone']}, schedules {schedules}{sizing}"
     )

@@ -17,6 +17,7 @@ from typing import Any
 from prebuildd.domain.autoscale import AutoscaleSettings, settings_problems
 from prebuildd.domain.durations import format_duration, parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.expression import problem as expression_problem
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.domain.parameters import (
     MONOTONIC_KINDS,
@@ -76,6 +77,8 @@ class PrebuildSettings:
     schedules: tuple[ScheduleSpec, ...] = ()
     autoscale: AutoscaleSettings | None = None
     """Size the pool from demand (SPEC §5.2); ``instances`` is the fallback with too little data."""
+    expression: str | None = None
+    """A reference-style target expression (``domain.expression``); the scheduled target on error."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,7 @@ _PARAMETER_KEYS = (
 )
 _VALIDATION_KEYS = ("regex", "min", "max", "monotonic", "error")
 _PRESET_KEYS = ("name", "description", "parameters", "prebuilds")
-_PREBUILDS_KEYS = ("instances", "ttl", "timezone", "schedule", "autoscale")
+_PREBUILDS_KEYS = ("instances", "ttl", "timezone", "schedule", "autoscale", "expression")
 _AUTOSCALE_KEYS = ("min", "max", "target_hit_rate", "stabilization", "lead_time")
 _SCHEDULE_KEYS = ("cron", "instances")
 
@@ -617,12 +620,21 @@ def _parse_prebuilds(r: _Reader, value: object, key: str) -> PrebuildSettings:
                 )
             )
     autoscale = _parse_autoscale(r, table["autoscale"], f"{key}.autoscale") if "autoscale" in table else None
+    target_expression = None
+    if "expression" in table:
+        target_expression = r.string(table["expression"], f"{key}.expression")
+        problem = expression_problem(target_expression)
+        if problem is not None:
+            raise r.error(f"{key}.expression", problem)
+        if autoscale is not None:
+            raise r.error(f"{key}.expression", "a pool has autoscale or an expression, not both")
     return PrebuildSettings(
         instances=instances,
         ttl_seconds=ttl,
         timezone=timezone,
         schedules=tuple(schedules),
         autoscale=autoscale,
+        expression=target_expression,
     )
 
 

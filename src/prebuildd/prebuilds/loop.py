@@ -356,6 +356,7 @@ class Reconciler:
                 if r.preset_id and r.transition == "start" and r.job_status == "failed"
             ],
         )
+        metrics.observe_sizing(snap.presets, snap.targets, snap.demand, snap.taken_at)
         metrics.queue_depth.set(snap.queue_depth)
         age = (snap.taken_at - snap.oldest_pending).total_seconds() if snap.oldest_pending else 0
         metrics.oldest_pending.set(max(age, 0))

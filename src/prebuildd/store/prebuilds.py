@@ -20,7 +20,7 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.schedules import Schedule
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow
 from prebuildd.store.db import Conn
-from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one
+from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one, jsonb
 
 # -- the cycle lease --------------------------------------------------------------------------------------
 
@@ -326,6 +326,8 @@ class PresetPool:
     desired_instances: int | None
     ttl_seconds: int
     timezone: str
+    autoscale: dict[str, Any] | None = None
+    target_expression: str | None = None
     schedules: tuple[Schedule, ...] = ()
 
 
@@ -335,7 +337,15 @@ async def preset_pool(conn: Conn, preset_id: UUID) -> PresetPool | None:
 
 
 async def set_pool(
-    conn: Conn, preset_id: UUID, desired_instances: int | None, ttl_seconds: int, timezone: str, now: datetime
+    conn: Conn,
+    preset_id: UUID,
+    desired_instances: int | None,
+    ttl_seconds: int,
+    timezone: str,
+    now: datetime,
+    *,
+    autoscale: dict[str, Any] | None = None,
+    target_expression: str | None = None,
 ) -> PresetPool | None:
     row = await fetch_one(
         conn,
@@ -345,6 +355,8 @@ async def set_pool(
             "desired_instances": desired_instances,
             "ttl_seconds": ttl_seconds,
             "timezone": timezone,
+            "autoscale": None if autoscale is None else jsonb(autoscale),
+            "target_expression": target_expression,
             "now": now,
         },
     )

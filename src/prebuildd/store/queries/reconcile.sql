@@ -52,13 +52,14 @@ SELECT count(*) AS pending, min(created_at) AS oldest FROM provisioner_jobs WHER
 SELECT lb.workspace_id, lb.workspace_created_at, lb.preset_id, lb.template_version_id AS version_id,
        lb.transition, lb.job_id, lb.job_status, lb.build_created_at, lb.job_started_at, lb.job_completed_at,
        lb.failure_class, lb.job_error AS error,
-       NOT EXISTS (SELECT 1 FROM workspace_agents a WHERE a.workspace_id = lb.workspace_id AND a.lifecycle <> 'ready')
-           AS ready,
-       CASE WHEN lb.transition = 'start' AND lb.job_status = 'succeeded' THEN
-           greatest(lb.job_completed_at,
-                    (SELECT max(a.ready_at) FROM workspace_agents a WHERE a.workspace_id = lb.workspace_id))
+       coalesce(ag.all_ready, true) AS ready,
+       CASE WHEN lb.transition = 'start' AND lb.job_status = 'succeeded' THEN greatest(lb.job_completed_at, ag.ready_at)
        END AS ready_at
 FROM workspace_latest_builds lb
+LEFT JOIN LATERAL (  -- one probe of the agents per prebuild: are they all ready, and since when
+    SELECT bool_and(a.lifecycle = 'ready') AS all_ready, max(a.ready_at) AS ready_at
+    FROM workspace_agents a WHERE a.workspace_id = lb.workspace_id
+) ag ON true
 WHERE lb.owner_id = %(prebuilds_user_id)s;
 
 -- name: snapshot_creations
@@ -153,7 +154,8 @@ FROM unnest(%(kinds)s::text[], %(organization_ids)s::uuid[], %(template_ids)s::u
 DELETE FROM events WHERE created_at < %(before)s;
 
 -- name: snapshot_demand
--- Demand of the given pools (template id + preset name) in one statement, aggregated in SQL: claims and misses
+-- Demand of the given pools (template id + preset name; a pool with no record has no row) in one statement,
+-- aggregated in SQL: claims and misses
 -- per window (5..120 min) and over the last day, the first record (how much history there is), the same part of
 -- the week in the four past weeks (the next 15 and 60 minutes, summed over weeks), and the p90 time to ready of
 -- the 20 newest prebuilds of the last week (and their mean).
@@ -169,7 +171,12 @@ SELECT p.template_id, p.preset_name,
         WHERE f.template_id = p.template_id AND f.preset_name = p.preset_name) AS first_at,
        w.next_15m AS weekly_next_15m, w.next_60m AS weekly_next_60m,
        r.p90 AS ready_p90_seconds, r.mean AS ready_mean_seconds, coalesce(r.samples, 0) AS ready_samples
-FROM unnest(%(template_ids)s::uuid[], %(preset_names)s::text[]) AS p (template_id, preset_name)
+FROM (
+    -- Only pools with demand records: the others (most of them, at scale) cost one index probe each.
+    SELECT k.template_id, k.preset_name
+    FROM unnest(%(template_ids)s::uuid[], %(preset_names)s::text[]) AS k (template_id, preset_name)
+    WHERE EXISTS (SELECT 1 FROM preset_demand e WHERE e.template_id = k.template_id AND e.preset_name = k.preset_name)
+) p
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '5 minutes') AS claims_5m,
            count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '10 minutes') AS claims_10m,

@@ -119,3 +119,29 @@ async def _preset(env: Env) -> UUID:
     row = await env.one("SELECT id FROM template_version_presets WHERE name = 'small'")
     value: UUID = row["id"]
     return value
+
+
+async def test_demand_is_kept_35_days_then_pruned_by_the_reconciler(env: Env) -> None:
+    pushed = await env.push("t", AUTOSCALED)
+    rec = reconciler(env)
+    await converge(env, rec)
+    now = env.clock.now()
+    async with env.db.transaction() as conn:
+        for days in (1, 34, 36, 40):
+            await conn.execute(
+                "INSERT INTO preset_demand (template_id, preset_name, kind, at) VALUES (%s, 'small', 'claim', %s)",
+                (pushed.template_id, now - timedelta(days=days)),
+            )
+            await conn.execute(
+                "INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at) "
+                "VALUES (gen_random_uuid(), %s, 'small', %s, %s)",
+                (pushed.template_id, now - timedelta(days=days, minutes=4), now - timedelta(days=days)),
+            )
+    env.clock.advance(hours=2)  # the pruning runs at most hourly
+    await rec.run_cycle()
+    left = await env.one(
+        "SELECT (SELECT count(*) FROM preset_demand) AS demand, "
+        "(SELECT count(*) FROM prebuild_ready_times WHERE ready_at < %s) AS ready",
+        now,
+    )
+    assert (left["demand"], left["ready"]) == (2, 2)  # 1 and 34 days old are kept

@@ -22,6 +22,8 @@ from prebuildd.domain.planner import PresetSnapshot, preset_state
 from prebuildd.domain.schedules import desired_at
 from prebuildd.domain.snapshot import PresetRow
 
+NO_DEMAND = Demand()
+
 
 @dataclass(frozen=True)
 class PoolTarget:
@@ -66,7 +68,9 @@ def stored_state(row: PresetRow) -> AutoscaleState | None:
 
 
 def pool_target(snap: PresetSnapshot, row: PresetRow, demand: Demand | None, now: datetime) -> PoolTarget:
-    demand = demand or Demand()
+    demand = demand or NO_DEMAND
+    if row.autoscale is None and row.target_expression is None and demand.first_at is None:
+        return PoolTarget(snap)  # the common static pool with no demand yet: nothing to compute
     desired = desired_at(now, snap.timezone, snap.schedules, snap.desired_instances)
     settings = AutoscaleSettings.from_dict(row.autoscale) if row.autoscale is not None else None
     rec = recommended(demand, now, settings) if settings else recommended(demand, now)

@@ -20,7 +20,7 @@ from prebuildd.domain.snapshot import (
     inflight_jobs,
     preset_snapshot,
 )
-from prebuildd.domain.targets import PoolTarget, pool_target
+from prebuildd.domain.targets import NO_DEMAND, PoolTarget, pool_target
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.store import prebuilds as store
@@ -86,7 +86,7 @@ class SnapshotReader:
             await self._creation_history(conn, grouped)
         inputs = failure_inputs(self.policy, now)
         retry = self.policy.backoff_interval
-        demand = {p.preset_id: demand_by_pool.get((p.template_id, p.preset_name), Demand()) for p in presets}
+        demand = {p.preset_id: demand_by_pool.get((p.template_id, p.preset_name), NO_DEMAND) for p in presets}
         targets = {
             rows.preset.preset_id: pool_target(
                 preset_snapshot(rows, delete_retry=retry, failure_inputs=inputs),

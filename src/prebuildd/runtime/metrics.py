@@ -226,9 +226,11 @@ class Metrics:
         """Per preset: the target source, the autoscaler's λ, L and recommended size, the hit rate over 1 h.
         Series of a preset without an estimate (too little data) are removed, not left at a stale value."""
         current: set[tuple[str, str, str]] = set()
+        seen: set[tuple[str, str, str]] = set()
         for preset_id, target in targets.items():
             preset = presets[preset_id]
             labels = self.labels(preset)
+            seen.add(labels)
             source = target.snapshot.target_source
             old = self._sources.get(labels)
             if old != source:
@@ -237,11 +239,13 @@ class Metrics:
                 self.target_source.labels(*labels, source).set(1)
                 self._sources[labels] = source
             d = demand.get(preset_id)
-            hits = d.hit_rate_hour() if d is not None else None
+            if d is None or d.first_at is None:  # no demand record: nothing to show
+                continue
+            hits = d.hit_rate_hour()
             settings = (
                 AutoscaleSettings.from_dict(preset.autoscale) if preset.autoscale else AutoscaleSettings()
             )
-            est = estimate(d, now, settings.target_hit_rate, settings.lead_time) if d is not None else None
+            est = estimate(d, now, settings.target_hit_rate, settings.lead_time)
             if est is None and hits is None:
                 continue
             current.add(labels)
@@ -251,8 +255,7 @@ class Metrics:
                 self.arrival_rate.labels(*labels).set(est.rate)
                 self.lead_time.labels(*labels).set(est.lead_seconds)
                 self.recommended.labels(*labels).set(target.recommended or est.size)
-        gone_sources = set(self._sources) - {self.labels(presets[i]) for i in targets}
-        for labels in gone_sources:
+        for labels in set(self._sources) - seen:
             self.target_source.remove(*labels, self._sources.pop(labels))
         for labels in self._sized - current:
             for gauge in (self.hit_rate, self.arrival_rate, self.lead_time, self.recommended):

@@ -1011,6 +1011,27 @@ prebuilds = { instances = 0 }
     ]
 
 
+def test_overlapping_schedules_are_a_warning_at_push() -> None:
+    text = """
+provisioner = "echo"
+[[presets]]
+name = "day"
+[presets.prebuilds]
+instances = 1
+schedule = [{ cron = "* 8-18 * * 1-5", instances = 4 }, { cron = "* 18-20 * * *", instances = 2 }]
+
+[[presets]]
+name = "tiled"
+[presets.prebuilds]
+instances = 1
+schedule = [{ cron = "* 8-18 * * 1-5", instances = 4 }, { cron = "* 19-23 * * *", instances = 2 }]
+"""
+    assert preset_warnings(parse_manifest(text)) == [
+        "preset `day`: schedules '* 8-18 * * 1-5' and '* 18-20 * * *' overlap (both cover Mon 18:00): "
+        "using instances"
+    ]
+
+
 def test_preset_warnings_none_without_parameters() -> None:
     text = 'provisioner = "echo"\n[[presets]]\nname = "p"\nprebuilds = { instances = 2 }\n'
     assert preset_warnings(parse_manifest(text)) == []

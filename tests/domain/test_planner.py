@@ -175,6 +175,12 @@ TABLE: dict[str, Row] = {
         reason="inactive: removing 2 prebuilds",
         state={"desired": 0, "expired": 1, "extraneous": 1},
     ),
+    "inactive: ready prebuilds are not eligible (a claim cannot take them)": Row(
+        pool_snapshot(active=False, desired_instances=2, running=(running(1), running(2))),
+        deletes=[(1, INACTIVE), (2, INACTIVE)],
+        reason="inactive: removing 2 prebuilds",
+        state={"desired": 0, "running": 2, "eligible": 0, "extraneous": 2},
+    ),
     "inactive: pending never-started creates canceled": Row(
         pool_snapshot(
             active=False,
@@ -360,7 +366,8 @@ def test_decision_table(name: str) -> None:
     ("age", "expired"),
     [
         pytest.param(HOUR - timedelta(microseconds=1), False, id="one microsecond short of the TTL"),
-        pytest.param(HOUR, True, id="exactly the TTL"),
+        pytest.param(HOUR, False, id="exactly the TTL: expiry is strictly older"),
+        pytest.param(HOUR + timedelta(microseconds=1), True, id="one microsecond past the TTL"),
         pytest.param(HOUR + timedelta(seconds=1), True, id="past the TTL"),
         pytest.param(timedelta(0), False, id="brand new"),
     ],

@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from prebuildd.domain.schedules import DesiredCount, Schedule, cron_problem, desired_at
+from prebuildd.domain.schedules import (
+    _WEEK_START,
+    DesiredCount,
+    Schedule,
+    _hours_matching,
+    _week_hours,
+    cron_problem,
+    desired_at,
+    overlap,
+)
 
 WORK_HOURS = Schedule("* 8-18 * * 1-5", 5)
 NIGHT = Schedule("* 0-5 * * *", 0)
@@ -119,23 +128,73 @@ def test_no_matching_schedule_means_desired_instances_without_problem() -> None:
     assert desired_at(utc(2026, 3, 2, 6), "UTC", [NIGHT, WORK_HOURS], DEFAULT) == DesiredCount(DEFAULT)
 
 
-def test_overlap_at_this_instant_falls_back_and_names_both() -> None:
+def test_an_overlap_falls_back_and_names_both_schedules_and_the_first_shared_hour() -> None:
     lunch = Schedule("* 12 * * *", 7)
     result = desired_at(utc(2026, 3, 2, 12, 30), "UTC", [WORK_HOURS, lunch], DEFAULT)
     assert result.instances == DEFAULT
     assert result.schedule is None
-    assert result.problem is not None
-    assert "overlapping" in result.problem
-    assert "'* 8-18 * * 1-5'" in result.problem and "'* 12 * * *'" in result.problem
-    assert "Mon 12:30" in result.problem
+    assert result.problem == (
+        "schedules '* 8-18 * * 1-5' and '* 12 * * *' overlap (both cover Mon 12:00): using instances"
+    )
 
 
-def test_overlapping_schedules_apply_normally_where_only_one_matches() -> None:
-    # Reading taken: an overlap is detected at the instant it happens (two schedules match now); outside the
-    # shared hours the one matching schedule applies and nothing is reported.
-    lunch = Schedule("* 12 * * *", 7)
-    assert desired_at(utc(2026, 3, 2, 9), "UTC", [WORK_HOURS, lunch], DEFAULT) == DesiredCount(5, WORK_HOURS)
-    assert desired_at(utc(2026, 3, 7, 12), "UTC", [WORK_HOURS, lunch], DEFAULT) == DesiredCount(7, lunch)
+@pytest.mark.parametrize(
+    "at",
+    [
+        pytest.param(utc(2026, 3, 2, 9), id="a weekday hour only the work-hours schedule covers"),
+        pytest.param(utc(2026, 3, 7, 12), id="a weekend noon only the lunch schedule covers"),
+        pytest.param(utc(2026, 3, 7, 3), id="an hour neither covers"),
+    ],
+)
+def test_an_overlap_anywhere_in_the_week_falls_back_at_every_hour(at: datetime) -> None:
+    # As the reference reads it: a set of schedules that overlaps somewhere is wrong everywhere, not only at the
+    # shared hours (where a pool would otherwise jump between two targets without warning).
+    result = desired_at(at, "UTC", [WORK_HOURS, Schedule("* 12 * * *", 7)], DEFAULT)
+    assert result.instances == DEFAULT and result.problem is not None and "overlap" in result.problem
+
+
+@pytest.mark.parametrize(
+    ("crons", "shared"),
+    [
+        pytest.param(["* 8 * * 0", "* 8 * * 7"], "Sun 08:00", id="0 and 7 are both Sunday"),
+        pytest.param(["* 8 * * SUN", "* 0-8/4 * * 0"], "Sun 08:00", id="names and steps"),
+        pytest.param(["* 23 * * FRI", "* 20-23 * * 5"], "Fri 23:00", id="the last hour of a range"),
+        pytest.param(["* 8-18 * * 1-5", "* 0-5 * * *", "* 19-23 * * *"], None, id="three that tile the day"),
+        pytest.param(["* 8-18 * * 1-5", "* 8-18 * * 6,0"], None, id="weekdays and the weekend"),
+        pytest.param(
+            ["* 9 1 * *", "* 9 * * *"], "Jan 01 09:00", id="a day of the month: checked over a year"
+        ),
+        pytest.param(["* 9 29 2 *", "* 9-10 29 * *"], "Feb 29 09:00", id="the leap day and every 29th"),
+        pytest.param(["* 9 29 2 *", "* 10 * * *"], None, id="a leap day, another hour"),
+    ],
+)
+def test_overlaps_are_found_over_the_week_or_the_year(crons: list[str], shared: str | None) -> None:
+    found = overlap(crons)
+    if shared is None:
+        assert found is None
+    else:
+        assert found is not None and f"both cover {shared}" in found
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "* * * * *",
+        "* 8-18 * * 1-5",
+        "* */3 * * *",
+        "* 1-20/4 * * MON-FRI",
+        "* 9,12,15 * * 0",
+        "* 7 * * 7",
+        "* 22 * * sat,sun",
+        "* 5/2 * * *",
+        "* 3 * * 1/2",
+        "* 10-12 * * tue-thu",
+        "* 4 * * 5L",
+    ],
+)
+def test_the_quick_reading_of_a_weekly_cron_agrees_with_cronsim(cron: str) -> None:
+    # The fast path reads the hour and weekday fields itself; cronsim's minute-by-minute reading is the truth.
+    assert _week_hours(cron) == _hours_matching(cron, _WEEK_START, 7 * 24)
 
 
 @pytest.mark.parametrize(

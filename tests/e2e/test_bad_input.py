@@ -7,7 +7,6 @@ import asyncio
 import gzip
 import io
 import os
-import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -28,6 +27,7 @@ from prebuildd.templates.archive import (
     pack_directory,
 )
 from tests.support.api import API, push, wait_build, wait_imported
+from tests.support.daemons import start_daemon
 from tests.support.server import RunningServer
 from tests.support.templates import write_template
 from tests.support.waiting import wait_for
@@ -314,31 +314,6 @@ async def test_an_embedded_daemon_whose_build_prints_nul_bytes_keeps_the_log_and
         await _build_prints_nul_and_succeeds(client, "second")
 
 
-async def _start_daemon(url: str, key: str, work: Path) -> asyncio.subprocess.Process:
-    work.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a local directory, made once)
-    with open(work / "stderr.log", "wb") as stderr:  # noqa: ASYNC230 (a local file, opened once)
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "prebuildd",
-            "provisioner",
-            "start",
-            "--url",
-            url,
-            "--key",
-            key,
-            "--name",
-            "standalone",
-            "--work-dir",
-            str(work / "data"),
-            "--heartbeat-interval",
-            "0.2",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
-
-
 async def test_log_posts_with_an_unknown_level_are_400s_nul_bytes_are_kept_and_the_standalone_daemon_lives_on(
     idle_server: RunningServer, tmp_path: Path
 ) -> None:
@@ -397,15 +372,13 @@ async def test_log_posts_with_an_unknown_level_are_400s_nul_bytes_are_kept_and_t
         ]
 
         # A real standalone daemon whose builds print NUL bytes: each build succeeds and it takes the next.
-        process = await _start_daemon(idle_server.url, secret, tmp_path / "daemon")
+        daemon = await start_daemon(idle_server.url, secret, tmp_path / "daemon")
         try:
             await _build_prints_nul_and_succeeds(client, "first")
             await _build_prints_nul_and_succeeds(client, "second")
-            assert process.returncode is None, (tmp_path / "daemon" / "stderr.log").read_text()
+            assert daemon.proc.returncode is None, daemon.stderr
         finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
+            await daemon.kill()
 
 
 def test_the_api_accepts_the_log_levels_the_database_stores() -> None:

@@ -120,6 +120,13 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
                 assert metrics.get_sample_value(
                     "prebuildd_component_down", {"component": "listener", "dependency": "database"}
                 )
+                daemon_series = [
+                    {"component": f"daemon-{i}", "dependency": "database"}
+                    for i in range(len(running.server.daemons))
+                ]
+                assert [metrics.get_sample_value("prebuildd_component_down", s) for s in daemon_series] == [
+                    1.0
+                ] * len(daemon_series)  # one series per daemon: the first one back does not clear the others
 
                 await asyncio.to_thread(private_pg.start)
                 await wait_for(lambda: _ready(client), timeout=60, what="/readyz back to 200")
@@ -139,6 +146,9 @@ async def test_a_database_outage_fails_fast_logs_once_per_component_and_heals_by
             ids = {"component": "daemon", "worker_id": daemon.worker_id}
             assert len(_named(logs, "component.unavailable", **ids)) == 1, daemon.worker_id
             assert len(_named(logs, "component.recovered", **ids)) == 1, daemon.worker_id
+        assert [metrics.get_sample_value("prebuildd_component_down", s) for s in daemon_series] == [
+            0.0
+        ] * len(daemon_series)
         assert _named(logs, "reconcile.kicked", reason="database reconnected")
         assert not _named(logs, "server.task_crashed")
         assert all(h.running for name, h in running.server.tasks.items() if name.startswith("daemon-"))

@@ -130,4 +130,21 @@ async def test_pool_settings_change_without_a_new_version(
         )
         assert changed.status_code == 200, changed.text
         assert changed.json()["desired_instances"] == 1 and changed.json()["ttl_seconds"] == 8 * 3600
+        assert changed.json()["warnings"] == []
+        overlapping = await client.patch(
+            "/api/v1/templates/pool/presets/warm",
+            json={
+                "schedules": [
+                    {"cron": "* 8-18 * * 1-5", "instances": 2},
+                    {"cron": "* 12 * * *", "instances": 3},
+                ]
+            },
+        )
+        # Accepted, and said: the pool keeps its instances while the schedules overlap (whatever the hour now).
+        assert overlapping.status_code == 200, overlapping.text
+        assert overlapping.json()["warnings"] == [
+            "schedules '* 8-18 * * 1-5' and '* 12 * * *' overlap (both cover Mon 12:00): using instances"
+        ]
+        cleared = await client.patch("/api/v1/templates/pool/presets/warm", json={"schedules": []})
+        assert cleared.status_code == 200 and cleared.json()["warnings"] == []
     await wait_for(lambda: at(1), timeout=60, what="the pool to shrink to 1")

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -40,6 +39,7 @@ from prebuildd.store.rows import Row, fetch_one
 from prebuildd.templates.archive import pack_directory
 from prebuildd.templates.versions import PushedVersion, push_version
 from prebuildd.workspaces.builder import BuildRequest
+from tests.support.daemons import DaemonProcess, start_daemon
 from tests.support.server import RunningServer, start_server
 from tests.support.templates import write_template
 from tests.support.waiting import wait_for
@@ -159,57 +159,6 @@ async def create_key(running: RunningServer, name: str, *tags: str) -> str:
     secret = stdout.strip()
     assert secret.startswith("pbk_")
     return secret
-
-
-@dataclass
-class DaemonProcess:
-    proc: asyncio.subprocess.Process
-    stderr_path: Path
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    async def exited(self, timeout: float = 30.0) -> int:
-        """The exit code, waiting at most ``timeout`` seconds for the process to end."""
-        return await asyncio.wait_for(self.proc.wait(), timeout=timeout)
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-def _stderr_file(work: Path) -> Path:
-    work.mkdir(parents=True, exist_ok=True)
-    return work / "stderr.log"
-
-
-async def start_daemon(url: str, key: str, work: Path, *args: str) -> DaemonProcess:
-    stderr_path = _stderr_file(work)
-    with open(stderr_path, "wb") as stderr:  # noqa: ASYNC230 (a local file, opened once)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "prebuildd",
-            "provisioner",
-            "start",
-            "--url",
-            url,
-            "--key",
-            key,
-            "--name",
-            "standalone",
-            "--work-dir",
-            str(work / "data"),
-            "--heartbeat-interval",
-            "0.2",
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    return DaemonProcess(proc, stderr_path)
 
 
 # -- a standalone daemon runs the jobs --------------------------------------------------------------------

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from prebuildd.runtime.identities import hold_replica_id
 from prebuildd.server.process import OWNER_TOKEN_FILE
 from tests.support.pg import PgServer
 from tests.support.processes import process_gone
@@ -276,3 +277,18 @@ async def test_a_read_only_data_dir_fails_with_one_line(tmp_path: Path) -> None:
     exited = await run_server(data_dir)
     assert exited.code != 0
     assert exited.the_failure()["reason"] == "data_dir_unwritable"
+
+
+async def test_a_second_server_on_one_data_dir_is_refused_before_anything_starts(
+    tmp_path: Path, database_url: str
+) -> None:
+    data_dir = tmp_path / "data"
+    held = hold_replica_id(data_dir)  # this test process plays the first server: it holds the replica id
+    exited = await run_server(data_dir, "--postgres-url", database_url, "--provisioner-daemons", "1")
+    assert exited.code != 0
+    failure = exited.the_failure()
+    assert failure["reason"] == "replica_id_in_use"
+    assert str(held.path.resolve()) in failure["error"]
+    assert "--data-dir" in failure["hint"]
+    assert _users(database_url) == []  # refused before the database was touched
+    assert not (data_dir / OWNER_TOKEN_FILE).exists()

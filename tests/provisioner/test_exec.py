@@ -175,7 +175,10 @@ async def test_outputs_json(files: Path, data: Path) -> None:
     assert result.outputs == {"url": "http://ws", "ports": [1, 2]}
 
 
-@pytest.mark.parametrize(("content", "reason"), [("{not json", "not valid JSON"), ("[1]", "JSON object")])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [("{not json", "not valid JSON"), ("[1]", "JSON object"), ('{"x": NaN}', "NaN is not a JSON number")],
+)
 async def test_bad_outputs_fail_naming_the_file(files: Path, data: Path, content: str, reason: str) -> None:
     write_script(files, "create.sh", f"printf '{content}' > \"$PREBUILDD_OUTPUTS_FILE\"\n")
     with pytest.raises(ProvisionerFailure) as info:

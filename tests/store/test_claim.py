@@ -197,7 +197,12 @@ async def test_ineligible_prebuilds_are_never_claimed(env: Env) -> None:
             "UPDATE template_version_presets SET last_invalidated_at = NULL, ttl_seconds = 120"
         )
     assert await claimable("w4")
-    env.clock.advance(120)
+    async with env.db.transaction() as conn:
+        cursor = await conn.execute("SELECT created_at FROM workspaces WHERE id = %s", (victim,))
+        created = (await cursor.fetchone())["created_at"]
+    env.clock.advance(120 - (env.clock.now() - created).total_seconds())
+    assert await claimable("w4b")  # exactly its ttl old: expiry is strictly older, as the planner reads it
+    env.clock.advance(1)
     assert not await claimable("w5")
     async with env.db.transaction() as conn:
         await conn.execute("UPDATE template_version_presets SET ttl_seconds = 0")

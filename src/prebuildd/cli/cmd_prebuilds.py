@@ -8,7 +8,7 @@ import typer
 
 from prebuildd.cli.client import TokenOption, UrlOption, connect, fail, quote
 from prebuildd.cli.cmd_presets import presets_app
-from prebuildd.cli.output import JsonOption, age, note, print_fields, print_json, print_table
+from prebuildd.cli.output import JsonOption, age, note, print_fields, print_json, print_table, warn
 from prebuildd.domain.durations import format_duration
 
 prebuilds_app = typer.Typer(
@@ -296,3 +296,5 @@ def set_pool(
         f"{template}/{result['preset']}: {result['desired_instances']} instances, ttl {ttl_text}, "
         f"timezone {result['timezone']}, schedules {schedules}{sizing}"
     )
+    for warning in result.get("warnings", []):
+        warn(warning)

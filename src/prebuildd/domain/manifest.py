@@ -30,6 +30,7 @@ from prebuildd.domain.parameters import (
     validate_value,
 )
 from prebuildd.domain.pools import check_cron, instances_problem, timezone_problem, ttl_problem
+from prebuildd.domain.schedules import overlap
 
 MANIFEST_FILE = "prebuildd.toml"
 PROVISIONER_KINDS = ("echo", "exec", "terraform")
@@ -925,11 +926,15 @@ def parse_manifest(text: str, file: str = MANIFEST_FILE) -> TemplateManifest:
 
 
 def preset_warnings(manifest: TemplateManifest) -> list[str]:
-    """Warnings shown on push: presets with prebuilds that leave a required parameter unset."""
+    """Warnings shown on push: presets with prebuilds that leave a required parameter unset, or whose schedules
+    overlap (the pool then keeps its ``instances``)."""
     warnings: list[str] = []
     for preset in manifest.presets:
         if preset.prebuilds is None:
             continue
+        overlapping = overlap([s.cron for s in preset.prebuilds.schedules])
+        if overlapping is not None:
+            warnings.append(f"preset `{preset.name}`: {overlapping}")
         for spec in manifest.parameters:
             if spec.required and spec.default is None and spec.name not in preset.parameters:
                 warnings.append(

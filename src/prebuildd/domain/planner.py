@@ -150,7 +150,8 @@ def preset_state(snap: PresetSnapshot, now: datetime) -> tuple[PresetState, list
         desired=target,
         running=len(snap.running),
         running_valid=len(valid),
-        eligible=sum(1 for p in valid if p.ready),
+        # What a claim can take: none of an inactive version's (or a deleted or deprecated template's) prebuilds.
+        eligible=sum(1 for p in valid if p.ready) if snap.active else 0,
         expired=len(expired),
         extraneous=max(len(valid) - target, 0),
         starting=snap.starting,
@@ -167,7 +168,8 @@ def preset_state(snap: PresetSnapshot, now: datetime) -> tuple[PresetState, list
 def _is_expired(p: RunningPrebuild, snap: PresetSnapshot, now: datetime) -> bool:
     if snap.last_invalidated_at is not None and p.created_at < snap.last_invalidated_at:
         return True
-    return snap.ttl_seconds > 0 and now - p.created_at >= timedelta(seconds=snap.ttl_seconds)
+    # Strictly older than its ttl, as the claim statement reads it: a prebuild exactly ttl old is still claimable.
+    return snap.ttl_seconds > 0 and now - p.created_at > timedelta(seconds=snap.ttl_seconds)
 
 
 _LEFTOVER_REASON = {

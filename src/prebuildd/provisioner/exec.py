@@ -179,14 +179,21 @@ def _build_env(ctx: BuildContext, *, data_dir: Path, state_file: Path, outputs_f
     return env
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _read_results(state_file: Path, outputs_file: Path, script: str) -> tuple[bytes | None, dict[str, Any]]:
     state = state_file.read_bytes() if state_file.exists() else b""
     text = outputs_file.read_text(encoding="utf-8", errors="replace") if outputs_file.exists() else ""
     outputs: dict[str, Any] = {}
     if text.strip():
         try:
-            decoded = json.loads(text)
-        except json.JSONDecodeError as exc:
+            decoded = json.loads(text, parse_constant=_no_constant)
+        except (
+            json.JSONDecodeError,
+            ValueError,
+        ) as exc:  # ValueError: NaN/Infinity, which PostgreSQL cannot store
             raise ProvisionerFailure(
                 f"{script}: PREBUILDD_OUTPUTS_FILE ({outputs_file.name}) is not valid JSON: {exc}"
             ) from None

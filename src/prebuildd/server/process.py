@@ -37,7 +37,8 @@ from prebuildd.queue.pg import PgJobQueue
 from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
-from prebuildd.runtime.identities import hold_replica_id
+from prebuildd.runtime.faults import ChangeHook
+from prebuildd.runtime.identities import IdentityInUse, hold_replica_id
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.server.health import ReplicaHealth, daemon_task_name
@@ -105,6 +106,9 @@ class Server:
         self.extensions: list[Callable[[Server], Awaitable[None]]] = []
         """Called after the services exist and before HTTP starts: where later features attach themselves."""
         self._db: Database | None = None
+        self.replica_id = ""
+        """This installation's stable id (``<data-dir>/replica-id``), held for the process: its daemons'
+        identities are ``<replica-id>/embedded-<i>``."""
         self._first_owner: tuple[UUID, str] | None = None
         """The owner this start created and their token's secret, until startup has succeeded (then the secret
         goes to ``<data-dir>/owner-token``; on failure the owner is removed again)."""
@@ -142,6 +146,17 @@ class Server:
     async def _start(self) -> Services:
         config = self.config
         check_data_dir(config.data_dir)
+        if config.provisioner_daemons:
+            # Before anything starts: a second server on this data dir would share its daemons' identities, and
+            # a restart of one would fail the other's jobs.
+            try:
+                self.replica_id = hold_replica_id(config.data_dir, config.replica_id).value
+            except IdentityInUse as exc:
+                raise StartupError(
+                    "replica_id_in_use", str(exc), "each server needs its own --data-dir (or --replica-id)"
+                ) from None
+            except ValueError as exc:
+                raise StartupError("replica_id_invalid", str(exc), "see --replica-id") from None
         self.started_at = self.clock.now()
         url = config.postgres_url
         if url is None:
@@ -273,7 +288,7 @@ class Server:
     def _start_daemons(self, queue: PgJobQueue) -> None:
         provisioners = available_provisioners()
         # Stable per installation (and locked to this process): a restart fails its previous run's jobs at once.
-        replica = hold_replica_id(self.config.data_dir, self.config.replica_id).value
+        replica = self.replica_id
         for i in range(self.config.provisioner_daemons):
             daemon = ProvisionerDaemon(
                 queue,
@@ -287,10 +302,20 @@ class Server:
                     data_dir=self.config.data_dir,
                     work_root=_work_root(self.config.data_dir),
                     access_url=self.config.effective_access_url,
+                    on_fault_change=self._daemon_fault_hook(daemon_task_name(i)),
                 ),
             )
             self.daemons.append(daemon)
             self._daemon_tasks.append(self._spawn(BackgroundService(daemon_task_name(i), daemon.run)))
+
+    def _daemon_fault_hook(self, name: str) -> ChangeHook:
+        """Each daemon's outages on its own series (``prebuildd_component_down{component="daemon-0"}``): with one
+        shared series, the first daemon back would clear the gauge while the others are still down."""
+
+        def changed(component: str, dependency: str, down: bool) -> None:
+            self.metrics.component_changed(name, dependency, down)
+
+        return changed
 
     # -- supervision ---------------------------------------------------------------------------------------
 

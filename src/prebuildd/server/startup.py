@@ -24,7 +24,8 @@ from prebuildd.store.probe import (
 
 class StartupError(Exception):
     """The server cannot start; ``reason`` is stable (``port_in_use``, ``database_unreachable``,
-    ``database_refused``, ``database_url_invalid``, ``data_dir_unwritable``, ``embedded_postgres_failed``, ``http_bind_failed``)."""
+    ``database_refused``, ``database_url_invalid``, ``data_dir_unwritable``, ``embedded_postgres_failed``,
+    ``http_bind_failed``, ``replica_id_in_use``, ``replica_id_invalid``)."""
 
     def __init__(self, reason: str, message: str, hint: str) -> None:
         super().__init__(f"{message} ({hint})")

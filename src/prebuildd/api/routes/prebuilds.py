@@ -14,7 +14,7 @@ from prebuildd.api.models import LongText, LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.pools import MAX_INSTANCES
-from prebuildd.domain.schedules import Schedule
+from prebuildd.domain.schedules import Schedule, overlap
 from prebuildd.prebuilds import operations as prebuild_ops
 from prebuildd.prebuilds.snapshot import SnapshotReader
 from prebuildd.store.prebuilds import FailedPrebuild as FailedPrebuildRecord
@@ -133,6 +133,8 @@ def _pool_out(pool: PresetPool) -> dict[str, Any]:
         "schedules": [{"cron": s.cron, "instances": s.instances} for s in pool.schedules],
         "autoscale": pool.autoscale,
         "expression": pool.target_expression,
+        # Accepted, as at push, but the pool keeps its instances until the schedules no longer overlap.
+        "warnings": [w for w in [overlap([s.cron for s in pool.schedules])] if w is not None],
     }
 
 

@@ -15,7 +15,7 @@ WHERE t.id = %(template_id)s;
 -- name: claim
 -- Hand the oldest eligible prebuild of a preset to a user, in one statement. Eligible: owned by the prebuilds
 -- user, latest build a successful start on the template's active version, template neither deleted nor
--- deprecated, every agent ready, not expired. SKIP LOCKED passes over a prebuild a delete is working on, and the
+-- deprecated, every agent ready, not expired (older than its ttl). SKIP LOCKED passes over a prebuild a delete is working on, and the
 -- latest_build_number re-check under the row lock drops one that got a new build after this statement began.
 WITH candidate AS (
     SELECT w.id, p.name AS preset_name, w.created_at AS prebuild_created_at,
@@ -31,7 +31,7 @@ WITH candidate AS (
       AND t.active_version_id = b.template_version_id AND NOT t.deleted AND t.deprecated_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM workspace_agents a WHERE a.workspace_id = w.id AND a.lifecycle <> 'ready')
       AND (p.last_invalidated_at IS NULL OR w.created_at >= p.last_invalidated_at)
-      AND (p.ttl_seconds = 0 OR w.created_at > %(now)s::timestamptz - make_interval(secs => p.ttl_seconds))
+      AND (p.ttl_seconds = 0 OR w.created_at >= %(now)s::timestamptz - make_interval(secs => p.ttl_seconds))
     ORDER BY w.created_at
     LIMIT 1
     FOR UPDATE OF w SKIP LOCKED

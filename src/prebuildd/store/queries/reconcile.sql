@@ -133,7 +133,7 @@ SELECT
     count(*) FILTER (
         WHERE b.transition = 'start' AND j.job_status = 'succeeded'
           AND (%(invalidated_at)s::timestamptz IS NULL OR w.created_at >= %(invalidated_at)s::timestamptz)
-          AND (%(ttl_seconds)s::int = 0 OR w.created_at > %(now)s::timestamptz - make_interval(secs => %(ttl_seconds)s::int))
+          AND (%(ttl_seconds)s::int = 0 OR w.created_at >= %(now)s::timestamptz - make_interval(secs => %(ttl_seconds)s::int))
     ) AS running_valid
 FROM workspaces w
 JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prebuildd.server.process import OWNER_TOKEN_FILE
 from tests.support.api import API, push, wait_imported
+from tests.support.cli import Cli
 from tests.support.server import RunningServer
 from tests.support.templates import EXEC_FILES, EXEC_MANIFEST
 
@@ -59,3 +61,26 @@ async def test_presets_set_autoscale_and_expression(running_server: RunningServe
         assert preset["sizing"] == "desired 0 (expression 'min(scheduled_target, 3)')"
         cleared = await client.patch(url, json={"expression": None})
         assert cleared.json()["expression"] is None
+
+
+async def test_presets_set_from_the_cli(running_server: RunningServer, tmp_path: Path) -> None:
+    async with running_server.client() as client:
+        assert (await push(client, tmp_path, "web", EXEC_MANIFEST, EXEC_FILES)).status_code == 201
+        assert (await wait_imported(client, "web", "v1"))["import_status"] == "succeeded"
+    cli = Cli(tmp_path / "cli")
+    token_file = running_server.data_dir / OWNER_TOKEN_FILE
+    await cli.ok("login", running_server.url, "--token-file", str(token_file))
+    on = await cli.ok(
+        "presets", "set", "web", "web", "--instances", "0", "--autoscale-min", "0", "--autoscale-max", "8"
+    )
+    assert "autoscale 0..8 for 95% hits" in on.err + on.out
+    refused = await cli.refused("presets", "set", "web", "web", "--target-hit-rate", "2")
+    assert "target_hit_rate" in refused.err
+    swapped = await cli.ok(
+        "presets", "set", "web", "web", "--no-autoscale", "--expression", "scheduled_target"
+    )
+    assert "expression 'scheduled_target'" in swapped.err + swapped.out
+    status = await cli.ok("prebuilds", "status")
+    assert "expression" in status.out
+    explain = await cli.ok("prebuilds", "explain", "web", "web")
+    assert "desired 0 (expression 'scheduled_target')" in explain.out

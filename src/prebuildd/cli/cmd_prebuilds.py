@@ -6,10 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from prebuildd.cli.client import TokenOption, UrlOption, connect, fail, quote
-from prebuildd.cli.cmd_presets import presets_app
-from prebuildd.cli.output import JsonOption, age, note, print_fields, print_json, print_table, warn
-from prebuildd.domain.durations import format_duration
+from prebuildd.cli.client import TokenOption, UrlOption, connect
+from prebuildd.cli.output import JsonOption, age, note, print_fields, print_json, print_table
 
 prebuilds_app = typer.Typer(
     name="prebuilds",
@@ -58,6 +56,7 @@ def status(as_json: JsonOption = False, url: UrlOption = None, token: TokenOptio
                 p["failed"],
                 _status_text(p),
                 _pct(hits.get("claims_hour", 0), hits.get("misses_hour", 0)),
+                _sizing_text(p),
                 p.get("blocked") or p["next_action"],
             ]
         )
@@ -75,11 +74,21 @@ def status(as_json: JsonOption = False, url: UrlOption = None, token: TokenOptio
             "FAILED",
             "STATUS",
             "HIT 1H",
+            "SIZING",
             "NEXT",
         ],
         rows,
         empty="No preset has a prebuild pool.",
     )
+
+
+def _sizing_text(p: dict[str, Any]) -> str:
+    """Where the target comes from, and the autoscale formula's size when it says something else."""
+    source = str(p.get("target_source") or "scheduled")
+    recommended = p.get("recommended")
+    if recommended is not None and recommended != p["desired"]:
+        return f"{source}, recommended {recommended}"
+    return source
 
 
 def _set_paused(paused: bool, url: str | None, token: str | None) -> None:
@@ -208,6 +217,8 @@ def explain(
                 f"starting {s['starting']}, expired {s['expired']}, failed {s['failed']}",
             ),
             ("next", s.get("blocked") or s["next_action"]),
+            *([("target", s["sizing"])] if s.get("sizing") else []),
+            *([("recommended", s["recommendation"])] if s.get("recommendation") else []),
             *([("schedule", s["schedule_problem"])] if s.get("schedule_problem") else []),
             *_claim_builds_field(data.get("claim_builds")),
         ]
@@ -217,51 +228,3 @@ def explain(
         ([age(e["at"]), e["kind"], e["message"]] for e in data["decisions"]),
         empty="No decision recorded yet.",
     )
-
-
-@presets_app.command("set")
-def set_pool(
-    template: TemplateArg,
-    preset: Annotated[str, typer.Argument(help="The preset's name.", show_default=False)],
-    instances: Annotated[int | None, typer.Option("--instances", min=0, help="Desired prebuilds.")] = None,
-    ttl: Annotated[
-        str | None, typer.Option("--ttl", help="Recycle prebuilds older than this (e.g. 8h; 0: never).")
-    ] = None,
-    schedule: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--schedule", help="CRON=N: N instances during the cron's hours (minute field '*'); repeatable."
-        ),
-    ] = None,
-    clear_schedules: Annotated[
-        bool, typer.Option("--clear-schedules", help="Remove every schedule.")
-    ] = False,
-    timezone: Annotated[
-        str | None, typer.Option("--timezone", help="IANA timezone of the schedules.")
-    ] = None,
-    url: UrlOption = None,
-    token: TokenOption = None,
-) -> None:
-    """Change a preset's pool without a new template version."""
-    body: dict[str, Any] = {"instances": instances, "ttl": ttl, "timezone": timezone}
-    if schedule or clear_schedules:
-        parsed = []
-        for item in schedule or []:
-            cron, sep, count = item.rpartition("=")
-            if not sep or not count.strip().isdigit():
-                fail(f"--schedule {item!r}: expected CRON=N, e.g. '* 8-18 * * 1-5=5'", 2)
-            parsed.append({"cron": cron.strip(), "instances": int(count)})
-        body["schedules"] = parsed
-    with connect(url, token) as api:
-        result = api.patch(
-            f"/templates/{quote(template)}/presets/{quote(preset)}",
-            {k: v for k, v in body.items() if v is not None},
-        )
-    ttl_text = format_duration(result["ttl_seconds"]) if result["ttl_seconds"] else "none"
-    schedules = ", ".join(f"{s['cron']}={s['instances']}" for s in result["schedules"]) or "none"
-    note(
-        f"{template}/{result['preset']}: {result['desired_instances']} instances, ttl {ttl_text}, "
-        f"timezone {result['timezone']}, schedules {schedules}"
-    )
-    for warning in result.get("warnings", []):
-        warn(warning)

@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from prebuildd.domain.autoscale import AutoscaleSettings, settings_problems
 from prebuildd.domain.durations import format_duration, parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.expression import problem as expression_problem
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.domain.parameters import (
     MONOTONIC_KINDS,
@@ -74,6 +76,10 @@ class PrebuildSettings:
     """0 = no TTL."""
     timezone: str = "UTC"
     schedules: tuple[ScheduleSpec, ...] = ()
+    autoscale: AutoscaleSettings | None = None
+    """Size the pool from demand (SPEC §5.2); ``instances`` is the fallback with too little data."""
+    expression: str | None = None
+    """A reference-style target expression (``domain.expression``); the scheduled target on error."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +319,8 @@ _PARAMETER_KEYS = (
 )
 _VALIDATION_KEYS = ("regex", "min", "max", "monotonic", "error")
 _PRESET_KEYS = ("name", "description", "parameters", "prebuilds")
-_PREBUILDS_KEYS = ("instances", "ttl", "timezone", "schedule")
+_PREBUILDS_KEYS = ("instances", "ttl", "timezone", "schedule", "autoscale", "expression")
+_AUTOSCALE_KEYS = ("min", "max", "target_hit_rate", "stabilization", "lead_time")
 _SCHEDULE_KEYS = ("cron", "instances")
 
 
@@ -620,9 +627,48 @@ def _parse_prebuilds(r: _Reader, value: object, key: str) -> PrebuildSettings:
                     instances=_pool_integer(r, entry["instances"], f"{item_key}.instances"),
                 )
             )
+    autoscale = _parse_autoscale(r, table["autoscale"], f"{key}.autoscale") if "autoscale" in table else None
+    target_expression = None
+    if "expression" in table:
+        target_expression = r.string(table["expression"], f"{key}.expression")
+        problem = expression_problem(target_expression)
+        if problem is not None:
+            raise r.error(f"{key}.expression", problem)
+        if autoscale is not None:
+            raise r.error(f"{key}.expression", "a pool has autoscale or an expression, not both")
     return PrebuildSettings(
-        instances=instances, ttl_seconds=ttl, timezone=timezone, schedules=tuple(schedules)
+        instances=instances,
+        ttl_seconds=ttl,
+        timezone=timezone,
+        schedules=tuple(schedules),
+        autoscale=autoscale,
+        expression=target_expression,
     )
+
+
+def _parse_autoscale(r: _Reader, value: object, key: str) -> AutoscaleSettings:
+    table = r.table(value, key)
+    r.check_keys(table, key, _AUTOSCALE_KEYS)
+    base = AutoscaleSettings()
+    stabilization = float(base.stabilization_seconds)
+    if "stabilization" in table:
+        stabilization = r.duration(table["stabilization"], f"{key}.stabilization", maximum=24 * 3600)
+    settings = AutoscaleSettings(
+        min=r.integer(table["min"], f"{key}.min") if "min" in table else base.min,
+        max=r.integer(table["max"], f"{key}.max") if "max" in table else base.max,
+        target_hit_rate=(
+            r.number(table["target_hit_rate"], f"{key}.target_hit_rate")
+            if "target_hit_rate" in table
+            else base.target_hit_rate
+        ),
+        stabilization_seconds=int(stabilization),
+        lead_time=r.string(table["lead_time"], f"{key}.lead_time")
+        if "lead_time" in table
+        else base.lead_time,
+    )
+    for sub, reason in settings_problems(settings):
+        raise r.error(f"{key}.{sub}", reason)
+    return settings
 
 
 def _loose_canonical(raw: object) -> str:

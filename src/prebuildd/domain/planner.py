@@ -79,6 +79,11 @@ class PresetSnapshot:
     hard_limit_reason: str = ""
     create_cap: int | None = None
     """Slow start after failures: at most this many creates in one cycle."""
+    # Where the target comes from (SPEC §5.2, ``domain.targets``): None keeps the scheduled target.
+    target_override: int | None = None
+    target_source: str = "scheduled"
+    target_reason: str = ""
+    """Why the target is what it is, for explain: 'autoscale: 0.8 claims/min, ready p90 4m10s, target 95%'."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class PresetState:
     deleting: int
     failed: int = 0
     schedule_problem: str | None = None
+    target_source: str = "scheduled"
+    target_reason: str = ""
 
 
 class DeleteReason(StrEnum):
@@ -135,7 +142,8 @@ class Plan:
 def preset_state(snap: PresetSnapshot, now: datetime) -> tuple[PresetState, list[RunningPrebuild]]:
     """The state of the pool, and which running prebuilds are expired."""
     desired = desired_at(now, snap.timezone, snap.schedules, snap.desired_instances)
-    target = desired.instances if snap.active else 0
+    scheduled = desired.instances if snap.target_override is None else snap.target_override
+    target = scheduled if snap.active else 0
     expired = [p for p in snap.running if _is_expired(p, snap, now)]
     valid = [p for p in snap.running if p not in expired]
     state = PresetState(
@@ -151,6 +159,8 @@ def preset_state(snap: PresetSnapshot, now: datetime) -> tuple[PresetState, list
         deleting=snap.deleting,
         failed=snap.failed,
         schedule_problem=desired.problem,
+        target_source=snap.target_source,
+        target_reason=snap.target_reason,
     )
     return state, expired
 

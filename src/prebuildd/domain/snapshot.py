@@ -40,6 +40,12 @@ class PresetRow:
     consecutive_failures: int = 0
     last_failure_at: datetime | None = None
     last_error: str = ""
+    autoscale: dict[str, Any] | None = None
+    """The autoscaler's settings (``AutoscaleSettings.as_dict``), None when the pool does not autoscale."""
+    target_expression: str | None = None
+    autoscale_target: int | None = None
+    autoscale_raised_at: datetime | None = None
+    autoscale_changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class PrebuildRow:
     failure_class: str | None = None
     error: str | None = None
     ready: bool = True
+    ready_at: datetime | None = None
+    """When it became eligible: its job's completion or its last agent's readiness, whichever is later."""
 
 
 @dataclass

@@ -312,6 +312,7 @@ class Reconciler:
                         raise done
                     result.add(done)
             await self.recorder.record_decisions(snap, plans)
+            await self.recorder.record_autoscale(snap)
             await self.recorder.prune_events(snap.taken_at)
         finally:
             if gc_was_enabled:
@@ -358,6 +359,7 @@ class Reconciler:
                 if r.preset_id and r.transition == "start" and r.job_status == "failed"
             ],
         )
+        metrics.observe_sizing(snap.presets, snap.targets, snap.demand, snap.taken_at)
         metrics.queue_depth.set(snap.queue_depth)
         age = (snap.taken_at - snap.oldest_pending).total_seconds() if snap.oldest_pending else 0
         metrics.oldest_pending.set(max(age, 0))

@@ -15,14 +15,16 @@ from uuid import UUID
 
 import structlog
 
+from prebuildd.domain.autoscale import AutoscaleSettings, settings_problems
 from prebuildd.domain.errors import BuildError, ErrorCode, PrebuilddError, not_found
+from prebuildd.domain.expression import problem as expression_problem
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
 from prebuildd.domain.planner import plan_preset
 from prebuildd.domain.pools import pool_problems
 from prebuildd.domain.schedules import Schedule
 from prebuildd.domain.status import derive_status
-from prebuildd.prebuilds.snapshot import SnapshotReader
+from prebuildd.prebuilds.snapshot import Snapshot, SnapshotReader
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Conn, Database
@@ -68,6 +70,14 @@ class PresetStatus:
     last_decision: str | None
     last_decision_at: datetime | None
     extra: dict[str, Any] = field(default_factory=dict)
+    target_source: str = "scheduled"
+    """``scheduled`` | ``autoscale`` | ``autoscale_fallback`` | ``expression`` | ``expression_fallback``"""
+    sizing: str = ""
+    """Why the target: 'desired 7 (autoscale: 0.8 claims/min, ready mean 3m50s, p90 4m10s, target 95%)'."""
+    recommended: int | None = None
+    """The autoscale formula's size for this pool's demand (None: too little data), even with autoscale off."""
+    recommendation: str = ""
+    """'pool 2, recommended 5 for 95% hits' (empty: too little data)."""
 
 
 def _hit_rate(counts: HitCounts | None) -> dict[str, Any]:
@@ -140,6 +150,7 @@ class PrebuildOperations:
                     last_decision=decision.message if decision else None,
                     last_decision_at=decision.created_at if decision else None,
                     extra={"hit_rate": _hit_rate(hits.get(s.preset_id))},
+                    **_sizing(snap, s.preset_id, st.desired),
                 )
             )
         return snap.paused, statuses
@@ -174,8 +185,13 @@ class PrebuildOperations:
         ttl_seconds: int | None = None,
         timezone: str | None = None,
         schedules: list[Schedule] | None = None,
+        autoscale: dict[str, Any] | None = None,
+        clear_autoscale: bool = False,
+        expression: str | None = None,
+        clear_expression: bool = False,
     ) -> PresetPool:
-        """Change a preset's pool settings without a new version. ``None`` keeps a setting as it is."""
+        """Change a preset's pool settings without a new version. ``None`` keeps a setting as it is; ``autoscale``
+        changes the given keys of the autoscale settings (turning it on with defaults for the others)."""
         [target] = await self.active_presets(template, preset)
         async with self.db.transaction() as conn:
             current = await store.preset_pool(conn, target.id)
@@ -189,7 +205,34 @@ class PrebuildOperations:
             )
             if problems:
                 raise PrebuilddError(ErrorCode.INVALID_PARAMETER, str(problems[0]))
-            updated = await store.set_pool(conn, target.id, new_instances, new_ttl, new_tz, self.clock.now())
+            new_autoscale = None if clear_autoscale else current.autoscale
+            if autoscale is not None:
+                merged = {**(new_autoscale or AutoscaleSettings().as_dict()), **autoscale}
+                settings = AutoscaleSettings.from_dict(merged)
+                for key, reason in settings_problems(settings):
+                    raise PrebuilddError(ErrorCode.INVALID_PARAMETER, f"autoscale.{key}: {reason}")
+                new_autoscale = settings.as_dict()
+            new_expression = None if clear_expression else current.target_expression
+            if expression is not None:
+                problem = expression_problem(expression)
+                if problem is not None:
+                    raise PrebuilddError(ErrorCode.INVALID_PARAMETER, f"expression: {problem}")
+                new_expression = expression
+            if new_autoscale is not None and new_expression is not None:
+                raise PrebuilddError(
+                    ErrorCode.INVALID_PARAMETER,
+                    "expression: a pool has autoscale or an expression, not both (clear one)",
+                )
+            updated = await store.set_pool(
+                conn,
+                target.id,
+                new_instances,
+                new_ttl,
+                new_tz,
+                self.clock.now(),
+                autoscale=new_autoscale,
+                target_expression=new_expression,
+            )
             if updated is None:
                 raise not_found(f"preset {preset} of template {template}")
             if schedules is not None:
@@ -201,6 +244,8 @@ class PrebuildOperations:
             desired_instances=updated.desired_instances,
             ttl_seconds=updated.ttl_seconds,
             timezone=updated.timezone,
+            autoscale=updated.autoscale,
+            target_expression=updated.target_expression,
             schedules=tuple(stored),
         )
 
@@ -268,6 +313,27 @@ class PrebuildOperations:
         """The preset's claim builds over the last ``window``: how many ran, failed, and how long they took."""
         async with self.db.transaction() as conn:
             return await store.claim_build_counts(conn, preset_id, self.clock.now() - window)
+
+
+def _sizing(snap: Snapshot, preset_id: UUID, desired: int) -> dict[str, Any]:
+    target = snap.targets.get(preset_id)
+    if target is None:
+        return {}
+    source = target.snapshot.target_source
+    reason = target.snapshot.target_reason
+    rate = 0.95
+    if target.decision is not None and target.decision.estimate is not None:
+        preset = snap.presets[preset_id]
+        rate = float((preset.autoscale or {}).get("target_hit_rate", 0.95))
+    recommendation = ""
+    if target.recommended is not None:
+        recommendation = f"pool {desired}, recommended {target.recommended} for {rate:.0%} hits"
+    return {
+        "target_source": source,
+        "sizing": f"desired {desired} ({reason})" if reason else f"desired {desired} ({source})",
+        "recommended": target.recommended,
+        "recommendation": recommendation,
+    }
 
 
 async def _default_organization(conn: Conn) -> UUID:

@@ -16,6 +16,7 @@ import structlog
 from prebuildd.domain.failures import FailurePolicy, hard_limit
 from prebuildd.domain.planner import Plan
 from prebuildd.domain.snapshot import PresetRow
+from prebuildd.domain.targets import stored_state
 from prebuildd.prebuilds.snapshot import Snapshot
 from prebuildd.runtime.notify import WebhookNotifier
 from prebuildd.store import prebuilds as store
@@ -26,6 +27,8 @@ from prebuildd.store.prebuilds import NewEvent
 log = structlog.get_logger(__name__)
 
 PRUNE_EVERY = timedelta(hours=1)
+DEMAND_RETENTION = timedelta(days=35)
+"""Claims, misses and times to ready are kept 35 days (SPEC §10): four past weeks at the same hour, and some."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Recorder:
         self.notifier = notifier
         self._last_decisions: dict[UUID, str] = {}
         self._last_prune: datetime | None = None
+        self._ready_recorded: set[UUID] = set()
+        """Prebuilds whose time to ready this process has stored (after a restart: stored again, a no-op)."""
         self.newly_hard_limited: list[PresetRow] = []
 
     # -- statuses ------------------------------------------------------------------------------------------
@@ -167,6 +172,55 @@ class Recorder:
                 )
         await self._insert_events(snap.taken_at, events)
 
+    # -- autoscaling (SPEC §5.2) --------------------------------------------------------------------------
+
+    async def record_autoscale(self, snap: Snapshot) -> None:
+        """Store the autoscaler's decisions that changed, and the time to ready of prebuilds newly eligible:
+        one statement each, and none at all in a cycle where nothing changed."""
+        states = []
+        for preset_id, target in snap.targets.items():
+            decision = target.decision
+            preset = snap.presets[preset_id]
+            if decision is None or decision.state is None or decision.state == stored_state(preset):
+                continue
+            states.append(store.SavedAutoscale(preset.template_id, preset.preset_name, decision.state))
+        seen: set[UUID] = set()
+        ready: list[store.ReadyTime] = []
+        for row in snap.prebuilds:
+            if row.ready_at is None or not row.ready or row.preset_id not in snap.presets:
+                continue
+            seen.add(row.workspace_id)
+            if row.workspace_id not in self._ready_recorded:
+                preset = snap.presets[row.preset_id]
+                ready.append(
+                    store.ReadyTime(
+                        row.workspace_id,
+                        preset.template_id,
+                        preset.preset_name,
+                        row.workspace_created_at,
+                        row.ready_at,
+                    )
+                )
+        if not states and not ready:
+            self._ready_recorded &= seen
+            return
+        try:
+            async with self.db.transaction() as conn:
+                await self._bound(conn)
+                await store.save_autoscale_states(conn, states)
+                await store.record_ready_times(conn, ready)
+        except StoreTimeout as exc:  # the next cycle decides and records again
+            self._busy("autoscale", exc)
+            return
+        self._ready_recorded = (self._ready_recorded & seen) | {t.workspace_id for t in ready}
+        for s in states:
+            log.info(
+                "autoscale.target_changed",
+                template_id=str(s.template_id),
+                preset=s.preset_name,
+                target=s.state.target,
+            )
+
     # -- transient failures (the backoff) ------------------------------------------------------------------
 
     async def transient_failure(self, preset: PresetRow, now: datetime, error: str) -> None:
@@ -212,6 +266,7 @@ class Recorder:
             async with self.db.transaction() as conn:
                 await self._bound(conn)
                 await store.prune_events(conn, now - self.event_retention)
+                await store.prune_demand(conn, now - DEMAND_RETENTION)
         except StoreTimeout as exc:
             self._last_prune = None  # try again next cycle
             self._busy("event pruning", exc)

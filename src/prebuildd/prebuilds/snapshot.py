@@ -5,10 +5,11 @@ the same one, so what they say is what the next cycle does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from prebuildd.domain.autoscale import Demand
 from prebuildd.domain.failures import FailurePolicy, failure_inputs
 from prebuildd.domain.planner import PresetSnapshot
 from prebuildd.domain.snapshot import (
@@ -19,13 +20,15 @@ from prebuildd.domain.snapshot import (
     inflight_jobs,
     preset_snapshot,
 )
+from prebuildd.domain.targets import NO_DEMAND, PoolTarget, pool_target
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Conn, Database, IsolationLevel
 
-SNAPSHOT_QUERIES = 4
-"""Queries of every snapshot (settings, presets, prebuilds, queue depth); one more when some pool has failures."""
+SNAPSHOT_QUERIES = 5
+"""Queries of every snapshot (settings, presets, prebuilds, queue depth, demand); one more when some pool has
+failures."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class Snapshot:
     inflight: int
     queue_depth: int = 0
     oldest_pending: datetime | None = None
+    targets: dict[UUID, PoolTarget] = field(default_factory=dict)
+    """Where each preset's target came from (autoscale decisions, recommended sizes)."""
+    demand: dict[UUID, Demand] = field(default_factory=dict)
 
 
 def failure_policy(config: ServerConfig) -> FailurePolicy:
@@ -67,20 +73,30 @@ class SnapshotReader:
         return cls(db, clock, failure_policy(config))
 
     async def read(self) -> Snapshot:
-        """Four queries (five when a pool has failures) in one read-only REPEATABLE READ transaction."""
+        """Five queries (six when a pool has failures) in one read-only REPEATABLE READ transaction."""
         async with self.db.transaction(isolation=IsolationLevel.REPEATABLE_READ, readonly=True) as conn:
             now = self.clock.now()
             paused = await store.snapshot_paused(conn, idle_timeout=self.idle_timeout)
             presets = await store.snapshot_presets(conn)
             prebuilds = await store.snapshot_prebuilds(conn)
             queue = await store.queue_depth(conn)
+            keys = list(dict.fromkeys((p.template_id, p.preset_name) for p in presets))
+            demand_by_pool = await store.snapshot_demand(conn, keys, now)
             grouped = group(presets, prebuilds)
             await self._creation_history(conn, grouped)
         inputs = failure_inputs(self.policy, now)
         retry = self.policy.backoff_interval
-        snapshots = [
-            preset_snapshot(rows, delete_retry=retry, failure_inputs=inputs) for rows in grouped.values()
-        ]
+        demand = {p.preset_id: demand_by_pool.get((p.template_id, p.preset_name), NO_DEMAND) for p in presets}
+        targets = {
+            rows.preset.preset_id: pool_target(
+                preset_snapshot(rows, delete_retry=retry, failure_inputs=inputs),
+                rows.preset,
+                demand[rows.preset.preset_id],
+                now,
+            )
+            for rows in grouped.values()
+        }
+        snapshots = [t.snapshot for t in targets.values()]
         return Snapshot(
             taken_at=now,
             paused=paused,
@@ -94,6 +110,8 @@ class SnapshotReader:
             inflight=inflight_jobs(prebuilds),
             queue_depth=queue.pending,
             oldest_pending=queue.oldest,
+            targets=targets,
+            demand=demand,
         )
 
     async def _creation_history(self, conn: Conn, grouped: dict[UUID, PresetRows]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -9,8 +10,10 @@ from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from prebuildd.domain.autoscale import AutoscaleSettings, Demand, estimate
 from prebuildd.domain.planner import Plan
 from prebuildd.domain.snapshot import PresetRow
+from prebuildd.domain.targets import PoolTarget
 
 PRESET_LABELS = ("organization", "template", "preset")
 
@@ -138,6 +141,39 @@ class Metrics:
             "Seconds since this replica last completed a reconcile cycle (since start if none yet).",
             registry=r,
         )
+        self.target_source = Gauge(
+            "prebuildd_preset_target_source",
+            "1 for where the pool's target comes from: scheduled, autoscale, autoscale_fallback, expression, "
+            "expression_fallback.",
+            (*PRESET_LABELS, "source"),
+            registry=r,
+        )
+        self.arrival_rate = Gauge(
+            "prebuildd_autoscale_arrival_rate",
+            "Claims plus misses per minute, as the autoscaler estimates them.",
+            PRESET_LABELS,
+            registry=r,
+        )
+        self.lead_time = Gauge(
+            "prebuildd_autoscale_lead_time_seconds",
+            "The autoscaler's lead time L (mean or p90 time to ready, as configured).",
+            PRESET_LABELS,
+            registry=r,
+        )
+        self.recommended = Gauge(
+            "prebuildd_autoscale_recommended",
+            "The autoscale formula's pool size for the preset's demand (also when autoscale is off).",
+            PRESET_LABELS,
+            registry=r,
+        )
+        self.hit_rate = Gauge(
+            "prebuildd_prebuilds_hit_rate_1h",
+            "Share of creations of the preset that found a prebuild over the last hour.",
+            PRESET_LABELS,
+            registry=r,
+        )
+        self._sources: dict[tuple[str, str, str], str] = {}
+        self._sized: set[tuple[str, str, str]] = set()
         self._seen_failed: set[UUID] | None = None
         self._preset_gauges = (
             self.desired,
@@ -207,6 +243,53 @@ class Metrics:
         )  # the series exists (at 0) from the first claim build
         if status == "failed":
             failed.inc()
+
+    def observe_sizing(
+        self,
+        presets: dict[UUID, PresetRow],
+        targets: dict[UUID, PoolTarget],
+        demand: dict[UUID, Demand],
+        now: datetime,
+    ) -> None:
+        """Per preset: the target source, the autoscaler's λ, L and recommended size, the hit rate over 1 h.
+        Series of a preset without an estimate (too little data) are removed, not left at a stale value."""
+        current: set[tuple[str, str, str]] = set()
+        seen: set[tuple[str, str, str]] = set()
+        for preset_id, target in targets.items():
+            preset = presets[preset_id]
+            labels = self.labels(preset)
+            seen.add(labels)
+            source = target.snapshot.target_source
+            old = self._sources.get(labels)
+            if old != source:
+                if old is not None:
+                    self.target_source.remove(*labels, old)
+                self.target_source.labels(*labels, source).set(1)
+                self._sources[labels] = source
+            d = demand.get(preset_id)
+            if d is None or d.first_at is None:  # no demand record: nothing to show
+                continue
+            hits = d.hit_rate_hour()
+            settings = (
+                AutoscaleSettings.from_dict(preset.autoscale) if preset.autoscale else AutoscaleSettings()
+            )
+            est = estimate(d, now, settings.target_hit_rate, settings.lead_time)
+            if est is None and hits is None:
+                continue
+            current.add(labels)
+            if hits is not None:
+                self.hit_rate.labels(*labels).set(hits)
+            if est is not None:
+                self.arrival_rate.labels(*labels).set(est.rate)
+                self.lead_time.labels(*labels).set(est.lead_seconds)
+                self.recommended.labels(*labels).set(target.recommended or est.size)
+        for labels in set(self._sources) - seen:
+            self.target_source.remove(*labels, self._sources.pop(labels))
+        for labels in self._sized - current:
+            for gauge in (self.hit_rate, self.arrival_rate, self.lead_time, self.recommended):
+                with contextlib.suppress(KeyError):  # never set for this preset
+                    gauge.remove(*labels)
+        self._sized = current
 
     def component_changed(self, component: str, dependency: str, down: bool) -> None:
         """The ``on_change`` hook of ``runtime.faults.FaultState``."""

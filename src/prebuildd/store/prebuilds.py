@@ -15,11 +15,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from prebuildd.domain.autoscale import WINDOWS, AutoscaleState, Demand
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.schedules import Schedule
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow
 from prebuildd.store.db import Conn
-from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one
+from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one, jsonb
 
 # -- the cycle lease --------------------------------------------------------------------------------------
 
@@ -355,6 +356,8 @@ class PresetPool:
     desired_instances: int | None
     ttl_seconds: int
     timezone: str
+    autoscale: dict[str, Any] | None = None
+    target_expression: str | None = None
     schedules: tuple[Schedule, ...] = ()
 
 
@@ -364,7 +367,15 @@ async def preset_pool(conn: Conn, preset_id: UUID) -> PresetPool | None:
 
 
 async def set_pool(
-    conn: Conn, preset_id: UUID, desired_instances: int | None, ttl_seconds: int, timezone: str, now: datetime
+    conn: Conn,
+    preset_id: UUID,
+    desired_instances: int | None,
+    ttl_seconds: int,
+    timezone: str,
+    now: datetime,
+    *,
+    autoscale: dict[str, Any] | None = None,
+    target_expression: str | None = None,
 ) -> PresetPool | None:
     row = await fetch_one(
         conn,
@@ -374,6 +385,8 @@ async def set_pool(
             "desired_instances": desired_instances,
             "ttl_seconds": ttl_seconds,
             "timezone": timezone,
+            "autoscale": None if autoscale is None else jsonb(autoscale),
+            "target_expression": target_expression,
             "now": now,
         },
     )
@@ -437,4 +450,88 @@ async def failed_prebuilds(
             "preset": preset,
         },
         FailedPrebuild,
+    )
+
+
+# -- demand (the autoscaler's input, SPEC §5.2) -----------------------------------------------------------
+
+PoolKey = tuple[UUID, str]
+"""A pool across versions: template id and preset name."""
+
+
+async def snapshot_demand(conn: Conn, pools: Sequence[PoolKey], now: datetime) -> dict[PoolKey, Demand]:
+    """The demand of every given pool, in one statement whatever their number."""
+    if not pools:
+        return {}
+    rows = await fetch_all(
+        conn,
+        "reconcile.snapshot_demand",
+        {"template_ids": [p[0] for p in pools], "preset_names": [p[1] for p in pools], "now": now},
+    )
+    out: dict[PoolKey, Demand] = {}
+    for r in rows:
+        out[(r["template_id"], r["preset_name"])] = Demand(
+            claims=tuple(int(r[f"claims_{m}m"]) for m in WINDOWS),
+            misses=tuple(int(r[f"misses_{m}m"]) for m in WINDOWS),
+            day=int(r["day"]),
+            claims_hour=int(r["claims_hour"]),
+            first_at=r["first_at"],
+            weekly_next_15m=int(r["weekly_next_15m"] or 0),
+            weekly_next_60m=int(r["weekly_next_60m"] or 0),
+            ready_p90_seconds=None if r["ready_p90_seconds"] is None else float(r["ready_p90_seconds"]),
+            ready_mean_seconds=None if r["ready_mean_seconds"] is None else float(r["ready_mean_seconds"]),
+            ready_samples=int(r["ready_samples"]),
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class ReadyTime:
+    workspace_id: UUID
+    template_id: UUID
+    preset_name: str
+    created_at: datetime
+    ready_at: datetime
+
+
+async def record_ready_times(conn: Conn, times: Sequence[ReadyTime]) -> None:
+    if not times:
+        return
+    await execute(
+        conn,
+        "reconcile.record_ready_times",
+        {
+            "workspace_ids": [t.workspace_id for t in times],
+            "template_ids": [t.template_id for t in times],
+            "preset_names": [t.preset_name for t in times],
+            "created_ats": [t.created_at for t in times],
+            "ready_ats": [t.ready_at for t in times],
+        },
+    )
+
+
+async def prune_demand(conn: Conn, before: datetime) -> None:
+    await execute(conn, "reconcile.prune_demand", {"before": before})
+
+
+@dataclass(frozen=True)
+class SavedAutoscale:
+    template_id: UUID
+    preset_name: str
+    state: AutoscaleState
+
+
+async def save_autoscale_states(conn: Conn, states: Sequence[SavedAutoscale]) -> None:
+    if not states:
+        return
+    await execute(
+        conn,
+        "reconcile.save_autoscale_states",
+        {
+            "template_ids": [s.template_id for s in states],
+            "preset_names": [s.preset_name for s in states],
+            "targets": [s.state.target for s in states],
+            "raised_ats": [s.state.raised_at for s in states],
+            "changed_ats": [s.state.changed_at for s in states],
+        },
     )

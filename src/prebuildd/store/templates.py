@@ -307,6 +307,8 @@ async def insert_preset(
     ttl_seconds: int,
     timezone: str,
     now: datetime,
+    autoscale: Mapping[str, object] | None = None,
+    target_expression: str | None = None,
 ) -> None:
     await execute(
         conn,
@@ -320,6 +322,8 @@ async def insert_preset(
             "desired_instances": desired_instances,
             "ttl_seconds": ttl_seconds,
             "timezone": timezone,
+            "autoscale": None if autoscale is None else jsonb(dict(autoscale)),
+            "target_expression": target_expression,
             "now": now,
         },
     )

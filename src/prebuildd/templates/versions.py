@@ -209,6 +209,8 @@ async def record_import(
             ttl_seconds=settings.ttl_seconds if settings else 0,
             timezone=settings.timezone if settings else "UTC",
             now=now,
+            autoscale=settings.autoscale.as_dict() if settings and settings.autoscale else None,
+            target_expression=settings.expression if settings else None,
         )
         for position, schedule in enumerate(settings.schedules if settings else ()):
             await store.insert_preset_schedule(

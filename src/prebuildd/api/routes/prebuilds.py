@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
-from prebuildd.api.models import LookupText, ShortText
+from prebuildd.api.models import LongText, LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.pools import MAX_INSTANCES
@@ -57,8 +57,22 @@ class ScheduleIn(BaseModel):
     instances: int = Field(ge=0, le=MAX_INSTANCES)
 
 
+class AutoscaleIn(BaseModel):
+    """The keys to change; the others keep their value (or their default when autoscale was off)."""
+
+    min: int | None = Field(default=None, ge=0, le=MAX_INSTANCES)
+    max: int | None = Field(default=None, ge=1, le=MAX_INSTANCES)
+    target_hit_rate: float | None = Field(default=None, gt=0, lt=1)
+    stabilization: ShortText | None = Field(default=None, description="Duration such as 10m")
+    lead_time: Literal["mean", "p90"] | None = None
+
+
 class PoolUpdate(BaseModel):
     instances: int | None = Field(default=None, ge=0, le=MAX_INSTANCES)
+    autoscale: AutoscaleIn | None = Field(default=None, description="Size the pool from demand; null: stop")
+    expression: LongText | None = Field(
+        default=None, description="A target expression (reference-compatible); empty or null: none"
+    )
     ttl: ShortText | None = Field(default=None, description="Duration such as 8h; 0 for none")
     timezone: LookupText | None = None
     schedules: list[ScheduleIn] | None = Field(default=None, max_length=50)
@@ -131,6 +145,8 @@ def _pool_out(pool: PresetPool) -> dict[str, Any]:
         "ttl_seconds": pool.ttl_seconds,
         "timezone": pool.timezone,
         "schedules": [{"cron": s.cron, "instances": s.instances} for s in pool.schedules],
+        "autoscale": pool.autoscale,
+        "expression": pool.target_expression,
         # Accepted, as at push, but the pool keeps its instances until the schedules no longer overlap.
         "warnings": [w for w in [overlap([s.cron for s in pool.schedules])] if w is not None],
     }
@@ -171,6 +187,14 @@ async def update_pool(
     schedules = (
         [Schedule(s.cron, s.instances) for s in body.schedules] if body.schedules is not None else None
     )
+    autoscale: dict[str, Any] | None = None
+    if body.autoscale is not None:
+        autoscale = body.autoscale.model_dump(exclude_none=True, exclude={"stabilization"})
+        if body.autoscale.stabilization is not None:
+            try:
+                autoscale["stabilization_seconds"] = round(parse_duration(body.autoscale.stabilization))
+            except ValueError as exc:
+                raise PrebuilddError(ErrorCode.INVALID_REQUEST, f"autoscale.stabilization: {exc}") from None
     pool = await ops.set_pool(
         template,
         preset,
@@ -178,6 +202,10 @@ async def update_pool(
         ttl_seconds=ttl,
         timezone=body.timezone,
         schedules=schedules,
+        autoscale=autoscale,
+        clear_autoscale="autoscale" in body.model_fields_set and body.autoscale is None,
+        expression=body.expression or None,
+        clear_expression="expression" in body.model_fields_set and not body.expression,
     )
     return _pool_out(pool)
 

@@ -18,7 +18,9 @@ WHERE t.id = %(template_id)s;
 -- deprecated, every agent ready, not expired (older than its ttl). SKIP LOCKED passes over a prebuild a delete is working on, and the
 -- latest_build_number re-check under the row lock drops one that got a new build after this statement began.
 WITH candidate AS (
-    SELECT w.id
+    SELECT w.id, p.name AS preset_name, w.created_at AS prebuild_created_at,
+           greatest(j.completed_at, (SELECT max(a.ready_at) FROM workspace_agents a WHERE a.workspace_id = w.id))
+               AS ready_at
     FROM workspaces w
     JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
     JOIN provisioner_jobs j ON j.id = b.job_id
@@ -39,7 +41,19 @@ WITH candidate AS (
         pool_preset_id = NULL
     FROM candidate
     WHERE w.id = candidate.id
-    RETURNING w.id, w.name, w.created_at, w.latest_build_number, w.organization_id, w.template_id
+    RETURNING w.id, w.name, w.created_at, w.latest_build_number, w.organization_id, w.template_id,
+              candidate.preset_name, candidate.prebuild_created_at, candidate.ready_at
+), demand AS (
+    -- The autoscaler's demand record rides in the same statement: no extra round trip on the claim path.
+    INSERT INTO preset_demand (template_id, preset_name, kind, at)
+    SELECT c.template_id, c.preset_name, 'claim', %(now)s FROM claimed c
+), ready_time AS (
+    -- So is the claimed prebuild's time to ready: a prebuild claimed between two cycles is never seen ready by
+    -- the reconciler, and under load that is most of them.
+    INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at)
+    SELECT c.id, c.template_id, c.preset_name, c.prebuild_created_at, c.ready_at FROM claimed c
+    WHERE c.ready_at IS NOT NULL
+    ON CONFLICT (workspace_id) DO NOTHING
 ), event AS (
     -- The claim event and the agent's wake-up go with the claim itself: one statement, one round trip.
     INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message)
@@ -52,7 +66,14 @@ SELECT c.id, c.name, c.created_at, c.latest_build_number, pg_notify('prebuildd_w
 FROM claimed c;
 
 -- name: insert_event
--- One event row (claim.missed and other claim events the claim statement does not write).
+-- One event row (claim.missed and other claim events the claim statement does not write); a claim.missed is also
+-- a demand record for the autoscaler (misses are demand too), written by the same statement.
+WITH demand AS (
+    INSERT INTO preset_demand (template_id, preset_name, kind, at)
+    SELECT %(template_id)s::uuid, p.name, 'miss', %(now)s::timestamptz
+    FROM template_version_presets p
+    WHERE p.id = %(preset_id)s::uuid AND %(kind)s::text = 'claim.missed'
+)
 INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message, data)
 VALUES (%(now)s, %(kind)s, %(organization_id)s, %(template_id)s, %(preset_id)s, %(workspace_id)s, %(user_id)s,
         %(message)s, %(data)s);

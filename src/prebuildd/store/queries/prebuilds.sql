@@ -23,13 +23,14 @@ WHERE id = ANY(%(preset_ids)s);
 -- Changes a preset's pool settings; returns them.
 UPDATE template_version_presets
 SET desired_instances = %(desired_instances)s, ttl_seconds = %(ttl_seconds)s,
-    scheduling_timezone = %(timezone)s, updated_at = %(now)s
+    scheduling_timezone = %(timezone)s, autoscale = %(autoscale)s, target_expression = %(target_expression)s,
+    updated_at = %(now)s
 WHERE id = %(preset_id)s
-RETURNING name, desired_instances, ttl_seconds, scheduling_timezone AS timezone;
+RETURNING name, desired_instances, ttl_seconds, scheduling_timezone AS timezone, autoscale, target_expression;
 
 -- name: preset_pool
 -- A preset's pool settings (the ones set_pool changes).
-SELECT name, desired_instances, ttl_seconds, scheduling_timezone AS timezone
+SELECT name, desired_instances, ttl_seconds, scheduling_timezone AS timezone, autoscale, target_expression
 FROM template_version_presets WHERE id = %(preset_id)s;
 
 -- name: insert_schedule

@@ -52,9 +52,14 @@ SELECT count(*) AS pending, min(created_at) AS oldest FROM provisioner_jobs WHER
 SELECT lb.workspace_id, lb.workspace_created_at, lb.preset_id, lb.template_version_id AS version_id,
        lb.transition, lb.job_id, lb.job_status, lb.build_created_at, lb.job_started_at, lb.job_completed_at,
        lb.failure_class, lb.job_error AS error,
-       NOT EXISTS (SELECT 1 FROM workspace_agents a WHERE a.workspace_id = lb.workspace_id AND a.lifecycle <> 'ready')
-           AS ready
+       coalesce(ag.all_ready, true) AS ready,
+       CASE WHEN lb.transition = 'start' AND lb.job_status = 'succeeded' THEN greatest(lb.job_completed_at, ag.ready_at)
+       END AS ready_at
 FROM workspace_latest_builds lb
+LEFT JOIN LATERAL (  -- one probe of the agents per prebuild: are they all ready, and since when
+    SELECT bool_and(a.lifecycle = 'ready') AS all_ready, max(a.ready_at) AS ready_at
+    FROM workspace_agents a WHERE a.workspace_id = lb.workspace_id
+) ag ON true
 WHERE lb.owner_id = %(prebuilds_user_id)s;
 
 -- name: snapshot_creations
@@ -85,11 +90,14 @@ SELECT p.id AS preset_id, p.name AS preset_name, t.id AS template_id, t.name AS 
        p.failures_reset_at, p.prebuild_status,
        coalesce(s.schedules, '[]'::json) AS schedules,
        coalesce(f.consecutive_failures, 0) AS consecutive_failures, f.last_failure_at,
-       coalesce(f.last_error, '') AS last_error
+       coalesce(f.last_error, '') AS last_error,
+       p.autoscale, p.target_expression, a.target AS autoscale_target, a.raised_at AS autoscale_raised_at,
+       a.changed_at AS autoscale_changed_at
 FROM template_version_presets p
 JOIN template_versions v ON v.id = p.template_version_id
 JOIN templates t ON t.id = v.template_id
 LEFT JOIN preset_failure_trackers f ON f.preset_id = p.id
+LEFT JOIN preset_autoscale_state a ON a.template_id = t.id AND a.preset_name = p.name
 LEFT JOIN LATERAL (
     SELECT json_agg(json_build_object('cron', sc.cron, 'instances', sc.desired_instances) ORDER BY sc.position)
            AS schedules
@@ -144,3 +152,82 @@ FROM unnest(%(kinds)s::text[], %(organization_ids)s::uuid[], %(template_ids)s::u
 -- name: prune_events
 -- Deletes events older than the retention.
 DELETE FROM events WHERE created_at < %(before)s;
+
+-- name: snapshot_demand
+-- Demand of the given pools (template id + preset name; a pool with no record has no row) in one statement,
+-- aggregated in SQL: claims and misses
+-- per window (5..120 min) and over the last day, the first record (how much history there is), the same part of
+-- the week in the four past weeks (the next 15 and 60 minutes, summed over weeks), and the p90 time to ready of
+-- the 20 newest prebuilds of the last week (and their mean).
+SELECT p.template_id, p.preset_name,
+       coalesce(d.claims_5m, 0) AS claims_5m, coalesce(d.claims_10m, 0) AS claims_10m,
+       coalesce(d.claims_30m, 0) AS claims_30m, coalesce(d.claims_60m, 0) AS claims_60m,
+       coalesce(d.claims_120m, 0) AS claims_120m,
+       coalesce(d.misses_5m, 0) AS misses_5m, coalesce(d.misses_10m, 0) AS misses_10m,
+       coalesce(d.misses_30m, 0) AS misses_30m, coalesce(d.misses_60m, 0) AS misses_60m,
+       coalesce(d.misses_120m, 0) AS misses_120m,
+       coalesce(d.day, 0) AS day, coalesce(d.claims_hour, 0) AS claims_hour,
+       (SELECT min(f.at) FROM preset_demand f
+        WHERE f.template_id = p.template_id AND f.preset_name = p.preset_name) AS first_at,
+       w.next_15m AS weekly_next_15m, w.next_60m AS weekly_next_60m,
+       r.p90 AS ready_p90_seconds, r.mean AS ready_mean_seconds, coalesce(r.samples, 0) AS ready_samples
+FROM (
+    -- Only pools with demand records: the others (most of them, at scale) cost one index probe each.
+    SELECT k.template_id, k.preset_name
+    FROM unnest(%(template_ids)s::uuid[], %(preset_names)s::text[]) AS k (template_id, preset_name)
+    WHERE EXISTS (SELECT 1 FROM preset_demand e WHERE e.template_id = k.template_id AND e.preset_name = k.preset_name)
+) p
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '5 minutes') AS claims_5m,
+           count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '10 minutes') AS claims_10m,
+           count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '30 minutes') AS claims_30m,
+           count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '60 minutes') AS claims_60m,
+           count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '120 minutes') AS claims_120m,
+           count(*) FILTER (WHERE kind = 'miss' AND at > %(now)s::timestamptz - interval '5 minutes') AS misses_5m,
+           count(*) FILTER (WHERE kind = 'miss' AND at > %(now)s::timestamptz - interval '10 minutes') AS misses_10m,
+           count(*) FILTER (WHERE kind = 'miss' AND at > %(now)s::timestamptz - interval '30 minutes') AS misses_30m,
+           count(*) FILTER (WHERE kind = 'miss' AND at > %(now)s::timestamptz - interval '60 minutes') AS misses_60m,
+           count(*) FILTER (WHERE kind = 'miss' AND at > %(now)s::timestamptz - interval '120 minutes') AS misses_120m,
+           count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '60 minutes') AS claims_hour,
+           count(*) AS day
+    FROM preset_demand d
+    WHERE d.template_id = p.template_id AND d.preset_name = p.preset_name
+      AND d.at > %(now)s::timestamptz - interval '1 day' AND d.at <= %(now)s::timestamptz
+) d ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.at < k.start + interval '15 minutes') AS next_15m, count(*) AS next_60m
+    FROM generate_series(1, 4) AS g (n)
+    CROSS JOIN LATERAL (SELECT %(now)s::timestamptz - g.n * interval '7 days' AS start) k
+    JOIN preset_demand d ON d.template_id = p.template_id AND d.preset_name = p.preset_name
+         AND d.at >= k.start AND d.at < k.start + interval '60 minutes'
+) w ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM t.ready_at - t.created_at)) AS p90,
+           avg(extract(epoch FROM t.ready_at - t.created_at)) AS mean, count(*) AS samples
+    FROM (
+        SELECT rt.ready_at, rt.created_at FROM prebuild_ready_times rt
+        WHERE rt.template_id = p.template_id AND rt.preset_name = p.preset_name
+          AND rt.ready_at > %(now)s::timestamptz - interval '7 days'
+        ORDER BY rt.ready_at DESC LIMIT 20
+    ) t
+) r ON true;
+
+-- name: record_ready_times
+-- Records the time to ready of prebuilds newly seen eligible (a prebuild already recorded keeps its first time).
+INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at)
+SELECT * FROM unnest(%(workspace_ids)s::uuid[], %(template_ids)s::uuid[], %(preset_names)s::text[],
+                     %(created_ats)s::timestamptz[], %(ready_ats)s::timestamptz[])
+ON CONFLICT (workspace_id) DO NOTHING;
+
+-- name: prune_demand
+-- Deletes demand records and ready times older than the retention (35 days).
+WITH gone AS (DELETE FROM preset_demand WHERE at < %(before)s)
+DELETE FROM prebuild_ready_times WHERE ready_at < %(before)s;
+
+-- name: save_autoscale_states
+-- Stores the autoscaler's decisions that changed (target, when it last rose, when it last changed).
+INSERT INTO preset_autoscale_state (template_id, preset_name, target, raised_at, changed_at)
+SELECT * FROM unnest(%(template_ids)s::uuid[], %(preset_names)s::text[], %(targets)s::int[],
+                     %(raised_ats)s::timestamptz[], %(changed_ats)s::timestamptz[])
+ON CONFLICT (template_id, preset_name) DO UPDATE SET
+    target = excluded.target, raised_at = excluded.raised_at, changed_at = excluded.changed_at;

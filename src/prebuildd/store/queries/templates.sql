@@ -81,9 +81,10 @@ ORDER BY position;
 -- name: insert_preset
 -- A preset of a version, with its pool settings.
 INSERT INTO template_version_presets (id, template_version_id, name, description, parameters, desired_instances,
-                                      ttl_seconds, scheduling_timezone, created_at, updated_at)
+                                      ttl_seconds, scheduling_timezone, autoscale, target_expression,
+                                      created_at, updated_at)
 VALUES (%(id)s, %(version_id)s, %(name)s, %(description)s, %(parameters)s, %(desired_instances)s,
-        %(ttl_seconds)s, %(timezone)s, %(now)s, %(now)s);
+        %(ttl_seconds)s, %(timezone)s, %(autoscale)s, %(target_expression)s, %(now)s, %(now)s);
 
 -- name: insert_preset_schedule
 -- One entry of a preset's schedule.

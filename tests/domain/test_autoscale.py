@@ -1,0 +1,221 @@
+"""The base-stock autoscaler: the size formula, the estimates, the stabilization window, the gates, the fallback."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prebuildd.domain.autoscale import (
+    AutoscaleSettings,
+    AutoscaleState,
+    Demand,
+    base_stock_size,
+    decide,
+    recent_rate,
+    recommended,
+    settings_problems,
+)
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+DEFAULT = AutoscaleSettings(min=1, max=20, target_hit_rate=0.95)
+
+
+def demand(rate: float, *, lead: float = 240.0, history: timedelta = timedelta(days=2)) -> Demand:
+    """A steady demand of ``rate`` claims per minute, all hits."""
+    claims = tuple(round(rate * m) for m in (5, 10, 30, 60, 120))
+    return Demand(
+        claims=claims,
+        day=round(rate * 1440),
+        claims_hour=claims[3],
+        first_at=NOW - history,
+        ready_p90_seconds=lead,
+        ready_samples=20,
+    )
+
+
+def poisson_cdf(k: int, mean: float) -> float:
+    return sum(math.exp(-mean) * mean**i / math.factorial(i) for i in range(k + 1))
+
+
+@pytest.mark.parametrize(
+    ("rate", "lead", "hit", "size"),
+    [
+        (0.0, 240, 0.95, 1),  # no demand: one prebuild still serves the first claim
+        (0.5, 240, 0.95, 6),  # mean 2: P(X<=4) = 0.947, P(X<=5) = 0.983
+        (0.8, 250, 0.95, 8),
+        (2.0, 480, 0.95, 24),  # mean 16
+        (2.0, 480, 0.5, 17),  # the median of Poisson(16) is 16: S - 1 = 16
+        (0.1, 60, 0.99, 2),
+    ],
+)
+def test_base_stock_size_table(rate: float, lead: float, hit: float, size: int) -> None:
+    assert base_stock_size(rate, lead, hit) == size
+    mean = rate * lead / 60
+    assert poisson_cdf(size - 1, mean) >= hit - 1e-9
+    if size > 1:
+        assert poisson_cdf(size - 2, mean) < hit
+
+
+def test_large_mean_does_not_underflow() -> None:
+    assert 900 < base_stock_size(100, 600, 0.95) <= 1000
+
+
+@given(st.floats(0, 20), st.floats(0, 20), st.floats(1, 1800), st.floats(0.5, 0.999))
+def test_monotone_in_rate(a: float, b: float, lead: float, hit: float) -> None:
+    lo, hi = sorted((a, b))
+    assert base_stock_size(lo, lead, hit) <= base_stock_size(hi, lead, hit)
+
+
+@given(st.floats(0, 10), st.floats(1, 1800), st.floats(1, 1800), st.floats(0.5, 0.999))
+def test_monotone_in_lead_time(rate: float, a: float, b: float, hit: float) -> None:
+    lo, hi = sorted((a, b))
+    assert base_stock_size(rate, lo, hit) <= base_stock_size(rate, hi, hit)
+
+
+@settings(max_examples=200)
+@given(
+    rate=st.floats(0, 10),
+    lead=st.floats(10, 1800),
+    lo=st.integers(0, 30),
+    span=st.integers(0, 30),
+    prev=st.none() | st.integers(0, 60),
+    age=st.integers(0, 3600),
+)
+def test_never_outside_bounds(
+    rate: float, lead: float, lo: int, span: int, prev: int | None, age: int
+) -> None:
+    cfg = AutoscaleSettings(min=lo, max=max(lo + span, 1))
+    state = (
+        None
+        if prev is None
+        else AutoscaleState(prev, NOW - timedelta(seconds=age), NOW - timedelta(seconds=age))
+    )
+    d = decide(cfg, demand(rate, lead=lead), state, now=NOW, scheduled=2)
+    if d.fallback:  # too little data (under 20 claims a day): instances, whatever the bounds
+        assert rate * 1440 < 20.5 and d.target == 2
+    elif prev is None or prev <= cfg.max:
+        assert cfg.min <= d.target <= cfg.max or (prev is not None and cfg.min <= d.target <= prev)
+    else:
+        assert d.target <= cfg.max
+
+
+def test_scale_up_is_immediate() -> None:
+    state = AutoscaleState(3, NOW - timedelta(seconds=30), NOW - timedelta(seconds=30))
+    d = decide(DEFAULT, demand(2.0, lead=480), state, now=NOW, scheduled=2)
+    assert d.target == 20  # 24 clamped to max
+    assert d.state == AutoscaleState(20, NOW, NOW)
+    assert d.reason == "autoscale: 2 claims/min, ready mean 8m, p90 8m, target 95%"
+
+
+def test_lead_time_is_the_mean_by_default_or_the_p90() -> None:
+    d = Demand(**{**demand(0.8, lead=250).__dict__, "ready_mean_seconds": 150.0})
+    mean = decide(DEFAULT, d, None, now=NOW, scheduled=2)
+    p90 = decide(AutoscaleSettings(min=1, max=20, lead_time="p90"), d, None, now=NOW, scheduled=2)
+    assert (mean.target, p90.target) == (base_stock_size(0.8, 150, 0.95), base_stock_size(0.8, 250, 0.95))
+    assert p90.reason == "autoscale: 0.8 claims/min, ready p90 4m10s, target 95%"
+    assert mean.reason == "autoscale: 0.8 claims/min, ready mean 2m30s, p90 4m10s, target 95%"
+
+
+def test_rate_follows_the_long_window_unless_a_short_one_departs_from_it() -> None:
+    steady = demand(0.5)
+    assert recent_rate(steady) == 0.5
+    noisy = Demand(**{**steady.__dict__, "claims": (3, 7, 15, 30, 60)})  # 0.7/min over 10 min: noise
+    assert recent_rate(noisy) == 0.5
+    rising = Demand(**{**steady.__dict__, "claims": (10, 20, 30, 45, 75)})  # 2/min over 10 min
+    assert recent_rate(rising) == 2.0
+    stopped = Demand(**{**steady.__dict__, "claims": (0, 0, 0, 15, 75)})  # nothing for 30 minutes
+    assert recent_rate(stopped) == 0.0
+
+
+@given(rate=st.floats(0.05, 10), prev=st.integers(0, 20))
+def test_no_scale_up_while_backing_off(rate: float, prev: int) -> None:
+    state = AutoscaleState(prev, NOW - timedelta(hours=1), NOW - timedelta(hours=1))
+    d = decide(DEFAULT, demand(rate), state, now=NOW, scheduled=2, may_scale_up=False)
+    assert d.target <= prev
+    assert (
+        "no scale-up while backing off" in d.reason
+        or d.target == decide(DEFAULT, demand(rate), state, now=NOW, scheduled=2).target
+    )
+    fresh = decide(DEFAULT, demand(rate), None, now=NOW, scheduled=2, may_scale_up=False)
+    assert fresh.target <= max(2, DEFAULT.min)
+
+
+@given(
+    rate=st.floats(0.05, 0.4),
+    prev=st.integers(6, 20),
+    since_rise=st.integers(0, 1200),
+    since_change=st.integers(0, 1200),
+)
+def test_stabilization_window_respected(rate: float, prev: int, since_rise: int, since_change: int) -> None:
+    since_change = min(since_change, since_rise)
+    state = AutoscaleState(prev, NOW - timedelta(seconds=since_rise), NOW - timedelta(seconds=since_change))
+    d = decide(DEFAULT, demand(rate), state, now=NOW, scheduled=2)
+    if since_rise < 600 or since_change < 60:
+        assert d.target == prev
+    else:
+        assert prev - math.ceil(prev * 0.25) <= d.target < prev  # one bounded step
+        assert d.state is not None and d.state.raised_at == state.raised_at and d.state.changed_at == NOW
+
+
+def test_scale_down_walks_to_the_estimate_in_steps() -> None:
+    state = AutoscaleState(20, NOW - timedelta(hours=1), NOW - timedelta(hours=1))
+    targets = []
+    now = NOW
+    for _ in range(12):
+        d = decide(DEFAULT, demand(0.5), state, now=now, scheduled=2)
+        assert d.state is not None
+        state = d.state
+        targets.append(d.target)
+        now += timedelta(minutes=1)
+    assert targets == [15, 11, 8, 6, 6, 6, 6, 6, 6, 6, 6, 6]  # 6 prebuilds for 0.5/min at 4 min
+
+
+@pytest.mark.parametrize(
+    ("case", "d"),
+    [
+        ("no data", Demand()),
+        (
+            "19 claims",
+            Demand(claims=(1, 2, 5, 10, 19), day=19, first_at=NOW - timedelta(days=1), ready_p90_seconds=60),
+        ),
+        (
+            "20 min of history",
+            Demand(
+                claims=(5, 10, 30, 30, 30), day=30, first_at=NOW - timedelta(minutes=20), ready_p90_seconds=60
+            ),
+        ),
+        ("no ready time", Demand(claims=(5, 10, 30, 30, 30), day=30, first_at=NOW - timedelta(hours=2))),
+    ],
+)
+def test_fallback_with_too_little_data(case: str, d: Demand) -> None:
+    state = AutoscaleState(9, NOW - timedelta(hours=1), NOW - timedelta(hours=1))
+    result = decide(DEFAULT, d, state, now=NOW, scheduled=2)
+    assert (result.target, result.fallback, result.estimate) == (2, True, None), case
+    assert "too little data" in result.reason
+    assert recommended(d, NOW) is None
+
+
+def test_schedule_is_a_floor() -> None:
+    d = decide(DEFAULT, demand(0.1), None, now=NOW, scheduled=8, schedule_floor=8)
+    assert d.target == 8
+
+
+def test_weekly_history_raises_the_estimate_ahead_of_a_rise() -> None:
+    quiet = demand(0.05, history=timedelta(days=15))
+    # in each of the two past weeks, 30 claims in the 15 minutes after now: 1/min expected
+    ahead = Demand(**{**quiet.__dict__, "weekly_next_15m": 30, "weekly_next_60m": 40})
+    without = decide(DEFAULT, quiet, None, now=NOW, scheduled=1)
+    with_history = decide(DEFAULT, ahead, None, now=NOW, scheduled=1)
+    assert with_history.estimate is not None and with_history.estimate.weekly_rate == 1.0
+    assert with_history.target > without.target
+
+
+def test_settings_range_checked() -> None:
+    problems = settings_problems(AutoscaleSettings(min=-1, max=2000, target_hit_rate=1.0))
+    assert [k for k, _ in problems] == ["min", "max", "target_hit_rate"]
+    assert settings_problems(AutoscaleSettings(min=5, max=3)) == [("max", "must be >= min (5), got 3")]
+    assert settings_problems(DEFAULT) == []

@@ -1,0 +1,147 @@
+"""The autoscaler end to end on a real PostgreSQL and the fake clock: claims and misses are recorded with the
+claim itself, times to ready by the reconciler, a claim load grows the pool and it shrinks after the window; the
+decided target survives a new reconciler (a restart or another replica)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from prebuildd.prebuilds.claim import CreateRequest
+from tests.support.env import Env
+from tests.support.pools import converge, creator, operations, pool, reconciler
+
+AUTOSCALED = """
+provisioner = "echo"
+[[presets]]
+name = "small"
+[presets.prebuilds]
+instances = 1
+autoscale = { min = 1, max = 10, target_hit_rate = 0.95 }
+"""
+
+
+async def _demand(env: Env) -> dict[str, int]:
+    row = await env.one(
+        "SELECT count(*) FILTER (WHERE kind = 'claim') AS claims, count(*) FILTER (WHERE kind = 'miss') AS misses "
+        "FROM preset_demand"
+    )
+    return {k: int(v) for k, v in row.items()}
+
+
+async def test_claims_and_misses_are_demand_records(env: Env) -> None:
+    pushed = await env.push("t", AUTOSCALED)
+    rec = reconciler(env)
+    await converge(env, rec)
+    make = creator(rec.services)
+
+    preset = await _preset(env)
+
+    def req(name: str) -> CreateRequest:
+        return CreateRequest(env.org_id, env.member_id, env.member_id, pushed.template_id, name, preset)
+
+    first = await make.create_workspace(req("a"))
+    second = await make.create_workspace(req("b"))  # the pool of one is empty now: a miss
+    assert (first.claimed, second.claimed) == (True, False)
+    assert await _demand(env) == {"claims": 1, "misses": 1}
+    ready = await env.one("SELECT count(*) AS n, min(preset_name) AS preset FROM prebuild_ready_times")
+    assert (ready["n"], ready["preset"]) == (1, "small")
+
+
+async def test_a_claim_load_grows_the_pool_and_it_shrinks_after_the_window(env: Env) -> None:
+    pushed = await env.push("t", AUTOSCALED)
+    rec = reconciler(env)
+    await converge(env, rec)
+    make = creator(rec.services)
+    preset = await _preset(env)
+    n = 0
+
+    async def minute(claims: int) -> None:
+        """One minute of load: claims, a cycle, builds that take 30 s, then the rest of the minute."""
+        nonlocal n
+        for _ in range(claims):
+            n += 1
+            await make.create_workspace(
+                CreateRequest(env.org_id, env.member_id, env.member_id, pushed.template_id, f"w{n}", preset)
+            )
+        await rec.run_cycle()
+        env.clock.advance(30)
+        await env.run_jobs()
+        env.clock.advance(30)
+
+    for _ in range(40):  # 2 claims a minute for 40 minutes, builds ready in 30 s: mean 1 in flight
+        await minute(2)
+    snap = await rec.reader.read()
+    [target] = snap.targets.values()
+    assert target.decision is not None and target.decision.estimate is not None
+    assert target.decision.estimate.lead_seconds == 30
+    grown = target.snapshot.target_override
+    assert grown is not None and grown >= 4  # P(Poisson(1) <= 3) = 0.98
+    await rec.run_cycle()
+    await env.run_jobs()
+    assert (await pool(env))["running"] == grown
+    [status] = (await operations(rec).pool_status())[1]
+    assert status.desired == grown
+    assert status.target_source == "autoscale"
+    assert status.sizing.startswith(f"desired {grown} (autoscale: ")
+    assert "ready mean 30s, p90 30s, target 95%" in status.sizing
+    assert status.recommendation == f"pool {grown}, recommended {grown} for 95% hits"
+    exposed = rec.services.metrics.render().decode()
+    assert (
+        f'prebuildd_autoscale_recommended{{organization="{env.org_id}",preset="small",template="t"}} {grown}.0'
+        in exposed
+    )
+    assert 'source="autoscale"' in exposed and "prebuildd_autoscale_lead_time_seconds" in exposed
+
+    # A new reconciler (a restart, another replica) continues from the stored decision.
+    stored = await env.one("SELECT target, raised_at FROM preset_autoscale_state")
+    assert stored["target"] == grown
+    rec = reconciler(env)
+
+    history = []
+    for _ in range(55):  # no more claims: the rate falls, then 10 minutes of stabilization, then steps down
+        await minute(0)
+        state = await env.one("SELECT target, raised_at FROM preset_autoscale_state")
+        history.append((env.clock.now(), state["target"], (await pool(env))["running"]))
+    raised_at = stored["raised_at"]
+    for (now, target, running), (_, before, _) in zip(history[1:], history, strict=False):
+        if target < before:  # never within the window after the last rise, and by bounded steps
+            assert now >= raised_at + timedelta(minutes=10)
+            assert before - target <= -(-before // 4)
+        assert running >= 1
+    assert history[0][1] == grown
+    assert (await pool(env))["running"] == 1
+    left = await env.one("SELECT target, raised_at FROM preset_autoscale_state")
+    assert left["target"] == 1 and left["raised_at"] <= env.clock.now() - timedelta(minutes=40)
+
+
+async def _preset(env: Env) -> UUID:
+    row = await env.one("SELECT id FROM template_version_presets WHERE name = 'small'")
+    value: UUID = row["id"]
+    return value
+
+
+async def test_demand_is_kept_35_days_then_pruned_by_the_reconciler(env: Env) -> None:
+    pushed = await env.push("t", AUTOSCALED)
+    rec = reconciler(env)
+    await converge(env, rec)
+    now = env.clock.now()
+    async with env.db.transaction() as conn:
+        for days in (1, 34, 36, 40):
+            await conn.execute(
+                "INSERT INTO preset_demand (template_id, preset_name, kind, at) VALUES (%s, 'small', 'claim', %s)",
+                (pushed.template_id, now - timedelta(days=days)),
+            )
+            await conn.execute(
+                "INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at) "
+                "VALUES (gen_random_uuid(), %s, 'small', %s, %s)",
+                (pushed.template_id, now - timedelta(days=days, minutes=4), now - timedelta(days=days)),
+            )
+    env.clock.advance(hours=2)  # the pruning runs at most hourly
+    await rec.run_cycle()
+    left = await env.one(
+        "SELECT (SELECT count(*) FROM preset_demand) AS demand, "
+        "(SELECT count(*) FROM prebuild_ready_times WHERE ready_at < %s) AS ready",
+        now,
+    )
+    assert (left["demand"], left["ready"]) == (2, 2)  # 1 and 34 days old are kept

@@ -1,4 +1,4 @@
-"""Trace-driven evaluation of pool sizing (issue 13): static pools, the reference-style expression and the base-stock
+"""Trace-driven evaluation of pool sizing: static pools, the reference-style expression and the base-stock
 autoscaler, on synthetic claim traces, with the real planner and policy on a simulated clock.
 
 What is real: ``domain.targets.pool_target`` (the target source: schedule, autoscaler with its stabilization
@@ -49,7 +49,7 @@ def workday_rate(minute_of_day: float) -> float:
         return 2.0
     if 9.5 <= h < 17:
         return 0.5
-    if 17 <= h < 18:  # the issue leaves 17:00-18:00 open: winding down, halfway
+    if 17 <= h < 18:  # the trace leaves 17:00-18:00 open: winding down, halfway
         return 0.25
     return 0.05
 

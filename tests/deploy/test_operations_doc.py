@@ -13,8 +13,6 @@ import typer
 from tests.support.deploy import REPO
 
 GUIDE = REPO / "docs" / "operations.md"
-# Delivered by the packaging and configuration part of issue 17, which lands separately: accepted whether or not
-# they exist yet, so that this test passes before and after that merge.
 
 
 def _command_lines() -> list[str]:

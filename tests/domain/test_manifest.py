@@ -1049,7 +1049,7 @@ def test_preset_warnings_built_by_hand() -> None:
     ]
 
 
-# --- every integer, float and nesting depth is bounded (issue 11: bad input cannot kill or stall) -------------
+# --- every integer, float and nesting depth is bounded (bad input cannot kill or stall) -------------
 
 _ECHO = 'provisioner = "echo"\n'
 _NUMBER_PARAMETER = _ECHO + '[[parameters]]\nname = "cpu"\ntype = "number"\n'

@@ -1,4 +1,4 @@
-"""Bad input cannot kill or stall (issue 11): every input that once reached a 500 (or stalled the event loop) is a
+"""Bad input cannot kill or stall: every input that once reached a 500 (or stalled the event loop) is a
 400/413 naming the field or limit, and the daemons, embedded and standalone, keep taking the next job."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Clean startup failures (issue 11): a port in use, an unreachable or misconfigured database and an unwritable
+"""Clean startup failures: a port in use, an unreachable or misconfigured database and an unwritable
 data directory each end `prebuildd server` with one `server.start_failed` line, a non-zero exit, no traceback,
 no PostgreSQL left running and no owner token written; the next start, once fixed, works."""
 

@@ -1,6 +1,6 @@
 """Durable completions and daemon identities on a real PostgreSQL: a repeated completion is accepted once and
 written once, a stale one is refused, a daemon that registers fails its earlier run's jobs at once, a database
-outage at completion loses nothing, and lost daemons refill their pool at once (issue 11)."""
+outage at completion loses nothing, and lost daemons refill their pool at once."""
 
 from __future__ import annotations
 

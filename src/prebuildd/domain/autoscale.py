@@ -7,7 +7,7 @@ policy, and a claim misses exactly when all S prebuilds are being replaced, i.e.
 in the last L. The hit rate is P(Poisson(λ·L) ≤ S−1); the size is the smallest S reaching the target.
 
 The number of replacements in flight is Poisson with mean λ·E[L] whatever the distribution of L (an M/G/∞ queue,
-Palm's theorem), so L is the *mean* time to ready by default. The issue and SPEC §5.2 say p90: that is available
+Palm's theorem), so L is the *mean* time to ready by default. SPEC §5.2 says p90: that is available
 (``lead_time = "p90"``) as a margin on top of the target, and costs about a third more idle prebuilds
 (bench/autoscale_sim.py, BENCHMARKS.md).
 """

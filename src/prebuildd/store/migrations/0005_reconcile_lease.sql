@@ -1,4 +1,4 @@
--- The reconcile cycle lease (issue 11, lock liveness): which replica is running a cycle, until when, and which
+-- The reconcile cycle lease (lock liveness): which replica is running a cycle, until when, and which
 -- backend holds it. It replaces the session advisory lock, which a frozen (SIGSTOP) or half-open replica held for
 -- as long as its connection lived. A lease expires; a lease whose holder's connection is gone (the replica was
 -- killed) is free at once. One row per lease name; no row means nobody holds it.

@@ -1,4 +1,4 @@
--- Demand data for pools that size themselves (issue 13, SPEC §5.2): every claim and every miss of a preset, and
+-- Demand data for pools that size themselves (SPEC §5.2): every claim and every miss of a preset, and
 -- each prebuild's time to ready (create -> eligible). Kept 35 days (SPEC §10), pruned by the reconciler. Keyed by
 -- template and preset *name*, not preset id: a push makes new preset rows, and a pool's demand history must
 -- survive a new version.

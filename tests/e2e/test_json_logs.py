@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,27 +30,6 @@ error = "scripted failure for the log test"
 """
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def pg_dir() -> Iterator[Path]:
-    """Outside pytest's tmp tree: as root PostgreSQL runs as another user, who must traverse it."""
-    path = Path(tempfile.mkdtemp(prefix="prebuildd-jsonlogs-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def private_pg(pg_dir: Path) -> AsyncIterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test alone, which it stops and starts again (the session's is shared)."""
-    pg = EmbeddedPostgres(pg_dir / "pg", settings={"fsync": "off", "synchronous_commit": "off"})
-    await asyncio.to_thread(pg.start)
-    try:
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
 
 
 @dataclass

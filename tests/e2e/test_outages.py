@@ -7,16 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from structlog.testing import capture_logs
 
 from prebuildd.server.embedded_pg import EmbeddedPostgres
@@ -29,28 +25,6 @@ ECHO = 'provisioner = "echo"\n'
 COMPONENTS = ("db-pool", "listener", "stale-job-reaper")
 OLD_POOL_TIMEOUT = 30.0
 """Before: a request waited this long for a connection. Answers must come well before it."""
-
-
-@pytest.fixture
-def pg_dir() -> Iterator[Path]:
-    """A directory for an embedded PostgreSQL outside pytest's tmp tree: as root the server runs as another user,
-    who must traverse it, and pytest resets its tree's mode to 0700 whenever another run starts."""
-    path = Path(tempfile.mkdtemp(prefix="prebuildd-outage-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def private_pg(pg_dir: Path) -> AsyncIterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test alone, which it may stop and start (the session's is shared)."""
-    pg = EmbeddedPostgres(pg_dir / "pg", settings={"fsync": "off", "synchronous_commit": "off"})
-    await asyncio.to_thread(pg.start)
-    try:
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
 
 
 def _named(logs: list[dict[str, Any]], event: str, **match: object) -> list[dict[str, Any]]:

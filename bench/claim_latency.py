@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -142,6 +144,9 @@ async def main() -> None:
     parser.add_argument("--concurrency", default="1,10,50")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
+    this = asyncio.current_task()
+    assert this is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)  # SIGTERM cleans up, as Ctrl-C
     pool = max(args.claims, max(levels))
     data = Path(tempfile.mkdtemp(prefix="prebuildd-claim-bench-"))
     embedded = EmbeddedPostgres(data / "pg", settings={"max_connections": "300"})
@@ -263,8 +268,14 @@ async def main() -> None:
                 f"max {max(delays) * 1000:.0f} ms (20 claims)"
             )
     finally:
-        await server.stop()
-        embedded.stop()
+        # Whatever happens (a stop that hangs, a SIGTERM from `timeout`), the embedded PostgreSQL goes with the
+        # bench: it once stayed behind, orphaned, after every interrupted run.
+        try:
+            async with asyncio.timeout(60):
+                await server.stop()
+        finally:
+            embedded.stop()
+            shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ take the named parts they use, never this."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from prebuildd.api.readiness import ReadinessCheck
@@ -33,6 +33,10 @@ class Services:
     readiness_checks: list[ReadinessCheck] = field(default_factory=list)
     """What ``/readyz`` checks besides the database: the server registers what this replica runs."""
 
+    replica_id: str = ""
+    """This process's replica identity (an API worker's is ``<replica-id>-w<i>``), shown by ``/healthz``."""
+    metrics_text: Callable[[], Awaitable[bytes]] | None = None
+    """What ``/metrics`` serves when it is more than this process's registry (an API worker: the server's)."""
     _coalescer: ClaimCoalescer | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -175,6 +175,12 @@ class ServerConfig(BaseSettings):
         "", "How workspaces and agents reach this server.", shown="http://<http-address>"
     )
     provisioner_daemons: int = _option(3, "Embedded provisioner daemons (0: only standalone ones).")
+    workers: int = _option(
+        1,
+        "HTTP API processes serving the one --http-address. 1: the API runs in the server's process. More: the "
+        "server's process keeps the database, the reconciler and the embedded daemons, and supervises this "
+        "many API worker processes (claims then use every core).",
+    )
     replica_id: str | None = _option(
         None,
         "This server's id, stable across its restarts: its embedded daemons are <replica-id>/embedded-<i>, and "
@@ -288,7 +294,7 @@ class ServerConfig(BaseSettings):
             raise ValueError("must be 0 or more")
         return value
 
-    @field_validator("max_inflight_prebuild_jobs")
+    @field_validator("max_inflight_prebuild_jobs", "workers")
     @classmethod
     def _check_positive_count(cls, value: int) -> int:
         if value < 1:

@@ -151,7 +151,7 @@ async def test_coalesced_claims_across_two_workers_never_share_a_prebuild(
             found.update(per_worker_claims, statements=statements, requests=requests)
             return set(per_worker_claims) == {"0", "1"}
 
-        await wait_for(both_workers_counted, timeout=30, what="both workers' claim counters in /metrics")
+        await wait_for(both_workers_counted, timeout=60, what="both workers' claim counters in /metrics")
         assert found["0"] + found["1"] == len(claimed)
         assert (
             found["requests"] == 48 and found["statements"] < found["requests"]

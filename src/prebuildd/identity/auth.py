@@ -91,7 +91,9 @@ async def user_for_token(db: Database, clock: Clock, secret: str) -> User | None
     if not secret.startswith(TOKEN_PREFIX):
         return None
     now = clock.now()
-    async with db.transaction() as conn:
+    # Autocommit: the read is one statement (no BEGIN/COMMIT round trips on every request); the touch, when due,
+    # is one more, a transaction of its own. Never cached: a revoked token is refused at once by every process.
+    async with db.autocommit() as conn:
         holder = await store.holder_of_token(conn, secret_hash(secret), now)
         if holder is None:
             return None

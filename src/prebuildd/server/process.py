@@ -65,6 +65,7 @@ from prebuildd.server.supervisor import (
     TaskHealth,
 )
 from prebuildd.server.workers import (
+    METRICS_TIMEOUT,
     SERVER_SOCKET,
     PrivateEndpoint,
     WorkerProcess,
@@ -374,7 +375,7 @@ class Server:
 
         async def server_metrics() -> bytes:
             try:
-                return await ask(server_socket, "metrics", timeout=2.0)
+                return await ask(server_socket, "metrics", timeout=METRICS_TIMEOUT + 1)
             except (OSError, TimeoutError):
                 return services.metrics.render()  # at least this worker's own
 

@@ -12,7 +12,7 @@ is gone (kill -9) stops by itself.
 ``/metrics`` and ``/readyz`` are answered by whichever worker took the connection, for the whole server: the
 server's process and each worker serve a private Unix socket in a run directory of their own (mode 0700); a
 worker asks the server, and the server adds every worker's counters and histograms to its own, labelled
-``worker="<i>"``. ``/readyz`` is the worker's database check plus the server's checks (daemons, reconciler).
+``worker="<i>"`` (a worker that does not answer within ``METRICS_TIMEOUT`` is left out of that scrape). ``/readyz`` is the worker's database check plus the server's checks (daemons, reconciler).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ log = structlog.get_logger(__name__)
 SERVER_SOCKET = "server.sock"
 ASK_TIMEOUT = 0.8
 """A private request's bound (within /readyz's own)."""
+METRICS_TIMEOUT = 2.5
+"""How long the server waits for each worker's metrics (a worker asks the server for 1 s more): well within
+Prometheus' default scrape timeout of 10 s, even on a machine busy enough to starve a worker for a while."""
 WORKER_GAUGES = frozenset({"prebuildd_component_down"})
 """The only gauges a worker reports: the others (pools, queue, reconciler, daemons) are the server's."""
 
@@ -214,7 +217,7 @@ class WorkerProcess:
 async def worker_metrics(own: bytes, run_dir: Path, workers: int) -> bytes:
     """The whole server's metrics, from the server's process: its own and every worker that answers."""
     answers = await asyncio.gather(
-        *(ask(run_dir / worker_socket(i), "metrics", timeout=1.5) for i in range(workers)),
+        *(ask(run_dir / worker_socket(i), "metrics", timeout=METRICS_TIMEOUT) for i in range(workers)),
         return_exceptions=True,
     )
     found = {str(i): body for i, body in enumerate(answers) if isinstance(body, bytes) and body}

@@ -13,6 +13,7 @@ from prebuildd.domain.claims import PoolPreset
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
 from prebuildd.store.rows import execute, fetch_all, fetch_one, jsonb
+from prebuildd.store.templates import Template
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,20 @@ async def claim_context(conn: Conn, *, template_id: UUID, owner_id: UUID, name: 
         presets=[PoolPreset(UUID(p["id"]), p["name"], dict(p["parameters"])) for p in row["presets"]],
         name_taken=row["name_taken"],
     )
+
+
+async def creation_target(
+    conn: Conn, organization_id: UUID, name: str, preset: str | None
+) -> tuple[Template, UUID | None] | None:
+    """The live template ``name`` (case-insensitively) and the id of ``preset`` in its active version (None when
+    not asked for or not there), in one statement; None when there is no such template."""
+    row = await fetch_one(
+        conn, "claims.creation_target", {"organization_id": organization_id, "name": name, "preset": preset}
+    )
+    if row is None:
+        return None
+    preset_id: UUID | None = row.pop("preset_id")
+    return Template(**row), preset_id
 
 
 async def claim_prebuild(

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import Transition
 from prebuildd.identity.users import User, has_role, user_named
+from prebuildd.store.claims import creation_target as store_creation_target
 from prebuildd.store.db import Database
 from prebuildd.store.templates import Template
 from prebuildd.store.workspaces import preset_id_by_name, preset_names
@@ -65,3 +66,19 @@ def check_build_parameters(transition: Transition, parameters: Mapping[str, Any]
             ErrorCode.INVALID_REQUEST,
             f"parameters: a {transition} build reuses the last build's values; send none",
         )
+
+
+async def creation_target(
+    db: Database, organization_id: UUID, template: str, preset: str | None
+) -> tuple[Template, UUID | None]:
+    """The live template ``template`` and the id of ``preset`` in its active version, for a creation: one
+    statement (the claim path's lookups are its latency), with the errors of ``template_named`` and
+    ``preset_of_template`` (404 for the template; an unknown preset names the ones there are)."""
+    async with db.autocommit() as conn:
+        found = await store_creation_target(conn, organization_id, template, preset)
+    if found is None:
+        raise not_found(f"template {template}")
+    target, preset_id = found
+    if preset is not None and preset_id is None:
+        return target, await preset_of_template(db, target, preset)  # raises, or None before an import
+    return target, preset_id

@@ -12,6 +12,16 @@ FROM templates t
 LEFT JOIN template_versions v ON v.id = t.active_version_id
 WHERE t.id = %(template_id)s;
 
+-- name: creation_target
+-- The live template a creation names (case-insensitively, with its active version's name) and the id of the
+-- preset it names in that version, in one round trip.
+SELECT t.id, t.organization_id, t.name, t.display_name, t.description, t.active_version_id,
+       v.name AS active_version, t.deprecated_at, t.deprecation_message, t.created_at, t.updated_at,
+       (SELECT p.id FROM template_version_presets p
+        WHERE p.template_version_id = t.active_version_id AND lower(p.name) = lower(%(preset)s::text)) AS preset_id
+FROM templates t LEFT JOIN template_versions v ON v.id = t.active_version_id
+WHERE t.organization_id = %(organization_id)s AND lower(t.name) = lower(%(name)s) AND NOT t.deleted;
+
 -- name: claim
 -- Hand the oldest eligible prebuild of a preset to a user, in one statement. Eligible: owned by the prebuilds
 -- user, latest build a successful start on the template's active version, template neither deleted nor

@@ -34,11 +34,31 @@ TEMPLATE = """
 provisioner = "echo"
 [echo]
 start = { delay = "2s" }
+"""
+PRESET = """
 [[presets]]
-name = "warm"
+name = "warm{i}"
+parameters = {{ which = "{i}" }}
 [presets.prebuilds]
 instances = {n}
 """
+PARAMETER = """
+[[parameters]]
+name = "which"
+default = "0"
+"""
+PER_PRESET = 1000
+"""A preset's pool is at most 1,000: a larger pool is several presets, the client's claims spread over them."""
+
+
+def manifest(pool: int) -> tuple[str, int]:
+    presets = -(-pool // PER_PRESET)
+    body = TEMPLATE + PARAMETER
+    for i in range(presets):
+        body += PRESET.format(i=i, n=min(PER_PRESET, pool - i * PER_PRESET))
+    return body, presets
+
+
 TICKS = os.sysconf("SC_CLK_TCK")
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -66,76 +86,107 @@ def descendants(pid: int) -> list[int]:
     todo = [pid]
     while todo:
         current = todo.pop()
-        for task in Path(f"/proc/{current}/task").iterdir():
-            children = (task / "children").read_text().split()
-            found.extend(int(c) for c in children)
-            todo.extend(int(c) for c in children)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = [int(c) for c in (task / "children").read_text().split()]
+                found.extend(children)
+                todo.extend(children)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
     return found
 
 
-def tree_cpu(pid: int) -> dict[str, float]:
-    """CPU so far of the server's process tree: prebuildd processes, and PostgreSQL's."""
+def tree_cpu(pid: int, pgdata: Path) -> dict[str, float]:
+    """CPU so far of the server's process tree (prebuildd's processes) and of its embedded PostgreSQL's."""
     totals = {"prebuildd": 0.0, "postgres": 0.0}
-    for p in [pid, *descendants(pid)]:
-        try:
-            cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
-            kind = "postgres" if b"postgres" in cmdline.split(b"\0")[0] else "prebuildd"
-            totals[kind] += cpu_seconds(p)
-        except (FileNotFoundError, ProcessLookupError):
-            continue
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    for kind, root in (("prebuildd", pid), ("postgres", postmaster)):
+        for p in [root, *descendants(root)]:
+            try:
+                if kind == "prebuildd" and b"postgres" in Path(f"/proc/{p}/cmdline").read_bytes()[:200]:
+                    continue
+                totals[kind] += cpu_seconds(p)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
     return totals
 
 
-def client_process(url: str, token: str, rate: float, seconds: float, prefix: str, out: Any) -> None:
+class Connection:
+    """One keep-alive HTTP/1.1 connection with the least client work per request (httpx costs several ms of
+    CPU per request, which on two cores would be taken from the server being measured)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+
+def client_process(
+    url: str, token: str, rate: float, seconds: float, prefix: str, presets: int, out: Any
+) -> None:
     """The client, in its own process: one request every 1/rate s (open loop), each on a pooled connection."""
+    host, port = url.removeprefix("http://").split(":")
+
+    def request(name: str, preset: int) -> bytes:
+        body = f'{{"name":"{name}","template":"bench","preset":"warm{preset}"}}'.encode()
+        return (
+            f"POST /api/v1/workspaces HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
 
     async def run() -> None:
         latencies: list[float] = []
         lags: list[float] = []
         failures: list[str] = []
         claimed = 0
-        async with httpx.AsyncClient(
-            base_url=url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
-        ) as client:
-            total = int(rate * seconds)
-            cpu = time.process_time()
-            start = time.perf_counter() + 0.5
+        idle: asyncio.Queue[Connection] = asyncio.Queue()
+        for _ in range(128):
+            idle.put_nowait(Connection(*await asyncio.open_connection(host, int(port))))
+        total = int(rate * seconds)
+        cpu = time.process_time()
+        start = time.perf_counter() + 0.5
 
-            async def one(i: int) -> None:
-                nonlocal claimed
-                due = start + i / rate
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                began = time.perf_counter()
-                lags.append(began - due)
-                try:
-                    response = await client.post(
-                        "/api/v1/workspaces",
-                        json={"name": f"{prefix}{i}", "template": "bench", "preset": "warm"},
-                    )
-                except httpx.HTTPError as exc:
-                    failures.append(type(exc).__name__)
-                    return
-                latencies.append(time.perf_counter() - began)
-                if response.status_code != 201:
-                    failures.append(str(response.status_code))
-                elif response.json().get("claimed"):
-                    claimed += 1
+        async def one(i: int) -> None:
+            nonlocal claimed
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            connection = await idle.get()
+            began = time.perf_counter()
+            lags.append(began - due)
+            try:
+                status, body = await connection.post(request(f"{prefix}{i}", i % presets))
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                failures.append(type(exc).__name__)
+                idle.put_nowait(Connection(*await asyncio.open_connection(host, int(port))))
+                return
+            idle.put_nowait(connection)
+            latencies.append(time.perf_counter() - began)
+            if status != 201:
+                failures.append(str(status))
+            elif b'"claimed":true' in body:
+                claimed += 1
 
-            await asyncio.gather(*(one(i) for i in range(total)))
-            elapsed = time.perf_counter() - start
-            out.send(
-                {
-                    "latencies": latencies,
-                    "lags": lags,
-                    "failures": failures,
-                    "claimed": claimed,
-                    "elapsed": elapsed,
-                    "client_cpu": time.process_time() - cpu,
-                }
-            )
+        await asyncio.gather(*(one(i) for i in range(total)))
+        elapsed = time.perf_counter() - start
+        out.send(
+            {
+                "latencies": latencies,
+                "lags": lags,
+                "failures": failures,
+                "claimed": claimed,
+                "elapsed": elapsed,
+                "client_cpu": time.process_time() - cpu,
+            }
+        )
 
     asyncio.run(run())
 
@@ -155,7 +206,7 @@ async def wait_ready(url: str, timeout: float = 120) -> None:
 
 async def eligible(client: httpx.AsyncClient) -> int:
     presets = (await client.get("/api/v1/prebuilds/status")).json()["presets"]
-    return int(presets[0]["eligible"]) if presets else 0
+    return sum(int(p["eligible"]) for p in presets)
 
 
 async def one_run(label: str, src: Path, workers: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -184,7 +235,8 @@ async def one_run(label: str, src: Path, workers: int, args: argparse.Namespace)
         token = (data / "server" / "owner-token").read_text().strip()
         template = data / "template"
         template.mkdir()
-        (template / "prebuildd.toml").write_text(TEMPLATE.replace("{n}", str(pool)))
+        text, presets = manifest(pool)
+        (template / "prebuildd.toml").write_text(text)
         async with httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
         ) as c:
@@ -201,14 +253,16 @@ async def one_run(label: str, src: Path, workers: int, args: argparse.Namespace)
                     raise SystemExit(f"{label}: the pool reached {n} of {pool} in {args.fill_timeout:.0f} s")
                 await asyncio.sleep(2)
             fill = time.monotonic() - fill_started
+        pgdata = next((data / "server").rglob("postmaster.pid")).parent
         receive, send = multiprocessing.Pipe(duplex=False)
-        before = tree_cpu(server.pid)
+        before = tree_cpu(server.pid, pgdata)
         client = multiprocessing.get_context("spawn").Process(
-            target=client_process, args=(url, token, args.rate, args.seconds, f"{label}{workers}-", send)
+            target=client_process,
+            args=(url, token, args.rate, args.seconds, f"{label}{workers}-", presets, send),
         )
         client.start()
         result: dict[str, Any] = await asyncio.to_thread(receive.recv)
-        after = tree_cpu(server.pid)
+        after = tree_cpu(server.pid, pgdata)
         client.join()
         result.update(
             label=label,

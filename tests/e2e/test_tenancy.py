@@ -334,7 +334,7 @@ async def test_a_key_of_another_organization_acquires_nothing_and_site_wide_keys
             cur = await conn.execute(
                 "SELECT job_status, started_at, worker_id FROM provisioner_jobs WHERE id = %s", (job_id,)
             )
-            assert await cur.fetchone() == ("pending", None, None)
+            assert await cur.fetchone() == {"job_status": "pending", "started_at": None, "worker_id": None}
         async with idle_server.client(site.json()["secret"]) as daemon_all:
             taken = await daemon_all.post(f"{DAEMON}/acquire", json=acquire)
             assert taken.status_code == 200 and taken.json()["id"] == job_id

@@ -51,18 +51,17 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def current_user(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    organization: Annotated[
-        str | None,
-        Header(
-            alias=ORGANIZATION_HEADER,
-            description="The organization the request acts in (name or id); optional for a member of one",
-            max_length=63,
-        ),
-    ] = None,
-) -> User:
+OrganizationHeader = Annotated[
+    str | None,
+    Header(
+        alias=ORGANIZATION_HEADER,
+        description="The organization the request acts in (name or id); optional for a member of one",
+        max_length=63,
+    ),
+]
+
+
+async def _token_user(services: Services, credentials: HTTPAuthorizationCredentials | None) -> User:
     if credentials is None:
         raise PrebuilddError(
             ErrorCode.UNAUTHENTICATED,
@@ -71,9 +70,31 @@ async def current_user(
     user = await auth.user_for_token(services.db, services.clock, credentials.credentials)
     if user is None:
         raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid, expired or revoked API token")
+    return user
+
+
+async def current_user(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    organization: OrganizationHeader = None,
+) -> User:
+    """The caller as a member of the organization the request acts in."""
+    user = await _token_user(services, credentials)
     return await users.acting_user(services.db, user, organization or None)
 
 
+async def any_user(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    organization: OrganizationHeader = None,
+) -> User:
+    """The caller, in the organization named or their only one, else in none (a member of several who named
+    none): for the routes about organizations themselves."""
+    user = await _token_user(services, credentials)
+    return await users.acting_user(services.db, user, organization or None, needed=False)
+
+
+AnyUserDep = Annotated[User, Depends(any_user)]
 UserDep = Annotated[User, Depends(current_user)]
 
 
@@ -100,7 +121,14 @@ def require_role(role: str) -> Any:
 
 TemplateAdminDep = Annotated[User, require_role("template-admin")]
 OwnerDep = Annotated[User, require_role("owner")]
-SiteOwnerDep = Annotated[User, permission(Action.ORGS_MANAGE)]
+
+
+async def _site_owner(user: AnyUserDep) -> User:
+    users.require(user, Action.ORGS_MANAGE)
+    return user
+
+
+SiteOwnerDep = Annotated[User, Depends(_site_owner)]
 
 
 async def current_provisioner_key(

@@ -255,11 +255,12 @@ async def memberships(db: Database, user: User) -> list[Membership]:
         return await store.memberships_of_user(conn, user.id)
 
 
-async def acting_user(db: Database, user: User, organization: str | None) -> User:
+async def acting_user(db: Database, user: User, organization: str | None, *, needed: bool = True) -> User:
     """``user`` as a member of the organization a request names (by name or id), with their role there.
 
     Without a name, the user's only organization (the site owner: the default organization). The site owner acts as an owner in every organization. An organization the user does not belong to
-    is a 404, like one that does not exist; a user of several organizations who names none is asked to.
+    is a 404, like one that does not exist; a user of several organizations who names none is asked to
+    (unless not ``needed``: the routes about organizations themselves then get the user in none).
     """
     async with db.transaction() as conn:
         joined = await store.memberships_of_user(conn, user.id)
@@ -276,6 +277,8 @@ async def acting_user(db: Database, user: User, organization: str | None) -> Use
                 return dataclasses.replace(user, role=role, organization_id=default.id)
         if len(joined) == 1:
             return dataclasses.replace(user, role=joined[0].role, organization_id=joined[0].organization.id)
+        if not needed:
+            return user
         if not joined:
             raise PrebuilddError(ErrorCode.FORBIDDEN, f"user {user.username} belongs to no organization")
     names = ", ".join(m.organization.name for m in joined)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from prebuildd.api.deps import ServicesDep, SiteOwnerDep, UserDep
+from prebuildd.api.deps import AnyUserDep, ServicesDep, SiteOwnerDep
 from prebuildd.api.models import OrganizationCreate, OrganizationOut, OrganizationUpdate
 from prebuildd.identity import organizations as orgs
 from prebuildd.identity.users import Membership, Organization
@@ -34,7 +34,7 @@ def _membership_out(m: Membership) -> OrganizationOut:
     response_model=list[OrganizationOut],
     summary="Your organizations, with your role in each (the site owner: every organization)",
 )
-async def list_organizations(services: ServicesDep, user: UserDep) -> list[OrganizationOut]:
+async def list_organizations(services: ServicesDep, user: AnyUserDep) -> list[OrganizationOut]:
     return [_membership_out(m) for m in await orgs.visible_organizations(services.db, user)]
 
 
@@ -55,7 +55,7 @@ async def create_organization(
 
 
 @router.get("/organizations/{name}", response_model=OrganizationOut, summary="One of your organizations")
-async def get_organization(name: str, services: ServicesDep, user: UserDep) -> OrganizationOut:
+async def get_organization(name: str, services: ServicesDep, user: AnyUserDep) -> OrganizationOut:
     return _membership_out(await orgs.organization_named(services.db, user, name))
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep, may, permission
+from prebuildd.api.deps import ServicesDep, UserDep, may, permission
 from prebuildd.api.models import (
     LogLineOut,
     LongText,
@@ -30,6 +30,8 @@ from prebuildd.templates import catalog
 from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
 
 router = APIRouter(tags=["templates"])
+
+TemplateWriter = Annotated[User, permission(Action.TEMPLATE_WRITE)]
 
 AfterQuery = Annotated[int, Query(ge=0, le=2**62, description="Only lines with an id above this one.")]
 LimitQuery = Annotated[int, Query(ge=1, le=10_000, description="At most this many lines; page with `after`.")]
@@ -75,7 +77,7 @@ async def push(
     name: TemplateName,
     request: Request,
     services: ServicesDep,
-    user: TemplateAdminDep,
+    user: TemplateWriter,
     activate: Annotated[bool, Query(description="Make it the active version once imported.")] = False,
     message: Annotated[LongText, Query(description="What changed.")] = "",
 ) -> PushedVersionOut:
@@ -106,7 +108,7 @@ async def get_template(name: TemplateName, services: ServicesDep, user: UserDep)
     responses={406: {"description": "The version is still importing."}},
 )
 async def update_template(
-    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateAdminDep
+    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateWriter
 ) -> TemplateOut:
     template = await catalog.update_template(
         services.db,
@@ -128,7 +130,7 @@ async def update_template(
     summary="Delete a template (refused while users have workspaces from it; prebuilds are removed)",
     responses={409: {"description": "Users still have workspaces from this template."}},
 )
-async def delete_template(name: TemplateName, services: ServicesDep, user: TemplateAdminDep) -> Response:
+async def delete_template(name: TemplateName, services: ServicesDep, user: TemplateWriter) -> Response:
     await catalog.delete_template(services.db, services.clock, services.kick, user, name)
     return Response(status_code=204)
 

@@ -378,3 +378,20 @@ async def test_the_cli_names_the_organization_with_org_or_the_one_remembered(
         "b",
         "default",
     ]
+
+
+async def test_a_failed_imports_error_is_for_template_admins(orgs: Tenants, tmp_path: Path) -> None:
+    async with orgs.client("admin") as admin, orgs.client("alice") as alice:
+        pushed = await push(
+            admin, tmp_path, "missing", 'provisioner = "exec"\n[exec]\ncreate = "missing.sh"\n', {}
+        )
+        assert pushed.status_code == 201, pushed.text
+        version = await wait_imported(admin, "missing", "v1")
+        assert version["import_status"] == "failed" and "missing.sh" in version["import_error"]
+        seen = (await alice.get(f"{API}/templates/missing/versions/v1")).json()
+        assert seen["import_status"] == "failed" and "missing.sh" not in seen["import_error"]
+        assert all(
+            "missing.sh" not in str(v) for v in (await alice.get(f"{API}/templates/missing/versions")).json()
+        )
+        assert (await alice.get(f"{API}/templates/missing/versions/v1/logs")).status_code == 403
+        assert (await admin.get(f"{API}/templates/missing/versions/v1/logs")).status_code == 200

@@ -142,6 +142,7 @@ def list_workspaces(
             for w in found
         ),
         empty="No workspaces.",
+        keep=("STATUS",),
     )
 
 

@@ -24,7 +24,7 @@ class PoolStatus(StrEnum):
 class DerivedStatus:
     status: PoolStatus
     next_action: str
-    """What the next cycle does, then why: 'waiting until 12:03:00Z to create 2: desired 3, running 1'."""
+    """What the next cycle does, then why: 'create 2 at 12:03:00Z: desired 3, running 1'."""
     blocked: str | None
     backoff_until: datetime | None
     """Set only while the preset is backing off."""
@@ -68,7 +68,7 @@ def derive_status(snapshot: PresetSnapshot, plan: Plan, now: datetime, *, paused
 
 
 def next_action(snapshot: PresetSnapshot, plan: Plan, status: PoolStatus, now: datetime) -> str:
-    """The plan's next step as ``action: why``, saying "waiting" or "no creates" when creation is held back."""
+    """The plan's next step as ``action: why``, saying "after" or "no creates" when creation is held back."""
     have = pool_counts(plan.state)
     wanted, create = plan.wanted_creates, plan.create
     if status is PoolStatus.PAUSED:
@@ -76,9 +76,9 @@ def next_action(snapshot: PresetSnapshot, plan: Plan, status: PoolStatus, now: d
     if status is PoolStatus.INACTIVE or not wanted:
         return plan.reason
     if create == 0 and snapshot.hard_limited:
-        return f"no creates until `prebuildd prebuilds retry`: {have}"
+        return f"no creates: {have}; `prebuildd prebuilds retry` resumes them"
     if create == 0 and snapshot.backoff_until is not None and now < snapshot.backoff_until:
-        return f"waiting until {snapshot.backoff_until:%H:%M:%S}Z to create {wanted}: {have}"
+        return f"create {wanted} at {snapshot.backoff_until:%H:%M:%S}Z: {have}"
     if create < wanted:
         return f"creating {create} of {wanted} (slow start after failures): {have}"
     return plan.reason

@@ -63,7 +63,7 @@ class PresetStatus:
     deleting: int
     failed: int
     next_action: str
-    """What the next cycle does, then why ('waiting until 12:03:00Z to create 2: desired 3, running 1')."""
+    """What the next cycle does, then why ('create 2 at 12:03:00Z: desired 3, running 1')."""
     blocked: str | None
     backoff_until: datetime | None
     hard_limit_reason: str

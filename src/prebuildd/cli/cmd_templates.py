@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from prebuildd.cli.client import TokenOption, UrlOption, connect, fail, quote
-from prebuildd.cli.follow import wait_for_import
+from prebuildd.cli.follow import TimeoutOption, wait_for_import
 from prebuildd.cli.output import (
     JsonOption,
     Waiting,
@@ -45,6 +45,7 @@ def push(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait for the import job, showing its logs.")
     ] = True,
+    timeout: TimeoutOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -71,7 +72,7 @@ def push(
             return
         hint = f"the import goes on; see `prebuildd templates versions {template}`"
         with Waiting(f"importing {template} {version}", on_interrupt=hint) as waiting:
-            result = wait_for_import(api, template, version, waiting)
+            result = wait_for_import(api, template, version, waiting, timeout=timeout, hint=hint)
         status = result.get("import_status")
         if status != "succeeded":
             fail(

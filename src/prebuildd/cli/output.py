@@ -216,6 +216,8 @@ class Waiting:
 
     def __init__(self, description: str, *, on_interrupt: str = "") -> None:
         self.description = description
+        self.base = description
+        """The description without the job's status (``update`` adds it)."""
         self.on_interrupt = on_interrupt
         """What Ctrl-C leaves running, and how to pick it up again (Ctrl-C then ends with exit code 130)."""
         self.started = time.monotonic()
@@ -242,12 +244,23 @@ class Waiting:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        self.stop()
         if kind is KeyboardInterrupt and self.on_interrupt:
             note(f"stopped waiting: {self.on_interrupt}")
             raise typer.Exit(130)
+
+    def stop(self) -> None:
+        """Take the spinner off the terminal (before a final message)."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def say(self, text: str) -> None:
+        """A line about the wait itself (why the job waits) on stderr, above the spinner when there is one."""
+        if self._progress is not None:
+            self._progress.console.print(Text(text))
+        else:
+            note(text)
 
     @property
     def elapsed(self) -> float:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.fake_api import run_cli
@@ -298,3 +299,38 @@ def test_status_fits_any_width_from_60_columns(columns: int, monkeypatch: pytest
 def test_the_fit_check_fails_on_a_wide_line() -> None:
     with pytest.raises(AssertionError, match="wider than 80"):
         _assert_fits("x" * 81)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["workspaces", "create"], "error: Missing argument 'NAME'."),
+        (
+            ["jobs", "list", "--status", "done"],
+            "error: Invalid value for '--status' / '-s': 'done': expected one of",
+        ),
+        (
+            ["workspaces", "create", "w", "-t", "t", "--timeout", "soon"],
+            "error: Invalid value for '--timeout'",
+        ),
+        (["nope"], "error: No such command 'nope'."),
+    ],
+)
+def test_usage_errors_look_like_every_other_error(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = run_cli(monkeypatch, args, {})
+    assert ran.code == 2, ran
+    lines = ran.err.splitlines()
+    assert lines[0].startswith(message), ran
+    assert lines[1].startswith("Usage: prebuildd "), ran
+    assert lines[2].startswith("See `prebuildd") and lines[2].endswith(" --help`."), ran
+    assert len(lines) == 3 and ran.out == "", "no box, no help page: three lines on stderr"
+
+
+def test_server_errors_are_one_error_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"code": "forbidden", "message": "owners only", "detail": None})
+
+    ran = run_cli(monkeypatch, ["users", "list"], {"GET /users": refused})
+    assert (ran.code, ran.err, ran.out) == (1, "error: owners only\n", "")

@@ -64,7 +64,9 @@ def _await(
 
 @workspaces_app.command("create")
 def create(
-    name: Annotated[str, typer.Argument(help="The new workspace's name.", show_default=False)],
+    name: Annotated[
+        str, typer.Argument(help="The new workspace's name.", show_default=False, metavar="NAME")
+    ],
     template: Annotated[str, typer.Option("--template", "-t", help="The template to build it from.")],
     preset: Annotated[
         str | None, typer.Option("--preset", help="A preset; may hand over a ready prebuild.")

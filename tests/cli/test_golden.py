@@ -80,6 +80,7 @@ STATUS = {
             error=f"2 failed builds, last: {ERROR}",
             target_source="autoscale",
             recommended=5,
+            recommendation="pool 3, recommended 5 for 95% hits",
             extra={"hit_rate": {"claims_hour": 1, "misses_hour": 3}},
         ),
         preset(

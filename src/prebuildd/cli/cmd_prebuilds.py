@@ -134,14 +134,21 @@ COUNT_COLUMNS = (
 )
 
 
-def _error_notes(presets: list[dict[str, Any]], width: int) -> list[str]:
-    """For each pool held by a failure: its error's first line, cut to ``width``, and where to read the rest."""
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _pool_notes(presets: list[dict[str, Any]], width: int) -> list[str]:
+    """Under the table, per pool: the autoscale formula's size when it differs from the pool's; the first line
+    of the error holding a pool back, cut to ``width``, and the command that shows all of it."""
     lines = []
     for p in presets:
+        name = f"{p['template']}/{p['preset']}"
+        if p.get("recommended") is not None and p["recommended"] != p["desired"] and p.get("recommendation"):
+            lines.append(_cut(f"{name}: {p['recommendation']}", width))
         if not p.get("error"):
             continue
-        first = f"{p['template']}/{p['preset']}: {one_line(p['error'])}"
-        lines.append(first if len(first) <= width else first[: width - 1] + "…")
+        lines.append(_cut(f"{name}: {one_line(p['error'])}", width))
         command = f"prebuildd prebuilds explain {p['template']} {p['preset']}"
         hint = f"  the whole error: {command}"
         # a command is never cut: on a line of its own when the hint does not fit
@@ -176,7 +183,7 @@ def status(
         minimums={"PRESET": 16, "NEXT": 21},
     )
     if not wide:
-        notes = _error_notes(data["presets"], stdout_console().width)
+        notes = _pool_notes(data["presets"], stdout_console().width)
         if notes:
             print_lines(["", *notes])
 
@@ -309,7 +316,7 @@ def explain(
     print_fields(
         [
             ("preset", f"{s['template']}/{s['preset']} ({s['version']})"),
-            ("status", s["status"].replace("_", " ")),
+            ("status", s["status"].replace("hard_limited", "hard-limited").replace("_", " ")),
             (
                 "pool",
                 f"desired {s['desired']}, running {s['running']}, eligible {s['eligible']}, "

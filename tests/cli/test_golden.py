@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from prebuildd.cli.cmd_prebuilds import first_error_line, shell_lines
+from prebuildd.cli.output import age
 from tests.support.fake_api import run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -169,6 +171,16 @@ JOBS = [
         "error": ERROR,
         "waiting_reason": None,
     },
+    {
+        "id": "66666666-6666-4666-8666-666666666666",
+        "type": "workspace_build",
+        "provisioner": "exec",
+        "status": "succeeded",
+        "created_at": ago(minutes=59, seconds=59),
+        "worker_id": "builder-1",
+        "error": None,
+        "waiting_reason": None,
+    },
 ]
 
 USERS = [
@@ -258,7 +270,9 @@ def test_status_is_short_and_points_to_explain(monkeypatch: pytest.MonkeyPatch) 
     assert "failing on purpose" not in ran.out
     assert "  the whole error: prebuildd prebuilds explain go tiny" in lines
     assert "  prebuildd prebuilds explain data-science-notebooks-gpu a100-large-with-cuda" in lines
-    assert any(line.startswith("go/tiny: last 3 creations failed: create.sh exited") for line in lines)
+    at = lines.index("go/tiny:")
+    assert lines[at + 1].startswith("  last 3 creations failed: create.sh exited with status 3 after 2s: the")
+    assert lines[at + 1].endswith("…")
     assert sum(1 for line in lines if "the whole error" in line) == 2
 
 
@@ -335,3 +349,43 @@ def test_server_errors_are_one_error_line_and_exit_1(monkeypatch: pytest.MonkeyP
 
     ran = run_cli(monkeypatch, ["users", "list"], {"GET /users": refused})
     assert (ran.code, ran.err, ran.out) == (1, "error: owners only\n", "")
+
+
+def test_an_error_shows_its_first_line_with_what_it_introduces() -> None:
+    assert first_error_line("create.sh exited with status 128:\nfatal: not found\nhint: x") == (
+        "create.sh exited with status 128: fatal: not found …"
+    )
+    assert first_error_line("one line") == "one line"
+    assert first_error_line("first\nsecond") == "first …"
+    assert first_error_line("\n\n") == ""
+
+
+@pytest.mark.parametrize("width", [30, 50, 80])
+def test_a_long_command_is_broken_as_a_shell_reads_it(width: int) -> None:
+    words = [
+        "prebuildd prebuilds explain",
+        "platform-engineering-devbox",
+        "fails-every-time-with-a-long-name",
+    ]
+    lines = shell_lines(words, width)
+    assert all(line.endswith(" \\") for line in lines[:-1])
+    assert " ".join(line.removesuffix(" \\").strip() for line in lines) == " ".join(words)
+    assert all(len(line) <= width for line in lines if len(line.strip()) + 6 <= width)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0s ago"),
+        (59, "59s ago"),
+        (90, "1m30s ago"),
+        (3599, "59m ago"),
+        (3600 + 120, "1h2m ago"),
+        (86400 * 2 + 3600 * 5, "2d5h ago"),
+        (86400 * 30, "30d ago"),
+        (-86400 * 27, "in 27d"),
+    ],
+)
+def test_ages_are_short(seconds: int, shown: str) -> None:
+    assert age((NOW - timedelta(seconds=seconds)).isoformat(), NOW) == shown
+    assert len(shown) <= 9

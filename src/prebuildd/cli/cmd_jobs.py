@@ -61,7 +61,7 @@ def list_jobs(
         )
         return
     print_table(
-        ["ID", "TYPE", "STATUS", "CREATED", "ERROR / WAITING"],
+        ["ID", "TYPE", "STATUS", "CREATED", "ERROR/WAITING"],
         (
             [
                 j["id"],

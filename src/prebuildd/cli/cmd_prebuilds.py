@@ -12,7 +12,6 @@ from prebuildd.cli.output import (
     JsonOption,
     age,
     note,
-    one_line,
     print_fields,
     print_json,
     print_lines,
@@ -138,6 +137,33 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def first_error_line(error: str) -> str:
+    """The line of an error to show alone: its first, joined with the next when it only introduces it
+    ('create.sh exited with status 128:' then 'fatal: repository not found'); '…' when more lines follow."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    shown = 1
+    if lines[0].endswith(":") and len(lines) > 1:
+        shown = 2
+    text = " ".join(lines[:shown])
+    return f"{text} …" if len(lines) > shown else text
+
+
+def shell_lines(words: list[str], width: int, indent: str = "  ") -> list[str]:
+    """A command as lines of at most ``width`` where it can be: broken between words with a trailing ' \\', so
+    that it still pastes into a shell (a word is never cut)."""
+    lines: list[str] = []
+    current = indent + words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) + 2 <= width:
+            current += f" {word}"
+        else:
+            lines.append(current + " \\")
+            current = f"{indent}    {word}"
+    return [*lines, current]
+
+
 def _pool_notes(presets: list[dict[str, Any]], width: int) -> list[str]:
     """Under the table, per pool: the autoscale formula's size when it differs from the pool's; the first line
     of the error holding a pool back, cut to ``width``, and the command that shows all of it."""
@@ -148,11 +174,15 @@ def _pool_notes(presets: list[dict[str, Any]], width: int) -> list[str]:
             lines.append(_cut(f"{name}: {p['recommendation']}", width))
         if not p.get("error"):
             continue
-        lines.append(_cut(f"{name}: {one_line(p['error'])}", width))
+        lines.append(f"{name}:")
+        lines.append(_cut(f"  {first_error_line(p['error'])}", width))
         command = f"prebuildd prebuilds explain {p['template']} {p['preset']}"
         hint = f"  the whole error: {command}"
-        # a command is never cut: on a line of its own when the hint does not fit
-        lines.extend([hint] if len(hint) <= width else ["  the whole error:", f"  {command}"])
+        if len(hint) <= width:
+            lines.append(hint)
+        else:  # a command is never cut: on lines of its own, broken as a shell reads it
+            lines.append("  the whole error:")
+            lines.extend(shell_lines(["prebuildd prebuilds explain", p["template"], p["preset"]], width))
     return lines
 
 

@@ -73,7 +73,8 @@ def _now() -> datetime:
 
 
 def age(timestamp: str | None, now: datetime | None = None) -> str:
-    """An RFC 3339 timestamp as how long ago it was ('3m ago'); '-' for None, the text itself if unparsable."""
+    """An RFC 3339 timestamp as how long ago it was ('3m ago', 'in 27d'), in at most two units, the second only
+    when the first is below 10 ('5m30s ago', '3h ago'); '-' for None, the text itself if unparsable."""
     if not timestamp:
         return "-"
     try:
@@ -84,13 +85,27 @@ def age(timestamp: str | None, now: datetime | None = None) -> str:
         moment = moment.replace(tzinfo=UTC)
     seconds = ((now or _now()) - moment).total_seconds()
     if seconds < 0:
-        return f"in {format_duration(round(-seconds))}"
-    return f"{format_duration(round(seconds))} ago"
+        return f"in {_coarse(-seconds)}"
+    return f"{_coarse(seconds)} ago"
+
+
+def _coarse(seconds: float) -> str:
+    whole = round(seconds)
+    for unit, size, smaller, smaller_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if whole >= size:
+            count, rest = divmod(whole, size)
+            extra = rest // smaller_size
+            return f"{count}{unit}{extra}{smaller}" if count < 10 and extra else f"{count}{unit}"
+    return f"{whole}s"
 
 
 _GAP = "  "
-_MIN_WIDTH = 7
-"""The narrowest a cut column gets (its header's width when wider): 'pending', '42m ago' stay whole."""
+_MIN_WIDTH = 6
+"""The narrowest a cut column gets (its header's width when wider)."""
 _KEEP = frozenset({"ID", "#"})
 """Columns never cut to fit: an id cut short cannot be pasted into the next command."""
 

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from tests.support.api import user_with_token
 from tests.support.cli import Cli
 from tests.support.daemons import DaemonProcess, start_daemon
 from tests.support.server import RunningServer
@@ -64,6 +65,16 @@ async def test_wait_prints_the_waiting_reason_and_gives_up_at_the_timeout(
     assert "gave up waiting for build #1 after 2s (--timeout)" in waited.err
     assert "the build goes on" in waited.err
     assert all(line.startswith(("Created", "waiting:", "error:")) for line in waited.err.splitlines()), waited
+
+    # what --wait reads: the job with its reason, for whoever started it and template admins only
+    async with idle_server.client() as owner:
+        [pending] = (await owner.get("/api/v1/jobs", params={"status": "pending"})).json()
+        job = await owner.get(f"/api/v1/jobs/{pending['id']}")
+        assert job.status_code == 200 and job.json()["waiting_reason"] == "no provisioner for kind exec"
+    member = await user_with_token(idle_server, "member-1")
+    async with idle_server.client(member) as other:
+        hidden = await other.get(f"/api/v1/jobs/{pending['id']}")
+        assert hidden.status_code == 404 and hidden.json()["code"] == "not_found"
 
 
 async def test_wait_says_when_the_job_starts_after_waiting(

@@ -329,6 +329,10 @@ def test_the_fit_check_fails_on_a_wide_line() -> None:
             "error: Invalid value for '--timeout'",
         ),
         (["nope"], "error: No such command 'nope'."),
+        (
+            ["workspaces", "stop", "w", "--timeout", "1m"],
+            "error: Invalid value for --timeout: --timeout bounds --wait",
+        ),
     ],
 )
 def test_usage_errors_look_like_every_other_error(

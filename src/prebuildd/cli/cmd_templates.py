@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from prebuildd.cli.client import TokenOption, UrlOption, connect, fail, quote
-from prebuildd.cli.follow import TimeoutOption, wait_for_import
+from prebuildd.cli.follow import TimeoutOption, require_wait, wait_for_import
 from prebuildd.cli.output import (
     JsonOption,
     Waiting,
@@ -50,6 +50,7 @@ def push(
     token: TokenOption = None,
 ) -> None:
     """Push DIR as a new version of template NAME (created on first push), then wait for its import."""
+    require_wait(wait, timeout)
     try:
         archive = pack_directory(directory)
     except ValueError as exc:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from prebuildd.cli.client import ApiClient, TokenOption, UrlOption, connect, fail, quote
-from prebuildd.cli.follow import FINISHED, TimeoutOption, print_build_logs, wait_for_build
+from prebuildd.cli.follow import FINISHED, TimeoutOption, print_build_logs, require_wait, wait_for_build
 from prebuildd.cli.output import JsonOption, Waiting, age, note, print_fields, print_json, print_table
 from prebuildd.cli.workspace_ref import find_workspace
 
@@ -82,6 +82,7 @@ def create(
     token: TokenOption = None,
 ) -> None:
     """Create a workspace from a template's active version, optionally with a preset and parameters."""
+    require_wait(wait, timeout)
     body: dict[str, Any] = {"name": name, "template": template}
     if preset:
         body["preset"] = preset
@@ -188,6 +189,7 @@ def show(
 def _transition(
     workspace: str, transition: str, wait: bool, timeout: float | None, url: str | None, token: str | None
 ) -> None:
+    require_wait(wait, timeout)
     with connect(url, token) as api:
         found = find_workspace(api, workspace)
         build = api.post(f"/workspaces/{quote(found['id'])}/builds", {"transition": transition})

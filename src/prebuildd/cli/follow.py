@@ -46,6 +46,12 @@ TimeoutOption = Annotated[
 ]
 
 
+def require_wait(wait: bool, timeout: float | None) -> None:
+    """--timeout bounds a wait: without --wait it would say nothing, so it is a usage error."""
+    if timeout is not None and not wait:
+        raise typer.BadParameter("--timeout bounds --wait: pass both, or neither", param_hint="--timeout")
+
+
 class Deadline:
     """When to stop waiting (``seconds`` None: never)."""
 

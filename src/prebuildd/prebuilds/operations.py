@@ -67,6 +67,7 @@ class PresetStatus:
     deleting: int
     failed: int
     next_action: str
+    """What the next cycle does, then why ('create 2 at 12:03:00Z: desired 3, running 1')."""
     blocked: str | None
     backoff_until: datetime | None
     hard_limit_reason: str
@@ -74,6 +75,8 @@ class PresetStatus:
     last_decision: str | None
     last_decision_at: datetime | None
     extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    """The failure behind a backoff or a hard limit, in full (it may span lines); None when nothing holds it."""
     target_source: str = "scheduled"
     """``scheduled`` | ``autoscale`` | ``autoscale_fallback`` | ``expression`` | ``expression_fallback``"""
     sizing: str = ""
@@ -158,6 +161,7 @@ class PrebuildOperations:
                     last_decision=decision.message if decision else None,
                     last_decision_at=decision.created_at if decision else None,
                     extra={"hit_rate": _hit_rate(hits.get(s.preset_id))},
+                    error=derived.error,
                     **_sizing(snap, s.preset_id, st.desired),
                 )
             )

@@ -19,6 +19,7 @@ from prebuildd.identity.users import User
 from prebuildd.provisioner.registry import offered_capabilities
 from prebuildd.queue.reads import job_detail, list_jobs
 from prebuildd.store import prebuilds as prebuilds_store
+from prebuildd.store.jobs import JobDetail
 
 router = APIRouter(tags=["jobs"])
 
@@ -43,13 +44,8 @@ async def jobs(
     return [JobOut.from_job(job, reason) for job, reason in found]
 
 
-@router.post(
-    "/jobs/{job_id}/cancel",
-    response_model=JobOut,
-    summary="Cancel a job: a pending one never starts, a running one is stopped by its daemon",
-    responses={409: {"description": "The job has already finished."}},
-)
-async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
+async def _visible_job(services: ServicesDep, user: UserDep, job_id: UUID) -> JobDetail:
+    """The job, when ``user`` may see it: template admins of its organization, or whoever started it."""
     job = await job_detail(services.db, job_id)
     if (
         job is None
@@ -57,12 +53,33 @@ async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
         or not (may(user, Action.JOBS_MANAGE) or job.initiator_id == user.id)
     ):
         raise not_found(f"job {job_id}")
+    return job
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="One job, with why it waits when no daemon can take it (template admins, or whoever started it)",
+)
+async def job(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
+    found = await _visible_job(services, user, job_id)
+    return JobOut.from_job(found, waiting_reason(found, offered_capabilities(services.config)))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a job: a pending one never starts, a running one is stopped by its daemon",
+    responses={409: {"description": "The job has already finished."}},
+)
+async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
+    job = await _visible_job(services, user, job_id)
     if await services.queue.cancel(job_id) is None:
         raise PrebuilddError(ErrorCode.CONFLICT, f"job {job_id} has already finished ({job.job_status})")
-    job = await job_detail(services.db, job_id)
-    if job is None:  # a job is never deleted; only a database reset between the two reads gets here
+    after = await job_detail(services.db, job_id)
+    if after is None:  # a job is never deleted; only a database reset between the two reads gets here
         raise not_found(f"job {job_id}")
-    return JobOut.from_job(job, waiting_reason(job, offered_capabilities(services.config)))
+    return JobOut.from_job(after, waiting_reason(after, offered_capabilities(services.config)))
 
 
 @router.get("/settings", response_model=Settings, summary="Global settings")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -288,3 +289,17 @@ def test_history_only_raises_the_estimate(
     assert with_history is not None
     assert with_history.rate >= with_history.recent_rate == without.recent_rate
     assert with_history.size >= without.size
+
+
+@pytest.mark.parametrize("per_minute", [1, 2, 5])
+@pytest.mark.parametrize("burst", [0, 12, 30])
+def test_after_the_load_stops_the_rate_never_rises(per_minute: int, burst: int) -> None:
+    """A load of ``per_minute`` claims for 36 minutes and a last burst, then none: as the windows empty one after
+    the other the estimate only falls (a longer window's rise is bounded by the shorter windows inside it)."""
+    claims = [-m for m in range(36) for _ in range(per_minute)] + [0] * burst
+    rates = []
+    for now in range(200):
+        counts = tuple(sum(1 for t in claims if now - w < t <= now) for w in (5, 10, 30, 60, 120))
+        rates.append(recent_rate(Demand(claims=counts)))
+    assert all(b <= a for a, b in itertools.pairwise(rates)), rates
+    assert rates[0] >= per_minute and rates[-1] == 0

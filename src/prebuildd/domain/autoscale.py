@@ -194,12 +194,22 @@ def recent_rate(demand: Demand) -> float:
     """The rate of the last two hours, unless a shorter window (10, 30, then 60 minutes, shortest first) departs
     from it by more than Poisson noise: then that window's rate. A steady pool is sized from the long window (the
     max of noisy short windows would over-provision it by a fifth, measured in bench/autoscale_sim.py), a rise or
-    a fall shows within minutes."""
+    a fall shows within minutes.
+
+    The newer evidence bounds the older: a longer window's rise is believed only up to what the shorter windows
+    inside it still show, and the long-run rate only up to the highest of them. Without this a pool with no more
+    claims would be raised again as its windows empty one after the other (the 10-minute window stops departing
+    while the 30-minute one, holding more of the old load, still does)."""
     long_run = demand.rate(120)
+    shorter: list[float] = []
     for minutes in (10, 30, 60):
+        rate = demand.rate(minutes)
         if _departs(demand.count(minutes), long_run * minutes):
-            return demand.count(minutes) / minutes
-    return long_run
+            if rate > long_run and shorter:
+                rate = min(rate, max(long_run, min(shorter)))
+            return rate
+        shorter.append(rate)
+    return min(long_run, max(shorter))
 
 
 def _departs(count: float, expected: float) -> bool:

@@ -210,6 +210,7 @@ async def test_a_claim_load_over_http_grows_the_pool_and_it_shrinks_after_the_wi
 
         # It held through the stabilization window although the estimate had fallen, then stepped down.
         after_burst = [d for d in desired if d[0] > raised_at]
+        assert after_burst[0][1] == 7
         assert any("(stabilization)" in sizing for _, _, sizing in after_burst), after_burst
         for (at, target, _), (_, before, _) in zip(after_burst[1:], after_burst, strict=False):
             if target < before:

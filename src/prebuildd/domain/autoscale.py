@@ -185,8 +185,8 @@ def insufficient(demand: Demand, now: datetime) -> str | None:
 SIGNIFICANCE = 3.0
 """How many Poisson standard deviations a short window must stray from the long-run rate to be believed. The test
 runs every cycle on three windows, so a looser one fires on noise: at 2 the 10-minute window of a steady pool
-departs several times a day, and each false rise is held for the stabilization window (8% more idle prebuilds on
-the steady trace of bench/autoscale_sim.py, 3% at 3). A real rise (0.05 to 2 claims a minute) still shows after
+departs several times a day, and each false rise is held for the stabilization window (on the steady trace of
+bench/autoscale_sim.py, about 8% more idle prebuild-hours than the best static pool at 2, 2-3% at 3). A real rise (0.05 to 2 claims a minute) still shows after
 four claims."""
 
 

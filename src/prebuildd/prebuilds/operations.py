@@ -386,6 +386,8 @@ def _redacted(status: PresetStatus, errors: list[str]) -> PresetStatus:
         blocked=hide(status.blocked),
         hard_limit_reason=redact_errors(status.hard_limit_reason, errors),
         last_decision=hide(status.last_decision),
+        next_action=redact_errors(status.next_action, errors),
+        error=hide(status.error),
     )
 
 

@@ -12,9 +12,20 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 import prebuildd
+from prebuildd.api.auditing import RequestIdMiddleware
 from prebuildd.api.context import Services
 from prebuildd.api.errors import ERROR_RESPONSES, install_error_handlers
-from prebuildd.api.routes import agent, health, jobs, prebuilds, provisioner, templates, users, workspaces
+from prebuildd.api.routes import (
+    agent,
+    audit,
+    health,
+    jobs,
+    prebuilds,
+    provisioner,
+    templates,
+    users,
+    workspaces,
+)
 
 
 def create_app(services: Services) -> FastAPI:
@@ -28,8 +39,9 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    for module in (users, templates, workspaces, jobs, prebuilds, provisioner, agent):
+    for module in (users, templates, workspaces, jobs, prebuilds, provisioner, agent, audit):
         app.include_router(module.router, prefix="/api/v1", responses=ERROR_RESPONSES)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

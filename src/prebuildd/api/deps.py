@@ -10,20 +10,24 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from prebuildd.api.auditing import remember_actor
 from prebuildd.api.context import Services
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.identity import auth
+from prebuildd.identity.audit import AuditContext
 from prebuildd.identity.auth import Agent, ProvisionerKey
 from prebuildd.identity.users import ROLE_RANK, User, has_role
 
 __all__ = [
     "ROLE_RANK",
     "AgentDep",
+    "AuditDep",
     "OwnerDep",
     "ProvisionerKeyDep",
     "ServicesDep",
     "TemplateAdminDep",
     "UserDep",
+    "check_role",
     "has_role",
     "require_role",
 ]
@@ -42,27 +46,44 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def current_user(
-    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     if credentials is None:
         raise PrebuilddError(
             ErrorCode.UNAUTHENTICATED,
             "authentication required: send an API token as 'Authorization: Bearer <token>'",
         )
-    user = await auth.user_for_token(services.db, services.clock, credentials.credentials)
-    if user is None:
+    holder = await auth.holder_of_token(services.db, services.clock, credentials.credentials)
+    if holder is None:
         raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid, expired or revoked API token")
-    return user
+    remember_actor(request, services, holder)
+    return holder.user
 
 
 UserDep = Annotated[User, Depends(current_user)]
 
 
+def audit_context(request: Request, user: UserDep) -> AuditContext:
+    """Who is acting in this request, for the audit entries of the action (see ``api.auditing``)."""
+    audit: AuditContext = request.state.audit
+    return audit
+
+
+AuditDep = Annotated[AuditContext, Depends(audit_context)]
+
+
+def check_role(user: User, role: str) -> User:
+    """``user``, or a refusal when their role is below ``role``."""
+    if not has_role(user, role):
+        raise PrebuilddError(ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user.role}")
+    return user
+
+
 def require_role(role: str) -> Any:
     async def check(user: UserDep) -> User:
-        if not has_role(user, role):
-            raise PrebuilddError(ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user.role}")
-        return user
+        return check_role(user, role)
 
     return Depends(check)
 

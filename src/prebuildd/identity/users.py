@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.identity import ROLES
+from prebuildd.identity.audit import AuditContext, Target, record
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import identity as store
 from prebuildd.store.db import Database
@@ -60,6 +61,7 @@ async def create_user(
     role: str = "member",
     email: str = "",
     organization_id: UUID | None = None,
+    audit: AuditContext | None = None,
 ) -> User:
     """Create a user, member of ``organization_id`` (the default organization when None)."""
     if not _USERNAME.match(username):
@@ -72,6 +74,16 @@ async def create_user(
             conn, id=uuid4(), username=username, email=email, role=role, now=clock.now()
         )
         await store.add_member(conn, organization_id=org_id, user_id=user.id, now=clock.now())
+        await record(
+            conn,
+            audit,
+            "user.create",
+            type="user",
+            name=user.username,
+            id=user.id,
+            organization_id=org_id,
+            detail={"role": role},
+        )
     return user
 
 
@@ -82,12 +94,29 @@ async def remove_user(db: Database, user_id: UUID) -> None:
         await store.delete_user(conn, user_id)
 
 
-async def add_user(db: Database, clock: Clock, actor: User, *, username: str, role: str, email: str) -> User:
+async def add_user(
+    db: Database,
+    clock: Clock,
+    actor: User,
+    *,
+    username: str,
+    role: str,
+    email: str,
+    audit: AuditContext | None = None,
+) -> User:
     """A new user in the actor's organization; a taken name is a conflict."""
     organization_id = await organization_of(db, actor)
+    if audit is not None:
+        audit.about("user", username, organization_id=organization_id)
     try:
         return await create_user(
-            db, clock, username=username, role=role, email=email, organization_id=organization_id
+            db,
+            clock,
+            username=username,
+            role=role,
+            email=email,
+            organization_id=organization_id,
+            audit=audit,
         )
     except StoreConflict:
         raise PrebuilddError(ErrorCode.CONFLICT, f"username {username} is taken") from None
@@ -100,10 +129,21 @@ async def list_users(db: Database) -> list[User]:
 
 
 async def update_user(
-    db: Database, clock: Clock, username: str, *, role: str | None, suspended: bool | None
+    db: Database,
+    clock: Clock,
+    username: str,
+    *,
+    role: str | None,
+    suspended: bool | None,
+    audit: AuditContext | None = None,
 ) -> User:
-    """Change a user's role or suspension; refused when it would leave no active owner."""
+    """Change a user's role or suspension; refused when it would leave no active owner. Each change that
+    really changes something is one audit entry (``user.role``, ``user.suspend``, ``user.unsuspend``)."""
+    if audit is not None:
+        audit.about("user", username)
     target = await user_named(db, username)
+    if audit is not None:
+        audit.about("user", target.username, target.id)
     async with db.transaction() as conn:
         await store.lock_active_owners(conn)
         updated = await store.update_user(conn, id=target.id, role=role, suspended=suspended, now=clock.now())
@@ -114,6 +154,11 @@ async def update_user(
                 ErrorCode.CONFLICT,
                 f"refused: {username} is the last active owner; make another user owner first",
             )
+        about = Target("user", updated.username, updated.id)
+        if role is not None and role != target.role:
+            await record(conn, audit, "user.role", about, detail={"from": target.role, "to": role})
+        if suspended is not None and suspended != target.suspended:
+            await record(conn, audit, "user.suspend" if suspended else "user.unsuspend", about)
     return updated
 
 

@@ -8,7 +8,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, TemplateAdminDep, UserDep, check_role, has_role
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
 from prebuildd.api.routes.prebuilds import PrebuildOpsDep
@@ -71,6 +72,10 @@ async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
 
 
 @router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
-async def put_settings(body: Settings, ops: PrebuildOpsDep, user: OwnerDep) -> Settings:
-    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+@audited("prebuilds.pause", "site")
+async def put_settings(body: Settings, ops: PrebuildOpsDep, user: UserDep, audit: AuditDep) -> Settings:
+    # The role is checked here, not by a dependency, so that a refused resume is recorded as a resume.
+    audit.action = "prebuilds.pause" if body.reconciliation_paused else "prebuilds.resume"
+    check_role(user, "owner")
+    setting = await ops.set_paused(body.reconciliation_paused, user.id, audit=audit)
     return Settings(reconciliation_paused=setting.reconciliation_paused)

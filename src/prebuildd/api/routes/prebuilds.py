@@ -10,7 +10,8 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, TemplateAdminDep, UserDep, check_role
 from prebuildd.api.models import LongText, LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
@@ -167,17 +168,30 @@ async def get_settings(ops: PrebuildOpsDep, user: UserDep) -> PoolSettings:
 
 
 @router.put("/prebuilds/settings", response_model=PoolSettings, summary="Pause or resume reconciliation")
-async def put_settings(body: PoolSettings, ops: PrebuildOpsDep, user: OwnerDep) -> PoolSettings:
-    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+@audited("prebuilds.pause", "site")
+async def put_settings(
+    body: PoolSettings, ops: PrebuildOpsDep, user: UserDep, audit: AuditDep
+) -> PoolSettings:
+    # The role is checked here, not by a dependency, so that a refused resume is recorded as a resume.
+    audit.action = "prebuilds.pause" if body.reconciliation_paused else "prebuilds.resume"
+    check_role(user, "owner")
+    setting = await ops.set_paused(body.reconciliation_paused, user.id, audit=audit)
     return PoolSettings(reconciliation_paused=setting.reconciliation_paused)
 
 
 @router.patch(
     "/templates/{template}/presets/{preset}", summary="Change a preset's pool without a new version"
 )
+@audited("preset.set", "preset", "preset")
 async def update_pool(
-    template: LookupText, preset: LookupText, body: PoolUpdate, ops: PrebuildOpsDep, user: TemplateAdminDep
+    template: LookupText,
+    preset: LookupText,
+    body: PoolUpdate,
+    ops: PrebuildOpsDep,
+    user: TemplateAdminDep,
+    audit: AuditDep,
 ) -> dict[str, Any]:
+    audit.about("preset", f"{template}/{preset}")
     ttl = None
     if body.ttl is not None:
         try:
@@ -206,27 +220,37 @@ async def update_pool(
         clear_autoscale="autoscale" in body.model_fields_set and body.autoscale is None,
         expression=body.expression or None,
         clear_expression="expression" in body.model_fields_set and not body.expression,
+        audit=audit,
     )
     return _pool_out(pool)
 
 
 @router.post("/prebuilds/invalidate", summary="Replace every prebuild of a template (or one preset)")
-async def invalidate(body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep) -> dict[str, Any]:
-    names = await ops.invalidate(body.template, body.preset)
+@audited("prebuilds.invalidate", "template")
+async def invalidate(
+    body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep, audit: AuditDep
+) -> dict[str, Any]:
+    names = await ops.invalidate(body.template, body.preset, audit=audit)
     return {"template": body.template, "presets": names}
 
 
 @router.post("/prebuilds/retry", summary="Clear a hard limit or backoff: earlier failures stop counting")
-async def retry(body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep) -> dict[str, Any]:
-    names = await ops.retry(body.template, body.preset)
+@audited("prebuilds.retry", "template")
+async def retry(
+    body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep, audit: AuditDep
+) -> dict[str, Any]:
+    names = await ops.retry(body.template, body.preset, audit=audit)
     return {"template": body.template, "presets": names}
 
 
 @router.post(
     "/prebuilds/cleanup", response_model=CleanupOut, summary="List (dry run) or delete failed prebuilds"
 )
-async def cleanup(body: CleanupIn, ops: PrebuildOpsDep, user: TemplateAdminDep) -> CleanupOut:
-    failed, errors = await ops.cleanup(body.template, body.preset, dry_run=body.dry_run)
+@audited("prebuilds.cleanup", "template")
+async def cleanup(
+    body: CleanupIn, ops: PrebuildOpsDep, user: TemplateAdminDep, audit: AuditDep
+) -> CleanupOut:
+    failed, errors = await ops.cleanup(body.template, body.preset, dry_run=body.dry_run, audit=audit)
     return CleanupOut(
         dry_run=body.dry_run, errors=errors, prebuilds=[FailedPrebuild.from_record(r) for r in failed]
     )

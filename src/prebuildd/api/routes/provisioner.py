@@ -15,8 +15,9 @@ from uuid import UUID
 import structlog
 from fastapi import APIRouter, Request, Response
 
+from prebuildd.api.auditing import audited
 from prebuildd.api.context import Services
-from prebuildd.api.deps import OwnerDep, ProvisionerKeyDep, ServicesDep
+from prebuildd.api.deps import AuditDep, OwnerDep, ProvisionerKeyDep, ServicesDep
 from prebuildd.api.provisioner_models import (
     MAX_WAIT_SECONDS,
     AcquiredJobOut,
@@ -76,10 +77,18 @@ async def list_keys(
     status_code=201,
     summary="Create a provisioner key; the secret is returned once",
 )
-async def create_key(services: ServicesDep, user: OwnerDep, body: ProvisionerKeyIn) -> CreatedProvisionerKey:
+@audited("key.create", "provisioner_key")
+async def create_key(
+    services: ServicesDep, user: OwnerDep, audit: AuditDep, body: ProvisionerKeyIn
+) -> CreatedProvisionerKey:
     organization_id = await organization_of(services.db, user)
     created, secret = await auth.create_provisioner_key(
-        services.db, services.clock, organization_id=organization_id, name=body.name, tags=body.tags
+        services.db,
+        services.clock,
+        organization_id=organization_id,
+        name=body.name,
+        tags=body.tags,
+        audit=audit,
     )
     log.info("provisioner_key.created", key_id=str(created.id), name=body.name, by=user.username)
     return CreatedProvisionerKey(key=_key_out(created), secret=secret)
@@ -90,9 +99,10 @@ async def create_key(services: ServicesDep, user: OwnerDep, body: ProvisionerKey
     status_code=204,
     summary="Revoke a provisioner key (by name or id); its daemons are refused from their next request",
 )
-async def revoke_key(services: ServicesDep, user: OwnerDep, key: str) -> Response:
+@audited("key.revoke", "provisioner_key", "key")
+async def revoke_key(services: ServicesDep, user: OwnerDep, audit: AuditDep, key: str) -> Response:
     organization_id = await organization_of(services.db, user)
-    key_id = await auth.revoke_provisioner_key(services.db, services.clock, organization_id, key)
+    key_id = await auth.revoke_provisioner_key(services.db, services.clock, organization_id, key, audit=audit)
     log.info("provisioner_key.revoked", key_id=str(key_id), by=user.username)
     return Response(status_code=204)
 

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, TemplateAdminDep, UserDep
 from prebuildd.api.models import (
     LogLineOut,
     LongText,
@@ -69,17 +70,19 @@ async def list_templates(services: ServicesDep, user: UserDep) -> list[TemplateO
     openapi_extra=_ARCHIVE_BODY,
     responses={413: {"description": "The archive is larger than a template may be."}},
 )
+@audited("template.push", "template", "name")
 async def push(
     name: TemplateName,
     request: Request,
     services: ServicesDep,
     user: TemplateAdminDep,
+    audit: AuditDep,
     activate: Annotated[bool, Query(description="Make it the active version once imported.")] = False,
     message: Annotated[LongText, Query(description="What changed.")] = "",
 ) -> PushedVersionOut:
     archive = await _read_archive(request)
     pushed = await catalog.push(
-        services.db, services.clock, user, name, archive, activate=activate, message=message
+        services.db, services.clock, user, name, archive, activate=activate, message=message, audit=audit
     )
     return PushedVersionOut(
         template=pushed.template_name,
@@ -103,8 +106,9 @@ async def get_template(name: TemplateName, services: ServicesDep, user: UserDep)
     summary="Activate a version, or deprecate the template (or lift its deprecation)",
     responses={406: {"description": "The version is still importing."}},
 )
+@audited("template.activate", "template", "name")
 async def update_template(
-    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateAdminDep
+    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateAdminDep, audit: AuditDep
 ) -> TemplateOut:
     template = await catalog.update_template(
         services.db,
@@ -115,6 +119,7 @@ async def update_template(
         active_version=body.active_version,
         deprecated=body.deprecated,
         deprecation_message=body.deprecation_message,
+        audit=audit,
     )
     return TemplateOut.from_template(template)
 
@@ -126,8 +131,11 @@ async def update_template(
     summary="Delete a template (refused while users have workspaces from it; prebuilds are removed)",
     responses={409: {"description": "Users still have workspaces from this template."}},
 )
-async def delete_template(name: TemplateName, services: ServicesDep, user: TemplateAdminDep) -> Response:
-    await catalog.delete_template(services.db, services.clock, services.kick, user, name)
+@audited("template.delete", "template", "name")
+async def delete_template(
+    name: TemplateName, services: ServicesDep, user: TemplateAdminDep, audit: AuditDep
+) -> Response:
+    await catalog.delete_template(services.db, services.clock, services.kick, user, name, audit=audit)
     return Response(status_code=204)
 
 

@@ -7,7 +7,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, OwnerDep, ServicesDep, TemplateAdminDep, UserDep
 from prebuildd.api.models import (
     CreatedToken,
     TokenCreate,
@@ -33,9 +34,16 @@ async def list_users(services: ServicesDep, user: TemplateAdminDep) -> list[User
 
 
 @router.post("/users", response_model=UserOut, status_code=201, summary="Create a user")
-async def add_user(body: UserCreate, services: ServicesDep, user: OwnerDep) -> UserOut:
+@audited("user.create", "user")
+async def add_user(body: UserCreate, services: ServicesDep, user: OwnerDep, audit: AuditDep) -> UserOut:
     created = await users.add_user(
-        services.db, services.clock, user, username=body.username, role=body.role, email=body.email
+        services.db,
+        services.clock,
+        user,
+        username=body.username,
+        role=body.role,
+        email=body.email,
+        audit=audit,
     )
     return UserOut.from_user(created)
 
@@ -45,9 +53,12 @@ async def add_user(body: UserCreate, services: ServicesDep, user: OwnerDep) -> U
     response_model=UserOut,
     summary="Change a user's role or suspend them (a suspended user's tokens stop working)",
 )
-async def update_user(username: Username, body: UserUpdate, services: ServicesDep, user: OwnerDep) -> UserOut:
+@audited("user.role", "user", "username")
+async def update_user(
+    username: Username, body: UserUpdate, services: ServicesDep, user: OwnerDep, audit: AuditDep
+) -> UserOut:
     updated = await users.update_user(
-        services.db, services.clock, username, role=body.role, suspended=body.suspended
+        services.db, services.clock, username, role=body.role, suspended=body.suspended, audit=audit
     )
     return UserOut.from_user(updated)
 
@@ -66,10 +77,17 @@ async def list_tokens(services: ServicesDep, user: UserDep) -> list[TokenOut]:
     status_code=201,
     summary="Create an API token; its secret is shown only in this answer",
 )
-async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep) -> CreatedToken:
+@audited("token.create", "token")
+async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep, audit: AuditDep) -> CreatedToken:
     lifetime = timedelta(seconds=body.lifetime_seconds) if body.lifetime_seconds else None
     token, secret = await auth.issue_token(
-        services.db, services.clock, user, name=body.name, username=body.username, lifetime=lifetime
+        services.db,
+        services.clock,
+        user,
+        name=body.name,
+        username=body.username,
+        lifetime=lifetime,
+        audit=audit,
     )
     return CreatedToken(token=TokenOut.from_token(token), secret=secret)
 
@@ -80,6 +98,7 @@ async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep) -> 
     response_class=Response,
     summary="Revoke a token (your own; owners: anyone's); it is refused from the next request on",
 )
-async def revoke_token(token_id: UUID, services: ServicesDep, user: UserDep) -> Response:
-    await auth.revoke_token(services.db, services.clock, user, token_id)
+@audited("token.revoke", "token", "token_id")
+async def revoke_token(token_id: UUID, services: ServicesDep, user: UserDep, audit: AuditDep) -> Response:
+    await auth.revoke_token(services.db, services.clock, user, token_id, audit=audit)
     return Response(status_code=204)

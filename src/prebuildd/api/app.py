@@ -20,6 +20,7 @@ from prebuildd.api.routes import (
     audit,
     health,
     jobs,
+    organizations,
     prebuilds,
     provisioner,
     templates,
@@ -41,7 +42,7 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    for module in (users, templates, workspaces, jobs, prebuilds, provisioner, agent, audit):
+    for module in (organizations, users, templates, workspaces, jobs, prebuilds, provisioner, agent, audit):
         app.include_router(module.router, prefix="/api/v1", responses=ERROR_RESPONSES)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -257,7 +257,13 @@ class Server:
             return
         audit = AuditContext.system(self.clock)
         user = await create_user(
-            db, self.clock, username="admin", role="owner", organization_id=org.id, audit=audit
+            db,
+            self.clock,
+            username="admin",
+            role="owner",
+            organization_id=org.id,
+            site_owner=True,
+            audit=audit,
         )
         _, secret = await create_token(
             db, self.clock, user_id=user.id, name="first-start", audit=audit, holder_name=user.username

@@ -1,4 +1,5 @@
-"""Route: the audit log, newest first, filtered and paged (owners only).
+"""Route: the audit log, newest first, filtered and paged. The site owner reads every entry; an organization's
+owner reads the entries of the organization the request acts in (site-wide ones, such as a pause, are not).
 
 ``since`` takes a time (ISO 8601) or a duration back from now (``24h``, ``7d``); ``cursor`` is the
 ``next_cursor`` of the previous page.
@@ -85,7 +86,11 @@ def _since(value: str | None, now: datetime) -> datetime | None:
         ) from None
 
 
-@router.get("/audit", response_model=AuditPage, summary="The audit log, newest first (owners)")
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    summary="The audit log, newest first (site owner: all; an organization's owner: that organization's)",
+)
 async def audit_log(
     services: ServicesDep,
     user: OwnerDep,
@@ -106,8 +111,16 @@ async def audit_log(
 ) -> AuditPage:
     if outcome is not None and outcome not in OUTCOMES:
         raise PrebuilddError(ErrorCode.INVALID_REQUEST, f"outcome: expected one of {', '.join(OUTCOMES)}")
+    scope: list[UUID] | None = None  # the site owner: every entry
+    if not user.site_owner:
+        scope = [user.organization_id] if user.organization_id else []
     where = AuditFilter(
-        actor=actor, action=action, since=_since(since, services.clock.now()), object=object, outcome=outcome
+        actor=actor,
+        action=action,
+        since=_since(since, services.clock.now()),
+        object=object,
+        outcome=outcome,
+        organization_ids=scope,
     )
     found = await audit.entries(services.db, where, before=cursor, limit=limit + 1)
     page = found[:limit]

@@ -9,12 +9,14 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from prebuildd.api.auditing import audited
-from prebuildd.api.deps import AuditDep, ServicesDep, TemplateAdminDep, UserDep, check_role, has_role
+from prebuildd.api.deps import AuditDep, ServicesDep, TemplateAdminDep, UserDep, has_role
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
 from prebuildd.api.routes.prebuilds import PrebuildOpsDep
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import waiting_reason
+from prebuildd.domain.permissions import Action
+from prebuildd.identity.users import require
 from prebuildd.provisioner.registry import offered_capabilities
 from prebuildd.queue.reads import job_detail, list_jobs
 from prebuildd.store import prebuilds as prebuilds_store
@@ -71,11 +73,15 @@ async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
     return Settings(reconciliation_paused=paused)
 
 
-@router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
+@router.put(
+    "/settings",
+    response_model=Settings,
+    summary="Pause or resume reconciliation of every organization (site owner)",
+)
 @audited("prebuilds.pause", "site")
 async def put_settings(body: Settings, ops: PrebuildOpsDep, user: UserDep, audit: AuditDep) -> Settings:
-    # The role is checked here, not by a dependency, so that a refused resume is recorded as a resume.
+    # The permission is checked here, not by a dependency, so that a refused resume is recorded as a resume.
     audit.action = "prebuilds.pause" if body.reconciliation_paused else "prebuilds.resume"
-    check_role(user, "owner")
+    require(user, Action.RECONCILIATION_PAUSE)
     setting = await ops.set_paused(body.reconciliation_paused, user.id, audit=audit)
     return Settings(reconciliation_paused=setting.reconciliation_paused)

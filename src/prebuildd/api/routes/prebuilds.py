@@ -11,16 +11,19 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from prebuildd.api.auditing import audited
-from prebuildd.api.deps import AuditDep, ServicesDep, TemplateAdminDep, UserDep, check_role
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
+from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import LongText, LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.permissions import Action
 from prebuildd.domain.pools import MAX_INSTANCES
 from prebuildd.domain.schedules import Schedule, overlap
+from prebuildd.identity.users import User, require
 from prebuildd.prebuilds import operations as prebuild_ops
 from prebuildd.prebuilds.snapshot import SnapshotReader
 from prebuildd.store.prebuilds import FailedPrebuild as FailedPrebuildRecord
-from prebuildd.store.prebuilds import PresetPool
+from prebuildd.store.prebuilds import PresetPool, reconciliation_paused
 
 router = APIRouter(tags=["prebuilds"])
 
@@ -37,6 +40,9 @@ def prebuild_operations(services: ServicesDep) -> prebuild_ops.PrebuildOperation
 
 
 PrebuildOpsDep = Annotated[prebuild_ops.PrebuildOperations, Depends(prebuild_operations)]
+PoolReader = Annotated[User, permission(Action.PREBUILDS_READ)]
+PoolOperator = Annotated[User, permission(Action.PREBUILDS_OPERATE)]
+PoolEditor = Annotated[User, permission(Action.TEMPLATE_WRITE)]
 
 
 class PoolSettings(BaseModel):
@@ -154,27 +160,36 @@ def _pool_out(pool: PresetPool) -> dict[str, Any]:
 
 
 @router.get(
-    "/prebuilds/status", response_model=StatusOut, summary="Every pool: targets, counts, status and why"
+    "/prebuilds/status",
+    response_model=StatusOut,
+    summary="The organization's pools: targets, counts, status and why (error text: template-admins and owners)",
 )
-async def status(ops: PrebuildOpsDep, user: UserDep) -> StatusOut:
-    paused, presets = await ops.pool_status()
+async def status(ops: PrebuildOpsDep, services: ServicesDep, user: PoolReader) -> StatusOut:
+    paused, presets = await ops.pool_status(
+        await organization_of(services, user), show_errors=may(user, Action.OUTPUTS_READ)
+    )
     return StatusOut(paused=paused, presets=presets)
 
 
 @router.get("/prebuilds/settings", response_model=PoolSettings)
-async def get_settings(ops: PrebuildOpsDep, user: UserDep) -> PoolSettings:
-    paused, _ = await ops.pool_status()
+async def get_settings(services: ServicesDep, user: UserDep) -> PoolSettings:
+    async with services.db.transaction() as conn:
+        paused = await reconciliation_paused(conn)
     return PoolSettings(reconciliation_paused=paused)
 
 
-@router.put("/prebuilds/settings", response_model=PoolSettings, summary="Pause or resume reconciliation")
+@router.put(
+    "/prebuilds/settings",
+    response_model=PoolSettings,
+    summary="Pause or resume reconciliation of every organization (site owner)",
+)
 @audited("prebuilds.pause", "site")
 async def put_settings(
     body: PoolSettings, ops: PrebuildOpsDep, user: UserDep, audit: AuditDep
 ) -> PoolSettings:
-    # The role is checked here, not by a dependency, so that a refused resume is recorded as a resume.
+    # The permission is checked here, not by a dependency, so that a refused resume is recorded as a resume.
     audit.action = "prebuilds.pause" if body.reconciliation_paused else "prebuilds.resume"
-    check_role(user, "owner")
+    require(user, Action.RECONCILIATION_PAUSE)
     setting = await ops.set_paused(body.reconciliation_paused, user.id, audit=audit)
     return PoolSettings(reconciliation_paused=setting.reconciliation_paused)
 
@@ -188,7 +203,8 @@ async def update_pool(
     preset: LookupText,
     body: PoolUpdate,
     ops: PrebuildOpsDep,
-    user: TemplateAdminDep,
+    services: ServicesDep,
+    user: PoolEditor,
     audit: AuditDep,
 ) -> dict[str, Any]:
     audit.about("preset", f"{template}/{preset}")
@@ -210,6 +226,7 @@ async def update_pool(
             except ValueError as exc:
                 raise PrebuilddError(ErrorCode.INVALID_REQUEST, f"autoscale.stabilization: {exc}") from None
     pool = await ops.set_pool(
+        await organization_of(services, user),
         template,
         preset,
         instances=body.instances,
@@ -228,18 +245,20 @@ async def update_pool(
 @router.post("/prebuilds/invalidate", summary="Replace every prebuild of a template (or one preset)")
 @audited("prebuilds.invalidate", "template")
 async def invalidate(
-    body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep, audit: AuditDep
+    body: PresetRef, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
 ) -> dict[str, Any]:
-    names = await ops.invalidate(body.template, body.preset, audit=audit)
+    names = await ops.invalidate(
+        await organization_of(services, user), body.template, body.preset, audit=audit
+    )
     return {"template": body.template, "presets": names}
 
 
 @router.post("/prebuilds/retry", summary="Clear a hard limit or backoff: earlier failures stop counting")
 @audited("prebuilds.retry", "template")
 async def retry(
-    body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep, audit: AuditDep
+    body: PresetRef, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
 ) -> dict[str, Any]:
-    names = await ops.retry(body.template, body.preset, audit=audit)
+    names = await ops.retry(await organization_of(services, user), body.template, body.preset, audit=audit)
     return {"template": body.template, "presets": names}
 
 
@@ -248,9 +267,11 @@ async def retry(
 )
 @audited("prebuilds.cleanup", "template")
 async def cleanup(
-    body: CleanupIn, ops: PrebuildOpsDep, user: TemplateAdminDep, audit: AuditDep
+    body: CleanupIn, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
 ) -> CleanupOut:
-    failed, errors = await ops.cleanup(body.template, body.preset, dry_run=body.dry_run, audit=audit)
+    failed, errors = await ops.cleanup(
+        await organization_of(services, user), body.template, body.preset, dry_run=body.dry_run, audit=audit
+    )
     return CleanupOut(
         dry_run=body.dry_run, errors=errors, prebuilds=[FailedPrebuild.from_record(r) for r in failed]
     )
@@ -261,10 +282,14 @@ async def explain(
     template: Annotated[LookupText, Query()],
     preset: Annotated[LookupText, Query()],
     ops: PrebuildOpsDep,
-    user: UserDep,
+    services: ServicesDep,
+    user: PoolReader,
 ) -> ExplainOut:
-    current, events = await ops.explain(template, preset)
-    claim_builds = await ops.claim_builds(current.preset_id)
+    show_errors = may(user, Action.OUTPUTS_READ)
+    current, events = await ops.explain(
+        await organization_of(services, user), template, preset, show_errors=show_errors
+    )
+    claim_builds = await ops.claim_builds(current.preset_id, show_errors=show_errors)
     return ExplainOut(
         status=current,
         decisions=[ExplainEvent(at=e.created_at, kind=e.kind, message=e.message) for e in events],

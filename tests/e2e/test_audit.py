@@ -141,6 +141,7 @@ async def test_refused_actions_are_recorded_once_and_leave_no_change(
     async with running_server.client(admin) as tad:
         assert (await push(tad, tmp_path, "bad", "provisioner = 42\n")).status_code == 400
         assert (await tad.delete(f"{API}/templates/ghost")).status_code == 404
+        assert (await tad.patch(f"{API}/templates/ghost", json={"deprecated": False})).status_code == 404
         assert (await tad.post(f"{API}/prebuilds/retry", json={"template": ""})).status_code == 400
         assert (await tad.get(f"{API}/audit")).status_code == 403
     async with running_server.client() as owner:
@@ -164,6 +165,7 @@ async def test_refused_actions_are_recorded_once_and_leave_no_change(
         ("bob", "template.push", "denied", "forbidden", "template", "app"),
         ("tad", "template.push", "invalid", "invalid_manifest", "template", "bad"),
         ("tad", "template.delete", "invalid", "not_found", "template", "ghost"),
+        ("tad", "template.undeprecate", "invalid", "not_found", "template", "ghost"),
         ("tad", "prebuilds.retry", "invalid", "invalid_request", "template", ""),
         ("admin", "user.create", "conflict", "conflict", "user", "BOB"),
         ("admin", "user.role", "conflict", "conflict", "user", "admin"),
@@ -183,3 +185,69 @@ async def test_the_cli_reads_the_audit_log(running_server: RunningServer, tmp_pa
     table = await cli.ok("audit", "--action", "user.create")
     assert "carol" in table.out and "system" in table.out  # the first owner, made by the server
     assert (await cli.ok("audit", "--action", "key.", "--json")).json() == []
+
+
+ORG = "Prebuildd-Organization"
+
+
+async def test_organizations_and_memberships_are_recorded_and_an_org_owner_reads_only_theirs(
+    running_server: RunningServer,
+) -> None:
+    async with running_server.client() as admin:
+        org = _ok(await admin.post(f"{API}/organizations", json={"name": "b"}), 201)
+        _ok(await admin.patch(f"{API}/organizations/b", json={"name": "bee", "display_name": "Bee"}))
+        bob = _ok(
+            await admin.post(f"{API}/users", json={"username": "bob", "role": "owner"}, headers={ORG: "bee"}),
+            201,
+        )
+        bob_token = _ok(
+            await admin.post(f"{API}/tokens", json={"name": "t", "username": "bob"}, headers={ORG: "bee"}),
+            201,
+        )["secret"]
+        carol = _ok(await admin.post(f"{API}/users", json={"username": "carol"}), 201)
+        _ok(await admin.put(f"{API}/members/carol", json={"role": "member"}, headers={ORG: "bee"}))
+        _ok(await admin.put(f"{API}/members/carol", json={"role": "template-admin"}, headers={ORG: "bee"}))
+        assert (await admin.delete(f"{API}/members/carol", headers={ORG: "bee"})).status_code == 204
+        _ok(await admin.post(f"{API}/organizations", json={"name": "gone"}), 201)
+        assert (await admin.delete(f"{API}/organizations/gone")).status_code == 204
+        # Refused: the default organization is never deleted; bob is no site owner.
+        assert (await admin.delete(f"{API}/organizations/default")).status_code == 409
+    async with running_server.client(bob_token) as client:
+        assert (await client.post(f"{API}/organizations", json={"name": "mine"})).status_code == 403
+        # An organization's owner reads the entries of their organization only.
+        theirs = await _entries(client)
+    async with running_server.client() as admin:
+        everything = await _entries(admin)
+
+    got = [
+        (e["action"], e["outcome"], e["object_type"], e["object_name"], e["detail"].get("role"))
+        for e in reversed(everything)
+        if e["action"].startswith(("org.", "member."))
+    ]
+    assert got == [
+        ("org.create", "ok", "organization", "b", None),
+        ("org.rename", "ok", "organization", "bee", None),
+        ("member.add", "ok", "user", "carol", "member"),
+        ("member.role", "ok", "user", "carol", None),
+        ("member.remove", "ok", "user", "carol", "template-admin"),
+        ("org.create", "ok", "organization", "gone", None),
+        ("org.delete", "ok", "organization", "gone", None),
+        ("org.delete", "conflict", "organization", "default", None),
+        ("org.create", "denied", "organization", "", None),
+    ]
+    by_action = {e["action"]: e for e in everything if e["outcome"] == "ok"}
+    assert (
+        by_action["org.rename"]["detail"]["from"] == "b" and by_action["org.rename"]["object_id"] == org["id"]
+    )
+    assert by_action["member.role"]["detail"] == {"from": "member", "to": "template-admin"}
+    assert by_action["member.add"]["organization_id"] == org["id"]
+    assert all(e["organization_id"] == org["id"] for e in theirs) and theirs
+    assert {(e["action"], e["object_name"]) for e in theirs} >= {
+        ("user.create", "bob"),
+        ("member.add", "carol"),
+        ("org.rename", "bee"),
+    }
+    assert ("user.create", "carol") not in {
+        (e["action"], e["object_name"]) for e in theirs
+    }  # the default org's
+    assert bob["username"] == "bob" and carol["username"] == "carol"

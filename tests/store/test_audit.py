@@ -15,13 +15,16 @@ from tests.support.env import Env
 
 
 async def _context(env: Env, username: str = "admin") -> AuditContext:
-    user = await users.user_named(env.db, username)
+    user = await users.user_named(env.db, env.org_id, username)
     return AuditContext.of_user(env.clock, user, request_id="req-1", source_ip="10.0.0.7")
 
 
 async def test_a_successful_action_commits_its_entry_and_a_failed_one_rolls_it_back(env: Env) -> None:
     ctx = await _context(env)
-    await users.update_user(env.db, env.clock, "alice", role="template-admin", suspended=None, audit=ctx)
+    owner = await users.user_named(env.db, env.org_id, "admin")
+    await users.update_user(
+        env.db, env.clock, owner, "alice", role="template-admin", suspended=None, audit=ctx
+    )
     [entry] = await audit.entries(env.db, AuditFilter(action="user.role"))
     assert (entry.actor_name, entry.actor_id, entry.outcome) == ("admin", ctx.actor_id, "ok")
     assert (entry.object_type, entry.object_name, entry.object_id) == ("user", "alice", str(env.member_id))
@@ -30,7 +33,7 @@ async def test_a_successful_action_commits_its_entry_and_a_failed_one_rolls_it_b
 
     # The last owner cannot be demoted: the change and its entry roll back together.
     with pytest.raises(PrebuilddError) as refused:
-        await users.update_user(env.db, env.clock, "admin", role="member", suspended=None, audit=ctx)
+        await users.update_user(env.db, env.clock, owner, "admin", role="member", suspended=None, audit=ctx)
     assert refused.value.code is ErrorCode.CONFLICT
     assert [e.object_name for e in await audit.entries(env.db, AuditFilter(action="user.role"))] == ["alice"]
 

@@ -98,7 +98,8 @@ class AuditContext:
             actor_id=self.actor_id,
             actor_name=self.actor_name,
             token_id=self.token_id,
-            organization_id=target.organization_id or self.organization_id,
+            # A site-wide action (type 'site': the pause) names no organization, whichever the actor acts in.
+            organization_id=None if target.type == "site" else target.organization_id or self.organization_id,
             action=action,
             object_type=target.type,
             object_id=None if target.id is None else str(target.id),

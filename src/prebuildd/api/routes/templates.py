@@ -26,7 +26,7 @@ from prebuildd.api.models import (
 )
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.permissions import Action
-from prebuildd.identity.users import User
+from prebuildd.identity.users import User, require
 from prebuildd.templates import catalog
 from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
 
@@ -110,8 +110,13 @@ async def get_template(name: TemplateName, services: ServicesDep, user: UserDep)
 )
 @audited("template.activate", "template", "name")
 async def update_template(
-    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateAdminDep, audit: AuditDep
+    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: UserDep, audit: AuditDep
 ) -> TemplateOut:
+    # The role is checked here, not by a dependency, so that a refusal is recorded as the action it refused.
+    if body.active_version is None:
+        lifted = body.deprecated is False
+        audit.action = "template.undeprecate" if lifted else "template.deprecate"
+    require(user, Action.TEMPLATE_WRITE)
     template = await catalog.update_template(
         services.db,
         services.clock,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from prebuildd.api.auditing import audited
-from prebuildd.api.deps import AuditDep, ServicesDep, TemplateAdminDep, UserDep, may, permission
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
 from prebuildd.api.models import (
     LogLineOut,
     LongText,
@@ -31,6 +31,8 @@ from prebuildd.templates import catalog
 from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
 
 router = APIRouter(tags=["templates"])
+
+TemplateWriter = Annotated[User, permission(Action.TEMPLATE_WRITE)]
 
 AfterQuery = Annotated[int, Query(ge=0, le=2**62, description="Only lines with an id above this one.")]
 LimitQuery = Annotated[int, Query(ge=1, le=10_000, description="At most this many lines; page with `after`.")]
@@ -77,7 +79,7 @@ async def push(
     name: TemplateName,
     request: Request,
     services: ServicesDep,
-    user: TemplateAdminDep,
+    user: TemplateWriter,
     audit: AuditDep,
     activate: Annotated[bool, Query(description="Make it the active version once imported.")] = False,
     message: Annotated[LongText, Query(description="What changed.")] = "",
@@ -140,7 +142,7 @@ async def update_template(
 )
 @audited("template.delete", "template", "name")
 async def delete_template(
-    name: TemplateName, services: ServicesDep, user: TemplateAdminDep, audit: AuditDep
+    name: TemplateName, services: ServicesDep, user: TemplateWriter, audit: AuditDep
 ) -> Response:
     await catalog.delete_template(services.db, services.clock, services.kick, user, name, audit=audit)
     return Response(status_code=204)

@@ -144,6 +144,8 @@ async def test_refused_actions_are_recorded_once_and_leave_no_change(
         assert (await tad.patch(f"{API}/templates/ghost", json={"deprecated": False})).status_code == 404
         assert (await tad.post(f"{API}/prebuilds/retry", json={"template": ""})).status_code == 400
         assert (await tad.get(f"{API}/audit")).status_code == 403
+    async with running_server.client("pbt_not-a-token") as nobody:  # nobody to name: not recorded
+        assert (await nobody.post(f"{API}/users", json={"username": "eve"})).status_code == 401
     async with running_server.client() as owner:
         taken = await owner.post(f"{API}/users", json={"username": "BOB"})
         assert taken.status_code == 409

@@ -46,6 +46,15 @@ _ARCHIVE_BODY: dict[str, Any] = {
 }
 
 
+def _version_for(user: User, version: VersionOut) -> VersionOut:
+    """The version as the caller may see it: an import error is script output, for template-admins only."""
+    if version.import_error is None or may(user, Action.OUTPUTS_READ):
+        return version
+    return version.model_copy(
+        update={"import_error": "import failed (the error is shown to template-admins)"}
+    )
+
+
 async def _read_archive(request: Request) -> bytes:
     """The request body, refused (413) beyond the size a template may have."""
     chunks: list[bytes] = []
@@ -154,7 +163,8 @@ async def delete_template(
     summary="A template's versions, newest first",
 )
 async def list_versions(name: TemplateName, services: ServicesDep, user: UserDep) -> list[VersionOut]:
-    return [VersionOut.from_version(v) for v in await catalog.list_versions(services.db, user, name)]
+    versions = [VersionOut.from_version(v) for v in await catalog.list_versions(services.db, user, name)]
+    return [_version_for(user, v) for v in versions]
 
 
 @router.get(
@@ -166,7 +176,7 @@ async def get_version(
     name: TemplateName, version: VersionName, services: ServicesDep, user: UserDep
 ) -> VersionOut:
     found, parameters = await catalog.get_version(services.db, user, name, version)
-    return VersionOut.from_version(found, parameters)
+    return _version_for(user, VersionOut.from_version(found, parameters))
 
 
 @router.get(

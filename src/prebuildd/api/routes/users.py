@@ -75,6 +75,7 @@ async def update_user(
     "/members/{username}",
     response_model=UserOut,
     summary="Add an existing user to the organization with a role, or change a member's role",
+    responses={409: {"description": "The change would leave the organization without an active owner."}},
 )
 @audited("member.add", "user", "username")
 async def set_member(
@@ -89,6 +90,7 @@ async def set_member(
     status_code=204,
     response_class=Response,
     summary="Remove a member from the organization (the user and their other memberships stay)",
+    responses={409: {"description": "The member is the organization's last active owner."}},
 )
 @audited("member.remove", "user", "username")
 async def remove_member(

@@ -20,10 +20,12 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 import prebuildd
+from prebuildd.api.auditing import RequestIdMiddleware
 from prebuildd.api.context import Services
 from prebuildd.api.errors import ERROR_RESPONSES, install_error_handlers
 from prebuildd.api.routes import (
     agent,
+    audit,
     health,
     jobs,
     organizations,
@@ -46,8 +48,9 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    for module in (organizations, users, templates, workspaces, jobs, prebuilds, provisioner, agent):
+    for module in (organizations, users, templates, workspaces, jobs, prebuilds, provisioner, agent, audit):
         app.include_router(module.router, prefix="/api/v1", responses=ERROR_RESPONSES)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     _install_docs(app)

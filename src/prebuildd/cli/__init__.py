@@ -33,6 +33,7 @@ _LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "jobs": ("prebuildd.cli.cmd_jobs", "jobs_app"),
     "provisioner": ("prebuildd.cli.provisioner_commands", "provisioner_app"),
     "prebuilds": ("prebuildd.cli.cmd_prebuilds", "prebuilds_app"),
+    "audit": ("prebuildd.cli.cmd_audit", "audit_app"),
     "db": ("prebuildd.cli.cmd_db", "db_app"),
 }
 

@@ -8,14 +8,15 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from prebuildd.api.deps import ServicesDep, UserDep, may, permission
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
 from prebuildd.api.routes.prebuilds import PrebuildOpsDep
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import waiting_reason
 from prebuildd.domain.permissions import Action
-from prebuildd.identity.users import User
+from prebuildd.identity.users import User, require
 from prebuildd.provisioner.registry import offered_capabilities
 from prebuildd.queue.reads import job_detail, list_jobs
 from prebuildd.store import prebuilds as prebuilds_store
@@ -94,8 +95,10 @@ async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
     response_model=Settings,
     summary="Pause or resume reconciliation of every organization (site owner)",
 )
-async def put_settings(
-    body: Settings, ops: PrebuildOpsDep, user: Annotated[User, permission(Action.RECONCILIATION_PAUSE)]
-) -> Settings:
-    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+@audited("prebuilds.pause", "site")
+async def put_settings(body: Settings, ops: PrebuildOpsDep, user: UserDep, audit: AuditDep) -> Settings:
+    # The permission is checked here, not by a dependency, so that a refused resume is recorded as a resume.
+    audit.action = "prebuilds.pause" if body.reconciliation_paused else "prebuilds.resume"
+    require(user, Action.RECONCILIATION_PAUSE)
+    setting = await ops.set_paused(body.reconciliation_paused, user.id, audit=audit)
     return Settings(reconciliation_paused=setting.reconciliation_paused)

@@ -5,6 +5,7 @@ through provisioner keys). Members see pool statuses and counts, never build err
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -345,6 +346,7 @@ async def test_a_key_of_another_organization_acquires_nothing_and_site_wide_keys
 # -- the CLI ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)  # about fifteen CLI processes, each a Python start: slow on a loaded machine
 async def test_the_cli_names_the_organization_with_org_or_the_one_remembered(
     orgs: Tenants, tmp_path: Path
 ) -> None:
@@ -355,8 +357,6 @@ async def test_the_cli_names_the_organization_with_org_or_the_one_remembered(
     await admin_cli.ok("login", orgs.running.url, "--token", orgs.running.owner_token)
     created = await admin_cli.ok("orgs", "create", "c", "--display-name", "Sea")
     assert "c" in created.err
-    listed = await admin_cli.ok("orgs", "list")
-    assert "c" in listed.out and "b" in listed.out
     await admin_cli.ok("users", "create", "erin", "--role", "owner", "--org", "c")
     await admin_cli.ok("orgs", "members", "add", "dave", "--role", "template-admin", "--org", "c")
     await admin_cli.ok("orgs", "members", "set-role", "dave", "member", "--org", "c")
@@ -367,11 +367,11 @@ async def test_the_cli_names_the_organization_with_org_or_the_one_remembered(
 
     # dave, in three organizations, logs in naming one: it is remembered, and --org overrides it.
     await cli.ok("login", orgs.running.url, "--token-file", str(token_file), "--org", "b")
-    assert "b" in (await cli.ok("whoami")).out
-    whoami = await cli.ok("whoami", "--json")
-    assert '"role": "member"' in whoami.out
+    assert re.search(r"organization:\s+b\n", (await cli.ok("whoami")).out)
     await cli.ok("orgs", "use", "c")
-    assert "only" not in (await cli.refused("users", "list")).out  # a member of c does not list its users
+    assert (
+        "template-admin" in (await cli.refused("users", "list")).err
+    )  # a member of c does not list its users
     await cli.ok("templates", "list", "--org", "default")
     await admin_cli.ok("orgs", "members", "remove", "dave", "--org", "c")
     await cli.refused("templates", "list")  # the remembered organization is no longer his

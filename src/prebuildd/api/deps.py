@@ -13,10 +13,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from prebuildd.api.auditing import remember_actor
 from prebuildd.api.context import Services
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.permissions import Action
 from prebuildd.identity import auth, users
+from prebuildd.identity.audit import AuditContext
 from prebuildd.identity.auth import Agent, ProvisionerKey
 from prebuildd.identity.users import ROLE_RANK, User, has_role, may
 
@@ -24,6 +26,7 @@ __all__ = [
     "ORGANIZATION_HEADER",
     "ROLE_RANK",
     "AgentDep",
+    "AuditDep",
     "OwnerDep",
     "ProvisionerKeyDep",
     "ServicesDep",
@@ -61,41 +64,62 @@ OrganizationHeader = Annotated[
 ]
 
 
-async def _token_user(services: Services, credentials: HTTPAuthorizationCredentials | None) -> User:
+async def token_user(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The user behind the request's API token, in no organization yet (one lookup per request: FastAPI caches
+    it); it is also who the request's audit entries name."""
     if credentials is None:
         raise PrebuilddError(
             ErrorCode.UNAUTHENTICATED,
             "authentication required: send an API token as 'Authorization: Bearer <token>'",
         )
-    user = await auth.user_for_token(services.db, services.clock, credentials.credentials)
-    if user is None:
+    holder = await auth.holder_of_token(services.db, services.clock, credentials.credentials)
+    if holder is None:
         raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid, expired or revoked API token")
+    remember_actor(request, services, holder)
+    return holder.user
+
+
+TokenUserDep = Annotated[User, Depends(token_user)]
+
+
+def _acting_in(request: Request, user: User) -> User:
+    audit: AuditContext | None = getattr(request.state, "audit", None)
+    if audit is not None:
+        audit.organization_id = user.organization_id
     return user
 
 
 async def current_user(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    organization: OrganizationHeader = None,
+    request: Request, services: ServicesDep, user: TokenUserDep, organization: OrganizationHeader = None
 ) -> User:
     """The caller as a member of the organization the request acts in."""
-    user = await _token_user(services, credentials)
-    return await users.acting_user(services.db, user, organization or None)
+    return _acting_in(request, await users.acting_user(services.db, user, organization or None))
 
 
 async def any_user(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    organization: OrganizationHeader = None,
+    request: Request, services: ServicesDep, user: TokenUserDep, organization: OrganizationHeader = None
 ) -> User:
     """The caller, in the organization named or their only one, else in none (a member of several who named
     none): for the routes about organizations themselves."""
-    user = await _token_user(services, credentials)
-    return await users.acting_user(services.db, user, organization or None, needed=False)
+    acting = await users.acting_user(services.db, user, organization or None, needed=False)
+    return _acting_in(request, acting)
 
 
 AnyUserDep = Annotated[User, Depends(any_user)]
 UserDep = Annotated[User, Depends(current_user)]
+
+
+def audit_context(request: Request, user: TokenUserDep) -> AuditContext:
+    """Who is acting in this request, for the audit entries of the action (see ``api.auditing``)."""
+    audit: AuditContext = request.state.audit
+    return audit
+
+
+AuditDep = Annotated[AuditContext, Depends(audit_context)]
 
 
 def permission(action: Action) -> Any:

@@ -12,10 +12,13 @@ import importlib
 import importlib.metadata
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
+from typer._click.exceptions import ClickException  # typer 0.29 runs on a private copy of click
 from typer.core import TyperGroup
+from typer.exceptions import Abort
 
 from prebuildd.cli import agent_command, cmd_auth, server_command
 
@@ -30,6 +33,7 @@ _LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "jobs": ("prebuildd.cli.cmd_jobs", "jobs_app"),
     "provisioner": ("prebuildd.cli.provisioner_commands", "provisioner_app"),
     "prebuilds": ("prebuildd.cli.cmd_prebuilds", "prebuilds_app"),
+    "audit": ("prebuildd.cli.cmd_audit", "audit_app"),
     "db": ("prebuildd.cli.cmd_db", "db_app"),
 }
 
@@ -47,6 +51,53 @@ class _LazyGroup(TyperGroup):
         module_name, attribute = _LAZY_GROUPS[cmd_name]
         sub_app: typer.Typer = getattr(importlib.import_module(module_name), attribute)
         return typer.main.get_group(sub_app)
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command; a usage error is printed in the style of every other error (``error: …`` on
+        stderr, then the usage and where the help is) and ends with exit code 2."""
+        if not standalone_mode:
+            return super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        try:
+            # not standalone: errors come back here, and an Exit comes back as its code
+            code = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        except ClickException as exc:
+            _usage_error(exc)
+            sys.exit(exc.exit_code)
+        except Abort:
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Any) -> None:
+    """``error: <what was wrong>``, then the command's usage and its --help, as the other errors look."""
+    print(f"error: {exc.format_message()}", file=sys.stderr)
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        print(ctx.get_usage(), file=sys.stderr)
+        print(f"See `{ctx.command_path} --help`.", file=sys.stderr)
 
 
 app = typer.Typer(

@@ -303,14 +303,17 @@ class ApiClient:
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)
 
-    def stream_ndjson(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    def stream_ndjson(
+        self, path: str, params: Mapping[str, Any] | None = None, *, read_timeout: float | None = None
+    ) -> Iterator[Any]:
         """GET a stream of newline-delimited JSON, one decoded object per line, as they arrive.
 
-        No read timeout: a followed stream may stay quiet for a long time. Exits on an error status or a line
+        No read timeout by default: a followed stream may stay quiet for a long time. With ``read_timeout``, the
+        iterator ends quietly once the stream has been silent that long (the caller reconnects when it wants). Exits on an error status or a line
         that is not JSON; the iterator simply ends when the server closes the stream. A plain JSON answer (a
         server that does not stream) yields its items, or itself when it is not a list.
         """
-        timeout = httpx.Timeout(DEFAULT_TIMEOUT, read=None)
+        timeout = httpx.Timeout(DEFAULT_TIMEOUT, read=read_timeout)
         try:
             with self._http.stream("GET", path, params=_params(params), timeout=timeout) as response:
                 if response.status_code >= 400:
@@ -329,6 +332,9 @@ class ApiClient:
                         yield json.loads(line)
                     except ValueError:
                         fail(f"the server at {self.url} sent a line that is not JSON: {line[:200]!r}")
+        except httpx.ReadTimeout as exc:
+            if read_timeout is None:
+                self._unreachable(exc)
         except httpx.HTTPError as exc:
             self._unreachable(exc)
 

@@ -11,6 +11,7 @@ from uuid import uuid4
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.permissions import Action
+from prebuildd.identity.audit import AuditContext, Target, record
 from prebuildd.identity.users import memberships, require
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import identity as store
@@ -31,15 +32,25 @@ def _check_name(name: str) -> None:
 
 
 async def create_organization(
-    db: Database, clock: Clock, actor: User, *, name: str, display_name: str = ""
+    db: Database,
+    clock: Clock,
+    actor: User,
+    *,
+    name: str,
+    display_name: str = "",
+    audit: AuditContext | None = None,
 ) -> Organization:
+    if audit is not None:
+        audit.about("organization", name)
     require(actor, Action.ORGS_MANAGE)
     _check_name(name)
     try:
         async with db.transaction() as conn:
-            return await store.insert_organization(
+            org = await store.insert_organization(
                 conn, id=uuid4(), name=name, display_name=display_name, is_default=False, now=clock.now()
             )
+            await record(conn, audit, "org.create", Target("organization", org.name, org.id, org.id))
+            return org
     except StoreConflict:
         raise PrebuilddError(ErrorCode.CONFLICT, f"organization {name} already exists") from None
 
@@ -65,10 +76,21 @@ async def organization_named(db: Database, actor: User, name: str) -> Membership
 
 
 async def update_organization(
-    db: Database, actor: User, name: str, *, new_name: str | None, display_name: str | None
+    db: Database,
+    actor: User,
+    name: str,
+    *,
+    new_name: str | None,
+    display_name: str | None,
+    audit: AuditContext | None = None,
 ) -> Organization:
+    if audit is not None:
+        audit.about("organization", name)
     require(actor, Action.ORGS_MANAGE)
     found = await organization_named(db, actor, name)
+    org = found.organization
+    if audit is not None:
+        audit.about("organization", org.name, org.id, org.id)
     if new_name is not None:
         _check_name(new_name)
     try:
@@ -76,6 +98,10 @@ async def update_organization(
             updated = await store.update_organization(
                 conn, found.organization.id, new_name=new_name, display_name=display_name
             )
+            if updated is not None:
+                detail = {"from": org.name, "to": updated.name, "display_name": updated.display_name}
+                target = Target("organization", updated.name, org.id, org.id)
+                await record(conn, audit, "org.rename", target, detail=detail)
     except StoreConflict:
         raise PrebuilddError(ErrorCode.CONFLICT, f"organization {new_name} already exists") from None
     if updated is None:
@@ -83,10 +109,16 @@ async def update_organization(
     return updated
 
 
-async def delete_organization(db: Database, clock: Clock, actor: User, name: str) -> None:
+async def delete_organization(
+    db: Database, clock: Clock, actor: User, name: str, *, audit: AuditContext | None = None
+) -> None:
     """Delete an organization with nothing left in it (refused naming what is left); never the default one."""
+    if audit is not None:
+        audit.about("organization", name)
     require(actor, Action.ORGS_MANAGE)
     org = (await organization_named(db, actor, name)).organization
+    if audit is not None:
+        audit.about("organization", org.name, org.id, org.id)
     if org.is_default:
         raise PrebuilddError(
             ErrorCode.CONFLICT, f"organization {org.name} is the default organization: it cannot be deleted"
@@ -97,6 +129,7 @@ async def delete_organization(db: Database, clock: Clock, actor: User, name: str
             raise PrebuilddError(ErrorCode.CONFLICT, _leftovers_message(org.name, left))
         if not await store.delete_organization(conn, org.id, clock.now()):
             raise not_found(f"organization {name}")
+        await record(conn, audit, "org.delete")
 
 
 def _leftovers_message(name: str, left: list[tuple[str, str]]) -> str:

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.permissions import LEAST_ROLE, ROLE_RANK, ROLES, SITE, Action, allows, has_rank
+from prebuildd.identity.audit import AuditContext, Target, record
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import identity as store
 from prebuildd.store.db import Conn, Database
@@ -83,6 +84,7 @@ async def create_user(
     email: str = "",
     organization_id: UUID | None = None,
     site_owner: bool = False,
+    audit: AuditContext | None = None,
 ) -> User:
     """Create a user with ``role`` in ``organization_id`` (the default organization when None); the user is
     returned as a member of that organization."""
@@ -96,6 +98,16 @@ async def create_user(
             conn, id=uuid4(), username=username, email=email, site_owner=site_owner, now=clock.now()
         )
         await store.add_member(conn, organization_id=org_id, user_id=user.id, role=role, now=clock.now())
+        await record(
+            conn,
+            audit,
+            "user.create",
+            type="user",
+            name=user.username,
+            id=user.id,
+            organization_id=org_id,
+            detail={"role": role, "site_owner": site_owner},
+        )
     return dataclasses.replace(user, role=role, organization_id=org_id)
 
 
@@ -106,14 +118,31 @@ async def remove_user(db: Database, user_id: UUID) -> None:
         await store.delete_user(conn, user_id)
 
 
-async def add_user(db: Database, clock: Clock, actor: User, *, username: str, role: str, email: str) -> User:
+async def add_user(
+    db: Database,
+    clock: Clock,
+    actor: User,
+    *,
+    username: str,
+    role: str,
+    email: str,
+    audit: AuditContext | None = None,
+) -> User:
     """A new user in the actor's organization; a taken name is a conflict."""
     require(actor, Action.USERS_MANAGE)
     _check_role(role)
     organization_id = await organization_of(db, actor)
+    if audit is not None:
+        audit.about("user", username, organization_id=organization_id)
     try:
         return await create_user(
-            db, clock, username=username, role=role, email=email, organization_id=organization_id
+            db,
+            clock,
+            username=username,
+            role=role,
+            email=email,
+            organization_id=organization_id,
+            audit=audit,
         )
     except StoreConflict:
         raise PrebuilddError(ErrorCode.CONFLICT, f"username {username} is taken") from None
@@ -138,14 +167,27 @@ async def administers(db: Database, actor: User, target: User) -> bool:
 
 
 async def update_user(
-    db: Database, clock: Clock, actor: User, username: str, *, role: str | None, suspended: bool | None
+    db: Database,
+    clock: Clock,
+    actor: User,
+    username: str,
+    *,
+    role: str | None,
+    suspended: bool | None,
+    audit: AuditContext | None = None,
 ) -> User:
     """Change a member's role in the actor's organization, or suspend them (everywhere: only when the actor
     administers all their organizations); refused when it would leave an organization without an active
-    owner, or the site without an active site owner."""
+    owner, or the site without an active site owner. Each change that really changes something is one audit
+    entry (``user.role``, ``user.suspend``, ``user.unsuspend``)."""
+    if audit is not None:
+        audit.about("user", username, organization_id=actor.organization_id)
     require(actor, Action.USERS_MANAGE)
     organization_id = await organization_of(db, actor)
     target = await user_named(db, organization_id, username)
+    about = Target("user", target.username, target.id, organization_id)
+    if audit is not None:
+        audit.target = about
     if role is not None:
         _check_role(role)
     if suspended is not None and not await administers(db, actor, target):
@@ -164,6 +206,10 @@ async def update_user(
             await store.set_suspended(conn, id=target.id, suspended=suspended, now=now)
         await _check_owners_left(conn, target, username)
         updated = await store.member_by_name(conn, organization_id, username)
+        if role is not None and role != target.role:
+            await record(conn, audit, "user.role", about, detail={"from": target.role, "to": role})
+        if suspended is not None and suspended != target.suspended:
+            await record(conn, audit, "user.suspend" if suspended else "user.unsuspend", about)
     if updated is None:
         raise not_found(f"user {username}")
     return updated
@@ -184,10 +230,21 @@ async def _check_owners_left(conn: Conn, target: User, username: str) -> None:
         raise PrebuilddError(ErrorCode.CONFLICT, f"refused: {username} is the last active site owner")
 
 
-async def set_member(db: Database, clock: Clock, actor: User, username: str, role: str) -> User:
+async def set_member(
+    db: Database,
+    clock: Clock,
+    actor: User,
+    username: str,
+    role: str,
+    *,
+    audit: AuditContext | None = None,
+) -> User:
     """Add a user to the actor's organization with ``role``, or change a member's role. Adding someone who is
     not yet a member needs the site owner, or an owner who administers all their organizations: anyone else
-    gets a 404, as for a user who does not exist."""
+    gets a 404, as for a user who does not exist. Audited as ``member.add``, or ``member.role`` for a member
+    whose role changed."""
+    if audit is not None:
+        audit.about("user", username, organization_id=actor.organization_id)
     require(actor, Action.USERS_MANAGE)
     _check_role(role)
     organization_id = await organization_of(db, actor)
@@ -207,14 +264,23 @@ async def set_member(db: Database, clock: Clock, actor: User, username: str, rol
         )
         await _check_owners_left(conn, target, username)
         updated = await store.member_by_name(conn, organization_id, username)
+        about = Target("user", target.username, target.id, organization_id)
+        if target.organization_id is None:
+            await record(conn, audit, "member.add", about, detail={"role": role})
+        elif target.role != role:
+            await record(conn, audit, "member.role", about, detail={"from": target.role, "to": role})
     if updated is None:
         raise not_found(f"user {username}")
     return updated
 
 
-async def remove_member(db: Database, actor: User, username: str) -> None:
+async def remove_member(
+    db: Database, actor: User, username: str, *, audit: AuditContext | None = None
+) -> None:
     """Take a member out of the actor's organization; refused when it would leave the organization without an
     active owner. Their tokens stay: they still work in the user's other organizations."""
+    if audit is not None:
+        audit.about("user", username, organization_id=actor.organization_id)
     require(actor, Action.USERS_MANAGE)
     organization_id = await organization_of(db, actor)
     target = await user_named(db, organization_id, username)
@@ -222,6 +288,8 @@ async def remove_member(db: Database, actor: User, username: str) -> None:
         await store.lock_owners(conn)
         await store.remove_member(conn, organization_id=organization_id, user_id=target.id)
         await _check_owners_left(conn, target, username)
+        about = Target("user", target.username, target.id, organization_id)
+        await record(conn, audit, "member.remove", about, detail={"role": target.role})
 
 
 async def user_named(db: Database, organization_id: UUID, username: str, *, system_too: bool = False) -> User:

@@ -27,6 +27,7 @@ from prebuildd.domain.planner import plan_preset
 from prebuildd.domain.pools import pool_problems
 from prebuildd.domain.schedules import Schedule
 from prebuildd.domain.status import derive_status
+from prebuildd.identity.audit import AuditContext, Target, record
 from prebuildd.prebuilds.snapshot import Snapshot, SnapshotReader
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import prebuilds as store
@@ -67,6 +68,7 @@ class PresetStatus:
     deleting: int
     failed: int
     next_action: str
+    """What the next cycle does, then why ('create 2 at 12:03:00Z: desired 3, running 1')."""
     blocked: str | None
     backoff_until: datetime | None
     hard_limit_reason: str
@@ -74,10 +76,12 @@ class PresetStatus:
     last_decision: str | None
     last_decision_at: datetime | None
     extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    """The failure behind a backoff or a hard limit, in full (it may span lines); None when nothing holds it."""
     target_source: str = "scheduled"
     """``scheduled`` | ``autoscale`` | ``autoscale_fallback`` | ``expression`` | ``expression_fallback``"""
     sizing: str = ""
-    """Why the target: 'desired 7 (autoscale: 0.8 claims/min, ready mean 3m50s, p90 4m10s, target 95%)'."""
+    """Why the target: 'desired 7 (autoscale: 0.8 claims/min, ready p90 4m10s, target 95%)'."""
     recommended: int | None = None
     """The autoscale formula's size for this pool's demand (None: too little data), even with autoscale off."""
     recommendation: str = ""
@@ -158,6 +162,7 @@ class PrebuildOperations:
                     last_decision=decision.message if decision else None,
                     last_decision_at=decision.created_at if decision else None,
                     extra={"hit_rate": _hit_rate(hits.get(s.preset_id))},
+                    error=derived.error,
                     **_sizing(snap, s.preset_id, st.desired),
                 )
             )
@@ -165,9 +170,13 @@ class PrebuildOperations:
             statuses = [_redacted(st, _known_errors(snap, st.preset_id)) for st in statuses]
         return snap.paused, statuses
 
-    async def set_paused(self, paused: bool, user_id: UUID) -> PauseSetting:
+    async def set_paused(
+        self, paused: bool, user_id: UUID, *, audit: AuditContext | None = None
+    ) -> PauseSetting:
         async with self.db.transaction() as conn:
             setting = await store.set_paused(conn, paused, self.clock.now(), user_id)
+            # Site-wide: the entry names no organization.
+            await record(conn, audit, "prebuilds.pause" if paused else "prebuilds.resume", Target("site"))
         log.info("prebuilds.paused" if paused else "prebuilds.resumed", user_id=str(user_id))
         self.kick("resume" if not paused else "pause")
         return setting
@@ -181,11 +190,20 @@ class PrebuildOperations:
             rows = await _active_presets(conn, organization_id, template, preset)
         return rows
 
-    async def invalidate(self, organization_id: UUID, template: str, preset: str | None = None) -> list[str]:
+    async def invalidate(
+        self,
+        organization_id: UUID,
+        template: str,
+        preset: str | None = None,
+        *,
+        audit: AuditContext | None = None,
+    ) -> list[str]:
         """Mark every prebuild of the presets as expired: the reconciler replaces them."""
+        _about(audit, organization_id, template, preset)
         presets = await self.active_presets(organization_id, template, preset)
         async with self.db.transaction() as conn:
             await store.invalidate(conn, [p.id for p in presets], self.clock.now())
+            await _record(conn, audit, "prebuilds.invalidate", organization_id, presets, preset)
         self.kick("invalidation")
         return [p.name for p in presets]
 
@@ -203,9 +221,11 @@ class PrebuildOperations:
         clear_autoscale: bool = False,
         expression: str | None = None,
         clear_expression: bool = False,
+        audit: AuditContext | None = None,
     ) -> PresetPool:
         """Change a preset's pool settings without a new version. ``None`` keeps a setting as it is; ``autoscale``
         changes the given keys of the autoscale settings (turning it on with defaults for the others)."""
+        _about(audit, organization_id, template, preset)
         [target] = await self.active_presets(organization_id, template, preset)
         async with self.db.transaction() as conn:
             current = await store.preset_pool(conn, target.id)
@@ -252,6 +272,20 @@ class PrebuildOperations:
             if schedules is not None:
                 await store.replace_schedules(conn, target.id, schedules)
             stored = await store.preset_schedules(conn, target.id)
+            changed: dict[str, Any] = {
+                "instances": instances,
+                "ttl_seconds": ttl_seconds,
+                "timezone": timezone,
+                "schedules": None if schedules is None else [[s.cron, s.instances] for s in schedules],
+                "autoscale": None if clear_autoscale else autoscale,
+                "expression": None if clear_expression else expression,
+            }
+            detail = {key: value for key, value in changed.items() if value is not None}
+            if clear_autoscale:
+                detail["autoscale"] = None
+            if clear_expression:
+                detail["expression"] = None
+            await _record(conn, audit, "preset.set", organization_id, [target], preset, detail=detail)
         self.kick("pool settings changed")
         return PresetPool(
             name=updated.name,
@@ -263,13 +297,22 @@ class PrebuildOperations:
             schedules=tuple(stored),
         )
 
-    async def retry(self, organization_id: UUID, template: str, preset: str | None = None) -> list[str]:
+    async def retry(
+        self,
+        organization_id: UUID,
+        template: str,
+        preset: str | None = None,
+        *,
+        audit: AuditContext | None = None,
+    ) -> list[str]:
         """Forget earlier failures (they stay as evidence) and let creation resume now."""
+        _about(audit, organization_id, template, preset)
         presets = await self.active_presets(organization_id, template, preset)
         ids = [p.id for p in presets]
         async with self.db.transaction() as conn:
             await store.reset_failures(conn, ids, self.clock.now())
             await store.clear_trackers(conn, ids)
+            await _record(conn, audit, "prebuilds.retry", organization_id, presets, preset)
         self.kick("retry")
         log.info("prebuilds.retry", template=template, presets=[p.name for p in presets])
         return [p.name for p in presets]
@@ -288,12 +331,25 @@ class PrebuildOperations:
             return await store.failed_prebuilds(conn, organization_id, template, preset)
 
     async def cleanup(
-        self, organization_id: UUID, template: str | None, preset: str | None, *, dry_run: bool
+        self,
+        organization_id: UUID,
+        template: str | None,
+        preset: str | None,
+        *,
+        dry_run: bool,
+        audit: AuditContext | None = None,
     ) -> tuple[list[FailedPrebuild], list[str]]:
         """Delete the organization's failed prebuilds (orphan deletes when nothing was provisioned). Returns
-        (prebuilds, errors)."""
+        (prebuilds, errors). A dry run changes nothing and is not audited; a real one is one entry, whatever it
+        found."""
+        if template is not None:
+            _about(audit, organization_id, template, preset)
         failed = await self.failed_prebuilds(organization_id, template, preset)
-        if dry_run or not failed:
+        if dry_run:
+            return failed, []
+        if not failed:
+            async with self.db.transaction() as conn:
+                await _record_cleanup(conn, audit, organization_id, template, preset, failed, [])
             return failed, []
         errors = []
         for prebuild in failed:
@@ -313,6 +369,9 @@ class PrebuildOperations:
         preset_ids = list({p.preset_id for p in failed if p.preset_id})
         async with self.db.transaction() as conn:
             await store.reset_failures(conn, preset_ids, self.clock.now())
+            # The deletes were queued one transaction each (a refused one must not undo the others); the entry
+            # is written with the last step and lists what was queued and what was refused.
+            await _record_cleanup(conn, audit, organization_id, template, preset, failed, errors)
         self.kick("cleanup")
         return failed, errors
 
@@ -365,6 +424,52 @@ def _sizing(snap: Snapshot, preset_id: UUID, desired: int) -> dict[str, Any]:
     }
 
 
+def _about(audit: AuditContext | None, organization_id: UUID, template: str, preset: str | None) -> None:
+    if audit is not None:
+        audit.about("template", template, organization_id=organization_id)
+        if preset is not None:
+            audit.about("preset", f"{template}/{preset}", organization_id=organization_id)
+
+
+async def _record(
+    conn: Conn,
+    audit: AuditContext | None,
+    action: str,
+    org_id: UUID,
+    presets: list[ActivePreset],
+    preset: str | None,
+    *,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """An entry on one preset (``template/preset``) or on a whole template (every preset of its active version)."""
+    if audit is None or not presets:
+        return
+    first = presets[0]
+    presets_detail = {"presets": [p.name for p in presets], **(detail or {})}
+    if preset is not None:
+        target = Target("preset", f"{first.template_name}/{first.name}", first.id, org_id)
+    else:
+        target = Target("template", first.template_name, first.template_id, org_id)
+    await record(conn, audit, action, target, detail=presets_detail)
+
+
+async def _record_cleanup(
+    conn: Conn,
+    audit: AuditContext | None,
+    org_id: UUID,
+    template: str | None,
+    preset: str | None,
+    failed: list[FailedPrebuild],
+    errors: list[str],
+) -> None:
+    if audit is None:
+        return
+    name = template if preset is None else f"{template}/{preset}"
+    target = Target("template" if preset is None else "preset", name or "", None, org_id)
+    detail = {"workspaces": [p.workspace_name for p in failed], "errors": errors}
+    await record(conn, audit, "prebuilds.cleanup", target, detail=detail)
+
+
 def _known_errors(snap: Snapshot, preset_id: UUID) -> list[str]:
     """The build errors the snapshot holds for the preset: the texts a member's status must not show."""
     errors = [r.error for r in snap.history_by_preset.get(preset_id, []) if r.error]
@@ -382,6 +487,8 @@ def _redacted(status: PresetStatus, errors: list[str]) -> PresetStatus:
         blocked=hide(status.blocked),
         hard_limit_reason=redact_errors(status.hard_limit_reason, errors),
         last_decision=hide(status.last_decision),
+        next_action=redact_errors(status.next_action, errors),
+        error=hide(status.error),
     )
 
 

@@ -233,6 +233,9 @@ class ServerConfig(BaseSettings):
     )
     shutdown_grace: Duration = _option(30.0, "How long running jobs get to finish on shutdown.")
     event_retention: Duration = _option(7 * 86400.0, "How long prebuild events are kept before pruning.")
+    audit_retention: Duration = _option(
+        365 * 86400.0, "How long audit log entries are kept; the server prunes older ones (e.g. 365d, 90d)."
+    )
 
     failure_hard_limit: int = _option(3, "Consecutive failed creations that suspend a pool (0 disables).")
     max_inflight_prebuild_jobs: int = _option(20, "Global pacing: prebuild jobs queued or running at once.")

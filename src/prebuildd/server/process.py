@@ -33,6 +33,7 @@ import uvicorn
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
 from prebuildd.api.readiness import CheckResult, ReadinessCheck, run_check
+from prebuildd.identity.audit import AuditContext, AuditPruner
 from prebuildd.identity.auth import create_token
 from prebuildd.identity.users import create_user, ensure_default_organization, first_owner, remove_user
 from prebuildd.prebuilds.loop import Reconciler
@@ -250,6 +251,10 @@ class Server:
             on_change=metrics.component_changed,
         )
         self.add_background(BackgroundService("stale-job-reaper", reaper.run))
+        pruner = AuditPruner(
+            db, self.clock, timedelta(seconds=config.audit_retention), on_change=metrics.component_changed
+        )
+        self.add_background(BackgroundService("audit-pruner", pruner.run))
         self.reconciler = Reconciler.build(
             config=config,
             db=db,
@@ -407,10 +412,19 @@ class Server:
         org = await ensure_default_organization(db, self.clock)
         if await first_owner(db) is not None:
             return
+        audit = AuditContext.system(self.clock)
         user = await create_user(
-            db, self.clock, username="admin", role="owner", organization_id=org.id, site_owner=True
+            db,
+            self.clock,
+            username="admin",
+            role="owner",
+            organization_id=org.id,
+            site_owner=True,
+            audit=audit,
         )
-        _, secret = await create_token(db, self.clock, user_id=user.id, name="first-start")
+        _, secret = await create_token(
+            db, self.clock, user_id=user.id, name="first-start", audit=audit, holder_name=user.username
+        )
         self._first_owner = (user.id, secret)
 
     def _publish_owner_token(self) -> None:

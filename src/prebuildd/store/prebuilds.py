@@ -473,6 +473,8 @@ async def snapshot_demand(conn: Conn, pools: Sequence[PoolKey], now: datetime) -
             first_at=r["first_at"],
             weekly_next_15m=int(r["weekly_next_15m"] or 0),
             weekly_next_60m=int(r["weekly_next_60m"] or 0),
+            daily_next_15m=int(r["daily_next_15m"] or 0),
+            daily_next_60m=int(r["daily_next_60m"] or 0),
             ready_p90_seconds=None if r["ready_p90_seconds"] is None else float(r["ready_p90_seconds"]),
             ready_mean_seconds=None if r["ready_mean_seconds"] is None else float(r["ready_mean_seconds"]),
             ready_samples=int(r["ready_samples"]),

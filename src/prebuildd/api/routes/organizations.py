@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from prebuildd.api.deps import AnyUserDep, ServicesDep, SiteOwnerDep
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AnyUserDep, AuditDep, ServicesDep, SiteOwnerDep
 from prebuildd.api.models import OrganizationCreate, OrganizationOut, OrganizationUpdate
 from prebuildd.identity import organizations as orgs
 from prebuildd.identity.users import Membership, Organization
@@ -45,11 +46,12 @@ async def list_organizations(services: ServicesDep, user: AnyUserDep) -> list[Or
     summary="Create an organization (site owner)",
     responses={409: {"description": "The name is taken."}},
 )
+@audited("org.create", "organization")
 async def create_organization(
-    body: OrganizationCreate, services: ServicesDep, user: SiteOwnerDep
+    body: OrganizationCreate, services: ServicesDep, user: SiteOwnerDep, audit: AuditDep
 ) -> OrganizationOut:
     org = await orgs.create_organization(
-        services.db, services.clock, user, name=body.name, display_name=body.display_name
+        services.db, services.clock, user, name=body.name, display_name=body.display_name, audit=audit
     )
     return _out(org, "owner")
 
@@ -65,11 +67,12 @@ async def get_organization(name: str, services: ServicesDep, user: AnyUserDep) -
     summary="Rename an organization or change its display name (site owner)",
     responses={409: {"description": "The new name is taken."}},
 )
+@audited("org.rename", "organization", "name")
 async def update_organization(
-    name: str, body: OrganizationUpdate, services: ServicesDep, user: SiteOwnerDep
+    name: str, body: OrganizationUpdate, services: ServicesDep, user: SiteOwnerDep, audit: AuditDep
 ) -> OrganizationOut:
     org = await orgs.update_organization(
-        services.db, user, name, new_name=body.name, display_name=body.display_name
+        services.db, user, name, new_name=body.name, display_name=body.display_name, audit=audit
     )
     return _out(org, "owner")
 
@@ -81,6 +84,9 @@ async def update_organization(
     summary="Delete an organization (site owner); refused while it has templates or workspaces",
     responses={409: {"description": "Templates or workspaces are left (named), or it is the default one."}},
 )
-async def delete_organization(name: str, services: ServicesDep, user: SiteOwnerDep) -> Response:
-    await orgs.delete_organization(services.db, services.clock, user, name)
+@audited("org.delete", "organization", "name")
+async def delete_organization(
+    name: str, services: ServicesDep, user: SiteOwnerDep, audit: AuditDep
+) -> Response:
+    await orgs.delete_organization(services.db, services.clock, user, name, audit=audit)
     return Response(status_code=204)

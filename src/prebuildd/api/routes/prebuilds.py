@@ -10,7 +10,8 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from prebuildd.api.deps import ServicesDep, UserDep, may, permission
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import LongText, LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
@@ -18,7 +19,7 @@ from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.permissions import Action
 from prebuildd.domain.pools import MAX_INSTANCES
 from prebuildd.domain.schedules import Schedule, overlap
-from prebuildd.identity.users import User
+from prebuildd.identity.users import User, require
 from prebuildd.prebuilds import operations as prebuild_ops
 from prebuildd.prebuilds.snapshot import SnapshotReader
 from prebuildd.store.prebuilds import FailedPrebuild as FailedPrebuildRecord
@@ -42,7 +43,6 @@ PrebuildOpsDep = Annotated[prebuild_ops.PrebuildOperations, Depends(prebuild_ope
 PoolReader = Annotated[User, permission(Action.PREBUILDS_READ)]
 PoolOperator = Annotated[User, permission(Action.PREBUILDS_OPERATE)]
 PoolEditor = Annotated[User, permission(Action.TEMPLATE_WRITE)]
-Pauser = Annotated[User, permission(Action.RECONCILIATION_PAUSE)]
 
 
 class PoolSettings(BaseModel):
@@ -183,14 +183,21 @@ async def get_settings(services: ServicesDep, user: UserDep) -> PoolSettings:
     response_model=PoolSettings,
     summary="Pause or resume reconciliation of every organization (site owner)",
 )
-async def put_settings(body: PoolSettings, ops: PrebuildOpsDep, user: Pauser) -> PoolSettings:
-    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+@audited("prebuilds.pause", "site")
+async def put_settings(
+    body: PoolSettings, ops: PrebuildOpsDep, user: UserDep, audit: AuditDep
+) -> PoolSettings:
+    # The permission is checked here, not by a dependency, so that a refused resume is recorded as a resume.
+    audit.action = "prebuilds.pause" if body.reconciliation_paused else "prebuilds.resume"
+    require(user, Action.RECONCILIATION_PAUSE)
+    setting = await ops.set_paused(body.reconciliation_paused, user.id, audit=audit)
     return PoolSettings(reconciliation_paused=setting.reconciliation_paused)
 
 
 @router.patch(
     "/templates/{template}/presets/{preset}", summary="Change a preset's pool without a new version"
 )
+@audited("preset.set", "preset", "preset")
 async def update_pool(
     template: LookupText,
     preset: LookupText,
@@ -198,7 +205,9 @@ async def update_pool(
     ops: PrebuildOpsDep,
     services: ServicesDep,
     user: PoolEditor,
+    audit: AuditDep,
 ) -> dict[str, Any]:
+    audit.about("preset", f"{template}/{preset}")
     ttl = None
     if body.ttl is not None:
         try:
@@ -228,34 +237,40 @@ async def update_pool(
         clear_autoscale="autoscale" in body.model_fields_set and body.autoscale is None,
         expression=body.expression or None,
         clear_expression="expression" in body.model_fields_set and not body.expression,
+        audit=audit,
     )
     return _pool_out(pool)
 
 
 @router.post("/prebuilds/invalidate", summary="Replace every prebuild of a template (or one preset)")
+@audited("prebuilds.invalidate", "template")
 async def invalidate(
-    body: PresetRef, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator
+    body: PresetRef, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
 ) -> dict[str, Any]:
-    names = await ops.invalidate(await organization_of(services, user), body.template, body.preset)
+    names = await ops.invalidate(
+        await organization_of(services, user), body.template, body.preset, audit=audit
+    )
     return {"template": body.template, "presets": names}
 
 
 @router.post("/prebuilds/retry", summary="Clear a hard limit or backoff: earlier failures stop counting")
+@audited("prebuilds.retry", "template")
 async def retry(
-    body: PresetRef, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator
+    body: PresetRef, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
 ) -> dict[str, Any]:
-    names = await ops.retry(await organization_of(services, user), body.template, body.preset)
+    names = await ops.retry(await organization_of(services, user), body.template, body.preset, audit=audit)
     return {"template": body.template, "presets": names}
 
 
 @router.post(
     "/prebuilds/cleanup", response_model=CleanupOut, summary="List (dry run) or delete failed prebuilds"
 )
+@audited("prebuilds.cleanup", "template")
 async def cleanup(
-    body: CleanupIn, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator
+    body: CleanupIn, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
 ) -> CleanupOut:
     failed, errors = await ops.cleanup(
-        await organization_of(services, user), body.template, body.preset, dry_run=body.dry_run
+        await organization_of(services, user), body.template, body.preset, dry_run=body.dry_run, audit=audit
     )
     return CleanupOut(
         dry_run=body.dry_run, errors=errors, prebuilds=[FailedPrebuild.from_record(r) for r in failed]

@@ -15,8 +15,9 @@ from uuid import UUID
 import structlog
 from fastapi import APIRouter, Query, Request, Response
 
+from prebuildd.api.auditing import audited
 from prebuildd.api.context import Services
-from prebuildd.api.deps import ProvisionerKeyDep, ServicesDep, permission
+from prebuildd.api.deps import AuditDep, ProvisionerKeyDep, ServicesDep, permission
 from prebuildd.api.provisioner_models import (
     MAX_WAIT_SECONDS,
     AcquiredJobOut,
@@ -93,12 +94,18 @@ async def list_keys(
     status_code=201,
     summary="Create a provisioner key of the organization (site_wide: of none, site owner); the secret is returned once",
 )
+@audited("key.create", "provisioner_key")
 async def create_key(
-    services: ServicesDep, user: KeysManager, body: ProvisionerKeyIn
+    services: ServicesDep, user: KeysManager, audit: AuditDep, body: ProvisionerKeyIn
 ) -> CreatedProvisionerKey:
     organization_id = await _key_scope(services, user, body.site_wide)
     created, secret = await auth.create_provisioner_key(
-        services.db, services.clock, organization_id=organization_id, name=body.name, tags=body.tags
+        services.db,
+        services.clock,
+        organization_id=organization_id,
+        name=body.name,
+        tags=body.tags,
+        audit=audit,
     )
     log.info(
         "provisioner_key.created",
@@ -115,11 +122,12 @@ async def create_key(
     status_code=204,
     summary="Revoke a provisioner key (by name or id); its daemons are refused from their next request",
 )
+@audited("key.revoke", "provisioner_key", "key")
 async def revoke_key(
-    services: ServicesDep, user: KeysManager, key: str, site_wide: SiteWideQuery = False
+    services: ServicesDep, user: KeysManager, audit: AuditDep, key: str, site_wide: SiteWideQuery = False
 ) -> Response:
     organization_id = await _key_scope(services, user, site_wide)
-    key_id = await auth.revoke_provisioner_key(services.db, services.clock, organization_id, key)
+    key_id = await auth.revoke_provisioner_key(services.db, services.clock, organization_id, key, audit=audit)
     log.info("provisioner_key.revoked", key_id=str(key_id), by=user.username)
     return Response(status_code=204)
 

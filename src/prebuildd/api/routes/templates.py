@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from prebuildd.api.deps import ServicesDep, UserDep, may, permission
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
 from prebuildd.api.models import (
     LogLineOut,
     LongText,
@@ -25,7 +26,7 @@ from prebuildd.api.models import (
 )
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.permissions import Action
-from prebuildd.identity.users import User
+from prebuildd.identity.users import User, require
 from prebuildd.templates import catalog
 from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
 
@@ -82,17 +83,19 @@ async def list_templates(services: ServicesDep, user: UserDep) -> list[TemplateO
     openapi_extra=_ARCHIVE_BODY,
     responses={413: {"description": "The archive is larger than a template may be."}},
 )
+@audited("template.push", "template", "name")
 async def push(
     name: TemplateName,
     request: Request,
     services: ServicesDep,
     user: TemplateWriter,
+    audit: AuditDep,
     activate: Annotated[bool, Query(description="Make it the active version once imported.")] = False,
     message: Annotated[LongText, Query(description="What changed.")] = "",
 ) -> PushedVersionOut:
     archive = await _read_archive(request)
     pushed = await catalog.push(
-        services.db, services.clock, user, name, archive, activate=activate, message=message
+        services.db, services.clock, user, name, archive, activate=activate, message=message, audit=audit
     )
     return PushedVersionOut(
         template=pushed.template_name,
@@ -116,9 +119,15 @@ async def get_template(name: TemplateName, services: ServicesDep, user: UserDep)
     summary="Activate a version, or deprecate the template (or lift its deprecation)",
     responses={406: {"description": "The version is still importing."}},
 )
+@audited("template.activate", "template", "name")
 async def update_template(
-    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateWriter
+    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: UserDep, audit: AuditDep
 ) -> TemplateOut:
+    # The role is checked here, not by a dependency, so that a refusal is recorded as the action it refused.
+    if body.active_version is None:
+        lifted = body.deprecated is False
+        audit.action = "template.undeprecate" if lifted else "template.deprecate"
+    require(user, Action.TEMPLATE_WRITE)
     template = await catalog.update_template(
         services.db,
         services.clock,
@@ -128,6 +137,7 @@ async def update_template(
         active_version=body.active_version,
         deprecated=body.deprecated,
         deprecation_message=body.deprecation_message,
+        audit=audit,
     )
     return TemplateOut.from_template(template)
 
@@ -139,8 +149,11 @@ async def update_template(
     summary="Delete a template (refused while users have workspaces from it; prebuilds are removed)",
     responses={409: {"description": "Users still have workspaces from this template."}},
 )
-async def delete_template(name: TemplateName, services: ServicesDep, user: TemplateWriter) -> Response:
-    await catalog.delete_template(services.db, services.clock, services.kick, user, name)
+@audited("template.delete", "template", "name")
+async def delete_template(
+    name: TemplateName, services: ServicesDep, user: TemplateWriter, audit: AuditDep
+) -> Response:
+    await catalog.delete_template(services.db, services.clock, services.kick, user, name, audit=audit)
     return Response(status_code=204)
 
 

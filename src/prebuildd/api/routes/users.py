@@ -9,7 +9,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from prebuildd.api.deps import ServicesDep, UserDep, permission
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, permission
 from prebuildd.api.models import (
     CreatedToken,
     MemberSet,
@@ -41,9 +42,16 @@ async def list_users(services: ServicesDep, user: UsersReader) -> list[UserOut]:
 
 
 @router.post("/users", response_model=UserOut, status_code=201, summary="Create a user in the organization")
-async def add_user(body: UserCreate, services: ServicesDep, user: UsersManager) -> UserOut:
+@audited("user.create", "user")
+async def add_user(body: UserCreate, services: ServicesDep, user: UsersManager, audit: AuditDep) -> UserOut:
     created = await users.add_user(
-        services.db, services.clock, user, username=body.username, role=body.role, email=body.email
+        services.db,
+        services.clock,
+        user,
+        username=body.username,
+        role=body.role,
+        email=body.email,
+        audit=audit,
     )
     return UserOut.from_user(created)
 
@@ -53,11 +61,12 @@ async def add_user(body: UserCreate, services: ServicesDep, user: UsersManager) 
     response_model=UserOut,
     summary="Change a member's role in the organization, or suspend them (a suspended user's tokens stop working)",
 )
+@audited("user.role", "user", "username")
 async def update_user(
-    username: Username, body: UserUpdate, services: ServicesDep, user: UsersManager
+    username: Username, body: UserUpdate, services: ServicesDep, user: UsersManager, audit: AuditDep
 ) -> UserOut:
     updated = await users.update_user(
-        services.db, services.clock, user, username, role=body.role, suspended=body.suspended
+        services.db, services.clock, user, username, role=body.role, suspended=body.suspended, audit=audit
     )
     return UserOut.from_user(updated)
 
@@ -68,10 +77,12 @@ async def update_user(
     summary="Add an existing user to the organization with a role, or change a member's role",
     responses={409: {"description": "The change would leave the organization without an active owner."}},
 )
+@audited("member.add", "user", "username")
 async def set_member(
-    username: Username, body: MemberSet, services: ServicesDep, user: UsersManager
+    username: Username, body: MemberSet, services: ServicesDep, user: UsersManager, audit: AuditDep
 ) -> UserOut:
-    return UserOut.from_user(await users.set_member(services.db, services.clock, user, username, body.role))
+    member = await users.set_member(services.db, services.clock, user, username, body.role, audit=audit)
+    return UserOut.from_user(member)
 
 
 @router.delete(
@@ -81,8 +92,11 @@ async def set_member(
     summary="Remove a member from the organization (the user and their other memberships stay)",
     responses={409: {"description": "The member is the organization's last active owner."}},
 )
-async def remove_member(username: Username, services: ServicesDep, user: UsersManager) -> Response:
-    await users.remove_member(services.db, user, username)
+@audited("member.remove", "user", "username")
+async def remove_member(
+    username: Username, services: ServicesDep, user: UsersManager, audit: AuditDep
+) -> Response:
+    await users.remove_member(services.db, user, username, audit=audit)
     return Response(status_code=204)
 
 
@@ -100,10 +114,17 @@ async def list_tokens(services: ServicesDep, user: UserDep) -> list[TokenOut]:
     status_code=201,
     summary="Create an API token; its secret is shown only in this answer",
 )
-async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep) -> CreatedToken:
+@audited("token.create", "token")
+async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep, audit: AuditDep) -> CreatedToken:
     lifetime = timedelta(seconds=body.lifetime_seconds) if body.lifetime_seconds else None
     token, secret = await auth.issue_token(
-        services.db, services.clock, user, name=body.name, username=body.username, lifetime=lifetime
+        services.db,
+        services.clock,
+        user,
+        name=body.name,
+        username=body.username,
+        lifetime=lifetime,
+        audit=audit,
     )
     return CreatedToken(token=TokenOut.from_token(token), secret=secret)
 
@@ -114,6 +135,7 @@ async def add_token(body: TokenCreate, services: ServicesDep, user: UserDep) -> 
     response_class=Response,
     summary="Revoke a token (your own; owners: their members'); it is refused from the next request on",
 )
-async def revoke_token(token_id: UUID, services: ServicesDep, user: UserDep) -> Response:
-    await auth.revoke_token(services.db, services.clock, user, token_id)
+@audited("token.revoke", "token", "token_id")
+async def revoke_token(token_id: UUID, services: ServicesDep, user: UserDep, audit: AuditDep) -> Response:
+    await auth.revoke_token(services.db, services.clock, user, token_id, audit=audit)
     return Response(status_code=204)

@@ -251,8 +251,14 @@ async def test_members_see_statuses_and_counts_but_no_error_text(database_url: s
             ).json()
             assert any(SECRET in d["message"] for d in explained["decisions"])
             async with orgs.client("tadmin") as tadmin:
-                [preset] = (await tadmin.get(f"{API}/templates/leaky/presets")).json()
-                assert SECRET in (preset["prebuild_last_error"] or "")
+
+                async def error_recorded() -> (
+                    bool
+                ):  # the status derives the limit before the cycle records it
+                    [preset] = (await tadmin.get(f"{API}/templates/leaky/presets")).json()
+                    return SECRET in (preset["prebuild_last_error"] or "")
+
+                await wait_for(error_recorded, timeout=30, what="the hard limit's error on the preset")
 
             # A member sees the status and the counts, not the text.
             [hidden] = (await _status(alice))["presets"]

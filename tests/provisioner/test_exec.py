@@ -396,3 +396,12 @@ async def test_a_flood_of_output_arrives_whole_and_in_order(files: Path, data: P
     # A 200 000-byte line comes in 64 KiB pieces.
     assert "".join(lines[20000:]) == "x" * 200000
     assert len(lines) == 20000 + 4
+
+
+async def test_the_workspace_directory_is_private(files: Path, data: Path) -> None:
+    write_script(files, "create.sh", 'stat -c %a "$PREBUILDD_DATA_DIR" > "$PREBUILDD_DATA_DIR/mode"\n')
+    os.makedirs(data)
+    os.chmod(data, 0o755)  # made by an older version, open to everyone
+    await ExecProvisioner().run_build(context(manifest(create="create.sh"), files, data), Logs())
+    assert (data / "mode").read_text().strip() == "700"
+    assert os.stat(data).st_mode & 0o777 == 0o700

@@ -38,6 +38,7 @@ from prebuildd.provisioner.base import (
     ProvisionerFailure,
 )
 from prebuildd.provisioner.process import ProcessExit, SpawnError, Warnings, run_process
+from prebuildd.runtime.files import private_dir
 
 DEFAULT_GRACE_SECONDS = 10.0
 """How long an interrupted script may take to exit before its process group is killed."""
@@ -151,7 +152,7 @@ def _script_path(files_dir: Path, script: str, key: str) -> Path:
 def _prepare_files(state_file: Path, state: bytes | None, outputs_file: Path, data_dir: Path) -> None:
     state_file.write_bytes(state or b"")
     outputs_file.write_bytes(b"")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
 
 
 def _flag(value: bool) -> str:

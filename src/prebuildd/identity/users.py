@@ -31,6 +31,12 @@ def has_role(user: User, role: str) -> bool:
     return ROLE_RANK[user.role] >= ROLE_RANK[role]
 
 
+def is_site_owner(user: User) -> bool:
+    """Whether ``user`` may see site-wide operator data (``/metrics``). Until organizations carry their own
+    roles, an ``owner`` is the site's owner; this is the one place that decides it."""
+    return has_role(user, "owner")
+
+
 async def ensure_default_organization(db: Database, clock: Clock) -> Organization:
     async with db.transaction() as conn:
         org = await store.default_organization(conn)

@@ -236,6 +236,15 @@ class ServerConfig(BaseSettings):
         shown="none",
         secret="url",
     )
+    metrics_token: str | None = _option(
+        None,
+        "A bearer token that may read /metrics (for Prometheus), besides a site owner's API token.",
+        shown="none",
+        secret="text",
+    )
+    metrics_public: bool = _option(
+        False, "Serve /metrics without a token (only where the listen address is not reachable by users)."
+    )
     db_pool_size: int = _option(20, "Connections in the PostgreSQL pool.")
     db_timeout: Duration = _option(
         2.0,

@@ -114,7 +114,9 @@ class LogLineIn(BaseModel):
     level: LogLevel = Field(description="Anything else is refused (400 naming the line).")
     stage: str = Field(max_length=100)
     output: str = Field(
-        max_length=limits.LOG_LINE.maximum,
+        # Checked by LogsIn.check_total, not by pydantic: a constrained str refuses a lone surrogate, which the
+        # server stores as U+FFFD like a NUL.
+        json_schema_extra={"maxLength": limits.LOG_LINE.maximum},
         description="NUL characters are stored as U+FFFD (PostgreSQL text holds no NUL).",
     )
 
@@ -126,7 +128,17 @@ class LogsIn(WorkerIn):
     )
 
     def check_total(self) -> None:
-        """A post larger than ``limits.LOG_POST_TOTAL`` is refused whole (413): the daemon sends smaller ones."""
+        """A line longer than ``limits.LOG_LINE`` is a 400 naming it; a post larger than
+        ``limits.LOG_POST_TOTAL`` is refused whole (413): the daemon sends smaller ones."""
+        for index, line in enumerate(self.lines):
+            if (reason := limits.LOG_LINE.check(line.output)) is not None:
+                field = f"lines.{index}.output"
+                problem = f"too long: {reason}"
+                raise PrebuilddError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"invalid request: {field}: {problem}",
+                    [{"field": field, "problem": problem}],
+                )
         total = sum(len(line.output) for line in self.lines)
         if (reason := limits.LOG_POST_TOTAL.exceeded(total)) is not None:
             raise PrebuilddError(

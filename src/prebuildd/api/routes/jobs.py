@@ -8,12 +8,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
+from prebuildd.api.deps import ServicesDep, UserDep, may, permission
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
 from prebuildd.api.routes.prebuilds import PrebuildOpsDep
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import waiting_reason
+from prebuildd.domain.permissions import Action
+from prebuildd.identity.users import User
 from prebuildd.provisioner.registry import offered_capabilities
 from prebuildd.queue.reads import job_detail, list_jobs
 from prebuildd.store import prebuilds as prebuilds_store
@@ -26,7 +28,7 @@ JobStatusFilter = Literal["pending", "running", "succeeded", "canceling", "cance
 @router.get("/jobs", response_model=list[JobOut], summary="Provisioner jobs, newest first")
 async def jobs(
     services: ServicesDep,
-    user: TemplateAdminDep,
+    user: Annotated[User, permission(Action.JOBS_READ)],
     status: Annotated[JobStatusFilter | None, Query(description="Only jobs with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobOut]:
@@ -52,7 +54,7 @@ async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
     if (
         job is None
         or job.organization_id != await organization_of(services, user)
-        or not (has_role(user, "template-admin") or job.initiator_id == user.id)
+        or not (may(user, Action.JOBS_MANAGE) or job.initiator_id == user.id)
     ):
         raise not_found(f"job {job_id}")
     if await services.queue.cancel(job_id) is None:
@@ -70,7 +72,13 @@ async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
     return Settings(reconciliation_paused=paused)
 
 
-@router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
-async def put_settings(body: Settings, ops: PrebuildOpsDep, user: OwnerDep) -> Settings:
+@router.put(
+    "/settings",
+    response_model=Settings,
+    summary="Pause or resume reconciliation of every organization (site owner)",
+)
+async def put_settings(
+    body: Settings, ops: PrebuildOpsDep, user: Annotated[User, permission(Action.RECONCILIATION_PAUSE)]
+) -> Settings:
     setting = await ops.set_paused(body.reconciliation_paused, user.id)
     return Settings(reconciliation_paused=setting.reconciliation_paused)

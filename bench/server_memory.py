@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,9 @@ def memory(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) // 1024
     return fields
+
+
+METRICS_TOKEN = secrets.token_urlsafe(24)
 
 
 async def main() -> None:
@@ -69,6 +73,8 @@ async def main() -> None:
             "warning",
             "--reconcile-interval",
             "5s",
+            "--metrics-token",
+            METRICS_TOKEN,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -76,7 +82,8 @@ async def main() -> None:
     try:
         deadline = time.monotonic() + 120
         cycles = 0.0
-        async with httpx.AsyncClient(base_url="http://127.0.0.1:7399") as client:
+        headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        async with httpx.AsyncClient(base_url="http://127.0.0.1:7399", headers=headers) as client:
             while cycles < 2 and time.monotonic() < deadline:
                 try:
                     text = (await client.get("/metrics")).text

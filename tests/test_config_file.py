@@ -170,6 +170,7 @@ SECRETS = {
         ["hook-user", "hook-s3cret", "hook-path-s3cret", "hook-q-s3cret"],
         ["https://", "hooks.example.com"],
     ),
+    "metrics_token": ("metrics-s3cret-token", ["metrics-s3cret-token"], []),
 }
 
 

@@ -152,3 +152,21 @@ def test_an_uncaught_exception_is_one_json_line() -> None:
     assert [(e["event"], e["level"]) for e in lines] == [("process.uncaught_exception", "critical")] * 2
     assert lines[0]["thread"] == "worker" and "ZeroDivisionError" in lines[0]["exception"]
     assert "RuntimeError: nobody caught this" in lines[1]["exception"]
+
+
+def test_no_line_carries_a_password_whoever_logs_it() -> None:
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    url = "postgresql://prebuildd:s3cret@db.internal:5432/prebuildd"
+    structlog.get_logger("prebuildd.test").info("test.connecting", database=url)
+    logging.getLogger("psycopg.pool").error("error connecting to %s: password=s3cret rejected", url)
+    try:
+        raise ConnectionError(f"cannot reach {url}")
+    except ConnectionError:
+        structlog.get_logger("prebuildd.test").exception("test.failed")
+    lines = _lines(stream)
+    assert len(lines) == 3
+    assert "s3cret" not in stream.getvalue()
+    assert lines[0]["database"] == "postgresql://prebuildd:REDACTED@db.internal:5432/prebuildd"
+    assert "password=REDACTED" in lines[1]["event"]
+    assert "prebuildd:REDACTED@db.internal" in lines[2]["exception"]

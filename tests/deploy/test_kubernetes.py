@@ -134,6 +134,9 @@ def test_every_server_variable_is_an_option_and_its_value_parses(monkeypatch: py
     # External PostgreSQL, from a Secret that exists (with the key the Deployment reads).
     secret_ref = env["PREBUILDD_POSTGRES_URL"]["valueFrom"]["secretKeyRef"]
     assert secret_ref["key"] in _one("Secret", secret_ref["name"])["stringData"]
+    # /metrics needs a token: the server reads it from a Secret that exists (the one Prometheus mounts).
+    metrics_ref = env["PREBUILDD_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert metrics_ref["key"] in _one("Secret", metrics_ref["name"])["stringData"]
     # Each replica its own id, stable across container restarts: the pod's name.
     assert env["PREBUILDD_REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
@@ -142,6 +145,7 @@ def test_every_server_variable_is_an_option_and_its_value_parses(monkeypatch: py
     stand_ins = {
         "PREBUILDD_POSTGRES_URL": "postgresql://prebuildd:secret@db.example.com/prebuildd?sslmode=verify-full",
         "PREBUILDD_REPLICA_ID": "prebuildd-server-5d8f7c9b4-x2k9q",
+        "PREBUILDD_METRICS_TOKEN": "a-random-metrics-token",
     }
     for name, item in env.items():
         if name.startswith("PREBUILDD_"):
@@ -150,6 +154,7 @@ def test_every_server_variable_is_an_option_and_its_value_parses(monkeypatch: py
     assert config.postgres_url is not None
     assert str(config.data_dir) == _mount("prebuildd-server", "data")
     assert config.log_format == "json"
+    assert config.metrics_token == "a-random-metrics-token" and not config.metrics_public
     command, _ = parse_command(_container("prebuildd-server")["args"])
     assert command.name == "server"
 
@@ -256,7 +261,11 @@ async def test_a_server_configured_as_the_manifest_answers_its_probes(
                 assert response.status_code == 200, f"{probe} {path}: {response.text}"
             ready = (await client.get(container["readinessProbe"]["httpGet"]["path"])).json()
             assert "daemons" not in ready["checks"], "the manifest's servers run no embedded daemons"
-            metrics = await client.get(annotations["prometheus.io/path"])
+            scrape = annotations["prometheus.io/path"]
+            assert (await client.get(scrape)).status_code == 401, "the scrape path needs the metrics token"
+            # The Secret's value stands in as the token (the container's variable holds the same string).
+            token = os.environ["PREBUILDD_METRICS_TOKEN"]
+            metrics = await client.get(scrape, headers={"Authorization": f"Bearer {token}"})
             assert metrics.status_code == 200
             assert "prebuildd_reconcile_seconds_since_success" in metrics.text
     finally:

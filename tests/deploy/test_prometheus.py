@@ -111,3 +111,23 @@ def _anchor(heading: str) -> str:
     """GitHub's anchor of a Markdown heading."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
     return text.replace(" ", "-")
+
+
+SCRAPE = DEPLOY / "prometheus" / "scrape.yml"
+TOKEN_FILE = "/etc/prometheus/secrets/prebuildd-metrics/token"
+
+
+def test_the_scrape_job_is_valid_and_sends_the_metrics_token(tmp_path: Path) -> None:
+    job = yaml.safe_load(SCRAPE.read_text())["scrape_configs"][0]
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": TOKEN_FILE}
+    # promtool checks that the credentials file exists: point it at a stand-in.
+    token = tmp_path / "token"
+    token.write_text("stand-in\n")
+    config = tmp_path / "scrape.yml"
+    config.write_text(SCRAPE.read_text().replace(TOKEN_FILE, str(token)))
+    result = _promtool("check", "config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    missing = tmp_path / "no-auth.yml"
+    missing.write_text(SCRAPE.read_text().replace(TOKEN_FILE, str(tmp_path / "absent")))
+    assert _promtool("check", "config", str(missing), cwd=tmp_path).returncode != 0

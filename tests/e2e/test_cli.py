@@ -371,7 +371,7 @@ async def test_claim_builds_show_in_builds_explain_and_metrics(
     async with running_server.client() as client:
         metrics = (await client.get("/metrics")).text
     labels = 'preset="quick",template="claimy"}'
-    assert "prebuildd_claim_builds_total{organization=" in metrics
+    assert 'prebuildd_claim_builds_total{organization="default",' in metrics
     assert any(
         line.startswith("prebuildd_claim_builds_total") and line.endswith(f"{labels} 2.0")
         for line in metrics.splitlines()

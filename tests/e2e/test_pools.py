@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.templates.archive import pack_directory
 from tests.support.server import RunningServer, start_server
@@ -78,10 +76,13 @@ async def test_a_pool_converges_and_refills_through_the_kick(database_url: str, 
         warm = (await _status(running))["warm"]
         assert warm["last_decision"] is not None and warm["next_action"].startswith("at target")
 
-        async with httpx.AsyncClient(base_url=running.url) as client:
+        async with running.client() as client:
             metrics = (await client.get("/metrics")).text
-        assert "prebuildd_prebuilds_eligible{organization=" in metrics
-        assert 'preset="warm",template="pool"} 3.0' in metrics
+        # Labelled with the organization's name, never its id.
+        assert (
+            'prebuildd_prebuilds_eligible{organization="default",preset="warm",template="pool"} 3.0'
+            in metrics
+        )
     finally:
         await running.server.stop()
 

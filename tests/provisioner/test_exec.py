@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from prebuildd.domain import limits
 from prebuildd.domain.jobs import FailureClass, Transition
 from prebuildd.domain.manifest import ExecConfig, TemplateManifest
 from prebuildd.domain.parameters import ParameterSpec
@@ -396,3 +397,24 @@ async def test_a_flood_of_output_arrives_whole_and_in_order(files: Path, data: P
     # A 200 000-byte line comes in 64 KiB pieces.
     assert "".join(lines[20000:]) == "x" * 200000
     assert len(lines) == 20000 + 4
+
+
+async def test_the_workspace_directory_is_private(files: Path, data: Path) -> None:
+    write_script(files, "create.sh", 'stat -c %a "$PREBUILDD_DATA_DIR" > "$PREBUILDD_DATA_DIR/mode"\n')
+    os.makedirs(data)
+    os.chmod(data, 0o755)  # made by an older version, open to everyone
+    await ExecProvisioner().run_build(context(manifest(create="create.sh"), files, data), Logs())
+    assert (data / "mode").read_text().strip() == "700"
+    assert os.stat(data).st_mode & 0o777 == 0o700
+
+
+async def test_a_value_beyond_the_limit_fails_as_config_before_the_script_runs(
+    files: Path, data: Path
+) -> None:
+    write_script(files, "create.sh", 'touch "$PREBUILDD_DATA_DIR/ran"\n')
+    big = "x" * (limits.PARAMETER_VALUE.maximum + 1)
+    ctx = context(manifest(create="create.sh"), files, data, parameters={"cpu": big, "region": "eu"})
+    with pytest.raises(ProvisionerFailure, match="parameter `cpu`: value too large") as failure:
+        await ExecProvisioner().run_build(ctx, Logs())
+    assert failure.value.failure_class is FailureClass.CONFIG
+    assert not exists(str(data / "ran"))

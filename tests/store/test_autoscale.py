@@ -89,7 +89,7 @@ async def test_a_claim_load_grows_the_pool_and_it_shrinks_after_the_window(env: 
     assert status.recommendation == f"pool {grown}, recommended {grown} for 95% hits"
     exposed = rec.services.metrics.render().decode()
     assert (
-        f'prebuildd_autoscale_recommended{{organization="{env.org_id}",preset="small",template="t"}} {grown}.0'
+        f'prebuildd_autoscale_recommended{{organization="default",preset="small",template="t"}} {grown}.0'
         in exposed
     )
     assert 'source="autoscale"' in exposed and "prebuildd_autoscale_lead_time_seconds" in exposed

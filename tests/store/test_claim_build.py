@@ -13,6 +13,7 @@ import pytest
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import JobPriority
+from prebuildd.identity.users import DEFAULT_ORGANIZATION
 from prebuildd.prebuilds.claim import CreateRequest, CreateResult
 from tests.support.env import Env
 from tests.support.pools import ReconcilerUnderTest, creator, operations, prebuild_ids, reconciler
@@ -156,7 +157,7 @@ async def claim(
 
 
 def metric(rec: ReconcilerUnderTest, name: str, env: Env) -> float | None:
-    labels = {"organization": str(env.org_id), "template": "tf", "preset": "dev"}
+    labels = {"organization": DEFAULT_ORGANIZATION, "template": "tf", "preset": "dev"}  # by name
     return rec.services.metrics.registry.get_sample_value(name, labels)
 
 

@@ -8,6 +8,7 @@ organization) and their role there.
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -20,13 +21,14 @@ from prebuildd.domain.permissions import Action
 from prebuildd.identity import auth, users
 from prebuildd.identity.audit import AuditContext
 from prebuildd.identity.auth import Agent, ProvisionerKey
-from prebuildd.identity.users import ROLE_RANK, User, has_role, may
+from prebuildd.identity.users import ROLE_RANK, User, has_role, is_site_owner, may
 
 __all__ = [
     "ORGANIZATION_HEADER",
     "ROLE_RANK",
     "AgentDep",
     "AuditDep",
+    "MetricsReaderDep",
     "OwnerDep",
     "ProvisionerKeyDep",
     "ServicesDep",
@@ -147,6 +149,38 @@ def require_role(role: str) -> Any:
 
 TemplateAdminDep = Annotated[User, require_role("template-admin")]
 OwnerDep = Annotated[User, require_role("owner")]
+
+
+async def metrics_reader(
+    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """``/metrics`` is site-wide operator data: the ``--metrics-token``, or a site owner's API token, unless the
+    operator opened it with ``--metrics-public``."""
+    config = services.config
+    if config.metrics_public:
+        return
+    if credentials is None:
+        raise PrebuilddError(
+            ErrorCode.UNAUTHENTICATED,
+            "authentication required: send the --metrics-token, or a site owner's API token, as "
+            "'Authorization: Bearer <token>' (or start the server with --metrics-public)",
+        )
+    secret = credentials.credentials
+    if config.metrics_token and hmac.compare_digest(secret.encode(), config.metrics_token.encode()):
+        return
+    user = await auth.user_for_token(services.db, services.clock, secret)
+    if user is None:
+        raise PrebuilddError(
+            ErrorCode.UNAUTHENTICATED, "invalid metrics token, or invalid, expired or revoked API token"
+        )
+    if not is_site_owner(user):
+        raise PrebuilddError(
+            ErrorCode.FORBIDDEN,
+            "/metrics is site-wide operator data: it needs the site owner or the metrics token",
+        )
+
+
+MetricsReaderDep = Annotated[None, Depends(metrics_reader)]
 
 
 async def _site_owner(user: AnyUserDep) -> User:

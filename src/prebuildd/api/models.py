@@ -7,6 +7,7 @@ response model builds itself from the row its query returns (``from_row``).
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
@@ -15,6 +16,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
+from prebuildd.domain import limits
 from prebuildd.store.identity import Token, User
 from prebuildd.store.jobs import JobLogLine, JobSummary
 from prebuildd.store.templates import PresetListing, Template, TemplateVersion
@@ -27,7 +29,7 @@ WORKSPACE_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
 USERNAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 VERSION_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 TEXT_PATTERN = r"^[^\x00]*$"
-MAX_NAME = 64
+MAX_NAME = limits.NAME.maximum
 
 
 def _name_checker(kind: str, pattern: str, allowed: str, max_length: int) -> AfterValidator:
@@ -81,9 +83,12 @@ WorkspaceName = Annotated[
 ]
 Username = Annotated[
     str,
-    _name_schema(USERNAME_PATTERN, 63),
+    _name_schema(USERNAME_PATTERN, limits.USERNAME.maximum),
     _name_checker(
-        "user", USERNAME_PATTERN, "use letters, digits, '.', '_' and '-', starting with a letter or digit", 63
+        "user",
+        USERNAME_PATTERN,
+        "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        limits.USERNAME.maximum,
     ),
 ]
 VersionName = Annotated[
@@ -97,9 +102,9 @@ def _text_schema(max_length: int, min_length: int = 0) -> Any:
     return Field(min_length=min_length, max_length=max_length, json_schema_extra={"pattern": TEXT_PATTERN})
 
 
-ShortText = Annotated[str, _text_schema(200), AfterValidator(_storable)]
-LongText = Annotated[str, _text_schema(2000), AfterValidator(_storable)]
-TokenName = Annotated[str, _text_schema(100, min_length=1), AfterValidator(_storable)]
+ShortText = Annotated[str, _text_schema(limits.SHORT_TEXT.maximum), AfterValidator(_storable)]
+LongText = Annotated[str, _text_schema(limits.DESCRIPTION.maximum), AfterValidator(_storable)]
+TokenName = Annotated[str, _text_schema(limits.TOKEN_NAME.maximum, min_length=1), AfterValidator(_storable)]
 LookupText = Annotated[str, _text_schema(128, min_length=1), AfterValidator(_storable)]
 """A name to look up (a preset, or a template where the old lookups take any text): storable, not empty."""
 PresetName = LookupText
@@ -107,19 +112,42 @@ PresetName = LookupText
 ParameterValue = str | int | float | bool | list[str] | None
 
 
+def _too_large(name: str, reason: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "too_large", "parameter `{name}`: value too large: {reason}", {"name": name[:100], "reason": reason}
+    )
+
+
 def _storable_parameters(values: dict[str, ParameterValue]) -> dict[str, ParameterValue]:
+    """Storable text, and sizes within ``domain.limits`` (checked again on the canonical values when the
+    build's parameters are resolved): refused here, before any query, with the parameter and the limit."""
+    texts: dict[str, str] = {}
     for name, value in values.items():
         _storable(name)
+        if (reason := limits.PARAMETER_NAME.check(name)) is not None:
+            raise PydanticCustomError("too_large", "parameter name too long: {reason}", {"reason": reason})
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str):
                 _storable(item)
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value)
+        if (reason := limits.PARAMETER_VALUE.check(text)) is not None:
+            raise _too_large(name, reason)
+        texts[name] = text
+    total = limits.parameter_values_total(texts)
+    if (reason := limits.PARAMETER_VALUES_TOTAL.exceeded(total)) is not None:
+        raise PydanticCustomError(
+            "too_large", "parameters: the values are too large together: {reason}", {"reason": reason}
+        )
     return values
 
 
 Parameters = Annotated[
     dict[str, ParameterValue],
     Field(
-        max_length=200, description="Parameter values by name: strings, numbers, bools or lists of strings."
+        max_length=limits.PARAMETER_COUNT.maximum,
+        description="Parameter values by name: strings, numbers, bools or lists of strings. A value may hold "
+        f"{limits.PARAMETER_VALUE.maximum} bytes, the values of one request {limits.PARAMETER_VALUES_TOTAL.maximum}"
+        " bytes together (names included).",
     ),
     AfterValidator(_storable_parameters),
 ]

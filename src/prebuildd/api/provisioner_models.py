@@ -16,6 +16,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from prebuildd.api.models import ShortText
+from prebuildd.domain import limits
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.domain.parameters import ParameterSpec
@@ -116,11 +117,39 @@ LogLevel = Literal["trace", "debug", "info", "warn", "error"]
 class LogLineIn(BaseModel):
     level: LogLevel = Field(description="Anything else is refused (400 naming the line).")
     stage: str = Field(max_length=100)
-    output: str = Field(description="NUL characters are stored as U+FFFD (PostgreSQL text holds no NUL).")
+    output: str = Field(
+        # Checked by LogsIn.check_total, not by pydantic: a constrained str refuses a lone surrogate, which the
+        # server stores as U+FFFD like a NUL.
+        json_schema_extra={"maxLength": limits.LOG_LINE.maximum},
+        description="NUL characters are stored as U+FFFD (PostgreSQL text holds no NUL).",
+    )
 
 
 class LogsIn(WorkerIn):
-    lines: list[LogLineIn] = Field(max_length=5000)
+    lines: list[LogLineIn] = Field(
+        max_length=limits.LOG_POST_LINES.maximum,
+        description=f"At most {limits.LOG_POST_TOTAL.maximum} characters of output together (413 beyond).",
+    )
+
+    def check_total(self) -> None:
+        """A line longer than ``limits.LOG_LINE`` is a 400 naming it; a post larger than
+        ``limits.LOG_POST_TOTAL`` is refused whole (413): the daemon sends smaller ones."""
+        for index, line in enumerate(self.lines):
+            if (reason := limits.LOG_LINE.check(line.output)) is not None:
+                field = f"lines.{index}.output"
+                problem = f"too long: {reason}"
+                raise PrebuilddError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"invalid request: {field}: {problem}",
+                    [{"field": field, "problem": problem}],
+                )
+        total = sum(len(line.output) for line in self.lines)
+        if (reason := limits.LOG_POST_TOTAL.exceeded(total)) is not None:
+            raise PrebuilddError(
+                ErrorCode.TOO_LARGE,
+                f"log post too large: {reason}",
+                {"field": "lines", "limit": limits.LOG_POST_TOTAL.maximum},
+            )
 
 
 class OutcomeIn(BaseModel):

@@ -16,6 +16,7 @@ from prebuildd.cli.client import ApiClient, TokenOption, UrlOption, connect, fai
 from prebuildd.cli.follow import FINISHED, TimeoutOption, print_build_logs, require_wait, wait_for_build
 from prebuildd.cli.output import JsonOption, Waiting, age, note, print_fields, print_json, print_table
 from prebuildd.cli.workspace_ref import find_workspace
+from prebuildd.domain import limits
 
 workspaces_app = typer.Typer(name="workspaces", help="Workspaces and their builds.", no_args_is_help=True)
 
@@ -31,7 +32,12 @@ def _parameters(values: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--param")
+        if (reason := limits.PARAMETER_VALUE.check(value)) is not None:
+            raise typer.BadParameter(f"parameter `{key}`: value too large: {reason}", param_hint="--param")
         parameters[key] = value
+    total = limits.parameter_values_total(parameters)
+    if (reason := limits.PARAMETER_VALUES_TOTAL.exceeded(total)) is not None:
+        raise typer.BadParameter(f"the values are too large together: {reason}", param_hint="--param")
     return parameters
 
 

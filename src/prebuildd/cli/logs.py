@@ -18,6 +18,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
+from prebuildd.domain.redaction import scrub_credentials
+
 ACCESS_LOGGER = "uvicorn.access"
 _HANDLER_NAME = "prebuildd"
 # Other libraries log at warning and above unless the level asks for less: their info lines (uvicorn's
@@ -54,6 +56,15 @@ def _logger_name(logger: WrappedLogger, method: str, event_dict: EventDict) -> E
     return event_dict
 
 
+def _redact_credentials(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """No line carries a URL's password or a ``password=`` value, whoever logged it (a library's message, an
+    exception's text, a field holding a database URL): the net under the explicit redaction of known URLs."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = scrub_credentials(value)
+    return event_dict
+
+
 def _colours(stream: TextIO) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
@@ -75,7 +86,7 @@ def configure_logging(
     renderer: Processor
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
-        final: list[Processor] = [structlog.processors.format_exc_info, renderer]
+        final: list[Processor] = [structlog.processors.format_exc_info, _redact_credentials, renderer]
     else:
         colours = _colours(stream)
         renderer = structlog.dev.ConsoleRenderer(
@@ -84,7 +95,7 @@ def configure_logging(
                 structlog.dev.RichTracebackFormatter() if colours else structlog.dev.plain_traceback
             ),
         )
-        final = [renderer]
+        final = [_redact_credentials, renderer]
     structlog.configure(
         processors=[
             *shared,

@@ -29,6 +29,7 @@ from prebuildd.provisioner.registry import available_provisioners
 from prebuildd.queue.http import HttpJobQueue, StandaloneDaemonRefused
 from prebuildd.queue.port import JobOutcome
 from prebuildd.runtime.config import default_data_dir
+from prebuildd.runtime.files import private_dir
 from prebuildd.runtime.identities import IdentityInUse, hold_daemon_identity
 
 log = structlog.get_logger(__name__)
@@ -178,7 +179,8 @@ async def run_standalone(
 ) -> str | None:
     """Run a daemon until a signal stops it (→ None) or the server refuses it (→ the refusal message)."""
     jobs_dir = work_dir / "jobs"
-    jobs_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(work_dir)
+    private_dir(jobs_dir)
     queue = HttpJobQueue(url, key, wait_seconds=wait_seconds)
     daemon = ProvisionerDaemon(
         queue,

@@ -19,6 +19,15 @@ from prebuildd.domain.durations import format_duration, parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.expression import problem as expression_problem
 from prebuildd.domain.jobs import FailureClass
+from prebuildd.domain.limits import (
+    DESCRIPTION,
+    NAME,
+    PARAMETER_NAME,
+    PARAMETER_VALUES_TOTAL,
+    SHORT_TEXT,
+    Limit,
+    parameter_values_total,
+)
 from prebuildd.domain.parameters import (
     MONOTONIC_KINDS,
     ParameterError,
@@ -229,6 +238,13 @@ class _Reader:
         if not isinstance(value, str):
             raise self.wrong_type(key, "a string", value)
         return value
+
+    def text(self, value: object, key: str, limit: Limit) -> str:
+        """A string within ``limit`` (names, descriptions: ``domain.limits``)."""
+        text = self.string(value, key)
+        if (reason := limit.check(text)) is not None:
+            raise self.error(key, f"too long: {reason}")
+        return text
 
     def boolean(self, value: object, key: str) -> bool:
         if not isinstance(value, bool):
@@ -499,7 +515,7 @@ def _parse_parameter(r: _Reader, value: object, index: int, seen: Mapping[str, i
     table = r.table(value, key)
     if "name" not in table:
         raise r.error(f"{key}.name", "is required")
-    name = r.string(table["name"], f"{key}.name")
+    name = r.text(table["name"], f"{key}.name", PARAMETER_NAME)
     if not _PARAMETER_NAME.fullmatch(name):
         raise r.error(
             f"{key}.name",
@@ -539,8 +555,10 @@ def _parse_parameter(r: _Reader, value: object, index: int, seen: Mapping[str, i
         validation_max=maximum,
         validation_monotonic=monotonic,
         validation_error=error,
-        description=r.string(table["description"], f"{key}.description") if "description" in table else "",
-        display_name=r.string(table["display_name"], f"{key}.display_name")
+        description=r.text(table["description"], f"{key}.description", DESCRIPTION)
+        if "description" in table
+        else "",
+        display_name=r.text(table["display_name"], f"{key}.display_name", SHORT_TEXT)
         if "display_name" in table
         else "",
     )
@@ -697,7 +715,7 @@ def _parse_preset(
     table = r.table(value, key)
     if "name" not in table:
         raise r.error(f"{key}.name", "is required")
-    name = r.string(table["name"], f"{key}.name")
+    name = r.text(table["name"], f"{key}.name", NAME)
     if not name.strip():
         raise r.error(f"{key}.name", "must not be empty")
     if name in seen:
@@ -716,13 +734,17 @@ def _parse_preset(
             if spec is None:
                 raise r.error(value_key, unknown_parameter_reason(tuple(specs.values())))
             values[parameter] = _canonical(r, spec, raw, value_key)
+        if (reason := PARAMETER_VALUES_TOTAL.exceeded(parameter_values_total(values))) is not None:
+            raise r.error(f"{key}.parameters", f"the values are too large together: {reason}")
     return PresetSpec(
         name=name,
         parameters=values,
         prebuilds=_parse_prebuilds(r, table["prebuilds"], f"{key}.prebuilds")
         if "prebuilds" in table
         else None,
-        description=r.string(table["description"], f"{key}.description") if "description" in table else "",
+        description=r.text(table["description"], f"{key}.description", DESCRIPTION)
+        if "description" in table
+        else "",
     )
 
 
@@ -920,8 +942,10 @@ def parse_manifest(text: str, file: str = MANIFEST_FILE) -> TemplateManifest:
 
     return TemplateManifest(
         provisioner=provisioner,
-        display_name=r.string(data["display_name"], "display_name") if "display_name" in data else "",
-        description=r.string(data["description"], "description") if "description" in data else "",
+        display_name=r.text(data["display_name"], "display_name", SHORT_TEXT)
+        if "display_name" in data
+        else "",
+        description=r.text(data["description"], "description", DESCRIPTION) if "description" in data else "",
         parameters=tuple(parameters),
         presets=tuple(presets),
         tags=_parse_tags(r, data["tags"]) if "tags" in data else {},

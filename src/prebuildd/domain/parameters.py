@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from prebuildd.domain.limits import PARAMETER_VALUE, PARAMETER_VALUES_TOTAL, parameter_values_total
+
 
 class ParameterType(StrEnum):
     STRING = "string"
@@ -193,7 +195,22 @@ def list_elements(value: str) -> list[str]:
 
 
 def canonical_value(spec: ParameterSpec, raw: object) -> str:
-    """Turn a TOML, JSON or CLI value into the canonical string of ``spec``'s type."""
+    """Turn a TOML, JSON or CLI value into the canonical string of ``spec``'s type; a value larger than
+    ``limits.PARAMETER_VALUE`` is refused, whatever its type."""
+    value = _canonical_value(spec, raw)
+    if (reason := PARAMETER_VALUE.check(value)) is not None:
+        raise ParameterError(spec.name, f"value too large: {reason}")
+    return value
+
+
+def check_values_total(values: Mapping[str, str]) -> None:
+    """Refuse a build's values that are too large together (``limits.PARAMETER_VALUES_TOTAL``)."""
+    if (reason := PARAMETER_VALUES_TOTAL.exceeded(parameter_values_total(dict(values)))) is not None:
+        largest = max(values, key=lambda name: len(values[name]))
+        raise ParameterError(largest, f"the values are too large together: {reason} (this is the largest)")
+
+
+def _canonical_value(spec: ParameterSpec, raw: object) -> str:
     kind = spec.type
     if kind is ParameterType.NUMBER:
         if isinstance(raw, bool):
@@ -369,4 +386,5 @@ def resolve_parameters(
                     f"is immutable: cannot change from '{old_canonical}' to '{value}' after the first build",
                 )
         resolved[spec.name] = value
+    check_values_total(resolved)
     return resolved

@@ -46,6 +46,8 @@ class PresetRow:
     autoscale_target: int | None = None
     autoscale_raised_at: datetime | None = None
     autoscale_changed_at: datetime | None = None
+    organization_name: str = ""
+    """What the per-preset metrics are labelled with (an organization's id means nothing to an operator)."""
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,8 @@ async def holder_of_token(db: Database, clock: Clock, secret: str) -> TokenHolde
             return None
         last = holder.token_last_used_at
         if last is None or now - last > _TOUCH_EVERY:  # not a write on every request
-            await store.touch_token(conn, holder.token_id, now)
+            # The statement checks again under the row lock: requests that all read the old time write once.
+            await store.touch_token(conn, holder.token_id, now, now - _TOUCH_EVERY)
     return holder
 
 

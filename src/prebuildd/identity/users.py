@@ -54,6 +54,12 @@ def _check_role(role: str) -> None:
         )
 
 
+def is_site_owner(user: User) -> bool:
+    """Whether ``user`` may see site-wide operator data (``/metrics``): the site owner only, not an owner of one
+    organization. The one place that decides it."""
+    return user.site_owner
+
+
 async def ensure_default_organization(db: Database, clock: Clock) -> Organization:
     async with db.transaction() as conn:
         org = await store.default_organization(conn)

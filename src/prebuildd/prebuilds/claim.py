@@ -111,7 +111,7 @@ class WorkspaceCreator:
                 )
             )
             self.metrics.claim_missed.labels(
-                str(context.organization_id), context.template_name, preset.name
+                context.organization_name, context.template_name, preset.name
             ).inc()
         build_req = BuildRequest(
             transition=Transition.START,
@@ -182,7 +182,7 @@ class WorkspaceCreator:
         except StoreConflict:
             raise BuildError(CONFLICT, "a workspace with this name already exists for this owner") from None
         seconds = time.perf_counter() - started
-        labels = (str(context.organization_id), context.template_name, preset.name)
+        labels = (context.organization_name, context.template_name, preset.name)
         self.metrics.claimed.labels(*labels).inc()
         if build is not None:
             self.metrics.claim_builds.labels(*labels).inc()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prebuildd.domain import limits
 from prebuildd.domain.durations import format_duration
 from prebuildd.domain.jobs import FailureClass
 from prebuildd.domain.manifest import EXEC_SCRIPTS, MANIFEST_FILE, ExecConfig
@@ -38,6 +39,7 @@ from prebuildd.provisioner.base import (
     ProvisionerFailure,
 )
 from prebuildd.provisioner.process import ProcessExit, SpawnError, Warnings, run_process
+from prebuildd.runtime.files import private_dir
 
 DEFAULT_GRACE_SECONDS = 10.0
 """How long an interrupted script may take to exit before its process group is killed."""
@@ -76,6 +78,7 @@ class ExecProvisioner:
             return BuildResult(state=ctx.state)
         key = _script_key(config, step, first_build)
         path = _script_path(ctx.files_dir, script, key)
+        _check_parameter_sizes(ctx.parameters)
 
         scratch = Path(tempfile.mkdtemp(prefix="prebuildd-exec-"))
         try:
@@ -148,10 +151,23 @@ def _script_path(files_dir: Path, script: str, key: str) -> Path:
     return path
 
 
+def _check_parameter_sizes(parameters: Mapping[str, str]) -> None:
+    """The server refuses larger values when they are given; a job from elsewhere (an older server, a direct
+    insert) still fails here with the parameter and the limit, not with the kernel's "Argument list too long"."""
+    for name, value in parameters.items():
+        if (reason := limits.PARAMETER_VALUE.check(value)) is not None:
+            raise ProvisionerFailure(f"parameter `{name}`: value too large: {reason}", FailureClass.CONFIG)
+    total = limits.parameter_values_total(dict(parameters))
+    if (reason := limits.PARAMETER_VALUES_TOTAL.exceeded(total)) is not None:
+        raise ProvisionerFailure(
+            f"parameters: the values are too large together: {reason}", FailureClass.CONFIG
+        )
+
+
 def _prepare_files(state_file: Path, state: bytes | None, outputs_file: Path, data_dir: Path) -> None:
     state_file.write_bytes(state or b"")
     outputs_file.write_bytes(b"")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
 
 
 def _flag(value: bool) -> str:

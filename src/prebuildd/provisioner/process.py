@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from prebuildd.domain import limits
 from prebuildd.provisioner.base import LogSink
 
-MAX_LINE_BYTES = 64 * 1024
-"""A longer line without a newline is passed on in pieces of this size."""
+MAX_LINE_BYTES = limits.LOG_LINE.maximum
+"""A longer line without a newline is passed on in pieces of this size (the server's limit on a log line)."""
 _PAUSE_AT = 1000
 _RESUME_AT = 100
 """Queued output lines at which reading the child's pipes pauses / resumes (the consumer sets the pace)."""

@@ -60,6 +60,7 @@ from prebuildd.provisioner.terraform_vars import (
     manifest_parameter_keys,
     merge_parameters,
 )
+from prebuildd.runtime.files import private_dir
 
 DEFAULT_TIMEOUT_SECONDS = 3600.0
 """A job's limit when the manifest sets no ``[terraform] timeout``."""
@@ -213,7 +214,7 @@ class TerraformProvisioner:
         workdir = ctx.files_dir
         await _write_state(workdir, ctx.state, log)
         data_dir = ctx.data_dir if ctx.data_dir is not None else workdir.parent / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         values, unused = build_tfvars(variables, ctx.parameters, fact_values(ctx, data_dir), config.vars)
         (workdir / TFVARS_FILE).write_text(json.dumps(values, indent=2) + "\n")
         await log("debug", "init", f"variables passed: {', '.join(sorted(values)) or '(none)'}")

@@ -23,6 +23,7 @@ import httpx
 import structlog
 
 import prebuildd
+from prebuildd.domain import limits
 from prebuildd.domain.jobs import JobType, Transition
 from prebuildd.queue.port import AcquiredJob, BuildPayload, Heartbeat, JobOutcome, LogLine
 
@@ -30,6 +31,24 @@ log = structlog.get_logger(__name__)
 
 API = "/api/v1/provisioner/daemon"
 LOG_BATCH = 500
+
+
+def log_batches(lines: Sequence[LogLine]) -> list[list[dict[str, str]]]:
+    """The bodies' lines: at most ``LOG_BATCH`` lines and ``limits.LOG_POST_TOTAL`` characters per post, each
+    line cut to ``limits.LOG_LINE`` (the server refuses larger ones)."""
+    batches: list[list[dict[str, str]]] = []
+    batch: list[dict[str, str]] = []
+    size = 0
+    for line in lines:
+        output = line.output[: limits.LOG_LINE.maximum]
+        if batch and (len(batch) >= LOG_BATCH or size + len(output) > limits.LOG_POST_TOTAL.maximum):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append({"level": line.level, "stage": line.stage, "output": output})
+        size += len(output)
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 class StandaloneDaemonRefused(Exception):
@@ -249,11 +268,7 @@ class HttpJobQueue:
         return Heartbeat(response.json()["status"])
 
     async def append_logs(self, job_id: UUID, worker_id: str, lines: Sequence[LogLine]) -> None:
-        for start in range(0, len(lines), LOG_BATCH):
-            batch = [
-                {"level": line.level, "stage": line.stage, "output": line.output}
-                for line in lines[start : start + LOG_BATCH]
-            ]
+        for batch in log_batches(lines):
             body = {"worker_id": worker_id, "lines": batch}
             response = await self._post(f"{API}/jobs/{job_id}/logs", body)
             if response.status_code == 404:  # the job is no longer ours: nobody wants its lines

@@ -20,7 +20,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -33,6 +32,7 @@ from pydantic_settings import (
 )
 
 from prebuildd.domain.durations import format_duration, parse_duration
+from prebuildd.domain.redaction import REDACTED, redact_url
 from prebuildd.runtime.identities import REPLICA_ID_PATTERN
 
 ENV_PREFIX = "PREBUILDD_"
@@ -43,7 +43,6 @@ CONFIG_FILE_ENV = "PREBUILDD_CONFIG"
 SecretKind = Literal["url", "text"]
 """How a secret field is redacted: a URL keeps its scheme, host, port and database (credentials, path and query
 values hidden), text is hidden whole."""
-REDACTED = "REDACTED"
 
 _config_file: ContextVar[Path | None] = ContextVar("prebuildd_config_file", default=None)
 
@@ -245,6 +244,15 @@ class ServerConfig(BaseSettings):
         "URL POSTed to once per cycle with presets that became hard-limited.",
         shown="none",
         secret="url",
+    )
+    metrics_token: str | None = _option(
+        None,
+        "A bearer token that may read /metrics (for Prometheus), besides a site owner's API token.",
+        shown="none",
+        secret="text",
+    )
+    metrics_public: bool = _option(
+        False, "Serve /metrics without a token (only where the listen address is not reachable by users)."
     )
     db_pool_size: int = _option(20, "Connections in the PostgreSQL pool.")
     db_timeout: Duration = _option(
@@ -453,39 +461,6 @@ def load_server_config(flags: Mapping[str, Any], config_file: Path | None = None
 
 
 # -- showing the effective configuration -----------------------------------------------------------------------
-
-_CONNINFO_SECRET = re.compile(r"\b(password|sslpassword)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.I)
-_SECRET_QUERY = {"password", "sslpassword"}
-
-
-def redact_url(value: str, *, keep_path: bool) -> str:
-    """``value`` without its secrets: the userinfo password (the user stays), and query values (all of them
-    unless ``keep_path``, where only the password parameters go). With ``keep_path`` false (a webhook: its path
-    is often the credential itself, as in Slack's) the path is hidden too. Not a URL: a libpq key=value
-    string, whose password is hidden."""
-    parts = urlsplit(value)
-    if not parts.scheme or not parts.netloc:
-        return _CONNINFO_SECRET.sub(lambda m: f"{m.group(1)}={REDACTED}", value)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host += f":{parts.port}"
-    userinfo = ""
-    if parts.username is not None:
-        userinfo = parts.username if keep_path else REDACTED
-        if parts.password is not None:
-            userinfo += ":" + REDACTED
-        userinfo += "@"
-    path = parts.path if keep_path or parts.path in ("", "/") else "/" + REDACTED
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, REDACTED if not keep_path or k.lower() in _SECRET_QUERY else v) for k, v in pairs],
-            safe=REDACTED,
-        )
-    return urlunsplit((parts.scheme, userinfo + host, path, query, REDACTED if parts.fragment else ""))
 
 
 def redacted(option: ConfigOption, value: Any) -> Any:

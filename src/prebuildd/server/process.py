@@ -44,6 +44,7 @@ from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.runtime.faults import ChangeHook
+from prebuildd.runtime.files import private_dir
 from prebuildd.runtime.identities import IdentityInUse, hold_replica_id, hold_worker_identity
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
@@ -650,6 +651,4 @@ class _Uvicorn(uvicorn.Server):
 
 
 def _work_root(data_dir: Path) -> Path:
-    path = data_dir / "jobs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(data_dir / "jobs")

@@ -13,6 +13,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+from prebuildd.runtime.files import private_dir
 from prebuildd.store.probe import (
     DatabaseRefused,
     DatabaseUnreachable,
@@ -37,7 +38,7 @@ class StartupError(Exception):
 def check_data_dir(path: Path) -> None:
     """Create the data directory if needed and prove it writable (a file is created and removed)."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
             pass
     except OSError as exc:

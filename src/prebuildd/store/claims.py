@@ -29,6 +29,8 @@ class ClaimContext:
     manifest: str | None
     presets: list[PoolPreset]
     name_taken: bool
+    organization_name: str = ""
+    """The organization's name: what the per-preset metrics are labelled with."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ async def claim_context(conn: Conn, *, template_id: UUID, owner_id: UUID, name: 
         manifest=row["manifest"],
         presets=[PoolPreset(UUID(p["id"]), p["name"], dict(p["parameters"])) for p in row["presets"]],
         name_taken=row["name_taken"],
+        organization_name=row["organization_name"],
     )
 
 
@@ -142,8 +145,8 @@ async def insert_claim_event(conn: Conn, event: ClaimEvent, now: datetime) -> No
 
 
 async def claim_build_labels(conn: Conn, job_id: UUID) -> tuple[str, str, str] | None:
-    """(organization id, template, preset) of the claim build whose job is ``job_id``: the per-preset labels."""
+    """(organization name, template, preset) of the claim build whose job is ``job_id``: the per-preset labels."""
     row = await fetch_one(conn, "claims.claim_build_labels", {"job_id": job_id})
     if row is None:
         return None
-    return (str(row["organization_id"]), row["template_name"], row["preset_name"])
+    return (row["organization_name"], row["template_name"], row["preset_name"])

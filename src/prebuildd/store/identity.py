@@ -312,8 +312,9 @@ async def holder_of_token(conn: Conn, token_hash: bytes, now: datetime) -> Token
     return TokenHolder(_user(row), row["token_id"], row["token_last_used_at"])
 
 
-async def touch_token(conn: Conn, token_id: UUID, now: datetime) -> None:
-    await execute(conn, "auth.touch_token", {"id": token_id, "now": now})
+async def touch_token(conn: Conn, token_id: UUID, now: datetime, since: datetime) -> None:
+    """Set the token's last use to ``now`` unless a use after ``since`` is already recorded."""
+    await execute(conn, "auth.touch_token", {"id": token_id, "now": now, "since": since})
 
 
 async def tokens_of_user(conn: Conn, user_id: UUID) -> list[Token]:

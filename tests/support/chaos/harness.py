@@ -197,6 +197,9 @@ class Harness:
         await self.start_replica(self.replicas[0])
         token_file = self.replicas[0].data_dir / "owner-token"
         self.owner_token = token_file.read_text().strip()
+        # /metrics needs a site owner's token (or a metrics token): every read of it, here and in the
+        # scenarios, goes through this client.
+        self.client.headers["Authorization"] = f"Bearer {self.owner_token}"
         await asyncio.gather(*(self.start_replica(r) for r in self.replicas[1:]))
         await self._create_users()
         await self._push_templates()

@@ -3,7 +3,8 @@
 ``/readyz`` runs the database check and every check the server registered (``api.readiness``) at once, each
 bounded, and answers 200 with every result, or 503 ``{"code", "message", "detail": {"checks": ...}}`` whose
 message names each failing check: ``database_unavailable`` when the database cannot be reached, ``not_ready``
-otherwise (migrations pending, an embedded daemon down, a reconcile loop that stopped attempting cycles).
+otherwise (migrations pending, an embedded daemon down, a reconcile loop that stopped attempting cycles). ``/metrics`` needs a bearer token (``api.deps.metrics_reader``: the
+metrics token or a site owner's), unless the server runs with ``--metrics-public``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 import prebuildd
-from prebuildd.api.deps import ServicesDep
-from prebuildd.api.errors import ErrorBody
+from prebuildd.api.deps import MetricsReaderDep, ServicesDep
+from prebuildd.api.errors import ERROR_RESPONSES, ErrorBody
 from prebuildd.api.readiness import ReadinessCheck, database_check, run_check
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 
@@ -47,8 +48,13 @@ async def readyz(services: ServicesDep) -> Any:
 
 
 @router.get(
-    "/metrics", summary="Prometheus metrics, served from the last reconcile snapshot", response_class=Response
+    "/metrics",
+    summary="Prometheus metrics, served from the last reconcile snapshot",
+    description="Needs the server's --metrics-token or a site owner's API token as a bearer token, unless the "
+    "server runs with --metrics-public.",
+    response_class=Response,
+    responses={status: ERROR_RESPONSES[status] for status in (401, 403, 503)},
 )
-async def metrics(services: ServicesDep) -> Response:
+async def metrics(services: ServicesDep, _: MetricsReaderDep) -> Response:
     body = await services.metrics_text() if services.metrics_text else services.metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4")

@@ -245,9 +245,13 @@ async def heartbeat(
 
 
 @router.post(
-    "/provisioner/daemon/jobs/{job_id}/logs", status_code=204, summary="Append log lines to a running job"
+    "/provisioner/daemon/jobs/{job_id}/logs",
+    status_code=204,
+    summary="Append log lines to a running job",
+    responses={413: {"description": "The lines' output is larger than one post may be."}},
 )
 async def append_logs(job_id: UUID, services: ServicesDep, key: ProvisionerKeyDep, body: LogsIn) -> Response:
+    body.check_total()
     await _check_job(services, key, job_id)
     await services.queue.append_logs(job_id, _worker(key, body.worker_id), log_lines(body))
     return Response(status_code=204)

@@ -17,8 +17,9 @@ WHERE t.token_hash = %(token_hash)s
   AND NOT u.suspended AND NOT u.is_system;
 
 -- name: touch_token
--- Records a token's use (at most once a minute, so that requests are not writes).
-UPDATE api_tokens SET last_used_at = %(now)s WHERE id = %(id)s;
+-- Records a token's use unless one at or after %(since)s is recorded: concurrent requests write it once, not each.
+UPDATE api_tokens SET last_used_at = %(now)s
+WHERE id = %(id)s AND (last_used_at IS NULL OR last_used_at < %(since)s);
 
 -- name: tokens_of_user
 -- A user's tokens, revoked and expired ones too, oldest first.

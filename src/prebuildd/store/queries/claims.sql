@@ -1,7 +1,8 @@
 -- name: context
 -- Everything a creation needs to decide whether it can claim, in one round trip: the template, its active
 -- version's manifest, the pool presets of that version, and whether the owner already has a workspace so named.
-SELECT t.id, t.name, t.organization_id, t.deleted, t.active_version_id, v.manifest,
+SELECT t.id, t.name, t.organization_id, (SELECT o.name FROM organizations o WHERE o.id = t.organization_id)
+       AS organization_name, t.deleted, t.active_version_id, v.manifest,
        coalesce((SELECT json_agg(json_build_object('id', p.id, 'name', p.name, 'parameters', p.parameters))
                  FROM template_version_presets p
                  WHERE p.template_version_id = t.active_version_id AND p.desired_instances IS NOT NULL),
@@ -154,9 +155,10 @@ GROUP BY preset_id;
 
 -- name: claim_build_labels
 -- The organization, template and preset of a claim build's job (for the per-preset claim-build metrics).
-SELECT w.organization_id, t.name AS template_name, coalesce(p.name, '') AS preset_name
+SELECT o.name AS organization_name, t.name AS template_name, coalesce(p.name, '') AS preset_name
 FROM workspace_builds b
 JOIN workspaces w ON w.id = b.workspace_id
+JOIN organizations o ON o.id = w.organization_id
 JOIN templates t ON t.id = w.template_id
 LEFT JOIN template_version_presets p ON p.id = b.preset_id
 WHERE b.job_id = %(job_id)s;

@@ -84,7 +84,7 @@ CROSS JOIN LATERAL (
 -- name: snapshot_presets
 -- Presets with a pool on active versions, plus any preset that still has prebuilds (old versions included).
 SELECT p.id AS preset_id, p.name AS preset_name, t.id AS template_id, t.name AS template_name,
-       t.organization_id, v.id AS version_id, v.name AS version_name,
+       t.organization_id, o.name AS organization_name, v.id AS version_id, v.name AS version_name,
        (t.active_version_id = v.id AND NOT t.deleted AND t.deprecated_at IS NULL) AS active,
        p.desired_instances, p.ttl_seconds, p.scheduling_timezone AS timezone, p.last_invalidated_at,
        p.failures_reset_at, p.prebuild_status,
@@ -96,6 +96,7 @@ SELECT p.id AS preset_id, p.name AS preset_name, t.id AS template_id, t.name AS 
 FROM template_version_presets p
 JOIN template_versions v ON v.id = p.template_version_id
 JOIN templates t ON t.id = v.template_id
+JOIN organizations o ON o.id = t.organization_id
 LEFT JOIN preset_failure_trackers f ON f.preset_id = p.id
 LEFT JOIN preset_autoscale_state a ON a.template_id = t.id AND a.preset_name = p.name
 LEFT JOIN LATERAL (

@@ -80,7 +80,7 @@ async def test_a_claim_load_grows_the_pool_and_it_shrinks_after_the_window(env: 
     await rec.run_cycle()
     await env.run_jobs()
     assert (await pool(env))["running"] == grown
-    [status] = (await operations(rec).pool_status())[1]
+    [status] = (await operations(rec).pool_status(env.org_id, show_errors=True))[1]
     assert status.desired == grown
     assert status.target_source == "autoscale"
     assert status.sizing.startswith(f"desired {grown} (autoscale: ")

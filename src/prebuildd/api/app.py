@@ -14,7 +14,17 @@ from fastapi.openapi.utils import get_openapi
 import prebuildd
 from prebuildd.api.context import Services
 from prebuildd.api.errors import ERROR_RESPONSES, install_error_handlers
-from prebuildd.api.routes import agent, health, jobs, prebuilds, provisioner, templates, users, workspaces
+from prebuildd.api.routes import (
+    agent,
+    health,
+    jobs,
+    organizations,
+    prebuilds,
+    provisioner,
+    templates,
+    users,
+    workspaces,
+)
 
 
 def create_app(services: Services) -> FastAPI:
@@ -29,7 +39,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (users, templates, workspaces, jobs, prebuilds, provisioner, agent):
+    for module in (organizations, users, templates, workspaces, jobs, prebuilds, provisioner, agent):
         app.include_router(module.router, prefix="/api/v1", responses=ERROR_RESPONSES)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -1,32 +1,42 @@
-"""FastAPI dependencies: the shared services, the authenticated user, role checks, provisioner keys, agents.
+"""FastAPI dependencies: the shared services, the authenticated user in the organization the request names,
+permission checks (the table in ``domain.permissions``), provisioner keys, agents.
 
-Each authenticated dependency gives a typed identity (``User``, ``ProvisionerKey``, ``Agent``), never a row.
+Each authenticated dependency gives a typed identity (``User``, ``ProvisionerKey``, ``Agent``), never a row. A
+user comes with the organization the request acts in (the ``Prebuildd-Organization`` header, or the user's only
+organization) and their role there.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from prebuildd.api.context import Services
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
-from prebuildd.identity import auth
+from prebuildd.domain.permissions import Action
+from prebuildd.identity import auth, users
 from prebuildd.identity.auth import Agent, ProvisionerKey
-from prebuildd.identity.users import ROLE_RANK, User, has_role
+from prebuildd.identity.users import ROLE_RANK, User, has_role, may
 
 __all__ = [
+    "ORGANIZATION_HEADER",
     "ROLE_RANK",
     "AgentDep",
     "OwnerDep",
     "ProvisionerKeyDep",
     "ServicesDep",
+    "SiteOwnerDep",
     "TemplateAdminDep",
     "UserDep",
     "has_role",
+    "may",
+    "permission",
     "require_role",
 ]
+
+ORGANIZATION_HEADER = "Prebuildd-Organization"
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API token (pbt_…) or, for daemons, a provisioner key (pbk_…)"
@@ -41,9 +51,17 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def current_user(
-    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> User:
+OrganizationHeader = Annotated[
+    str | None,
+    Header(
+        alias=ORGANIZATION_HEADER,
+        description="The organization the request acts in (name or id); optional for a member of one",
+        max_length=63,
+    ),
+]
+
+
+async def _token_user(services: Services, credentials: HTTPAuthorizationCredentials | None) -> User:
     if credentials is None:
         raise PrebuilddError(
             ErrorCode.UNAUTHENTICATED,
@@ -55,13 +73,47 @@ async def current_user(
     return user
 
 
+async def current_user(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    organization: OrganizationHeader = None,
+) -> User:
+    """The caller as a member of the organization the request acts in."""
+    user = await _token_user(services, credentials)
+    return await users.acting_user(services.db, user, organization or None)
+
+
+async def any_user(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    organization: OrganizationHeader = None,
+) -> User:
+    """The caller, in the organization named or their only one, else in none (a member of several who named
+    none): for the routes about organizations themselves."""
+    user = await _token_user(services, credentials)
+    return await users.acting_user(services.db, user, organization or None, needed=False)
+
+
+AnyUserDep = Annotated[User, Depends(any_user)]
 UserDep = Annotated[User, Depends(current_user)]
+
+
+def permission(action: Action) -> Any:
+    """A dependency giving the user, refused (403) unless they may do ``action`` in the request's organization."""
+
+    async def check(user: UserDep) -> User:
+        users.require(user, action)
+        return user
+
+    return Depends(check)
 
 
 def require_role(role: str) -> Any:
     async def check(user: UserDep) -> User:
         if not has_role(user, role):
-            raise PrebuilddError(ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user.role}")
+            raise PrebuilddError(
+                ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user.role or 'not a member'} here"
+            )
         return user
 
     return Depends(check)
@@ -69,6 +121,14 @@ def require_role(role: str) -> Any:
 
 TemplateAdminDep = Annotated[User, require_role("template-admin")]
 OwnerDep = Annotated[User, require_role("owner")]
+
+
+async def _site_owner(user: AnyUserDep) -> User:
+    users.require(user, Action.ORGS_MANAGE)
+    return user
+
+
+SiteOwnerDep = Annotated[User, Depends(_site_owner)]
 
 
 async def current_provisioner_key(

@@ -20,11 +20,6 @@ async def organization_of(services: Services, user: User) -> UUID:
     return await users.organization_of(services.db, user)
 
 
-async def user_named(services: Services, username: str, *, system_too: bool = False) -> User:
-    """A user by name, or 404; the prebuilds system user only with ``system_too``."""
-    return await users.user_named(services.db, username, system_too=system_too)
-
-
 async def template_named(services: Services, organization_id: UUID, name: str) -> Template:
     """The live template ``name`` (with ``active_version``, its name); 404 when there is none."""
     return await catalog.template_named(services.db, organization_id, name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
+import sys
 from typing import Any
 
 import typer
@@ -22,6 +24,7 @@ _LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "templates": ("prebuildd.cli.cmd_templates", "templates_app"),
     "presets": ("prebuildd.cli.cmd_presets", "presets_app"),
     "workspaces": ("prebuildd.cli.cmd_workspaces", "workspaces_app"),
+    "orgs": ("prebuildd.cli.cmd_orgs", "orgs_app"),
     "users": ("prebuildd.cli.cmd_users", "users_app"),
     "tokens": ("prebuildd.cli.cmd_users", "tokens_app"),
     "jobs": ("prebuildd.cli.cmd_jobs", "jobs_app"),
@@ -81,8 +84,19 @@ def _root(
         is_eager=True,
         callback=_print_version,
     ),
+    org: str | None = typer.Option(
+        None,
+        "--org",
+        envvar="PREBUILDD_ORG",
+        help="The organization client commands act in (also accepted after the command; default: the one "
+        "saved by `prebuildd login` or `prebuildd orgs use`, else your only one).",
+        show_default=False,
+    ),
 ) -> None:
     """prebuildd: warm pools of prebuilt workspaces."""
+    # Read by the client (main() lifts --org out of the command line into the environment already).
+    if org:
+        os.environ["PREBUILDD_ORG"] = org
 
 
 server_command.register(app)
@@ -90,5 +104,28 @@ cmd_auth.register(app)
 agent_command.register(app)
 
 
+def lift_org_option(argv: list[str]) -> list[str]:
+    """``argv`` without ``--org NAME`` / ``--org=NAME`` (before a ``--``), whose value goes to ``PREBUILDD_ORG``:
+    every client command takes ``--org``, wherever it is written, without each one declaring it."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg == "--org" and i + 1 < len(argv):
+            os.environ["PREBUILDD_ORG"] = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--org="):
+            os.environ["PREBUILDD_ORG"] = arg.split("=", 1)[1]
+            i += 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main() -> None:
-    app()
+    app(args=lift_org_option(sys.argv[1:]), prog_name="prebuildd")

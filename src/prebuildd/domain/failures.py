@@ -13,6 +13,7 @@ preset's creations) are one loss, not three: that is the replica's fault, not a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -218,3 +219,26 @@ def failure_inputs(policy: FailurePolicy, now: datetime) -> Any:
         }
 
     return inputs
+
+
+ERROR_HIDDEN = "(error text hidden: template-admins and owners see it)"
+_EMBEDDED_ERROR = re.compile(r"(creations failed: |, last: )(.*)", re.DOTALL)
+
+
+def redact_errors(text: str, errors: Iterable[str] = ()) -> str:
+    """``text`` without the build error text it embeds, for members, who see statuses and counts only.
+
+    Build errors are script output and can hold secrets. They reach the texts members read (hard-limit and
+    backoff reasons, decisions, events) only where this module and the planner put them: after
+    ``creations failed: `` and after ``, last: `` (up to the closing parenthesis), always at the end. ``errors``
+    are known error texts, removed wherever else they appear.
+    """
+    for error in errors:
+        if error:
+            text = text.replace(error, ERROR_HIDDEN)
+
+    def hide(match: re.Match[str]) -> str:
+        closing = ")" if match.group(1) == ", last: " and match.group(2).endswith(")") else ""
+        return f"{match.group(1)}{ERROR_HIDDEN}{closing}"
+
+    return _EMBEDDED_ERROR.sub(hide, text, count=1)

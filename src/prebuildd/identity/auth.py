@@ -1,7 +1,8 @@
 """API tokens and provisioner keys: random secrets shown once, stored as SHA-256 hashes.
 
-Who may do what with a token lives here too: a user sees and revokes their own tokens, an owner anyone's, and
-only owners create tokens for other users.
+Who may do what with a token lives here too: a user sees and revokes their own tokens; an owner creates and
+revokes the tokens of a member of their organization only when they own every organization that member belongs
+to (a token works in all of them); the site owner, anyone's.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from datetime import timedelta
 from uuid import UUID, uuid4
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
+from prebuildd.domain.permissions import Action
 from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, KEY_PREFIX, TOKEN_PREFIX, new_secret, secret_hash
-from prebuildd.identity.users import has_role, user_named
+from prebuildd.identity.users import administers, may, organization_of, user_named
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import identity as store
 from prebuildd.store.db import Database
@@ -61,12 +63,18 @@ async def issue_token(
     username: str | None = None,
     lifetime: timedelta | None = None,
 ) -> tuple[Token, str]:
-    """A token for ``actor``, or for ``username`` when the actor is an owner (anyone else is refused)."""
+    """A token for ``actor``, or for ``username``, a member of the actor's organization the actor administers."""
     holder = actor
     if username is not None and username.lower() != actor.username.lower():
-        if not has_role(actor, "owner"):
+        if not may(actor, Action.TOKENS_FOR_OTHERS):
             raise PrebuilddError(ErrorCode.FORBIDDEN, "only owners create tokens for other users")
-        holder = await user_named(db, username)
+        holder = await user_named(db, await organization_of(db, actor), username)
+        if not await administers(db, actor, holder):
+            raise PrebuilddError(
+                ErrorCode.FORBIDDEN,
+                f"{username} also belongs to organizations you do not own: only the site owner creates "
+                "their tokens",
+            )
     return await create_token(db, clock, user_id=holder.id, name=name, lifetime=lifetime)
 
 
@@ -77,11 +85,22 @@ async def tokens_of(db: Database, user: User) -> list[Token]:
 
 
 async def revoke_token(db: Database, clock: Clock, actor: User, token_id: UUID) -> None:
-    """Revoke one of the actor's active tokens (an owner: anyone's); 404 when there is no such token."""
+    """Revoke one of the actor's active tokens, or of a member the actor administers; 404 when there is no
+    such token (or it is someone else's the actor may not touch)."""
     async with db.transaction() as conn:
-        revoked = await store.revoke_token(
-            conn, id=token_id, user_id=actor.id, any_user=has_role(actor, "owner"), now=clock.now()
-        )
+        holder_id = await store.token_holder(conn, token_id)
+    if holder_id is None:
+        raise not_found(f"active token {token_id}")
+    if holder_id != actor.id and not actor.site_owner:
+        if not may(actor, Action.TOKENS_FOR_OTHERS):
+            raise not_found(f"active token {token_id}")
+        async with db.transaction() as conn:
+            members = await store.members(conn, await organization_of(db, actor))
+        holder = next((m for m in members if m.id == holder_id), None)
+        if holder is None or not await administers(db, actor, holder):
+            raise not_found(f"active token {token_id}")
+    async with db.transaction() as conn:
+        revoked = await store.revoke_token(conn, id=token_id, user_id=holder_id, now=clock.now())
     if not revoked:
         raise not_found(f"active token {token_id}")
 
@@ -105,9 +124,10 @@ async def user_for_token(db: Database, clock: Clock, secret: str) -> User | None
 
 
 async def create_provisioner_key(
-    db: Database, clock: Clock, *, organization_id: UUID, name: str, tags: Mapping[str, str]
+    db: Database, clock: Clock, *, organization_id: UUID | None, name: str, tags: Mapping[str, str]
 ) -> tuple[ProvisionerKey, str]:
-    """A new provisioner key; the secret is returned once. A live key of the same name is a conflict."""
+    """A new provisioner key of the organization (None: a site-wide key, serving every organization); the secret is
+    returned once. A live key of the same name is a conflict."""
     secret = new_secret(KEY_PREFIX)
     try:
         async with db.transaction() as conn:
@@ -129,14 +149,14 @@ async def create_provisioner_key(
 
 
 async def provisioner_keys(
-    db: Database, organization_id: UUID, *, include_revoked: bool
+    db: Database, organization_id: UUID | None, *, include_revoked: bool
 ) -> list[ProvisionerKey]:
     async with db.transaction() as conn:
         keys = await store.provisioner_keys(conn, organization_id)
     return [key for key in keys if include_revoked or key.revoked_at is None]
 
 
-async def revoke_provisioner_key(db: Database, clock: Clock, organization_id: UUID, key: str) -> UUID:
+async def revoke_provisioner_key(db: Database, clock: Clock, organization_id: UUID | None, key: str) -> UUID:
     """Revoke the active key named ``key`` (by id or name) and return its id; 404 when there is none."""
     async with db.transaction() as conn:
         key_id = await store.revoke_provisioner_key(

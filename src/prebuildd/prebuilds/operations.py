@@ -1,12 +1,14 @@
 """Operator actions on pools: status, pause/resume, pool settings, invalidate, retry, cleanup, explain.
 
 Status and explain answer "why is my pool empty?" from the same snapshot reader and planner the reconciler uses,
-so what they say is what the next cycle will do. The collaborators are named (database, clock, builder, snapshot
+so what they say is what the next cycle will do. Every action works in one organization (the caller's), and the
+texts that embed build errors are redacted unless the caller may read outputs (``show_errors``). The collaborators are named (database, clock, builder, snapshot
 reader, and the kick that makes the reconciler run now); nothing here knows the reconciler itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,6 +20,7 @@ import structlog
 from prebuildd.domain.autoscale import AutoscaleSettings, settings_problems
 from prebuildd.domain.errors import BuildError, ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.expression import problem as expression_problem
+from prebuildd.domain.failures import redact_errors
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
 from prebuildd.domain.planner import plan_preset
@@ -110,10 +113,14 @@ class PrebuildOperations:
         self.reader = reader
         self.kick = kick
 
-    async def pool_status(self) -> tuple[bool, list[PresetStatus]]:
-        """(paused, one status per preset with a pool) from a fresh snapshot and the planner."""
+    async def pool_status(
+        self, organization_id: UUID, *, show_errors: bool
+    ) -> tuple[bool, list[PresetStatus]]:
+        """(paused, one status per preset with a pool of the organization) from a fresh snapshot and the
+        planner; without ``show_errors``, the texts carry no build error."""
         snap = await self.reader.read()
-        plans = {s.preset_id: plan_preset(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots}
+        mine = [s for s in snap.snapshots if snap.presets[s.preset_id].organization_id == organization_id]
+        plans = {s.preset_id: plan_preset(s, snap.taken_at, paused=snap.paused) for s in mine}
         now = self.clock.now()
         async with self.db.transaction() as conn:
             decisions = await store.last_decisions(conn, list(plans))
@@ -121,7 +128,7 @@ class PrebuildOperations:
                 conn, list(plans), now - timedelta(hours=1), now - timedelta(days=1)
             )
         statuses = []
-        for s in snap.snapshots:
+        for s in mine:
             plan = plans[s.preset_id]
             derived = derive_status(s, plan, snap.taken_at, paused=snap.paused)
             decision = decisions.get(s.preset_id)
@@ -153,6 +160,8 @@ class PrebuildOperations:
                     **_sizing(snap, s.preset_id, st.desired),
                 )
             )
+        if not show_errors:
+            statuses = [_redacted(st, _known_errors(snap, st.preset_id)) for st in statuses]
         return snap.paused, statuses
 
     async def set_paused(self, paused: bool, user_id: UUID) -> PauseSetting:
@@ -162,15 +171,18 @@ class PrebuildOperations:
         self.kick("resume" if not paused else "pause")
         return setting
 
-    async def active_presets(self, template: str, preset: str | None = None) -> list[ActivePreset]:
-        """Presets of the template's active version (one when ``preset`` is given); a not_found error when none."""
+    async def active_presets(
+        self, organization_id: UUID, template: str, preset: str | None = None
+    ) -> list[ActivePreset]:
+        """Presets of the organization's template's active version (one when ``preset`` is given); a not_found
+        error when none."""
         async with self.db.transaction() as conn:
-            rows = await _active_presets(conn, template, preset)
+            rows = await _active_presets(conn, organization_id, template, preset)
         return rows
 
-    async def invalidate(self, template: str, preset: str | None = None) -> list[str]:
+    async def invalidate(self, organization_id: UUID, template: str, preset: str | None = None) -> list[str]:
         """Mark every prebuild of the presets as expired: the reconciler replaces them."""
-        presets = await self.active_presets(template, preset)
+        presets = await self.active_presets(organization_id, template, preset)
         async with self.db.transaction() as conn:
             await store.invalidate(conn, [p.id for p in presets], self.clock.now())
         self.kick("invalidation")
@@ -178,6 +190,7 @@ class PrebuildOperations:
 
     async def set_pool(
         self,
+        organization_id: UUID,
         template: str,
         preset: str,
         *,
@@ -192,7 +205,7 @@ class PrebuildOperations:
     ) -> PresetPool:
         """Change a preset's pool settings without a new version. ``None`` keeps a setting as it is; ``autoscale``
         changes the given keys of the autoscale settings (turning it on with defaults for the others)."""
-        [target] = await self.active_presets(template, preset)
+        [target] = await self.active_presets(organization_id, template, preset)
         async with self.db.transaction() as conn:
             current = await store.preset_pool(conn, target.id)
             if current is None:
@@ -249,9 +262,9 @@ class PrebuildOperations:
             schedules=tuple(stored),
         )
 
-    async def retry(self, template: str, preset: str | None = None) -> list[str]:
+    async def retry(self, organization_id: UUID, template: str, preset: str | None = None) -> list[str]:
         """Forget earlier failures (they stay as evidence) and let creation resume now."""
-        presets = await self.active_presets(template, preset)
+        presets = await self.active_presets(organization_id, template, preset)
         ids = [p.id for p in presets]
         async with self.db.transaction() as conn:
             await store.reset_failures(conn, ids, self.clock.now())
@@ -260,16 +273,18 @@ class PrebuildOperations:
         log.info("prebuilds.retry", template=template, presets=[p.name for p in presets])
         return [p.name for p in presets]
 
-    async def failed_prebuilds(self, template: str | None, preset: str | None) -> list[FailedPrebuild]:
+    async def failed_prebuilds(
+        self, organization_id: UUID, template: str | None, preset: str | None
+    ) -> list[FailedPrebuild]:
         async with self.db.transaction() as conn:
-            org_id = await _default_organization(conn)
-            return await store.failed_prebuilds(conn, org_id, template, preset)
+            return await store.failed_prebuilds(conn, organization_id, template, preset)
 
     async def cleanup(
-        self, template: str | None, preset: str | None, *, dry_run: bool
+        self, organization_id: UUID, template: str | None, preset: str | None, *, dry_run: bool
     ) -> tuple[list[FailedPrebuild], list[str]]:
-        """Delete failed prebuilds (orphan deletes when nothing was provisioned). Returns (prebuilds, errors)."""
-        failed = await self.failed_prebuilds(template, preset)
+        """Delete the organization's failed prebuilds (orphan deletes when nothing was provisioned). Returns
+        (prebuilds, errors)."""
+        failed = await self.failed_prebuilds(organization_id, template, preset)
         if dry_run or not failed:
             return failed, []
         errors = []
@@ -294,11 +309,11 @@ class PrebuildOperations:
         return failed, errors
 
     async def explain(
-        self, template: str, preset: str, limit: int = 20
+        self, organization_id: UUID, template: str, preset: str, *, show_errors: bool, limit: int = 20
     ) -> tuple[PresetStatus, list[PresetEvent]]:
-        """The preset's status now and its last decisions, newest first."""
-        [target] = await self.active_presets(template, preset)
-        _, statuses = await self.pool_status()
+        """The preset's status now and its last decisions, newest first (without ``show_errors``: no error text)."""
+        [target] = await self.active_presets(organization_id, template, preset)
+        _, statuses = await self.pool_status(organization_id, show_errors=show_errors)
         status = next((s for s in statuses if s.preset_id == target.id), None)
         if status is None:
             raise PrebuilddError(
@@ -307,12 +322,18 @@ class PrebuildOperations:
             )
         async with self.db.transaction() as conn:
             events = await store.preset_events(conn, [target.id], limit)
+        if not show_errors:
+            events = [dataclasses.replace(e, message=redact_errors(e.message)) for e in events]
         return status, events
 
-    async def claim_builds(self, preset_id: UUID, window: timedelta = timedelta(days=1)) -> ClaimBuildCounts:
-        """The preset's claim builds over the last ``window``: how many ran, failed, and how long they took."""
+    async def claim_builds(
+        self, preset_id: UUID, *, show_errors: bool, window: timedelta = timedelta(days=1)
+    ) -> ClaimBuildCounts:
+        """The preset's claim builds over the last ``window``: how many ran, failed, and how long they took
+        (the last error only with ``show_errors``)."""
         async with self.db.transaction() as conn:
-            return await store.claim_build_counts(conn, preset_id, self.clock.now() - window)
+            counts = await store.claim_build_counts(conn, preset_id, self.clock.now() - window)
+        return counts if show_errors else dataclasses.replace(counts, last_error=None)
 
 
 def _sizing(snap: Snapshot, preset_id: UUID, desired: int) -> dict[str, Any]:
@@ -336,15 +357,27 @@ def _sizing(snap: Snapshot, preset_id: UUID, desired: int) -> dict[str, Any]:
     }
 
 
-async def _default_organization(conn: Conn) -> UUID:
-    org_id = await store.default_organization_id(conn)
-    if org_id is None:  # created at first start; gone only if someone deleted it by hand
-        raise not_found("the default organization")
-    return org_id
+def _known_errors(snap: Snapshot, preset_id: UUID) -> list[str]:
+    """The build errors the snapshot holds for the preset: the texts a member's status must not show."""
+    errors = [r.error for r in snap.history_by_preset.get(preset_id, []) if r.error]
+    errors += [r.error for r in snap.prebuilds if r.preset_id == preset_id and r.error]
+    last = snap.presets[preset_id].last_error
+    return [*errors, last] if last else errors
 
 
-async def _active_presets(conn: Conn, template: str, preset: str | None) -> list[ActivePreset]:
-    org_id = await _default_organization(conn)
+def _redacted(status: PresetStatus, errors: list[str]) -> PresetStatus:
+    def hide(text: str | None) -> str | None:
+        return None if text is None else redact_errors(text, errors)
+
+    return dataclasses.replace(
+        status,
+        blocked=hide(status.blocked),
+        hard_limit_reason=redact_errors(status.hard_limit_reason, errors),
+        last_decision=hide(status.last_decision),
+    )
+
+
+async def _active_presets(conn: Conn, org_id: UUID, template: str, preset: str | None) -> list[ActivePreset]:
     presets = await store.presets_of_active_version(conn, org_id, template, preset)
     if not presets:
         what = f"preset {preset} of template {template}" if preset else f"template {template}"

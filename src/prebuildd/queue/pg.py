@@ -93,10 +93,19 @@ class PgJobQueue:
         return [job.id for job in failed]
 
     async def acquire(
-        self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
+        self,
+        worker_id: str,
+        kinds: Sequence[str],
+        tags: Mapping[str, str],
+        *,
+        organization_id: UUID | None = None,
     ) -> AcquiredJob | None:
+        """The next job, its payload built (agent tokens issued) in the same transaction; ``organization_id``
+        (a standalone daemon's key) filters in the statement itself, so nothing is done for a foreign job."""
         async with self.db.transaction() as conn:
-            job = await store.acquire(conn, worker_id, kinds, tags, self.clock.now())
+            job = await store.acquire(
+                conn, worker_id, kinds, tags, self.clock.now(), organization_id=organization_id
+            )
             if job is None:
                 return None
             return await self._payload(conn, job)

@@ -250,7 +250,9 @@ class Server:
         org = await ensure_default_organization(db, self.clock)
         if await first_owner(db) is not None:
             return
-        user = await create_user(db, self.clock, username="admin", role="owner", organization_id=org.id)
+        user = await create_user(
+            db, self.clock, username="admin", role="owner", organization_id=org.id, site_owner=True
+        )
         _, secret = await create_token(db, self.clock, user_id=user.id, name="first-start")
         self._first_owner = (user.id, secret)
 

@@ -174,13 +174,26 @@ class JobDetail(JobSummary):
 
 
 async def acquire(
-    conn: Conn, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str], now: datetime
+    conn: Conn,
+    worker_id: str,
+    kinds: Sequence[str],
+    tags: Mapping[str, str],
+    now: datetime,
+    *,
+    organization_id: UUID | None = None,
 ) -> AcquiredJobRow | None:
-    """Take the next pending job this worker can run (human jobs first, then oldest), or None."""
+    """Take the next pending job this worker can run (human jobs first, then oldest), or None; with
+    ``organization_id``, only a job of that organization."""
     row = await fetch_one(
         conn,
         "jobs.acquire",
-        {"now": now, "worker_id": worker_id, "kinds": list(kinds), "tags": jsonb(dict(tags))},
+        {
+            "now": now,
+            "worker_id": worker_id,
+            "kinds": list(kinds),
+            "tags": jsonb(dict(tags)),
+            "organization_id": organization_id,
+        },
     )
     if row is None:
         return None

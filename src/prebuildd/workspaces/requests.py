@@ -9,7 +9,7 @@ from uuid import UUID
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import Transition
-from prebuildd.identity.users import User, has_role, user_named
+from prebuildd.identity.users import User, has_role, organization_of, user_named
 from prebuildd.store.db import Database
 from prebuildd.store.templates import Template
 from prebuildd.store.workspaces import preset_id_by_name, preset_names
@@ -21,7 +21,8 @@ async def owner_for_creation(db: Database, user: User, username: str | None) -> 
         return user
     if not has_role(user, "template-admin"):
         raise PrebuilddError(ErrorCode.FORBIDDEN, "only template admins create workspaces for other users")
-    owner = await user_named(db, username, system_too=True)
+    # Only a member of the template's organization (the one the request acts in) may own its workspace.
+    owner = await user_named(db, await organization_of(db, user), username, system_too=True)
     if owner.is_system:
         raise PrebuilddError(
             ErrorCode.INVALID_REQUEST,
@@ -55,7 +56,7 @@ async def listed_owner(db: Database, user: User, owner: str) -> UUID | None:
         raise PrebuilddError(ErrorCode.FORBIDDEN, "members list only their own workspaces (owner=me)")
     if owner.lower() == "all":
         return None
-    return (await user_named(db, owner, system_too=True)).id
+    return (await user_named(db, await organization_of(db, user), owner, system_too=True)).id
 
 
 def check_build_parameters(transition: Transition, parameters: Mapping[str, Any]) -> None:

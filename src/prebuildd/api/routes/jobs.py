@@ -8,12 +8,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
+from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep, has_role, permission
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
 from prebuildd.api.routes.prebuilds import PrebuildOpsDep
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import waiting_reason
+from prebuildd.domain.permissions import Action
+from prebuildd.identity.users import User
 from prebuildd.provisioner.registry import offered_capabilities
 from prebuildd.queue.reads import job_detail, list_jobs
 from prebuildd.store import prebuilds as prebuilds_store
@@ -70,7 +72,13 @@ async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
     return Settings(reconciliation_paused=paused)
 
 
-@router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
-async def put_settings(body: Settings, ops: PrebuildOpsDep, user: OwnerDep) -> Settings:
+@router.put(
+    "/settings",
+    response_model=Settings,
+    summary="Pause or resume reconciliation of every organization (site owner)",
+)
+async def put_settings(
+    body: Settings, ops: PrebuildOpsDep, user: Annotated[User, permission(Action.RECONCILIATION_PAUSE)]
+) -> Settings:
     setting = await ops.set_paused(body.reconciliation_paused, user.id)
     return Settings(reconciliation_paused=setting.reconciliation_paused)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep
+from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep, may, permission
 from prebuildd.api.models import (
     LogLineOut,
     LongText,
@@ -24,6 +24,8 @@ from prebuildd.api.models import (
     VersionOut,
 )
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.permissions import Action
+from prebuildd.identity.users import User
 from prebuildd.templates import catalog
 from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
 
@@ -155,13 +157,13 @@ async def get_version(
 @router.get(
     "/templates/{name}/versions/{version}/logs",
     response_model=list[LogLineOut],
-    summary="The log of a version's import job",
+    summary="The log of a version's import job (template-admins and owners: script output can hold secrets)",
 )
 async def version_logs(
     name: TemplateName,
     version: VersionName,
     services: ServicesDep,
-    user: UserDep,
+    user: Annotated[User, permission(Action.OUTPUTS_READ)],
     after: AfterQuery = 0,
     limit: LimitQuery = 10_000,
 ) -> list[LogLineOut]:
@@ -173,7 +175,7 @@ async def version_logs(
 @router.get(
     "/templates/{name}/presets",
     response_model=list[PresetOut],
-    summary="The presets of a version (the active one by default)",
+    summary="The presets of a version (the active one by default); the last prebuild error: template-admins",
 )
 async def list_presets(
     name: TemplateName,
@@ -181,4 +183,7 @@ async def list_presets(
     user: UserDep,
     version: Annotated[VersionName | None, Query(description="e.g. v2; default: the active version")] = None,
 ) -> list[PresetOut]:
-    return [PresetOut.from_preset(p) for p in await catalog.list_presets(services.db, user, name, version)]
+    presets = [PresetOut.from_preset(p) for p in await catalog.list_presets(services.db, user, name, version)]
+    if may(user, Action.OUTPUTS_READ):
+        return presets
+    return [p.model_copy(update={"prebuild_last_error": None}) for p in presets]

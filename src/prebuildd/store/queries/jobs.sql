@@ -18,7 +18,8 @@ VALUES (%(id)s, %(organization_id)s, %(type)s, %(provisioner)s, %(tags)s, %(prio
 RETURNING id;
 
 -- name: acquire
--- Human jobs before prebuild jobs, then oldest; a job's tags must all be offered by the daemon.
+-- Human jobs before prebuild jobs, then oldest; a job's tags must all be offered by the daemon, and a daemon
+-- of an organization's key takes only that organization's jobs (a null organization: any).
 UPDATE provisioner_jobs
 SET started_at = %(now)s, updated_at = %(now)s, worker_id = %(worker_id)s
 WHERE id = (
@@ -26,6 +27,7 @@ WHERE id = (
     WHERE job_status = 'pending'
       AND provisioner = ANY(%(kinds)s)
       AND tags <@ %(tags)s
+      AND (%(organization_id)s::uuid IS NULL OR organization_id = %(organization_id)s::uuid)
     ORDER BY priority, created_at
     FOR UPDATE SKIP LOCKED
     LIMIT 1

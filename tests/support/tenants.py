@@ -167,6 +167,20 @@ class World:
         assert created.status_code == 201, created.text
         return str(created.json()["key"]["id"])
 
+    async def new_organization(self) -> str:
+        """A new, empty organization (to be deleted)."""
+        name = self.unique("doomed-org")
+        async with self.client(self.running.owner_token) as client:
+            created = await client.post(f"{API}/organizations", json={"name": name})
+        assert created.status_code == 201, created.text
+        return name
+
+    async def new_user(self, org: Org) -> str:
+        """A new member of ``org`` (to be removed)."""
+        username = self.unique(f"{org.prefix}-temp")
+        await _add_user(self, org, username, "member")
+        return username
+
     async def new_template(self, org: Org, tmp: Path) -> str:
         """A template of ``org`` that nothing uses (whose import has finished), to be deleted."""
         name = self.unique(f"{org.prefix}-doomed")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Response
@@ -26,6 +26,10 @@ from prebuildd.identity.users import User
 
 router = APIRouter(tags=["users"])
 
+_LAST_OWNER: dict[str, Any] = {
+    "description": "Refused: it would leave an organization without an active owner, or the site without its owner."
+}
+
 UsersReader = Annotated[User, permission(Action.USERS_READ)]
 UsersManager = Annotated[User, permission(Action.USERS_MANAGE)]
 
@@ -40,7 +44,13 @@ async def list_users(services: ServicesDep, user: UsersReader) -> list[UserOut]:
     return [UserOut.from_user(u) for u in await users.list_users(services.db, user)]
 
 
-@router.post("/users", response_model=UserOut, status_code=201, summary="Create a user in the organization")
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=201,
+    summary="Create a user in the organization",
+    responses={409: {"description": "The username is taken."}},
+)
 async def add_user(body: UserCreate, services: ServicesDep, user: UsersManager) -> UserOut:
     created = await users.add_user(
         services.db, services.clock, user, username=body.username, role=body.role, email=body.email
@@ -52,6 +62,7 @@ async def add_user(body: UserCreate, services: ServicesDep, user: UsersManager) 
     "/users/{username}",
     response_model=UserOut,
     summary="Change a member's role in the organization, or suspend them (a suspended user's tokens stop working)",
+    responses={409: _LAST_OWNER},
 )
 async def update_user(
     username: Username, body: UserUpdate, services: ServicesDep, user: UsersManager
@@ -66,6 +77,7 @@ async def update_user(
     "/members/{username}",
     response_model=UserOut,
     summary="Add an existing user to the organization with a role, or change a member's role",
+    responses={409: _LAST_OWNER},
 )
 async def set_member(
     username: Username, body: MemberSet, services: ServicesDep, user: UsersManager
@@ -78,6 +90,7 @@ async def set_member(
     status_code=204,
     response_class=Response,
     summary="Remove a member from the organization (the user and their other memberships stay)",
+    responses={409: _LAST_OWNER},
 )
 async def remove_member(username: Username, services: ServicesDep, user: UsersManager) -> Response:
     await users.remove_member(services.db, user, username)

@@ -493,11 +493,6 @@ KNOWN_LEAKS: dict[str, str] = {
         if actor != "site-owner"
         for scope in SCOPES
     },
-    **{
-        f"POST {API}/prebuilds/cleanup | {role} | other": "cleanup naming another organization's template (or "
-        "an unknown one) answers 200 with an empty list where invalidate and retry answer 404"
-        for role in ("owner", "template-admin")
-    },
 }
 """Cells (``test id``) that still answer wrongly, with the leak they show: strict xfails, so that a fix shows."""
 

@@ -91,6 +91,12 @@ class Fuzzing:
     undocumented: dict[tuple[str, int], str] = field(default_factory=dict)
     """(operation, status) answered but not declared by the document, with a curl command that got it."""
 
+    def real_for(self, path: str) -> dict[str, str]:
+        """The real objects a path's parameters may name (``{name}`` is an organization's in its routes)."""
+        if path.startswith(f"{API}/organizations/") and "organization" in self.real:
+            return {**self.real, "name": self.real["organization"]}
+        return self.real
+
     def headers(self, path: str) -> dict[str, str]:
         if path.startswith(DAEMON_PATHS):
             secret = self.key
@@ -172,7 +178,8 @@ def _fuzz(fuzzing: Fuzzing, tag: str) -> list[str]:
     for operation in tagged:
         if _has_inputs(operation):
             fuzzing.with_inputs.add(operation.label)
-        pinned = {p.name: fuzzing.real[p.name] for p in operation.path_parameters if p.name in fuzzing.real}
+        real = fuzzing.real_for(operation.path)
+        pinned = {p.name: real[p.name] for p in operation.path_parameters if p.name in real}
         runs: list[tuple[GenerationMode, dict[str, str] | None]] = [
             (GenerationMode.POSITIVE, None),
             (GenerationMode.NEGATIVE, None),
@@ -237,8 +244,9 @@ async def _fuzzing(running: RunningServer, tmp_path: Path) -> Fuzzing:
         throwaway = await client.post(f"{API}/tokens", json={"name": "revocable"})
         assert own.status_code == throwaway.status_code == 201, (own.text, throwaway.text)
         me = await client.get(f"{API}/users/me")
-        organizations = await client.get(f"{API}/organizations")
-    org_name = organizations.json()[0]["name"] if organizations.status_code == 200 else "default"
+        # An organization of its own for the organization routes to rename and delete (not the default one).
+        organization = await client.post(f"{API}/organizations", json={"name": "fuzzed-org"})
+    organizations = {"organization": "fuzzed-org"} if organization.status_code == 201 else {}
     return Fuzzing(
         base_url=running.url,
         token=own.json()["secret"],
@@ -258,7 +266,7 @@ async def _fuzzing(running: RunningServer, tmp_path: Path) -> Fuzzing:
             "username": "alice",
             "token_id": str(throwaway.json()["token"]["id"]),
             "key": "fuzz-key",
-            "organization": org_name,
+            **organizations,
         },
     )
 

@@ -203,7 +203,7 @@ async def test_prebuild_operations_act_on_the_callers_organization(orgs: Tenants
         for path in ("invalidate", "retry"):
             assert (await carol.post(f"{API}/prebuilds/{path}", json=ref)).status_code == 404, path
         cleanup = await carol.post(f"{API}/prebuilds/cleanup", json={"template": "pool-a", "dry_run": False})
-        assert cleanup.status_code == 200 and cleanup.json()["prebuilds"] == []
+        assert cleanup.status_code == 404, cleanup.text
         assert (
             await carol.patch(f"{API}/templates/pool-a/presets/warm", json={"instances": 5})
         ).status_code == 404
@@ -213,6 +213,8 @@ async def test_prebuild_operations_act_on_the_callers_organization(orgs: Tenants
         own = {"template": "pool-b", "preset": "warm"}
         assert (await carol.post(f"{API}/prebuilds/retry", json=own)).status_code == 200
         assert (await carol.post(f"{API}/prebuilds/invalidate", json=own)).status_code == 200
+        mine = await carol.post(f"{API}/prebuilds/cleanup", json={"template": "pool-b", "dry_run": True})
+        assert mine.status_code == 200 and mine.json()["prebuilds"] == []
         assert (
             await carol.patch(f"{API}/templates/pool-b/presets/warm", json={"instances": 2})
         ).status_code == 200
@@ -378,3 +380,20 @@ async def test_the_cli_names_the_organization_with_org_or_the_one_remembered(
         "b",
         "default",
     ]
+
+
+async def test_a_failed_imports_error_is_for_template_admins(orgs: Tenants, tmp_path: Path) -> None:
+    async with orgs.client("admin") as admin, orgs.client("alice") as alice:
+        pushed = await push(
+            admin, tmp_path, "missing", 'provisioner = "exec"\n[exec]\ncreate = "missing.sh"\n', {}
+        )
+        assert pushed.status_code == 201, pushed.text
+        version = await wait_imported(admin, "missing", "v1")
+        assert version["import_status"] == "failed" and "missing.sh" in version["import_error"]
+        seen = (await alice.get(f"{API}/templates/missing/versions/v1")).json()
+        assert seen["import_status"] == "failed" and "missing.sh" not in seen["import_error"]
+        assert all(
+            "missing.sh" not in str(v) for v in (await alice.get(f"{API}/templates/missing/versions")).json()
+        )
+        assert (await alice.get(f"{API}/templates/missing/versions/v1/logs")).status_code == 403
+        assert (await admin.get(f"{API}/templates/missing/versions/v1/logs")).status_code == 200

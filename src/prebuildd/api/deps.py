@@ -105,6 +105,8 @@ def permission(action: Action) -> Any:
         users.require(user, action)
         return user
 
+    # What the route needs, readable from its dependencies (e.g. by a test that lists routes and actions).
+    check.action = action  # type: ignore[attr-defined]
     return Depends(check)
 
 
@@ -126,6 +128,9 @@ OwnerDep = Annotated[User, require_role("owner")]
 async def _site_owner(user: AnyUserDep) -> User:
     users.require(user, Action.ORGS_MANAGE)
     return user
+
+
+_site_owner.action = Action.ORGS_MANAGE  # type: ignore[attr-defined]
 
 
 SiteOwnerDep = Annotated[User, Depends(_site_owner)]

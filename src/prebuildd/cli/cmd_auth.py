@@ -67,8 +67,8 @@ def login(
     # Remember the organization this login acts in, so that later commands need no --org.
     org = next((o["name"] for o in orgs if o["id"] == me.get("organization")), chosen)
     path = save_login(Login(url=server, token=secret, organization=org))
-    where = f" in {org}" if org else ""
-    note(f"Logged in to {server} as {me['username']} ({me['role']}{where}); saved in {path}.")
+    where = f" in organization {org}" if org else ""
+    note(f"Logged in to {server} as {me['username']} ({me['role']}){where}; saved in {path}.")
 
 
 def logout() -> None:

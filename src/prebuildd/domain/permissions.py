@@ -36,6 +36,8 @@ class Action(StrEnum):
     WORKSPACE_ANYONES = "workspace.anyones"
     """See and act on other users' workspaces, create workspaces for them."""
     JOBS_READ = "jobs.read"
+    JOBS_MANAGE = "jobs.manage"
+    """Cancel anyone's job (everyone may cancel the jobs they started)."""
     # users, memberships and tokens
     USERS_READ = "users.read"
     USERS_MANAGE = "users.manage"
@@ -59,6 +61,7 @@ LEAST_ROLE: dict[Action, str] = {
     Action.WORKSPACE_CREATE: "member",
     Action.WORKSPACE_ANYONES: "template-admin",
     Action.JOBS_READ: "template-admin",
+    Action.JOBS_MANAGE: "template-admin",
     Action.USERS_READ: "template-admin",
     Action.USERS_MANAGE: "owner",
     Action.TOKENS_FOR_OTHERS: "owner",

@@ -94,8 +94,9 @@ async def revoke_token(db: Database, clock: Clock, actor: User, token_id: UUID) 
     if holder_id != actor.id and not actor.site_owner:
         if not may(actor, Action.TOKENS_FOR_OTHERS):
             raise not_found(f"active token {token_id}")
+        organization_id = await organization_of(db, actor)
         async with db.transaction() as conn:
-            members = await store.members(conn, await organization_of(db, actor))
+            members = await store.members(conn, organization_id)
         holder = next((m for m in members if m.id == holder_id), None)
         if holder is None or not await administers(db, actor, holder):
             raise not_found(f"active token {token_id}")

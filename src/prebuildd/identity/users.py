@@ -13,7 +13,7 @@ import re
 from uuid import UUID, uuid4
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
-from prebuildd.domain.permissions import ROLE_RANK, ROLES, Action, allows, has_rank
+from prebuildd.domain.permissions import LEAST_ROLE, ROLE_RANK, ROLES, SITE, Action, allows, has_rank
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import identity as store
 from prebuildd.store.db import Conn, Database
@@ -39,8 +39,6 @@ def may(user: User, action: Action) -> bool:
 def require(user: User, action: Action) -> None:
     """Refuse (403) unless ``user`` may do ``action``."""
     if not may(user, action):
-        from prebuildd.domain.permissions import LEAST_ROLE, SITE
-
         needed = LEAST_ROLE[action]
         what = "the site owner" if needed == SITE else f"the {needed} role"
         raise PrebuilddError(

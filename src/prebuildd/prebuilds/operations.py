@@ -30,6 +30,7 @@ from prebuildd.domain.status import derive_status
 from prebuildd.prebuilds.snapshot import Snapshot, SnapshotReader
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import prebuilds as store
+from prebuildd.store import templates as templates_store
 from prebuildd.store.db import Conn, Database
 from prebuildd.store.prebuilds import (
     ActivePreset,
@@ -277,6 +278,13 @@ class PrebuildOperations:
         self, organization_id: UUID, template: str | None, preset: str | None
     ) -> list[FailedPrebuild]:
         async with self.db.transaction() as conn:
+            # A template named must be the organization's, as for invalidate and retry: 404 otherwise (an
+            # empty list would not say whether the name was wrong, or another organization's).
+            if (
+                template is not None
+                and await templates_store.live_template(conn, organization_id, template) is None
+            ):
+                raise not_found(f"template {template}")
             return await store.failed_prebuilds(conn, organization_id, template, preset)
 
     async def cleanup(

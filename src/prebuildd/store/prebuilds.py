@@ -317,11 +317,6 @@ async def set_paused(conn: Conn, paused: bool, now: datetime, user_id: UUID) -> 
     return PauseSetting(row["reconciliation_paused"], row["updated_at"])
 
 
-async def default_organization_id(conn: Conn) -> UUID | None:
-    row = await fetch_one(conn, "identity.default_organization")
-    return None if row is None else UUID(str(row["id"]))
-
-
 @dataclass(frozen=True)
 class ActivePreset:
     """A preset of a template's active version."""

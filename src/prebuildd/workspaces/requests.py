@@ -9,7 +9,8 @@ from uuid import UUID
 
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 from prebuildd.domain.jobs import Transition
-from prebuildd.identity.users import User, has_role, organization_of, user_named
+from prebuildd.domain.permissions import Action
+from prebuildd.identity.users import User, may, organization_of, user_named
 from prebuildd.store.db import Database
 from prebuildd.store.templates import Template
 from prebuildd.store.workspaces import preset_id_by_name, preset_names
@@ -19,7 +20,7 @@ async def owner_for_creation(db: Database, user: User, username: str | None) -> 
     """Who will own a new workspace: the caller, or (template admins only) the user named; never a system user."""
     if username is None or username.lower() == user.username.lower():
         return user
-    if not has_role(user, "template-admin"):
+    if not may(user, Action.WORKSPACE_ANYONES):
         raise PrebuilddError(ErrorCode.FORBIDDEN, "only template admins create workspaces for other users")
     # Only a member of the template's organization (the one the request acts in) may own its workspace.
     owner = await user_named(db, await organization_of(db, user), username, system_too=True)
@@ -52,7 +53,7 @@ async def listed_owner(db: Database, user: User, owner: str) -> UUID | None:
     """Whose workspaces ``owner`` (``me``, ``all`` or a username) asks for: members only their own; None is all."""
     if owner.lower() in ("me", user.username.lower()):
         return user.id
-    if not has_role(user, "template-admin"):
+    if not may(user, Action.WORKSPACE_ANYONES):
         raise PrebuilddError(ErrorCode.FORBIDDEN, "members list only their own workspaces (owner=me)")
     if owner.lower() == "all":
         return None

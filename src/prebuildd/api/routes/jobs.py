@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep, has_role, permission
+from prebuildd.api.deps import ServicesDep, UserDep, may, permission
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
 from prebuildd.api.routes.prebuilds import PrebuildOpsDep
@@ -28,7 +28,7 @@ JobStatusFilter = Literal["pending", "running", "succeeded", "canceling", "cance
 @router.get("/jobs", response_model=list[JobOut], summary="Provisioner jobs, newest first")
 async def jobs(
     services: ServicesDep,
-    user: TemplateAdminDep,
+    user: Annotated[User, permission(Action.JOBS_READ)],
     status: Annotated[JobStatusFilter | None, Query(description="Only jobs with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobOut]:
@@ -54,7 +54,7 @@ async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
     if (
         job is None
         or job.organization_id != await organization_of(services, user)
-        or not (has_role(user, "template-admin") or job.initiator_id == user.id)
+        or not (may(user, Action.JOBS_MANAGE) or job.initiator_id == user.id)
     ):
         raise not_found(f"job {job_id}")
     if await services.queue.cancel(job_id) is None:

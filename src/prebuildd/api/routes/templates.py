@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep, may, permission
+from prebuildd.api.deps import ServicesDep, UserDep, may, permission
 from prebuildd.api.models import (
     LogLineOut,
     LongText,
@@ -31,6 +31,8 @@ from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
 
 router = APIRouter(tags=["templates"])
 
+TemplateWriter = Annotated[User, permission(Action.TEMPLATE_WRITE)]
+
 AfterQuery = Annotated[int, Query(ge=0, le=2**62, description="Only lines with an id above this one.")]
 LimitQuery = Annotated[int, Query(ge=1, le=10_000, description="At most this many lines; page with `after`.")]
 
@@ -41,6 +43,15 @@ _ARCHIVE_BODY: dict[str, Any] = {
         "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+
+
+def _version_for(user: User, version: VersionOut) -> VersionOut:
+    """The version as the caller may see it: an import error is script output, for template-admins only."""
+    if version.import_error is None or may(user, Action.OUTPUTS_READ):
+        return version
+    return version.model_copy(
+        update={"import_error": "import failed (the error is shown to template-admins)"}
+    )
 
 
 async def _read_archive(request: Request) -> bytes:
@@ -78,7 +89,7 @@ async def push(
     name: TemplateName,
     request: Request,
     services: ServicesDep,
-    user: TemplateAdminDep,
+    user: TemplateWriter,
     activate: Annotated[bool, Query(description="Make it the active version once imported.")] = False,
     message: Annotated[LongText, Query(description="What changed.")] = "",
 ) -> PushedVersionOut:
@@ -109,7 +120,7 @@ async def get_template(name: TemplateName, services: ServicesDep, user: UserDep)
     responses={406: {"description": "The version is still importing."}},
 )
 async def update_template(
-    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateAdminDep
+    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateWriter
 ) -> TemplateOut:
     template = await catalog.update_template(
         services.db,
@@ -131,7 +142,7 @@ async def update_template(
     summary="Delete a template (refused while users have workspaces from it; prebuilds are removed)",
     responses={409: {"description": "Users still have workspaces from this template."}},
 )
-async def delete_template(name: TemplateName, services: ServicesDep, user: TemplateAdminDep) -> Response:
+async def delete_template(name: TemplateName, services: ServicesDep, user: TemplateWriter) -> Response:
     await catalog.delete_template(services.db, services.clock, services.kick, user, name)
     return Response(status_code=204)
 
@@ -142,7 +153,8 @@ async def delete_template(name: TemplateName, services: ServicesDep, user: Templ
     summary="A template's versions, newest first",
 )
 async def list_versions(name: TemplateName, services: ServicesDep, user: UserDep) -> list[VersionOut]:
-    return [VersionOut.from_version(v) for v in await catalog.list_versions(services.db, user, name)]
+    versions = [VersionOut.from_version(v) for v in await catalog.list_versions(services.db, user, name)]
+    return [_version_for(user, v) for v in versions]
 
 
 @router.get(
@@ -154,7 +166,7 @@ async def get_version(
     name: TemplateName, version: VersionName, services: ServicesDep, user: UserDep
 ) -> VersionOut:
     found, parameters = await catalog.get_version(services.db, user, name, version)
-    return VersionOut.from_version(found, parameters)
+    return _version_for(user, VersionOut.from_version(found, parameters))
 
 
 @router.get(

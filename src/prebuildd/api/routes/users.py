@@ -77,7 +77,7 @@ async def update_user(
     "/members/{username}",
     response_model=UserOut,
     summary="Add an existing user to the organization with a role, or change a member's role",
-    responses={409: _LAST_OWNER},
+    responses={409: {"description": "The change would leave the organization without an active owner."}},
 )
 async def set_member(
     username: Username, body: MemberSet, services: ServicesDep, user: UsersManager
@@ -90,7 +90,7 @@ async def set_member(
     status_code=204,
     response_class=Response,
     summary="Remove a member from the organization (the user and their other memberships stay)",
-    responses={409: _LAST_OWNER},
+    responses={409: {"description": "The member is the organization's last active owner."}},
 )
 async def remove_member(username: Username, services: ServicesDep, user: UsersManager) -> Response:
     await users.remove_member(services.db, user, username)

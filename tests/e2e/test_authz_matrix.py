@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 import pytest_asyncio
 from fastapi.routing import iter_route_contexts
@@ -31,6 +32,7 @@ from structlog.testing import capture_logs
 
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
+from prebuildd.runtime.config import ServerConfig
 from prebuildd.store.db import Database
 from prebuildd.templates.archive import pack_directory
 from tests.support.api import API, push
@@ -486,15 +488,17 @@ ROWS: list[Row] = [
 ]
 # fmt: on
 
-KNOWN_LEAKS: dict[str, str] = {
-    **{
-        f"GET /metrics | {actor} | {scope}": "/metrics is open to anyone, without a token, with organization labels"
-        for actor in ACTORS
-        if actor != "site-owner"
-        for scope in SCOPES
-    },
-}
-"""Cells (``test id``) that still answer wrongly, with the leak they show: strict xfails, so that a fix shows."""
+# Cells (test ids) that still answer wrongly, with the leak they show: strict xfails, so that a fix shows.
+KNOWN_LEAKS: dict[str, str] = {}
+if "metrics_public" not in ServerConfig.model_fields:  # until the server protects /metrics (--metrics-token)
+    KNOWN_LEAKS.update(
+        {
+            f"GET /metrics | {actor} | {scope}": "/metrics is open to anyone, without a token, with organization ids"
+            for actor in ACTORS
+            if actor != "site-owner"
+            for scope in SCOPES
+        }
+    )
 
 
 # -- the world ---------------------------------------------------------------------------------------------
@@ -543,6 +547,23 @@ def _cells() -> list[Any]:
     return params
 
 
+async def _send(client: httpx.AsyncClient, request: Request) -> httpx.Response:
+    """Send ``request``; a 503 (the server could not get a database connection in time, as on a starved machine)
+    says nothing about authorization and is asked again, a few times."""
+    for _ in range(3):
+        response = await client.request(
+            request.method,
+            request.path,
+            json=request.json,
+            params=request.params,
+            content=request.content,
+            headers=dict(request.headers),
+        )
+        if response.status_code != 503:
+            break
+    return response
+
+
 @pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(("route", "row", "actor", "scope"), _cells())
 async def test_matrix(
@@ -552,14 +573,7 @@ async def test_matrix(
     cell = Cell(world, actor, scope, tmp_path)
     request = await row.build(cell)
     async with world.client(cell.token(), cell.home) as client:
-        response = await client.request(
-            request.method,
-            request.path,
-            json=request.json,
-            params=request.params,
-            content=request.content,
-            headers=dict(request.headers),
-        )
+        response = await _send(client, request)
     expected = row.expect[actor, scope]
     assert response.status_code == expected, (
         f"{row.label} as {actor} ({scope} organization): expected {expected}, "
@@ -626,13 +640,6 @@ async def test_naming_an_organization_one_is_not_in_is_a_404(world: World, tmp_p
     cell = Cell(world, "owner", "own", tmp_path)
     request = await row.build(cell)
     async with world.client(cell.token(), world.alpha) as client:
-        response = await client.request(
-            request.method,
-            request.path,
-            json=request.json,
-            params=request.params,
-            content=request.content,
-            headers=dict(request.headers),
-        )
+        response = await _send(client, request)
     assert response.status_code == 404, f"{row.label}: {response.status_code} {response.text[:300]}"
     assert response.json()["code"] == "not_found"

@@ -52,6 +52,8 @@ EXAMPLES = int(os.environ.get("PREBUILDD_FUZZ_EXAMPLES", "25"))
 """Per operation and mode: positive and negative, random then real path parameters (at least 50 in all)."""
 SCENARIOS = int(os.environ.get("PREBUILDD_FUZZ_SCENARIOS", "40"))
 SEED = os.environ.get("PREBUILDD_FUZZ_SEED")
+TIMEOUT = 600
+"""Per test: a router's operations take a minute or two on two busy cores, the first test also sets things up."""
 
 DAEMON_PATHS = f"{API}/provisioner/daemon/"
 AGENT_PATHS = f"{API}/agent/"
@@ -304,6 +306,7 @@ def fuzzing(fuzzed: tuple[RunningServer, Fuzzing]) -> Fuzzing:
     return fuzzing
 
 
+@pytest.mark.timeout(TIMEOUT)
 @pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("tag", _tags())
 async def test_no_generated_request_makes_the_server_fail(
@@ -323,6 +326,7 @@ async def test_no_generated_request_makes_the_server_fail(
     )
 
 
+@pytest.mark.timeout(TIMEOUT)
 @pytest.mark.asyncio(loop_scope="module")
 async def test_stateful_sequences(fuzzed: tuple[RunningServer, Fuzzing], fuzzing: Fuzzing) -> None:
     await asyncio.to_thread(_stateful, fuzzing)

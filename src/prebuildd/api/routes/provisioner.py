@@ -93,6 +93,7 @@ async def list_keys(
     response_model=CreatedProvisionerKey,
     status_code=201,
     summary="Create a provisioner key of the organization (site_wide: of none, site owner); the secret is returned once",
+    responses={409: {"description": "A key of this name exists (revoke it first or choose another name)."}},
 )
 @audited("key.create", "provisioner_key")
 async def create_key(

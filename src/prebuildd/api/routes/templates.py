@@ -81,7 +81,10 @@ async def list_templates(services: ServicesDep, user: UserDep) -> list[TemplateO
     status_code=201,
     summary="Push a new version (the template is created on its first push); its import runs as a job",
     openapi_extra=_ARCHIVE_BODY,
-    responses={413: {"description": "The archive is larger than a template may be."}},
+    responses={
+        409: {"description": "Another version of the template was pushed at the same time: push again."},
+        413: {"description": "The archive is larger than a template may be."},
+    },
 )
 @audited("template.push", "template", "name")
 async def push(

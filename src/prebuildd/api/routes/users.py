@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Response
@@ -27,6 +27,10 @@ from prebuildd.identity.users import User
 
 router = APIRouter(tags=["users"])
 
+_LAST_OWNER: dict[str, Any] = {
+    "description": "Refused: it would leave an organization without an active owner, or the site without its owner."
+}
+
 UsersReader = Annotated[User, permission(Action.USERS_READ)]
 UsersManager = Annotated[User, permission(Action.USERS_MANAGE)]
 
@@ -41,7 +45,13 @@ async def list_users(services: ServicesDep, user: UsersReader) -> list[UserOut]:
     return [UserOut.from_user(u) for u in await users.list_users(services.db, user)]
 
 
-@router.post("/users", response_model=UserOut, status_code=201, summary="Create a user in the organization")
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=201,
+    summary="Create a user in the organization",
+    responses={409: {"description": "The username is taken."}},
+)
 @audited("user.create", "user")
 async def add_user(body: UserCreate, services: ServicesDep, user: UsersManager, audit: AuditDep) -> UserOut:
     created = await users.add_user(
@@ -60,6 +70,7 @@ async def add_user(body: UserCreate, services: ServicesDep, user: UsersManager, 
     "/users/{username}",
     response_model=UserOut,
     summary="Change a member's role in the organization, or suspend them (a suspended user's tokens stop working)",
+    responses={409: _LAST_OWNER},
 )
 @audited("user.role", "user", "username")
 async def update_user(

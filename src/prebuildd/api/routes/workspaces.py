@@ -71,7 +71,10 @@ async def _workspace_out(services: Services, workspace_id: UUID) -> WorkspaceOut
     response_model=WorkspaceOut,
     status_code=201,
     summary="Create a workspace: a ready prebuild when a preset fits, else a cold build",
-    responses={406: {"description": "The template's version is still importing."}},
+    responses={
+        406: {"description": "The template's version is still importing."},
+        409: {"description": "The owner already has a workspace of this name."},
+    },
 )
 async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: UserDep) -> WorkspaceOut:
     organization_id = await organization_of(services, user)

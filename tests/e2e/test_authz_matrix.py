@@ -362,7 +362,6 @@ ROWS: list[Row] = [
     # -- public ----------------------------------------------------------------------------------------------
     Row("GET", "/openapi.json", fixed("GET", "/openapi.json"), everyone(200)),
     Row("GET", "/docs", fixed("GET", "/docs"), everyone(200)),
-    Row("GET", "/docs/oauth2-redirect", fixed("GET", "/docs/oauth2-redirect"), everyone(200)),
     Row("GET", "/healthz", fixed("GET", "/healthz"), everyone(200)),
     Row("GET", "/readyz", fixed("GET", "/readyz"), everyone(200)),
     # Site-wide operator data: the site owner's token (or a dedicated metrics token), never anyone's.

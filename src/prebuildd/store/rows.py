@@ -54,6 +54,16 @@ async def fetch_all_as(conn: Conn, query: str, params: Params | None, cls: Calla
         return [cls(*row) for row in await cur.fetchall()]
 
 
+async def fetch_tuples(conn: Conn, query: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+    """Rows as tuples over the binary protocol (a hot path building objects positionally)."""
+    async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+        try:
+            await cur.execute(q(query), params)
+        except psycopg.Error as exc:
+            raise store_error(exc, broken=conn.broken) from exc
+        return await cur.fetchall()
+
+
 async def fetch_val(conn: Conn, query: str, params: Params | None = None) -> Any:
     row = await fetch_one(conn, query, params)
     return None if row is None else next(iter(row.values()))

@@ -42,6 +42,8 @@ log = structlog.get_logger(__name__)
 RETRY_FIRST = 0.5
 """Seconds before the first retry of a failed queue call; doubled after each failure up to ``RETRY_MAX``."""
 RETRY_MAX = 10.0
+IDLE_RECHECK = 30.0
+"""Seconds an idle daemon waits before looking for a job on its own, when its queue wakes it for jobs."""
 LOG_BUFFER_LINES = 10_000
 """Log lines a job keeps while they cannot be sent; beyond, the oldest are dropped (and the drop is logged)."""
 MAX_REFUSED_COMPLETIONS = 5
@@ -269,7 +271,16 @@ class ProvisionerDaemon:
             )
 
     async def _wait_for_jobs(self) -> None:
-        waiter = asyncio.ensure_future(self.queue.wait_for_jobs(self.options.poll_interval))
+        if getattr(self.queue, "wakes_waiters", False):
+            # The queue wakes this daemon when a job fits it (a notification, or its process's one poll): an
+            # idle daemon looks on its own only now and then, so that many idle daemons cost the database
+            # next to nothing.
+            wait = self.queue.wait_for_jobs(
+                max(self.options.poll_interval, IDLE_RECHECK), kinds=self.kinds, tags=self.options.tags
+            )
+        else:
+            wait = self.queue.wait_for_jobs(self.options.poll_interval)
+        waiter = asyncio.ensure_future(wait)
         stopper = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)

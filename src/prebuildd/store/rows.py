@@ -23,9 +23,13 @@ Row = dict[str, Any]
 Params = Mapping[str, Any]
 
 
-async def fetch_one(conn: Conn, query: str, params: Params | None = None) -> Row | None:
+async def fetch_one(
+    conn: Conn, query: str, params: Params | None = None, *, prepare: bool | None = None
+) -> Row | None:
+    """One row or None; ``prepare=True`` prepares the statement on its first run on a connection (hot paths:
+    psycopg otherwise waits for its fifth)."""
     try:
-        cur = await conn.execute(q(query), params)
+        cur = await conn.execute(q(query), params, prepare=prepare)
         return await cur.fetchone()
     except psycopg.Error as exc:
         raise store_error(exc, broken=conn.broken) from exc
@@ -69,9 +73,11 @@ async def fetch_val(conn: Conn, query: str, params: Params | None = None) -> Any
     return None if row is None else next(iter(row.values()))
 
 
-async def execute(conn: Conn, query: str, params: Params | None = None) -> int:
+async def execute(
+    conn: Conn, query: str, params: Params | None = None, *, prepare: bool | None = None
+) -> int:
     try:
-        cur = await conn.execute(q(query), params)
+        cur = await conn.execute(q(query), params, prepare=prepare)
     except psycopg.Error as exc:
         raise store_error(exc, broken=conn.broken) from exc
     return cur.rowcount

@@ -237,7 +237,6 @@ DAEMON_SCRIPT = textwrap.dedent("""
     from prebuildd.runtime.clock import SystemClock
     from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
     from prebuildd.queue.pg import PgJobQueue
-from prebuildd.queue.port import AcquiredJob
     from prebuildd.provisioner.registry import available_provisioners
     from prebuildd.store.db import Database
 

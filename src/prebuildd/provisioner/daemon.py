@@ -110,10 +110,14 @@ class _LogBuffer:
         self.dropped = 0
         self.failing = False
         self._lock = asyncio.Lock()
+        self._sender: asyncio.Task[None] | None = None
+        """Sends batches every ``interval``; started by the first line (most no-op jobs log nothing)."""
 
     async def add(self, level: str, stage: str, output: str) -> None:
         self.lines.append(LogLine(level, stage, output))
         self._trim()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self.run())
         if len(self.lines) >= 100 and not self.failing and not self._lock.locked():
             await self.flush()
 
@@ -160,6 +164,15 @@ class _LogBuffer:
             if not self.daemon.delivering:
                 self.daemon.fault.recovered(worker_id=self.daemon.worker_id)
             return True
+
+    def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+
+    async def stopped(self) -> None:
+        if self._sender is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
 
     async def run(self) -> None:
         backoff = self.daemon._backoff()
@@ -303,7 +316,6 @@ class ProvisionerDaemon:
     async def run_job(self, job: AcquiredJob) -> None:
         self.current_job = job.id
         logs = _LogBuffer(self, job.id, self.options.log_flush_interval)
-        flusher = asyncio.create_task(logs.run())
         # A provisioner that reads no files (echo) gets a shared empty directory: no per-job unpacking, which
         # was a third of a no-op job's cost (bench/queue_throughput.py).
         needs_files = getattr(self.provisioners.get(job.provisioner), "needs_files", True)
@@ -323,11 +335,10 @@ class ProvisionerDaemon:
                     raise
             finally:
                 beater.cancel()
-                flusher.cancel()
+                logs.stop()
                 if needs_files:
                     shutil.rmtree(work, ignore_errors=True)
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await logs.stopped()
             if outcome is None:
                 log.warning("daemon.job_lost", job_id=str(job.id), worker_id=self.worker_id)
                 return

@@ -251,7 +251,9 @@ async def issue_agent_tokens(
 
 async def heartbeat(conn: Conn, job_id: UUID, worker_id: str, now: datetime) -> bool | None:
     """Keep a job alive: whether it was canceled, or None when the worker no longer holds it."""
-    row = await fetch_one(conn, "jobs.heartbeat", {"id": job_id, "worker_id": worker_id, "now": now})
+    row = await fetch_one(
+        conn, "jobs.heartbeat", {"id": job_id, "worker_id": worker_id, "now": now}, prepare=True
+    )
     return None if row is None else bool(row["canceled"])
 
 
@@ -315,7 +317,10 @@ async def complete_build(
     """Complete a build job, store its result and notify, in one statement; None when the job is not a build
     held by this worker (nothing is written; the caller takes ``complete``)."""
     row = await fetch_one(
-        conn, "jobs.complete_build", {**completion.params(), "state": state, "outputs": jsonb(dict(outputs))}
+        conn,
+        "jobs.complete_build",
+        {**completion.params(), "state": state, "outputs": jsonb(dict(outputs))},
+        prepare=True,
     )
     if row is None:
         return None

@@ -173,11 +173,11 @@ async def test_a_new_job_wakes_an_idle_daemon_through_notify(env: Env) -> None:
         await listener.stop()
 
 
-async def test_idle_daemons_share_one_poll_and_a_notification_wakes_one(
+async def test_idle_daemons_share_one_poll_and_a_notification_wakes_its_provisioners(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle daemons do not poll the database each on their own: one poll per process finds jobs queued without
-    a notification, and a notification wakes one idle daemon, not all of them."""
+    a notification, and a notification wakes the idle daemons of its provisioner only."""
     pushed = await env.push("t", ECHO)
     # A listener deaf to queued jobs: only the process's poll can find them.
     listener = Listener(env.db, (channels.JOB_COMPLETED,))
@@ -218,12 +218,15 @@ async def test_idle_daemons_share_one_poll_and_a_notification_wakes_one(
         [job_id] = await _workspaces(env, pushed.template_id, 1)
         await wait_for(lambda: _status_is(env, job_id, "succeeded"), timeout=20)
         assert recording.runs == {str(job_id): 1}
-        # The poll woke the idle daemons the job fits; it ran once. A notification wakes only one of them.
+        # The poll woke the idle daemons the job fits; it ran once. A notification of another provisioner's job
+        # wakes none of them, one of theirs wakes them all.
         await wait_for(lambda: queue.waiting == 8)
         before = calls["acquire"]
+        queue._on_notify(channels.JOB_QUEUED, "terraform")
+        assert queue.waiting == 8
         queue._on_notify(channels.JOB_QUEUED, "echo")
         await wait_for(lambda: queue.waiting == 8)
-        assert calls["acquire"] == before + 1
+        assert calls["acquire"] == before + 8
     finally:
         for d in fleet:
             d.stop()

@@ -213,10 +213,9 @@ class PgJobQueue:
         self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
     ) -> None:
         """Wait until a job this waiter may run is queued, or ``timeout``. Without a listener: the timeout (the
-        caller polls). With one, a queued job's notification wakes one waiter of its provisioner (each job is one
-        notification: waking them all would have every idle daemon race for it), and one poll per process, not
-        per waiter, every ``poll_interval`` wakes the waiters that pending jobs fit (a notification lost, a job a
-        woken daemon could not take, an earlier outage)."""
+        caller polls). With one, a queued job's notification wakes the waiters of its provisioner, and one poll
+        per process, not per waiter, every ``poll_interval`` wakes the waiters that pending jobs fit (a
+        notification lost, a job a woken daemon could not take, an earlier outage)."""
         if self.listener is None:
             await asyncio.sleep(timeout)
             return
@@ -249,7 +248,10 @@ class PgJobQueue:
         if not payload:  # the listener is back after an outage: whatever was queued meanwhile, look now
             self._wake(lambda w: True)
             return
-        self._wake(lambda w: not w.kinds or payload in w.kinds, limit=1)
+        # Every idle daemon of that provisioner races for it (one wins, the others find nothing and wait again):
+        # waking only one would leave the others idle while busy daemons keep up, and a daemon that never gets a
+        # job cannot be told from a lost one.
+        self._wake(lambda w: not w.kinds or payload in w.kinds)
 
     def _wake(self, fits: Callable[[_Waiter], bool], limit: int | None = None) -> int:
         woken = 0

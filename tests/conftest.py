@@ -76,7 +76,7 @@ async def env(db: Database, clock: FakeClock, tmp_path: Path) -> Env:
     from prebuildd.workspaces.builder import WorkspaceBuilder
 
     org = await ensure_default_organization(db, clock)
-    owner = await create_user(db, clock, username="admin", role="owner")
+    owner = await create_user(db, clock, username="admin", role="owner", site_owner=True)
     member = await create_user(db, clock, username="alice")
     queue = PgJobQueue(db, clock)
     work = tmp_path / "work"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -10,11 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prebuildd.domain.autoscale import (
+    DEFAULT_LEAD,
     AutoscaleSettings,
     AutoscaleState,
     Demand,
     base_stock_size,
     decide,
+    estimate,
     recent_rate,
     recommended,
     settings_problems,
@@ -108,13 +111,13 @@ def test_scale_up_is_immediate() -> None:
     d = decide(DEFAULT, demand(2.0, lead=480), state, now=NOW, scheduled=2)
     assert d.target == 20  # 24 clamped to max
     assert d.state == AutoscaleState(20, NOW, NOW)
-    assert d.reason == "autoscale: 2 claims/min, ready mean 8m, p90 8m, target 95%"
+    assert d.reason == "autoscale: 2 claims/min, ready p90 8m, target 95%"
 
 
-def test_lead_time_is_the_mean_by_default_or_the_p90() -> None:
+def test_lead_time_is_the_p90_by_default_or_the_mean() -> None:
     d = Demand(**{**demand(0.8, lead=250).__dict__, "ready_mean_seconds": 150.0})
-    mean = decide(DEFAULT, d, None, now=NOW, scheduled=2)
-    p90 = decide(AutoscaleSettings(min=1, max=20, lead_time="p90"), d, None, now=NOW, scheduled=2)
+    p90 = decide(DEFAULT, d, None, now=NOW, scheduled=2)
+    mean = decide(AutoscaleSettings(min=1, max=20, lead_time="mean"), d, None, now=NOW, scheduled=2)
     assert (mean.target, p90.target) == (base_stock_size(0.8, 150, 0.95), base_stock_size(0.8, 250, 0.95))
     assert p90.reason == "autoscale: 0.8 claims/min, ready p90 4m10s, target 95%"
     assert mean.reason == "autoscale: 0.8 claims/min, ready mean 2m30s, p90 4m10s, target 95%"
@@ -188,7 +191,6 @@ def test_scale_down_walks_to_the_estimate_in_steps() -> None:
                 claims=(5, 10, 30, 30, 30), day=30, first_at=NOW - timedelta(minutes=20), ready_p90_seconds=60
             ),
         ),
-        ("no ready time", Demand(claims=(5, 10, 30, 30, 30), day=30, first_at=NOW - timedelta(hours=2))),
     ],
 )
 def test_fallback_with_too_little_data(case: str, d: Demand) -> None:
@@ -219,3 +221,85 @@ def test_settings_range_checked() -> None:
     assert [k for k, _ in problems] == ["min", "max", "target_hit_rate"]
     assert settings_problems(AutoscaleSettings(min=5, max=3)) == [("max", "must be >= min (5), got 3")]
     assert settings_problems(DEFAULT) == []
+
+
+def test_default_lead_time_only_while_none_is_measured() -> None:
+    """A pool whose claims all miss (``instances = 0``) measures no time to ready: L is the default, not a
+    fallback to ``instances`` that would keep it at 0 for ever."""
+    unmeasured = Demand(misses=(5, 10, 30, 30, 30), day=30, first_at=NOW - timedelta(hours=2))
+    d = decide(DEFAULT, unmeasured, None, now=NOW, scheduled=0)
+    assert not d.fallback and d.estimate is not None
+    assert d.estimate.lead_seconds == DEFAULT_LEAD.total_seconds() and not d.estimate.measured
+    assert d.target == base_stock_size(1.0, DEFAULT_LEAD.total_seconds(), 0.95)
+    assert "ready time 5m (default: none measured yet)" in d.reason
+    measured = Demand(**{**unmeasured.__dict__, "ready_p90_seconds": 60.0, "ready_samples": 1})
+    est = estimate(measured, NOW, 0.95)
+    assert est is not None and est.lead_seconds == 60.0 and est.measured
+
+
+def test_same_time_of_day_anticipates_a_rise_before_a_week_of_history() -> None:
+    quiet = demand(0.05, history=timedelta(days=3))
+    # in each of the 3 past days, 30 claims in the 15 minutes after now (a 9:00 rush): 2/min expected
+    rush = Demand(**{**quiet.__dict__, "daily_next_15m": 90, "daily_next_60m": 120})
+    without = decide(DEFAULT, quiet, None, now=NOW, scheduled=1)
+    ahead = decide(DEFAULT, rush, None, now=NOW, scheduled=1)
+    assert ahead.estimate is not None and ahead.estimate.seasonal == "day"
+    assert ahead.estimate.rate == 2.0 and ahead.estimate.recent_rate == 0.05
+    assert ahead.target > without.target
+    assert "(past days at this time: 2, now 0.05)" in ahead.reason
+
+
+def test_same_time_of_week_wins_over_the_time_of_day() -> None:
+    """A Saturday after five workdays: the days say 9:00 rush, the past weekends say quiet."""
+    quiet = demand(0.05, history=timedelta(days=15))
+    saturday = Demand(
+        **{**quiet.__dict__, "daily_next_15m": 150, "daily_next_60m": 200, "weekly_next_60m": 6}
+    )
+    d = decide(DEFAULT, saturday, None, now=NOW, scheduled=1)
+    assert d.estimate is not None and d.estimate.seasonal == "week"
+    assert d.estimate.rate == 0.05  # the weekly 0.05/min is no departure from the recent rate
+    assert d.target == decide(DEFAULT, quiet, None, now=NOW, scheduled=1).target
+
+
+def test_seasonal_noise_does_not_raise_a_steady_pool() -> None:
+    steady = demand(0.5, history=timedelta(days=3))
+    # the past days saw 0.5/min, with the next 15 minutes a little high by chance: noise, not a rise
+    noisy = Demand(**{**steady.__dict__, "daily_next_15m": 28, "daily_next_60m": 90})
+    d = decide(DEFAULT, noisy, None, now=NOW, scheduled=1)
+    assert d.estimate is not None and d.estimate.rate == 0.5
+
+
+@given(
+    rate=st.floats(0, 5),
+    days=st.integers(0, 40),
+    next15=st.integers(0, 300),
+    extra=st.integers(0, 900),
+    weekly=st.booleans(),
+)
+def test_history_only_raises_the_estimate(
+    rate: float, days: int, next15: int, extra: int, weekly: bool
+) -> None:
+    base = demand(rate, history=timedelta(days=days, hours=1))
+    keys = ("weekly_next_15m", "weekly_next_60m") if weekly else ("daily_next_15m", "daily_next_60m")
+    seen = Demand(**{**base.__dict__, keys[0]: next15, keys[1]: next15 + extra})
+    with_history, without = estimate(seen, NOW, 0.95), estimate(base, NOW, 0.95)
+    if without is None:
+        assert with_history is None
+        return
+    assert with_history is not None
+    assert with_history.rate >= with_history.recent_rate == without.recent_rate
+    assert with_history.size >= without.size
+
+
+@pytest.mark.parametrize("per_minute", [1, 2, 5])
+@pytest.mark.parametrize("burst", [0, 12, 30])
+def test_after_the_load_stops_the_rate_never_rises(per_minute: int, burst: int) -> None:
+    """A load of ``per_minute`` claims for 36 minutes and a last burst, then none: as the windows empty one after
+    the other the estimate only falls (a longer window's rise is bounded by the shorter windows inside it)."""
+    claims = [-m for m in range(36) for _ in range(per_minute)] + [0] * burst
+    rates = []
+    for now in range(200):
+        counts = tuple(sum(1 for t in claims if now - w < t <= now) for w in (5, 10, 30, 60, 120))
+        rates.append(recent_rate(Demand(claims=counts)))
+    assert all(b <= a for a, b in itertools.pairwise(rates)), rates
+    assert rates[0] >= per_minute and rates[-1] == 0

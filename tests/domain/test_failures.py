@@ -22,6 +22,7 @@ from prebuildd.domain.failures import (
 )
 from prebuildd.domain.planner import plan_preset
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow, group, preset_snapshot
+from prebuildd.domain.words import plural
 from tests.support.factories import MIN, NOW, prebuild_row, preset_row
 
 OLD_VERSION = UUID(int=9)
@@ -65,7 +66,7 @@ def test_backoff_waits_from_the_completion_not_the_creation() -> None:
     assert backoff is not None
     assert backoff.until == NOW - MIN / 2 + MIN
     assert backoff.failures == 1
-    assert backoff.reason == "1 failed builds, last: apply failed"
+    assert backoff.reason == "1 failed build, last: apply failed"  # one failure, one noun
 
 
 @pytest.mark.parametrize(
@@ -150,7 +151,7 @@ def test_transient_backoff_is_linear_in_consecutive_failures(consecutive: int) -
     assert backoff is not None
     assert backoff.until == NOW + consecutive * POLICY.backoff_interval
     assert backoff.failures == consecutive
-    assert backoff.reason == f"{consecutive} transient failures, last: 503 store unavailable"
+    assert backoff.reason == f"{plural(consecutive, 'transient failure')}, last: 503 store unavailable"
 
 
 def test_transient_backoff_is_capped_by_max_backoff() -> None:
@@ -213,7 +214,7 @@ def test_infrastructure_failures_feed_the_transient_backoff(
     newest = rows[0]
     assert newest.job_completed_at is not None
     assert backoff.until == newest.job_completed_at + expected_failures * POLICY.backoff_interval
-    assert backoff.reason.startswith(f"{expected_failures} infrastructure failures, last: ")
+    assert backoff.reason.startswith(f"{plural(expected_failures, 'infrastructure failure')}, last: ")
 
 
 def test_infrastructure_failures_before_a_retry_do_not_count() -> None:

@@ -98,6 +98,13 @@ async def test_suspension_and_the_last_owner(running_server: RunningServer) -> N
         assert promoted.json()["role"] == "owner"
         assert (await owner.patch(f"{API}/users/prebuilds", json={"role": "owner"})).status_code == 404
         assert (await owner.patch(f"{API}/users/nobody", json={"role": "owner"})).status_code == 404
-        # With a second owner, the first may step down (and then manages users no more).
+        # With a second owner, the first may step down in the organization; as the site owner, admin still
+        # manages it, but suspending alice now would leave it without an active owner.
         assert (await owner.patch(f"{API}/users/admin", json={"role": "template-admin"})).status_code == 200
-        assert (await owner.patch(f"{API}/users/alice", json={"suspended": True})).status_code == 403
+        orphaning = await owner.patch(f"{API}/users/alice", json={"suspended": True})
+        assert orphaning.status_code == 409 and "last active owner of default" in orphaning.json()["message"]
+        # alice, now the organization's only owner, is no site owner: pausing every organization is not hers.
+        async with running_server.client(member) as alice:
+            assert (await alice.get(f"{API}/users/me")).json()["role"] == "owner"
+            paused = await alice.put(f"{API}/settings", json={"reconciliation_paused": True})
+            assert paused.status_code == 403

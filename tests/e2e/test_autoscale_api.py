@@ -39,7 +39,7 @@ async def test_presets_set_autoscale_and_expression(running_server: RunningServe
             "max": 12,
             "target_hit_rate": 0.95,
             "stabilization_seconds": 600,
-            "lead_time": "mean",
+            "lead_time": "p90",
         }
         both = await client.patch(url, json={"expression": "max(scheduled_target, 2)"})
         assert both.status_code == 400 and "not both" in both.json()["message"]
@@ -80,7 +80,7 @@ async def test_presets_set_from_the_cli(running_server: RunningServer, tmp_path:
         "presets", "set", "web", "web", "--no-autoscale", "--expression", "scheduled_target"
     )
     assert "expression 'scheduled_target'" in swapped.err + swapped.out
-    status = await cli.ok("prebuilds", "status")
+    status = await cli.ok("prebuilds", "status", "--wide")
     assert "expression" in status.out
     explain = await cli.ok("prebuilds", "explain", "web", "web")
     assert "desired 0 (expression 'scheduled_target')" in explain.out

@@ -248,6 +248,7 @@ async def test_a_preset_with_a_pool_hands_over_a_prebuild(owner: Cli, tmp_path: 
     assert shown["owner"] == "admin" and shown["latest_build"]["parameters"]["greeting"] == "hey"
 
 
+@pytest.mark.timeout(360)  # dozens of CLI subprocesses, a few seconds each on a loaded 2-core machine
 async def test_admin_commands(owner: Cli, running_server: RunningServer, tiny: Path, tmp_path: Path) -> None:
     queued = await owner.ok("templates", "push", "tiny", str(tiny), "--no-wait")
     assert "Import job" in queued.err

@@ -103,7 +103,8 @@ async def test_a_failing_pool_is_hard_limited_explained_notified_and_recovers(
             ]
 
             shown = (await cli.ok("prebuilds", "status")).out
-            assert "hard-limited: last 3 creations failed" in shown
+            assert "limited" in shown and "flaky/busy:\n  last 3 creations failed" in shown
+            assert "prebuildd prebuilds explain flaky busy" in shown
             explained = await cli.ok("prebuilds", "explain", "flaky", "busy")
             assert "hard-limited" in explained.out and "repository not found" in explained.out
             for _ in range(4):  # several more cycles: still exactly 3 failures, and one notification

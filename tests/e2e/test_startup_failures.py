@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from prebuildd.runtime.identities import hold_replica_id
 from prebuildd.server.process import OWNER_TOKEN_FILE
 from tests.support.pg import PgServer
 from tests.support.processes import process_gone
+from tests.support.served import served
 from tests.support.waiting import wait_for
 
 SERVER_TIMEOUT = 90.0
@@ -86,21 +86,8 @@ async def run_server(data_dir: Path, *args: str) -> Exited:
 
 async def serve_then_stop(data_dir: Path, *args: str) -> str:
     """Start `prebuildd server` for real, wait until it listens, log in with its owner token, stop it."""
-    process = await asyncio.create_subprocess_exec(
-        *_args(data_dir, "--provisioner-daemons", "0", "--http-address", "127.0.0.1:0", *args),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
-    assert process.stderr is not None
-    try:
-        url = ""
-        while not url:
-            line = await asyncio.wait_for(process.stderr.readline(), SERVER_TIMEOUT)
-            assert line, "the server exited before listening"
-            if line.startswith(b"{") and (event := json.loads(line))["event"] == "server.listening":
-                url = event["url"]
+    argv = _args(data_dir, "--provisioner-daemons", "0", "--http-address", "127.0.0.1:0", *args)
+    async with served(argv, _env(), timeout=SERVER_TIMEOUT) as url:
         token_file = data_dir / OWNER_TOKEN_FILE
         await wait_for(token_file.exists, what="the owner token file")
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
@@ -110,10 +97,6 @@ async def serve_then_stop(data_dir: Path, *args: str) -> str:
             )
         assert me.status_code == 200, me.text
         return str(me.json()["username"])
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), SERVER_TIMEOUT)
 
 
 def _postgres_processes(pgdata: Path) -> list[int]:

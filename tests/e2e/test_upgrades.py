@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from prebuildd.store.migrate import available_migrations, migrate
 from tests.support.api import API, push, wait_build, wait_imported
 from tests.support.pg import PgServer
 from tests.support.processes import processes_in
+from tests.support.served import served
 from tests.support.server import start_server
 
 TIMEOUT = 90.0
@@ -87,30 +87,12 @@ def _server_args(url: str, data_dir: Path, *more: str) -> list[str]:
 
 async def _serves(url: str, data_dir: Path, *more: str) -> None:
     """`prebuildd server` starts for real (it listens and is ready), then stops on SIGTERM."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "prebuildd",
-        *_server_args(url, data_dir, *more),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
-    assert process.stderr is not None
-    try:
-        base = ""
-        while not base:
-            line = await asyncio.wait_for(process.stderr.readline(), TIMEOUT)
-            assert line, "the server exited before listening"
-            if (event := json.loads(line))["event"] == "server.listening":
-                base = event["url"]
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            assert (await client.get("/readyz")).status_code == 200
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
+    argv = [sys.executable, "-m", "prebuildd", *_server_args(url, data_dir, *more)]
+    async with (
+        served(argv, _env(), timeout=TIMEOUT) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as client,
+    ):
+        assert (await client.get("/readyz")).status_code == 200
 
 
 @pytest.fixture

@@ -100,6 +100,9 @@ def test_the_wheel_carries_the_examples_the_sql_and_the_license(tmp_path: Path) 
     assert "prebuildd/_examples/terraform-local/main.tf" in names
     assert "prebuildd/store/migrations/0001_initial.sql" in names
     assert any(n.startswith("prebuildd/store/queries/") for n in names)
+    swagger = "prebuildd/api/static/swagger-ui/"
+    for vendored in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE", "NOTICE"):
+        assert swagger + vendored in names, f"/docs needs {vendored} in the wheel"
     assert not any(n.startswith(("tests/", "examples/")) for n in names)
 
 

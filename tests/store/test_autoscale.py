@@ -8,6 +8,7 @@ from datetime import timedelta
 from uuid import UUID
 
 from prebuildd.prebuilds.claim import CreateRequest
+from prebuildd.store import prebuilds as store
 from tests.support.env import Env
 from tests.support.pools import converge, creator, operations, pool, reconciler
 
@@ -80,11 +81,11 @@ async def test_a_claim_load_grows_the_pool_and_it_shrinks_after_the_window(env: 
     await rec.run_cycle()
     await env.run_jobs()
     assert (await pool(env))["running"] == grown
-    [status] = (await operations(rec).pool_status())[1]
+    [status] = (await operations(rec).pool_status(env.org_id, show_errors=True))[1]
     assert status.desired == grown
     assert status.target_source == "autoscale"
     assert status.sizing.startswith(f"desired {grown} (autoscale: ")
-    assert "ready mean 30s, p90 30s, target 95%" in status.sizing
+    assert "ready p90 30s, target 95%" in status.sizing
     assert status.recommendation == f"pool {grown}, recommended {grown} for 95% hits"
     exposed = rec.services.metrics.render().decode()
     assert (
@@ -145,3 +146,39 @@ async def test_demand_is_kept_35_days_then_pruned_by_the_reconciler(env: Env) ->
         now,
     )
     assert (left["demand"], left["ready"]) == (2, 2)  # 1 and 34 days old are kept
+
+
+async def test_the_demand_aggregate_reads_windows_past_days_past_weeks_and_ready_times(env: Env) -> None:
+    pushed = await env.push("t", AUTOSCALED)
+    now = env.clock.now()
+    ages = [
+        timedelta(minutes=3),  # in the 5-minute window
+        timedelta(minutes=8),  # in 10
+        timedelta(minutes=100),  # in 120
+        # the same time of day in past days: the coming 15 minutes, the coming hour, just before
+        *[timedelta(days=1) - timedelta(minutes=5)] * 3,
+        timedelta(days=2) - timedelta(minutes=14),
+        *[timedelta(days=1) - timedelta(minutes=40)] * 2,
+        timedelta(days=1) + timedelta(minutes=1),
+        *[timedelta(days=7) - timedelta(minutes=10)] * 4,  # a week ago: a past day and a past week
+        timedelta(days=8) - timedelta(minutes=5),  # beyond the 7 days and not a week: neither
+    ]
+    async with env.db.transaction() as conn:
+        for age in ages:
+            await conn.execute(
+                "INSERT INTO preset_demand (template_id, preset_name, kind, at) VALUES (%s, 'small', 'claim', %s)",
+                (pushed.template_id, now - age),
+            )
+        for seconds in (60, 120, 180, 240, 300, 360, 420, 480, 540, 600):
+            await conn.execute(
+                "INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at) "
+                "VALUES (gen_random_uuid(), %s, 'small', %s, %s)",
+                (pushed.template_id, now - timedelta(hours=1, seconds=seconds), now - timedelta(hours=1)),
+            )
+    async with env.db.transaction() as conn:
+        [d] = (await store.snapshot_demand(conn, [(pushed.template_id, "small")], now)).values()
+    assert d.claims == (1, 2, 2, 2, 3) and d.misses == (0, 0, 0, 0, 0)
+    assert (d.daily_next_15m, d.daily_next_60m) == (3 + 1 + 4, 3 + 1 + 2 + 4)
+    assert (d.weekly_next_15m, d.weekly_next_60m) == (4, 4)
+    assert d.ready_samples == 10 and d.ready_mean_seconds == 330
+    assert d.ready_p90_seconds is not None and abs(d.ready_p90_seconds - 546) < 1e-6  # linear interpolation

@@ -16,7 +16,7 @@ ECHO = 'provisioner = "echo"\n[[presets]]\nname = "p"\n'
 
 
 async def _user(env: Env, username: str) -> User:
-    return await users.user_named(env.db, username)
+    return await users.user_named(env.db, env.org_id, username)
 
 
 async def test_activation_needs_a_finished_import_and_kicks_only_on_change(env: Env) -> None:
@@ -72,17 +72,19 @@ async def test_a_template_with_user_workspaces_is_not_deleted(env: Env) -> None:
 
 async def test_the_last_active_owner_stays_and_tokens_follow_roles(env: Env) -> None:
     member = await _user(env, "alice")
+    owner = await _user(env, "admin")
     with pytest.raises(PrebuilddError) as refused:
-        await users.update_user(env.db, env.clock, "admin", role="member", suspended=None)
+        await users.update_user(env.db, env.clock, owner, "admin", role="member", suspended=None)
     assert refused.value.code is ErrorCode.CONFLICT and "last active owner" in refused.value.message
     with pytest.raises(PrebuilddError) as taken:
-        await users.add_user(env.db, env.clock, member, username="ALICE", role="member", email="")
+        await users.add_user(env.db, env.clock, owner, username="ALICE", role="member", email="")
     assert taken.value.code is ErrorCode.CONFLICT
     with pytest.raises(PrebuilddError) as forbidden:
         await auth.issue_token(env.db, env.clock, member, name="t", username="admin")
     assert forbidden.value.code is ErrorCode.FORBIDDEN
     token, secret = await auth.issue_token(env.db, env.clock, member, name="t")
-    assert await auth.user_for_token(env.db, env.clock, secret) == member
+    holder = await auth.user_for_token(env.db, env.clock, secret)
+    assert holder is not None and holder.id == member.id
     assert [t.id for t in await auth.tokens_of(env.db, member)] == [token.id]
     await auth.revoke_token(env.db, env.clock, member, token.id)
     assert await auth.user_for_token(env.db, env.clock, secret) is None

@@ -205,11 +205,11 @@ async def test_a_claim_build_reapplies_as_the_new_owner_with_the_prebuilds_state
     assert metric(rec, "prebuildd_claim_builds_total", env) == 1
     assert metric(rec, "prebuildd_claim_build_duration_seconds_count", env) == 1
     assert metric(rec, "prebuildd_claim_builds_failed_total", env) == 0
-    _, events = await operations(rec).explain("tf", "dev")
+    _, events = await operations(rec).explain(env.org_id, "tf", "dev", show_errors=True)
     assert [e.kind for e in events][:2] == ["claim.build", "claim.succeeded"]
     assert events[0].message == "claim build #2 of mine queued (values given at claim: greeting=bonjour)"
     preset = await env.one("SELECT id FROM template_version_presets WHERE name = 'dev'")
-    counts = await operations(rec).claim_builds(preset["id"])
+    counts = await operations(rec).claim_builds(preset["id"], show_errors=True)
     assert (counts.total, counts.succeeded, counts.failed, counts.in_progress) == (1, 1, 0, 0)
 
 

@@ -256,7 +256,7 @@ async def test_three_lost_daemons_in_a_row_back_the_preset_off_and_explain_says_
         env.clock.advance(1)
     result = await rec.run_cycle()
     assert result is not None and result.created == 0  # the template may be what kills its daemons
-    status, _ = await operations(rec).explain("t", "small")
+    status, _ = await operations(rec).explain(env.org_id, "t", "small", show_errors=True)
     assert status.blocked is not None
     assert "3 lost-daemon failures in a row, last: provisioner daemon lost" in status.blocked
     env.clock.advance(minutes=4)  # three intervals after the last loss

@@ -232,7 +232,7 @@ async def test_a_failure_completing_long_after_its_build_was_created_still_backs
 async def test_retry_lets_a_hard_limited_preset_create_again(env: Env) -> None:
     await _fail_n_builds(env, 3, hard_limit=3)
     rec = reconciler(env, backoff_interval=INTERVAL)
-    await operations(rec).retry("t", "small")
+    await operations(rec).retry(env.org_id, "t", "small")
     preset = await env.one("SELECT * FROM template_version_presets WHERE name = 'small'")
     assert preset["prebuild_status"] == "healthy" and preset["failures_reset_at"] == env.clock.now()
     env.clock.advance(1)
@@ -248,10 +248,10 @@ async def test_retry_lets_a_hard_limited_preset_create_again(env: Env) -> None:
 async def test_cleanup_lists_then_deletes_failed_prebuilds(env: Env) -> None:
     await _fail_n_builds(env, 3, hard_limit=3)
     rec = reconciler(env, backoff_interval=INTERVAL)
-    listed, errors = await operations(rec).cleanup("t", None, dry_run=True)
+    listed, errors = await operations(rec).cleanup(env.org_id, "t", None, dry_run=True)
     assert len(listed) == 3 and errors == []
     assert (await pool(env))["total"] == 3
-    removed, errors = await operations(rec).cleanup("t", None, dry_run=False)
+    removed, errors = await operations(rec).cleanup(env.org_id, "t", None, dry_run=False)
     assert len(removed) == 3 and errors == []
     await env.run_jobs()
     assert (await pool(env))["total"] == 0

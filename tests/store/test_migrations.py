@@ -68,3 +68,60 @@ async def test_a_database_upgraded_step_by_step_equals_a_fresh_one(pg_server: Pg
     assert _schema_dump(pg_server, stepwise) == _schema_dump(pg_server, fresh)
     # and the test template every other test clones is that same schema
     assert _schema_dump(pg_server, pg_server.url("prebuildd_template")) == _schema_dump(pg_server, fresh)
+
+
+async def test_upgrading_to_tenancy_keeps_every_role_in_the_default_organization(pg_server: PgServer) -> None:
+    """0008: site-wide roles become memberships with the same role, the first owner becomes the site owner."""
+    url = _empty_db(pg_server)
+    await _migrate(url, target=7)
+    default, other = "10000000-0000-4000-8000-000000000001", "10000000-0000-4000-8000-000000000002"
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO organizations (id, name, is_default, created_at) VALUES "
+            "(%s, 'default', true, '2026-01-01'), (%s, 'other', false, '2026-01-01')",
+            (default, other),
+        )
+        for name, role, day in [
+            ("second-owner", "owner", "2026-01-03"),
+            ("admin", "owner", "2026-01-02"),
+            ("tadmin", "template-admin", "2026-01-04"),
+            ("alice", "member", "2026-01-05"),
+            ("loner", "template-admin", "2026-01-06"),
+        ]:
+            conn.execute(
+                "INSERT INTO users (id, username, role, created_at, updated_at) "
+                "VALUES (gen_random_uuid(), %s, %s, %s, %s)",
+                (name, role, day, day),
+            )
+        conn.execute(
+            "INSERT INTO organization_members (organization_id, user_id, created_at) "
+            "SELECT %s, id, created_at FROM users WHERE NOT is_system AND username <> 'loner'",
+            (default,),
+        )
+        # made by hand in another organization: keeps its role there, and gains nothing in the default one
+        conn.execute(
+            "INSERT INTO organization_members (organization_id, user_id, created_at) "
+            "SELECT %s, id, created_at FROM users WHERE username = 'tadmin'",
+            (other,),
+        )
+    assert await _migrate(url, target=8) == [8]
+    with psycopg.connect(url) as conn:
+        members = conn.execute(
+            "SELECT o.name, u.username, m.role FROM organization_members m "
+            "JOIN users u ON u.id = m.user_id JOIN organizations o ON o.id = m.organization_id "
+            "ORDER BY o.name, u.username"
+        ).fetchall()
+        site_owners = conn.execute("SELECT username FROM users WHERE site_owner").fetchall()
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
+        ).fetchall()
+    assert members == [
+        ("default", "admin", "owner"),
+        ("default", "alice", "member"),
+        ("default", "loner", "template-admin"),  # in no organization before: joins the default one
+        ("default", "second-owner", "owner"),
+        ("default", "tadmin", "template-admin"),
+        ("other", "tadmin", "template-admin"),
+    ]
+    assert site_owners == [("admin",)]  # the oldest owner, not the first inserted
+    assert "role" not in {c[0] for c in columns}

@@ -162,7 +162,9 @@ async def test_a_frozen_holder_resuming_mid_cycle_never_pushes_a_pool_over_targe
 
 async def test_a_holder_that_finds_its_lease_taken_mid_cycle_stops_starting_actions(env: Env) -> None:
     await env.push("t", POOL)
-    rec = reconciler(env, reconcile_lease=0.3)  # renews every 0.1 s
+    # Expiry runs on the fake clock, but each renewal statement is bounded in real time by a third of the lease:
+    # 3 s (a 1 s bound) keeps a loaded machine from failing a renewal on its own and muddling the takeover.
+    rec = reconciler(env, reconcile_lease=3.0)
     read = rec.reader.read
 
     async def cut_off_while_reading() -> Any:

@@ -4,11 +4,12 @@ take the named parts they use, never this."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from prebuildd.api.readiness import ReadinessCheck
 from prebuildd.prebuilds.claim import WorkspaceCreator
+from prebuildd.prebuilds.coalesce import ClaimCoalescer
 from prebuildd.queue.pg import PgJobQueue
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.config import ServerConfig
@@ -32,6 +33,12 @@ class Services:
     readiness_checks: list[ReadinessCheck] = field(default_factory=list)
     """What ``/readyz`` checks besides the database: the server registers what this replica runs."""
 
+    replica_id: str = ""
+    """This process's replica identity (an API worker's is ``<replica-id>-w<i>``), shown by ``/healthz``."""
+    metrics_text: Callable[[], Awaitable[bytes]] | None = None
+    """What ``/metrics`` serves when it is more than this process's registry (an API worker: the server's)."""
+    _coalescer: ClaimCoalescer | None = field(default=None, repr=False)
+
     def __post_init__(self) -> None:
         # The queue times claim builds when they end; the server passes it the metrics, a test may not.
         if self.queue.metrics is None:
@@ -50,4 +57,13 @@ class Services:
             metrics=self.metrics,
             kick=self.kick,
             claim_timeout=self.config.claim_timeout,
+            coalescer=self.claim_coalescer(),
         )
+
+    def claim_coalescer(self) -> ClaimCoalescer:
+        """The claim line every request of this process shares (a new one if a test swapped ``db``)."""
+        if self._coalescer is None or self._coalescer.db is not self.db:
+            self._coalescer = ClaimCoalescer(
+                self.db, self.clock, on_statement=self.metrics.claim_batch_size.observe
+            )
+        return self._coalescer

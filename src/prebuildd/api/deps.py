@@ -1,32 +1,45 @@
-"""FastAPI dependencies: the shared services, the authenticated user, role checks, provisioner keys, agents.
+"""FastAPI dependencies: the shared services, the authenticated user in the organization the request names,
+permission checks (the table in ``domain.permissions``), provisioner keys, agents.
 
-Each authenticated dependency gives a typed identity (``User``, ``ProvisionerKey``, ``Agent``), never a row.
+Each authenticated dependency gives a typed identity (``User``, ``ProvisionerKey``, ``Agent``), never a row. A
+user comes with the organization the request acts in (the ``Prebuildd-Organization`` header, or the user's only
+organization) and their role there.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from prebuildd.api.auditing import remember_actor
 from prebuildd.api.context import Services
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
-from prebuildd.identity import auth
+from prebuildd.domain.permissions import Action
+from prebuildd.identity import auth, users
+from prebuildd.identity.audit import AuditContext
 from prebuildd.identity.auth import Agent, ProvisionerKey
-from prebuildd.identity.users import ROLE_RANK, User, has_role
+from prebuildd.identity.users import ROLE_RANK, User, has_role, may
 
 __all__ = [
+    "ORGANIZATION_HEADER",
     "ROLE_RANK",
     "AgentDep",
+    "AuditDep",
     "OwnerDep",
     "ProvisionerKeyDep",
     "ServicesDep",
+    "SiteOwnerDep",
     "TemplateAdminDep",
     "UserDep",
     "has_role",
+    "may",
+    "permission",
     "require_role",
 ]
+
+ORGANIZATION_HEADER = "Prebuildd-Organization"
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API token (pbt_…) or, for daemons, a provisioner key (pbk_…)"
@@ -41,27 +54,92 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def current_user(
-    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+OrganizationHeader = Annotated[
+    str | None,
+    Header(
+        alias=ORGANIZATION_HEADER,
+        description="The organization the request acts in (name or id); optional for a member of one",
+        max_length=63,
+    ),
+]
+
+
+async def token_user(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    """The user behind the request's API token, in no organization yet (one lookup per request: FastAPI caches
+    it); it is also who the request's audit entries name."""
     if credentials is None:
         raise PrebuilddError(
             ErrorCode.UNAUTHENTICATED,
             "authentication required: send an API token as 'Authorization: Bearer <token>'",
         )
-    user = await auth.user_for_token(services.db, services.clock, credentials.credentials)
-    if user is None:
+    holder = await auth.holder_of_token(services.db, services.clock, credentials.credentials)
+    if holder is None:
         raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid, expired or revoked API token")
+    remember_actor(request, services, holder)
+    return holder.user
+
+
+TokenUserDep = Annotated[User, Depends(token_user)]
+
+
+def _acting_in(request: Request, user: User) -> User:
+    audit: AuditContext | None = getattr(request.state, "audit", None)
+    if audit is not None:
+        audit.organization_id = user.organization_id
     return user
 
 
+async def current_user(
+    request: Request, services: ServicesDep, user: TokenUserDep, organization: OrganizationHeader = None
+) -> User:
+    """The caller as a member of the organization the request acts in."""
+    return _acting_in(request, await users.acting_user(services.db, user, organization or None))
+
+
+async def any_user(
+    request: Request, services: ServicesDep, user: TokenUserDep, organization: OrganizationHeader = None
+) -> User:
+    """The caller, in the organization named or their only one, else in none (a member of several who named
+    none): for the routes about organizations themselves."""
+    acting = await users.acting_user(services.db, user, organization or None, needed=False)
+    return _acting_in(request, acting)
+
+
+AnyUserDep = Annotated[User, Depends(any_user)]
 UserDep = Annotated[User, Depends(current_user)]
+
+
+def audit_context(request: Request, user: TokenUserDep) -> AuditContext:
+    """Who is acting in this request, for the audit entries of the action (see ``api.auditing``)."""
+    audit: AuditContext = request.state.audit
+    return audit
+
+
+AuditDep = Annotated[AuditContext, Depends(audit_context)]
+
+
+def permission(action: Action) -> Any:
+    """A dependency giving the user, refused (403) unless they may do ``action`` in the request's organization."""
+
+    async def check(user: UserDep) -> User:
+        users.require(user, action)
+        return user
+
+    # What the route needs, readable from its dependencies (e.g. by a test that lists routes and actions).
+    check.action = action  # type: ignore[attr-defined]
+    return Depends(check)
 
 
 def require_role(role: str) -> Any:
     async def check(user: UserDep) -> User:
         if not has_role(user, role):
-            raise PrebuilddError(ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user.role}")
+            raise PrebuilddError(
+                ErrorCode.FORBIDDEN, f"this needs the {role} role; you are {user.role or 'not a member'} here"
+            )
         return user
 
     return Depends(check)
@@ -69,6 +147,17 @@ def require_role(role: str) -> Any:
 
 TemplateAdminDep = Annotated[User, require_role("template-admin")]
 OwnerDep = Annotated[User, require_role("owner")]
+
+
+async def _site_owner(user: AnyUserDep) -> User:
+    users.require(user, Action.ORGS_MANAGE)
+    return user
+
+
+_site_owner.action = Action.ORGS_MANAGE  # type: ignore[attr-defined]
+
+
+SiteOwnerDep = Annotated[User, Depends(_site_owner)]
 
 
 async def current_provisioner_key(

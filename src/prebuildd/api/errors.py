@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from prebuildd.api.auditing import record_refusal_of
 from prebuildd.domain.errors import HTTP_STATUS, ErrorCode, PrebuilddError
 
 _CODE_OF_STATUS: dict[int, ErrorCode] = {
@@ -65,6 +66,7 @@ large) with a description; the document gives those the same body. FastAPI's def
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PrebuilddError)
     async def _refusal(request: Request, exc: PrebuilddError) -> JSONResponse:
+        await record_refusal_of(request, exc)
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -75,6 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
             problems.append({"field": location, "problem": error.get("msg", "invalid")})
         message = "; ".join(f"{p['field']}: {p['problem']}" for p in problems) or "invalid request"
         body = error_body(ErrorCode.INVALID_REQUEST, f"invalid request: {message}", problems)
+        await record_refusal_of(request, PrebuilddError(ErrorCode.INVALID_REQUEST, body["message"], problems))
         return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -82,6 +85,18 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _CODE_OF_STATUS.get(exc.status_code, ErrorCode.INTERNAL)
         message = _unparsable_body(exc) or str(exc.detail)
         return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _fault(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette calls this for an unexpected exception and then re-raises it, so the server's log still has
+        # the traceback; the audited action is recorded as an error, and the client gets the one error body.
+        await record_refusal_of(
+            request, PrebuilddError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        )
+        return JSONResponse(
+            error_body(ErrorCode.INTERNAL, "internal error: the server's log has the details"),
+            status_code=500,
+        )
 
 
 def _unparsable_body(exc: StarletteHTTPException) -> str | None:

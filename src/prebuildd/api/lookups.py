@@ -6,8 +6,9 @@ from __future__ import annotations
 from uuid import UUID
 
 from prebuildd.api.context import Services
-from prebuildd.api.deps import has_role
+from prebuildd.api.deps import may
 from prebuildd.domain.errors import not_found
+from prebuildd.domain.permissions import Action
 from prebuildd.identity import users
 from prebuildd.identity.users import User
 from prebuildd.store.templates import Template
@@ -20,11 +21,6 @@ async def organization_of(services: Services, user: User) -> UUID:
     return await users.organization_of(services.db, user)
 
 
-async def user_named(services: Services, username: str, *, system_too: bool = False) -> User:
-    """A user by name, or 404; the prebuilds system user only with ``system_too``."""
-    return await users.user_named(services.db, username, system_too=system_too)
-
-
 async def template_named(services: Services, organization_id: UUID, name: str) -> Template:
     """The live template ``name`` (with ``active_version``, its name); 404 when there is none."""
     return await catalog.template_named(services.db, organization_id, name)
@@ -32,7 +28,7 @@ async def template_named(services: Services, organization_id: UUID, name: str) -
 
 def may_act_for(user: User, owner_id: UUID) -> bool:
     """Members act on their own workspaces; template admins and owners on everyone's."""
-    return user.id == owner_id or has_role(user, "template-admin")
+    return user.id == owner_id or may(user, Action.WORKSPACE_ANYONES)
 
 
 async def visible_workspace(services: Services, user: User, workspace_id: UUID) -> WorkspaceView:

@@ -133,7 +133,9 @@ class UserOut(BaseModel):
     id: UUID
     username: str
     email: str
-    role: Role
+    role: Role = Field(description="The user's role in the organization the request acts in")
+    organization: UUID | None = Field(default=None, description="The organization the role is in")
+    site_owner: bool = False
     suspended: bool
     created_at: datetime
 
@@ -143,7 +145,9 @@ class UserOut(BaseModel):
             id=user.id,
             username=user.username,
             email=user.email,
-            role=cast(Role, user.role),
+            role=cast(Role, user.role or "member"),
+            organization=user.organization_id,
+            site_owner=user.site_owner,
             suspended=user.suspended,
             created_at=user.created_at,
         )
@@ -160,6 +164,35 @@ class UserUpdate(BaseModel):
     suspended: bool | None = Field(
         default=None, description="A suspended user's tokens stop working at once."
     )
+
+
+class OrganizationOut(BaseModel):
+    id: UUID
+    name: str
+    display_name: str
+    is_default: bool
+    role: Role = Field(description="Your role in it (the site owner acts as an owner everywhere)")
+    created_at: datetime
+
+
+OrganizationName = Annotated[
+    str,
+    Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$", description="lowercase, digits, '-'"),
+]
+
+
+class OrganizationCreate(BaseModel):
+    name: OrganizationName
+    display_name: ShortText = ""
+
+
+class OrganizationUpdate(BaseModel):
+    name: OrganizationName | None = None
+    display_name: ShortText | None = None
+
+
+class MemberSet(BaseModel):
+    role: Role = "member"
 
 
 class TokenOut(BaseModel):

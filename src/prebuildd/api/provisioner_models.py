@@ -38,10 +38,14 @@ class ProvisionerKeyIn(BaseModel):
         max_length=50,
         description="The most a daemon using this key may offer: its tags must be a subset of these.",
     )
+    site_wide: bool = Field(
+        default=False, description="A key of no organization, serving every organization (site owner only)."
+    )
 
 
 class ProvisionerKeyOut(BaseModel):
     id: UUID
+    organization_id: UUID | None = Field(default=None, description="None: a site-wide key")
     name: str
     tags: Tags
     created_at: datetime

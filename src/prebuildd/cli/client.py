@@ -11,6 +11,10 @@ Where the server and token come from, first found wins: the explicit ``url``/``t
 environment variables, then the login saved by `prebuildd login` in ``<config dir>/config.json``. The config
 directory is ``$PREBUILDD_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/prebuildd``, else ``~/.config/prebuildd``. A saved
 token is only ever sent to the server it was saved for: pointing ``PREBUILDD_URL`` elsewhere needs its own token.
+
+The organization a command acts in goes in the ``Prebuildd-Organization`` header: ``--org`` (anywhere on the
+command line, or ``PREBUILDD_ORG``), else the one saved by `prebuildd login` or `prebuildd orgs use`, else none
+(the server then uses the caller's only organization).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import httpx
 import typer
 
 CONFIG_FILE = "config.json"
+ORGANIZATION_HEADER = "Prebuildd-Organization"
+ORG_ENV = "PREBUILDD_ORG"
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = 30.0
 
@@ -69,6 +75,8 @@ def quote(segment: object) -> str:
 class Login:
     url: str
     token: str
+    organization: str | None = None
+    """The organization commands act in by default (saved for this server)."""
 
 
 def config_dir() -> Path:
@@ -98,7 +106,8 @@ def load_login() -> Login | None:
         fail(f"cannot read {path}: {exc}; fix it or run `prebuildd logout`")
     if not isinstance(data, dict) or not data.get("url") or not data.get("token"):
         return None
-    return Login(url=str(data["url"]), token=str(data["token"]))
+    org = data.get("organization")
+    return Login(url=str(data["url"]), token=str(data["token"]), organization=str(org) if org else None)
 
 
 def save_login(login: Login) -> Path:
@@ -109,7 +118,10 @@ def save_login(login: Login) -> Path:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # the file may have existed with a looser mode
     with os.fdopen(descriptor, "w") as file:
-        json.dump({"url": login.url, "token": login.token}, file, indent=2)
+        saved = {"url": login.url, "token": login.token}
+        if login.organization:
+            saved["organization"] = login.organization
+        json.dump(saved, file, indent=2)
         file.write("\n")
     return path
 
@@ -142,13 +154,16 @@ def resolve(url: str | None = None, token: str | None = None) -> Login:
                 f"no API token for {url}: run `prebuildd login {url} --token-file FILE` or set PREBUILDD_TOKEN"
             )
         token = saved.token
-    return Login(url=url, token=token)
+    organization = os.environ.get(ORG_ENV) or None
+    if organization is None and saved is not None and normalise_url(saved.url) == url:
+        organization = saved.organization
+    return Login(url=url, token=token, organization=organization)
 
 
 def connect(url: str | None = None, token: str | None = None) -> ApiClient:
-    """An ApiClient for the resolved server and token."""
+    """An ApiClient for the resolved server, token and organization."""
     login = resolve(url, token)
-    return ApiClient(login.url, login.token)
+    return ApiClient(login.url, login.token, organization=login.organization)
 
 
 # -- requests ----------------------------------------------------------------------------------------------
@@ -198,9 +213,13 @@ class ApiClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        organization: str | None = None,
     ) -> None:
         self.url = normalise_url(url)
+        self.organization = organization
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if organization:
+            headers[ORGANIZATION_HEADER] = organization
         self._http = httpx.Client(
             base_url=f"{self.url}{API_PREFIX}", headers=headers, timeout=timeout, transport=transport
         )
@@ -284,14 +303,17 @@ class ApiClient:
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)
 
-    def stream_ndjson(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    def stream_ndjson(
+        self, path: str, params: Mapping[str, Any] | None = None, *, read_timeout: float | None = None
+    ) -> Iterator[Any]:
         """GET a stream of newline-delimited JSON, one decoded object per line, as they arrive.
 
-        No read timeout: a followed stream may stay quiet for a long time. Exits on an error status or a line
+        No read timeout by default: a followed stream may stay quiet for a long time. With ``read_timeout``, the
+        iterator ends quietly once the stream has been silent that long (the caller reconnects when it wants). Exits on an error status or a line
         that is not JSON; the iterator simply ends when the server closes the stream. A plain JSON answer (a
         server that does not stream) yields its items, or itself when it is not a list.
         """
-        timeout = httpx.Timeout(DEFAULT_TIMEOUT, read=None)
+        timeout = httpx.Timeout(DEFAULT_TIMEOUT, read=read_timeout)
         try:
             with self._http.stream("GET", path, params=_params(params), timeout=timeout) as response:
                 if response.status_code >= 400:
@@ -310,6 +332,9 @@ class ApiClient:
                         yield json.loads(line)
                     except ValueError:
                         fail(f"the server at {self.url} sent a line that is not JSON: {line[:200]!r}")
+        except httpx.ReadTimeout as exc:
+            if read_timeout is None:
+                self._unreachable(exc)
         except httpx.HTTPError as exc:
             self._unreachable(exc)
 

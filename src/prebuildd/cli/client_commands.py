@@ -1,7 +1,8 @@
 """Client commands: every one a client of the HTTP API (see `prebuildd.cli.client`).
 
 `login`/`logout`/`whoami` (cmd_auth), `templates` (cmd_templates), `presets` (cmd_presets), `workspaces`
-(cmd_workspaces), `users` and `tokens` (cmd_users), `jobs` (cmd_jobs).
+(cmd_workspaces), `orgs` (cmd_orgs, registered lazily by the root group), `users` and `tokens` (cmd_users), `jobs`
+(cmd_jobs).
 """
 
 from __future__ import annotations

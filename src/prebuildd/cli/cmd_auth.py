@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 
 from prebuildd.cli.client import (
+    ORG_ENV,
     ApiClient,
     Login,
     TokenOption,
@@ -58,10 +60,15 @@ def login(
     """Check a token against the server and save both for the other commands (file mode 0600)."""
     secret = _read_token(token, token_file)
     server = normalise_url(url)
-    with ApiClient(server, secret) as api:
+    chosen = os.environ.get(ORG_ENV) or None
+    with ApiClient(server, secret, organization=chosen) as api:
         me = api.get("/users/me")
-    path = save_login(Login(url=server, token=secret))
-    note(f"Logged in to {server} as {me['username']} ({me['role']}); saved in {path}.")
+        orgs = api.get("/organizations")
+    # Remember the organization this login acts in, so that later commands need no --org.
+    org = next((o["name"] for o in orgs if o["id"] == me.get("organization")), chosen)
+    path = save_login(Login(url=server, token=secret, organization=org))
+    where = f" in organization {org}" if org else ""
+    note(f"Logged in to {server} as {me['username']} ({me['role']}){where}; saved in {path}.")
 
 
 def logout() -> None:
@@ -83,6 +90,8 @@ def whoami(as_json: JsonOption = False, url: UrlOption = None, token: TokenOptio
             [
                 ("user", me["username"]),
                 ("role", me["role"]),
+                ("organization", api.organization or me.get("organization")),
+                ("site owner", me.get("site_owner")),
                 ("email", me.get("email")),
                 ("suspended", me.get("suspended")),
                 ("server", api.url),

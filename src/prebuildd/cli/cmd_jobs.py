@@ -28,6 +28,9 @@ def list_jobs(
         str | None, typer.Option("--status", "-s", help="Only jobs in this status.", callback=_status)
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many.")] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", "-w", help="Every column, nothing cut (wider than 80 columns).")
+    ] = False,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -38,22 +41,43 @@ def list_jobs(
     if as_json:
         print_json(jobs)
         return
+    if wide:
+        print_table(
+            ["ID", "TYPE", "PROVISIONER", "STATUS", "CREATED", "WORKER", "ERROR / WAITING"],
+            (
+                [
+                    j["id"],
+                    j.get("type"),
+                    j.get("provisioner"),
+                    j.get("status"),
+                    age(j.get("created_at")),
+                    j.get("worker_id"),
+                    j.get("error") or j.get("waiting_reason"),
+                ]
+                for j in jobs
+            ),
+            empty="No jobs.",
+            cut=False,
+        )
+        return
     print_table(
-        ["ID", "TYPE", "PROVISIONER", "STATUS", "CREATED", "WORKER", "ERROR / WAITING"],
+        ["ID", "TYPE", "STATUS", "CREATED", "ERROR/WAITING"],
         (
             [
                 j["id"],
-                j.get("type"),
-                j.get("provisioner"),
+                _SHORT_TYPES.get(str(j.get("type")), j.get("type")),
                 j.get("status"),
                 age(j.get("created_at")),
-                j.get("worker_id"),
                 j.get("error") or j.get("waiting_reason"),
             ]
             for j in jobs
         ),
         empty="No jobs.",
+        keep=("TYPE", "STATUS"),
     )
+
+
+_SHORT_TYPES = {"workspace_build": "build", "template_version_import": "import"}
 
 
 @jobs_app.command("cancel")

@@ -12,6 +12,7 @@ import typer
 from prebuildd.cli.client import TokenOption, UrlOption, connect, fail, quote
 from prebuildd.cli.output import JsonOption, note, print_json, print_table, warn
 from prebuildd.domain.durations import format_duration
+from prebuildd.domain.words import plural
 
 presets_app = typer.Typer(
     name="presets", help="Presets: named parameter sets with prebuild pools.", no_args_is_help=True
@@ -138,7 +139,7 @@ def set_pool(
     elif result.get("expression"):
         sizing = f", expression {result['expression']!r}"
     note(
-        f"{template}/{result['preset']}: {result['desired_instances']} instances, ttl {ttl_text}, "
+        f"{template}/{result['preset']}: {plural(result['desired_instances'], 'instance')}, ttl {ttl_text}, "
         f"timezone {result['timezone']}, schedules {schedules}{sizing}"
     )
     for warning in result.get("warnings", []):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from prebuildd.cli.client import TokenOption, UrlOption, connect, fail, quote
-from prebuildd.cli.follow import wait_for_import
+from prebuildd.cli.follow import TimeoutOption, require_wait, wait_for_import
 from prebuildd.cli.output import (
     JsonOption,
     Waiting,
@@ -45,10 +45,12 @@ def push(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait for the import job, showing its logs.")
     ] = True,
+    timeout: TimeoutOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Push DIR as a new version of template NAME (created on first push), then wait for its import."""
+    require_wait(wait, timeout)
     try:
         archive = pack_directory(directory)
     except ValueError as exc:
@@ -71,7 +73,7 @@ def push(
             return
         hint = f"the import goes on; see `prebuildd templates versions {template}`"
         with Waiting(f"importing {template} {version}", on_interrupt=hint) as waiting:
-            result = wait_for_import(api, template, version, waiting)
+            result = wait_for_import(api, template, version, waiting, timeout=timeout, hint=hint)
         status = result.get("import_status")
         if status != "succeeded":
             fail(

@@ -98,7 +98,7 @@ def list_tokens(as_json: JsonOption = False, url: UrlOption = None, token: Token
         print_json(tokens)
         return
     print_table(
-        ["ID", "NAME", "CREATED", "EXPIRES", "LAST USED", "REVOKED"],
+        ["ID", "NAME", "CREATED", "EXPIRES", "USED", "REVOKED"],
         (
             [
                 t["id"],

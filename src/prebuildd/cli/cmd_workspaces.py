@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from prebuildd.cli.client import ApiClient, TokenOption, UrlOption, connect, fail, quote
-from prebuildd.cli.follow import FINISHED, print_build_logs, wait_for_build
+from prebuildd.cli.follow import FINISHED, TimeoutOption, print_build_logs, require_wait, wait_for_build
 from prebuildd.cli.output import JsonOption, Waiting, age, note, print_fields, print_json, print_table
 from prebuildd.cli.workspace_ref import find_workspace
 
@@ -41,13 +41,16 @@ def _status(build: dict[str, Any] | None) -> str:
     return f"{build.get('transition')} {build.get('status')}"
 
 
-def _await(api: ApiClient, workspace: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
-    """Wait for ``build`` of ``workspace``; exits 1 with the job's error unless it succeeded."""
+def _await(
+    api: ApiClient, workspace: dict[str, Any], build: dict[str, Any], timeout: float | None = None
+) -> dict[str, Any]:
+    """Wait for ``build`` of ``workspace``; exits 1 with the job's error unless it succeeded (124 when
+    ``timeout`` elapses first)."""
     number, transition, name = build.get("build_number"), build.get("transition"), workspace["name"]
     ref = f"{workspace['owner']}/{name}" if workspace.get("owner") else name
     hint = f"the build goes on; follow it with `prebuildd workspaces logs {ref} --follow`"
     with Waiting(f"{transition} {name} (build #{number})", on_interrupt=hint) as waiting:
-        final = wait_for_build(api, build, waiting)
+        final = wait_for_build(api, build, waiting, timeout=timeout, hint=hint)
     status = final.get("status")
     if status != "succeeded":
         failure_class = f" [{final['failure_class']}]" if final.get("failure_class") else ""
@@ -61,7 +64,9 @@ def _await(api: ApiClient, workspace: dict[str, Any], build: dict[str, Any]) -> 
 
 @workspaces_app.command("create")
 def create(
-    name: Annotated[str, typer.Argument(help="The new workspace's name.", show_default=False)],
+    name: Annotated[
+        str, typer.Argument(help="The new workspace's name.", show_default=False, metavar="NAME")
+    ],
     template: Annotated[str, typer.Option("--template", "-t", help="The template to build it from.")],
     preset: Annotated[
         str | None, typer.Option("--preset", help="A preset; may hand over a ready prebuild.")
@@ -71,11 +76,13 @@ def create(
         str | None, typer.Option("--owner", help="Create it for this user (template admins).")
     ] = None,
     wait: WaitOption = False,
+    timeout: TimeoutOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Create a workspace from a template's active version, optionally with a preset and parameters."""
+    require_wait(wait, timeout)
     body: dict[str, Any] = {"name": name, "template": template}
     if preset:
         body["preset"] = preset
@@ -101,7 +108,7 @@ def create(
         if not wait or not build:
             return
         if build.get("status") not in FINISHED:
-            _await(api, workspace, build)
+            _await(api, workspace, build, timeout)
         elif build.get("status") != "succeeded":  # refused at once, e.g. a parameter the template rejects
             fail(f"build #{build.get('build_number')} of {workspace['name']} failed: {build.get('error')}")
 
@@ -142,6 +149,7 @@ def list_workspaces(
             for w in found
         ),
         empty="No workspaces.",
+        keep=("STATUS",),
     )
 
 
@@ -178,37 +186,52 @@ def show(
     )
 
 
-def _transition(workspace: str, transition: str, wait: bool, url: str | None, token: str | None) -> None:
+def _transition(
+    workspace: str, transition: str, wait: bool, timeout: float | None, url: str | None, token: str | None
+) -> None:
+    require_wait(wait, timeout)
     with connect(url, token) as api:
         found = find_workspace(api, workspace)
         build = api.post(f"/workspaces/{quote(found['id'])}/builds", {"transition": transition})
         note(f"{transition} build #{build.get('build_number')} of {found['name']} queued.")
         if wait:
-            _await(api, found, build)
+            _await(api, found, build, timeout)
 
 
 @workspaces_app.command("start")
 def start(
-    workspace: WorkspaceArgument, wait: WaitOption = False, url: UrlOption = None, token: TokenOption = None
+    workspace: WorkspaceArgument,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Start a stopped workspace."""
-    _transition(workspace, "start", wait, url, token)
+    _transition(workspace, "start", wait, timeout, url, token)
 
 
 @workspaces_app.command("stop")
 def stop(
-    workspace: WorkspaceArgument, wait: WaitOption = False, url: UrlOption = None, token: TokenOption = None
+    workspace: WorkspaceArgument,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Stop a workspace (its data is kept)."""
-    _transition(workspace, "stop", wait, url, token)
+    _transition(workspace, "stop", wait, timeout, url, token)
 
 
 @workspaces_app.command("delete")
 def delete(
-    workspace: WorkspaceArgument, wait: WaitOption = False, url: UrlOption = None, token: TokenOption = None
+    workspace: WorkspaceArgument,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Delete a workspace and what its template built."""
-    _transition(workspace, "delete", wait, url, token)
+    _transition(workspace, "delete", wait, timeout, url, token)
 
 
 @workspaces_app.command("builds")

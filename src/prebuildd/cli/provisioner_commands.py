@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
@@ -66,11 +67,14 @@ def _api(
         _fail("which server? pass --url or set PREBUILDD_URL")
     if not token:
         _fail("no API token: pass --token or set PREBUILDD_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"}
+    if organization := os.environ.get("PREBUILDD_ORG"):  # --org, lifted out of the command line by main()
+        headers["Prebuildd-Organization"] = organization
     try:
         response = httpx.request(
             method,
             f"{url.rstrip('/')}/api/v1{path}",
-            headers={"Authorization": f"Bearer {token}"},
+            headers=headers,
             json=body,
             params=params,
             timeout=30.0,
@@ -90,18 +94,27 @@ def _format_tags(tags: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(tags.items())) or "-"
 
 
+SiteWideOption = Annotated[
+    bool,
+    typer.Option(
+        "--site-wide", help="A key of no organization, serving every organization (the site owner's)."
+    ),
+]
+
+
 @keys_app.command("create")
 def create_key(
     name: Annotated[str, typer.Argument(help="A name for the key, e.g. the machine it is for.")],
     tag: TagOption = [],  # noqa: B006
+    site_wide: SiteWideOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the key and its secret as JSON.")] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Create a provisioner key; its secret is printed once (stdout), so store it now."""
-    created = _api(
-        "POST", "/provisioner-keys", url, token, body={"name": name, "tags": parse_tags(tag)}
-    ).json()
+    """Create a provisioner key of the organization (--org); its secret is printed once (stdout), so store it
+    now. Its daemons run that organization's jobs only (--site-wide: every organization's)."""
+    body = {"name": name, "tags": parse_tags(tag), "site_wide": site_wide}
+    created = _api("POST", "/provisioner-keys", url, token, body=body).json()
     if as_json:
         typer.echo(json.dumps(created, indent=2))
         return
@@ -118,11 +131,13 @@ def create_key(
 def list_keys(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+    site_wide: SiteWideOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """List provisioner keys (never their secrets)."""
-    keys = _api("GET", "/provisioner-keys", url, token, params={"include_revoked": include_revoked}).json()
+    """List the organization's provisioner keys, or the site-wide ones (never their secrets)."""
+    params = {"include_revoked": include_revoked, "site_wide": site_wide}
+    keys = _api("GET", "/provisioner-keys", url, token, params=params).json()
     if as_json:
         typer.echo(json.dumps(keys, indent=2))
         return
@@ -138,11 +153,12 @@ def list_keys(
 @keys_app.command("revoke")
 def revoke_key(
     name: Annotated[str, typer.Argument(help="The key's name (or id).")],
+    site_wide: SiteWideOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Revoke a provisioner key: daemons using it are refused from their next request and stop."""
-    _api("DELETE", f"/provisioner-keys/{name}", url, token)
+    _api("DELETE", f"/provisioner-keys/{name}", url, token, params={"site_wide": site_wide})
     typer.echo(f"Revoked provisioner key {name}.", err=True)
 
 

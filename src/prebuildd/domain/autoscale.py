@@ -6,10 +6,10 @@ replacement at once, which is eligible after the lead time L. With a pool of S t
 policy, and a claim misses exactly when all S prebuilds are being replaced, i.e. when at least S claims arrived
 in the last L. The hit rate is P(Poisson(λ·L) ≤ S−1); the size is the smallest S reaching the target.
 
-The number of replacements in flight is Poisson with mean λ·E[L] whatever the distribution of L (an M/G/∞ queue,
-Palm's theorem), so L is the *mean* time to ready by default. SPEC §5.2 says p90: that is available
-(``lead_time = "p90"``) as a margin on top of the target, and costs about a third more idle prebuilds
-(bench/autoscale_sim.py, BENCHMARKS.md).
+L is the p90 time to ready of recent prebuilds (SPEC §5.2): a margin for slow builds and for replacements that do
+not start at once. The number of replacements in flight is Poisson with mean λ·E[L] whatever the distribution of
+L (an M/G/∞ queue, Palm's theorem), so ``lead_time = "mean"`` is the exact figure when replacements start at once
+and daemons never queue; it keeps fewer idle prebuilds (bench/autoscale_sim.py, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ DEFAULT_STABILIZATION = timedelta(minutes=10)
 STEP_INTERVAL = timedelta(minutes=1)
 """Scale-down steps are at least this far apart."""
 LEAD_TIMES = ("mean", "p90")
+DEFAULT_LEAD = timedelta(minutes=5)
+"""L while no prebuild of the pool has become ready in the last week (e.g. ``instances = 0`` with every claim a
+miss): without it such a pool would never be sized, since only prebuilds measure a time to ready."""
+DAY = timedelta(days=1)
+PAST_DAYS = 7
+"""The same time of day is averaged over at most this many past days."""
 STEP_FRACTION = 0.25
 """A scale-down step removes at most this share of the pool (at least one prebuild)."""
 
@@ -40,9 +46,9 @@ class AutoscaleSettings:
     max: int = 20
     target_hit_rate: float = 0.95
     stabilization_seconds: int = int(DEFAULT_STABILIZATION.total_seconds())
-    lead_time: str = "mean"
-    """Which time to ready is L: ``mean`` (exact for the model, see ``base_stock_size``) or ``p90`` (a margin on
-    top of the target hit rate: about a third more prebuilds when builds vary like median 4m, p90 8m)."""
+    lead_time: str = "p90"
+    """Which time to ready is L: ``p90`` (SPEC §5.2: a margin for slow builds) or ``mean`` (exact for the model when
+    replacements start at once, see the module docstring: fewer idle prebuilds)."""
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {
@@ -102,6 +108,9 @@ class Demand:
     weekly_next_15m: int = 0
     """Claims plus misses in the 15 minutes after this time of the week, summed over the 4 past weeks."""
     weekly_next_60m: int = 0
+    daily_next_15m: int = 0
+    """Claims plus misses in the 15 minutes after this time of day, summed over the 7 past days."""
+    daily_next_60m: int = 0
     ready_p90_seconds: float | None = None
     ready_mean_seconds: float | None = None
     ready_samples: int = 0
@@ -124,26 +133,44 @@ class Demand:
             return 0
         return max(0, min(4, int((now - self.first_at) / WEEK)))
 
+    def days(self, now: datetime) -> int:
+        """Past days with history at this time of day (0 to 7)."""
+        if self.first_at is None:
+            return 0
+        return max(0, min(PAST_DAYS, int((now - self.first_at) / DAY)))
+
 
 @dataclass(frozen=True)
 class Estimate:
     rate: float
-    """λ used for the size, claims per minute: the higher of the recent and the weekly estimate."""
+    """λ used for the size, claims per minute: the higher of the recent and the seasonal estimate."""
     recent_rate: float
     weekly_rate: float | None
+    """The seasonal estimate: the same time of the week (or, under a week of history, of the day) in the past."""
     lead_seconds: float
-    """L: the mean (or p90, as configured) time to ready."""
+    """L: the p90 (or mean, as configured) time to ready; ``DEFAULT_LEAD`` while none is measured."""
     p90_seconds: float
     size: int
     """The formula's size, before clamping."""
-    lead_time: str = "mean"
+    lead_time: str = "p90"
+    seasonal: str = "none"
+    """Where ``weekly_rate`` comes from: ``week``, ``day`` or ``none`` (too little history)."""
+    measured: bool = True
+    """False: no time to ready measured yet, L is ``DEFAULT_LEAD``."""
 
     def describe(self, target_hit_rate: float) -> str:
-        if self.lead_time == "p90":
+        if not self.measured:
+            ready = f"ready time {_duration(self.lead_seconds)} (default: none measured yet)"
+        elif self.lead_time == "p90":
             ready = f"ready p90 {_duration(self.p90_seconds)}"
         else:
             ready = f"ready mean {_duration(self.lead_seconds)}, p90 {_duration(self.p90_seconds)}"
-        return f"autoscale: {self.rate:.2g} claims/min, {ready}, target {target_hit_rate:.0%}"
+        ahead = ""
+        if self.weekly_rate is not None and self.rate > self.recent_rate:
+            ahead = (
+                f" (past {self.seasonal}s at this time: {self.weekly_rate:.2g}, now {self.recent_rate:.2g})"
+            )
+        return f"autoscale: {self.rate:.2g} claims/min{ahead}, {ready}, target {target_hit_rate:.0%}"
 
 
 def insufficient(demand: Demand, now: datetime) -> str | None:
@@ -152,36 +179,80 @@ def insufficient(demand: Demand, now: datetime) -> str | None:
         return f"{demand.day} claims+misses in the last day (needs {MIN_SAMPLES})"
     if now - demand.first_at < MIN_HISTORY:
         return f"history of {_duration((now - demand.first_at).total_seconds())} (needs 30m)"
-    if demand.ready_p90_seconds is None:
-        return "no time-to-ready measured yet"
     return None
 
 
-SIGNIFICANCE = 2.0
-"""How many Poisson standard deviations a short window must stray from the long-run rate to be believed."""
+SIGNIFICANCE = 3.0
+"""How many Poisson standard deviations a short window must stray from the long-run rate to be believed. The test
+runs every cycle on three windows, so a looser one fires on noise: at 2 the 10-minute window of a steady pool
+departs several times a day, and each false rise is held for the stabilization window (on the steady trace of
+bench/autoscale_sim.py, about 8% more idle prebuild-hours than the best static pool at 2, 2-3% at 3). A real rise (0.05 to 2 claims a minute) still shows after
+four claims."""
 
 
 def recent_rate(demand: Demand) -> float:
     """The rate of the last two hours, unless a shorter window (10, 30, then 60 minutes, shortest first) departs
     from it by more than Poisson noise: then that window's rate. A steady pool is sized from the long window (the
     max of noisy short windows would over-provision it by a fifth, measured in bench/autoscale_sim.py), a rise or
-    a fall shows within minutes."""
+    a fall shows within minutes.
+
+    The newer evidence bounds the older: a longer window's rise is believed only up to what the shorter windows
+    inside it still show, and the long-run rate only up to the highest of them. Without this a pool with no more
+    claims would be raised again as its windows empty one after the other (the 10-minute window stops departing
+    while the 30-minute one, holding more of the old load, still does)."""
     long_run = demand.rate(120)
+    shorter: list[float] = []
     for minutes in (10, 30, 60):
-        count, expected = demand.count(minutes), long_run * minutes
-        margin = SIGNIFICANCE * math.sqrt(expected) + 1
-        if abs(count - expected) > margin:
-            return count / minutes
-    return long_run
+        rate = demand.rate(minutes)
+        if _departs(demand.count(minutes), long_run * minutes):
+            if rate > long_run and shorter:
+                rate = min(rate, max(long_run, min(shorter)))
+            return rate
+        shorter.append(rate)
+    return min(long_run, max(shorter))
 
 
-def weekly_rate(demand: Demand, now: datetime) -> float | None:
-    """The rate of the coming minutes at this time of the week, averaged over the past weeks (None: under a week
-    of history). The coming 15 minutes anticipate a rise one lead time ahead; the hour smooths it."""
+def _departs(count: float, expected: float) -> bool:
+    """True when ``count`` events stray from the ``expected`` mean by more than Poisson noise."""
+    return abs(count - expected) > SIGNIFICANCE * math.sqrt(max(expected, 0.0)) + 1
+
+
+def _ahead(next_15m: int, next_60m: int, periods: int) -> tuple[int, int]:
+    """(events, minutes observed) for the coming minutes from ``periods`` past periods: the coming hour's, unless
+    the coming 15 minutes depart from it by more than noise (a rise one lead time ahead): then theirs. Taking
+    the maximum of the two would size a steady pool from the noise of the short window."""
+    if _departs(next_15m, next_60m / 4):
+        return next_15m, 15 * periods
+    return next_60m, 60 * periods
+
+
+def weekly_ahead(demand: Demand, now: datetime) -> tuple[int, int] | None:
+    """The coming minutes at this time of the week over the past weeks (None: under a week of history)."""
     weeks = demand.weeks(now)
-    if weeks == 0:
-        return None
-    return max(demand.weekly_next_15m / (15 * weeks), demand.weekly_next_60m / (60 * weeks))
+    return None if weeks == 0 else _ahead(demand.weekly_next_15m, demand.weekly_next_60m, weeks)
+
+
+def daily_ahead(demand: Demand, now: datetime) -> tuple[int, int] | None:
+    """The same for the time of day over the past days (None: under a day of history)."""
+    days = demand.days(now)
+    return None if days == 0 else _ahead(demand.daily_next_15m, demand.daily_next_60m, days)
+
+
+def seasonal_rate(demand: Demand, now: datetime, recent: float) -> tuple[float | None, str, bool]:
+    """The rate expected in the coming minutes from the past, where it comes from, and whether it is believed
+    over ``recent``. The same time of the week once a week of history exists (it knows weekends), otherwise the
+    same time of day (a workday's 9:00 rise is anticipated from the second day on). It is believed only when it
+    is above the recent rate by more than the noise of its own count: the maximum of two noisy estimates of the
+    same steady rate would over-provision a steady pool."""
+    kind = "week"
+    seen = weekly_ahead(demand, now)
+    if seen is None:
+        kind, seen = "day", daily_ahead(demand, now)
+    if seen is None:
+        return None, "none", False
+    count, minutes = seen
+    rate = count / minutes
+    return rate, kind, rate > recent and _departs(count, recent * minutes)
 
 
 def base_stock_size(rate_per_minute: float, lead_seconds: float, target_hit_rate: float) -> int:
@@ -197,17 +268,28 @@ def base_stock_size(rate_per_minute: float, lead_seconds: float, target_hit_rate
     return MAX_SIZE
 
 
+def lead_seconds(demand: Demand, lead_time: str = "p90") -> float:
+    """L: the p90 (or the mean) time to ready of the pool's recent prebuilds, ``DEFAULT_LEAD`` with none."""
+    if demand.ready_p90_seconds is None:
+        return DEFAULT_LEAD.total_seconds()
+    if lead_time == "mean" and demand.ready_mean_seconds is not None:
+        return demand.ready_mean_seconds
+    return demand.ready_p90_seconds
+
+
 def estimate(
-    demand: Demand, now: datetime, target_hit_rate: float, lead_time: str = "mean"
+    demand: Demand, now: datetime, target_hit_rate: float, lead_time: str = "p90"
 ) -> Estimate | None:
-    p90 = demand.ready_p90_seconds
-    if insufficient(demand, now) is not None or p90 is None:
+    if insufficient(demand, now) is not None:
         return None
     recent = recent_rate(demand)
-    weekly = weekly_rate(demand, now)
-    rate = max(recent, weekly or 0.0)
-    lead = p90 if lead_time == "p90" or demand.ready_mean_seconds is None else demand.ready_mean_seconds
-    return Estimate(rate, recent, weekly, lead, p90, base_stock_size(rate, lead, target_hit_rate), lead_time)
+    seasonal, kind, ahead = seasonal_rate(demand, now, recent)
+    rate = seasonal if ahead and seasonal is not None else recent
+    lead = lead_seconds(demand, lead_time)
+    measured = demand.ready_p90_seconds is not None
+    p90 = demand.ready_p90_seconds if demand.ready_p90_seconds is not None else lead
+    size = base_stock_size(rate, lead, target_hit_rate)
+    return Estimate(rate, recent, seasonal, lead, p90, size, lead_time, kind, measured)
 
 
 @dataclass(frozen=True)

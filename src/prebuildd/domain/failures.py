@@ -13,12 +13,14 @@ preset's creations) are one loss, not three: that is the replica's fault, not a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow
+from prebuildd.domain.words import plural
 
 LOST_DAEMON_STREAK = 3
 """Lost-daemon failures in a row (each creation made after the previous loss) that back a preset off; fewer
@@ -76,7 +78,7 @@ def build_backoff(
     last = max(r.job_completed_at or r.build_created_at for r in recent)
     until = last + len(recent) * policy.backoff_interval
     latest_error = max(recent, key=lambda r: r.job_completed_at or r.build_created_at).error or "build failed"
-    return Backoff(until, len(recent), f"{len(recent)} failed builds, last: {latest_error}")
+    return Backoff(until, len(recent), f"{plural(len(recent), 'failed build')}, last: {latest_error}")
 
 
 def transient_backoff(
@@ -93,7 +95,7 @@ def transient_backoff(
         and (reset is None or preset.last_failure_at > reset)
     ):
         wait = min(policy.backoff_interval * preset.consecutive_failures, policy.max_backoff)
-        reason = f"{preset.consecutive_failures} transient failures, last: {preset.last_error or 'unknown'}"
+        reason = f"{plural(preset.consecutive_failures, 'transient failure')}, last: {preset.last_error or 'unknown'}"
         candidates.append(Backoff(preset.last_failure_at + wait, preset.consecutive_failures, reason))
     starts = [r for r in rows if r.transition == "start" and (reset is None or r.build_created_at > reset)]
     # Consecutive: a successful creation ends the series, as it clears the persisted record.
@@ -107,7 +109,9 @@ def transient_backoff(
     ]
     infra = _by_completion(r for r in since_success if r.failure_class == "infrastructure")
     if infra:
-        candidates.append(_transient(len(infra), infra[-1], policy, f"{len(infra)} infrastructure failures"))
+        candidates.append(
+            _transient(len(infra), infra[-1], policy, plural(len(infra), "infrastructure failure"))
+        )
     lost = _lost_daemon_streak(since_success)
     if lost and lost[0] >= LOST_DAEMON_STREAK:
         count, last = lost
@@ -154,7 +158,7 @@ class HardLimit:
     last_error: str = ""
 
     def describe(self, limit: int) -> str:
-        return f"last {limit} creations failed: {self.last_error}" if self.limited else ""
+        return f"last {plural(limit, 'creation')} failed: {self.last_error}" if self.limited else ""
 
 
 def hard_limit(preset: PresetRow, rows: Sequence[PrebuildRow], policy: FailurePolicy) -> HardLimit:
@@ -218,3 +222,26 @@ def failure_inputs(policy: FailurePolicy, now: datetime) -> Any:
         }
 
     return inputs
+
+
+ERROR_HIDDEN = "(error text hidden: template-admins and owners see it)"
+_EMBEDDED_ERROR = re.compile(r"(creations failed: |, last: )(.*)", re.DOTALL)
+
+
+def redact_errors(text: str, errors: Iterable[str] = ()) -> str:
+    """``text`` without the build error text it embeds, for members, who see statuses and counts only.
+
+    Build errors are script output and can hold secrets. They reach the texts members read (hard-limit and
+    backoff reasons, decisions, events) only where this module and the planner put them: after
+    ``creations failed: `` and after ``, last: `` (up to the closing parenthesis), always at the end. ``errors``
+    are known error texts, removed wherever else they appear.
+    """
+    for error in errors:
+        if error:
+            text = text.replace(error, ERROR_HIDDEN)
+
+    def hide(match: re.Match[str]) -> str:
+        closing = ")" if match.group(1) == ", last: " and match.group(2).endswith(")") else ""
+        return f"{match.group(1)}{ERROR_HIDDEN}{closing}"
+
+    return _EMBEDDED_ERROR.sub(hide, text, count=1)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from prebuildd.domain.schedules import Schedule, desired_at
+from prebuildd.domain.words import plural
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,9 @@ def plan_preset(snap: PresetSnapshot, now: datetime, *, paused: bool = False) ->
     if not snap.active:
         cancels = snap.pending_creates
         deletes += [Delete(p.workspace_id, DeleteReason.INACTIVE) for p in snap.running]
-        reason = f"inactive: removing {len(snap.running)} prebuilds" if snap.running else "inactive"
+        reason = f"inactive: removing {plural(len(snap.running), 'prebuild')}" if snap.running else "inactive"
         if cancels:
-            reason += f", canceling {len(cancels)} pending creates"
+            reason += f", canceling {plural(len(cancels), 'pending create')}"
         return Plan(snap.preset_id, state, cancels=cancels, deletes=tuple(deletes), reason=reason)
 
     deletes += [Delete(p.workspace_id, DeleteReason.EXPIRED) for p in expired]

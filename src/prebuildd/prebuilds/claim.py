@@ -22,6 +22,7 @@ from prebuildd.domain.errors import CONFLICT, NOT_FOUND, BuildError
 from prebuildd.domain.jobs import BuildReason, JobPriority, Transition
 from prebuildd.domain.manifest import TemplateManifest, parse_manifest
 from prebuildd.domain.parameters import ParameterSpec
+from prebuildd.prebuilds.coalesce import ClaimCoalescer
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.store.claims import ClaimContext, ClaimEvent, claim_context, claim_prebuild, insert_claim_event
@@ -70,6 +71,8 @@ class WorkspaceCreator:
     """Wakes the reconciler (with a reason) so that it builds a claimed prebuild's replacement now."""
     claim_timeout: float
     """Seconds a claim may take before the creation falls back to a cold build."""
+    coalescer: ClaimCoalescer | None = None
+    """The process's shared claim line (concurrent claims of a preset in one statement); None: each alone."""
 
     async def create_workspace(self, req: CreateRequest) -> CreateResult:
         """Claim a prebuild when one fits, else build cold; records a claim or a claim-missed event either way.
@@ -137,36 +140,42 @@ class WorkspaceCreator:
         now = self.clock.now()
         manifest = _manifest(context.manifest) if context.manifest else None
         try:
-            async with asyncio.timeout(timeout):
-                build = None
-                if not claim_needs_build(differing, manifest):
-                    # One statement: the claim, its event and the agent's notification commit together.
-                    async with self.db.autocommit() as conn:
-                        workspace_id = await claim_prebuild(
-                            conn, preset_id=preset.id, owner_id=req.owner_id, name=req.name, now=now
-                        )
-                else:
-                    async with self.db.transaction() as conn:
-                        workspace_id = await claim_prebuild(
-                            conn, preset_id=preset.id, owner_id=req.owner_id, name=req.name, now=now
-                        )
-                        if workspace_id is not None:
-                            build = await self.builder.build(
-                                conn,
-                                BuildRequest(
-                                    transition=Transition.START,
-                                    initiator_id=req.initiator_id,
-                                    workspace_id=workspace_id,
-                                    parameters=differing,
-                                    reason=BuildReason.CLAIM,
-                                    priority=JobPriority.HUMAN,
-                                ),
+            build = None
+            if not claim_needs_build(differing, manifest) and self.coalescer is not None:
+                # One statement, maybe shared with concurrent claims of the preset; bounded by the timeout.
+                workspace_id = await self.coalescer.claim(
+                    preset_id=preset.id, owner_id=req.owner_id, name=req.name, timeout=timeout
+                )
+            else:
+                async with asyncio.timeout(timeout):
+                    if not claim_needs_build(differing, manifest):
+                        # One statement: the claim, its event and the agent's notification commit together.
+                        async with self.db.autocommit() as conn:
+                            workspace_id = await claim_prebuild(
+                                conn, preset_id=preset.id, owner_id=req.owner_id, name=req.name, now=now
                             )
-                            await insert_claim_event(
-                                conn, claim_build_event(req, context, preset, build, differing), now
+                    else:
+                        async with self.db.transaction() as conn:
+                            workspace_id = await claim_prebuild(
+                                conn, preset_id=preset.id, owner_id=req.owner_id, name=req.name, now=now
                             )
-                if workspace_id is None:
-                    return None
+                            if workspace_id is not None:
+                                build = await self.builder.build(
+                                    conn,
+                                    BuildRequest(
+                                        transition=Transition.START,
+                                        initiator_id=req.initiator_id,
+                                        workspace_id=workspace_id,
+                                        parameters=differing,
+                                        reason=BuildReason.CLAIM,
+                                        priority=JobPriority.HUMAN,
+                                    ),
+                                )
+                                await insert_claim_event(
+                                    conn, claim_build_event(req, context, preset, build, differing), now
+                                )
+            if workspace_id is None:
+                return None
         except (TimeoutError, StoreTimeout):
             log.warning("claim.timed_out", preset_id=str(preset.id), timeout=timeout)
             return None

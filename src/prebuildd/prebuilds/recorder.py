@@ -17,6 +17,7 @@ from prebuildd.domain.failures import FailurePolicy, hard_limit
 from prebuildd.domain.planner import Plan
 from prebuildd.domain.snapshot import PresetRow
 from prebuildd.domain.targets import stored_state
+from prebuildd.domain.words import plural
 from prebuildd.prebuilds.snapshot import Snapshot
 from prebuildd.runtime.notify import WebhookNotifier
 from prebuildd.store import prebuilds as store
@@ -119,7 +120,7 @@ class Recorder:
             _event(
                 "prebuild.hard_limited",
                 c.preset,
-                f"hard-limited: last {limit_n} creations failed: {c.error}",
+                f"hard-limited: last {plural(limit_n, 'creation')} failed: {c.error}",
                 {"reason": c.reason},
             )
             for c in limited

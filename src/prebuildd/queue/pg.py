@@ -129,14 +129,22 @@ class PgJobQueue:
         return [job.id for job in failed]
 
     async def acquire(
-        self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
+        self,
+        worker_id: str,
+        kinds: Sequence[str],
+        tags: Mapping[str, str],
+        *,
+        organization_id: UUID | None = None,
     ) -> AcquiredJob | None:
         """One statement in autocommit takes the job with everything it runs (one round trip); a start build
         with agents then gets their tokens in one more statement. If that fails, the job goes back to the queue
-        before the error is raised, so that no job stays held by a daemon that never saw it."""
+        before the error is raised, so that no job stays held by a daemon that never saw it. ``organization_id``
+        (a standalone daemon's key) filters in the statement itself, so nothing is done for a foreign job."""
         now = self.clock.now()
         async with self.db.autocommit() as conn:
-            job = await store.acquire(conn, worker_id, kinds, tags, now, PREBUILDS_USER_ID)
+            job = await store.acquire(
+                conn, worker_id, kinds, tags, now, PREBUILDS_USER_ID, organization_id=organization_id
+            )
         if job is None:
             return None
         try:

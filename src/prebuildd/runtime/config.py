@@ -175,6 +175,12 @@ class ServerConfig(BaseSettings):
         "", "How workspaces and agents reach this server.", shown="http://<http-address>"
     )
     provisioner_daemons: int = _option(3, "Embedded provisioner daemons (0: only standalone ones).")
+    workers: int = _option(
+        1,
+        "HTTP API processes serving the one --http-address. 1: the API runs in the server's process. More: the "
+        "server's process keeps the database, the reconciler and the embedded daemons, and supervises this "
+        "many API worker processes (claims then use every core).",
+    )
     replica_id: str | None = _option(
         None,
         "This server's id, stable across its restarts: its embedded daemons are <replica-id>/embedded-<i>, and "
@@ -229,6 +235,9 @@ class ServerConfig(BaseSettings):
     )
     shutdown_grace: Duration = _option(30.0, "How long running jobs get to finish on shutdown.")
     event_retention: Duration = _option(7 * 86400.0, "How long prebuild events are kept before pruning.")
+    audit_retention: Duration = _option(
+        365 * 86400.0, "How long audit log entries are kept; the server prunes older ones (e.g. 365d, 90d)."
+    )
 
     failure_hard_limit: int = _option(3, "Consecutive failed creations that suspend a pool (0 disables).")
     max_inflight_prebuild_jobs: int = _option(20, "Global pacing: prebuild jobs queued or running at once.")
@@ -290,7 +299,7 @@ class ServerConfig(BaseSettings):
             raise ValueError("must be 0 or more")
         return value
 
-    @field_validator("max_inflight_prebuild_jobs")
+    @field_validator("max_inflight_prebuild_jobs", "workers")
     @classmethod
     def _check_positive_count(cls, value: int) -> int:
         if value < 1:

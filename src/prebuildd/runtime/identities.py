@@ -105,3 +105,21 @@ def hold_daemon_identity(work_dir: Path, given: str | None, name: str) -> HeldId
         "provisioner daemon",
         "--identity",
     )
+
+
+WORKERS_DIR = "workers"
+
+
+def hold_worker_identity(data_dir: Path, replica_id: str, index: int) -> HeldIdentity:
+    """An API worker process's replica identity, ``<replica-id>-w<index>``, held in
+    ``<data-dir>/workers/worker-<index>`` for the life of the worker: two live workers never share one, and a
+    worker restarted after a crash takes its predecessor's (the lock went with the process)."""
+    value = f"{replica_id[:58]}-w{index}"
+    return _hold(
+        data_dir / WORKERS_DIR / f"worker-{index}",
+        value,
+        value,
+        REPLICA_ID_PATTERN,
+        f"prebuildd API worker {index}",
+        "--data-dir",
+    )

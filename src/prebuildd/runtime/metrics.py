@@ -114,6 +114,12 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 10),
         )
+        self.claim_batch_size = Histogram(
+            "prebuildd_claim_statement_requests",
+            "Claim requests served by one claim statement (concurrent claims of a preset are coalesced).",
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
         self.time_to_ready = Histogram(
             "prebuildd_prebuild_time_to_ready_seconds",
             "From a prebuild's creation to ready.",
@@ -164,7 +170,7 @@ class Metrics:
         )
         self.lead_time = Gauge(
             "prebuildd_autoscale_lead_time_seconds",
-            "The autoscaler's lead time L (mean or p90 time to ready, as configured).",
+            "The autoscaler's lead time L: the p90 time to ready (or the mean, as configured), 300 s while none is measured.",
             PRESET_LABELS,
             registry=r,
         )

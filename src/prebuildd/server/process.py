@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -28,6 +32,8 @@ import uvicorn
 
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
+from prebuildd.api.readiness import CheckResult, ReadinessCheck, run_check
+from prebuildd.identity.audit import AuditContext, AuditPruner
 from prebuildd.identity.auth import create_token
 from prebuildd.identity.users import create_user, ensure_default_organization, first_owner, remove_user
 from prebuildd.prebuilds.loop import Reconciler
@@ -38,7 +44,7 @@ from prebuildd.queue.reaper import StaleJobReaper
 from prebuildd.runtime.clock import Clock, SystemClock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.runtime.faults import ChangeHook
-from prebuildd.runtime.identities import IdentityInUse, hold_replica_id
+from prebuildd.runtime.identities import IdentityInUse, hold_replica_id, hold_worker_identity
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.server.health import ReplicaHealth, daemon_task_name
@@ -59,8 +65,20 @@ from prebuildd.server.supervisor import (
     RestartPolicy,
     TaskHealth,
 )
+from prebuildd.server.workers import (
+    METRICS_TIMEOUT,
+    SERVER_SOCKET,
+    PrivateEndpoint,
+    WorkerProcess,
+    WorkerRole,
+    ask,
+    readiness_body,
+    worker_metrics,
+    worker_socket,
+)
 from prebuildd.store import channels
 from prebuildd.store.db import Database
+from prebuildd.store.kicks import notify_reconcile_kick
 from prebuildd.store.listener import Listener
 from prebuildd.workspaces.builder import WorkspaceBuilder
 
@@ -77,8 +95,18 @@ class Server:
         *,
         restart_policy: RestartPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        worker: WorkerRole | None = None,
     ) -> None:
         self.config = config
+        self.worker = worker
+        """Set in an API worker process of ``--workers N`` (``server.workers``): it serves the API only."""
+        self._workers: list[WorkerProcess] = []
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._private: PrivateEndpoint | None = None
+        self._run_dir: Path | None = None
+        self._kicks: set[asyncio.Task[None]] = set()
+        self._socket: socket.socket | None = None
+        self._database_url = ""
         self.clock = clock or SystemClock()
         self.restart_policy = restart_policy or RestartPolicy()
         self._sleep = sleep
@@ -146,7 +174,17 @@ class Server:
     async def _start(self) -> Services:
         config = self.config
         check_data_dir(config.data_dir)
-        if config.provisioner_daemons:
+        worker = self.worker
+        if worker is not None:
+            try:
+                self.replica_id = hold_worker_identity(
+                    config.data_dir, config.replica_id or "prebuildd", worker.index
+                ).value
+            except IdentityInUse as exc:
+                raise StartupError(
+                    "replica_id_in_use", str(exc), "each server needs its own --data-dir"
+                ) from None
+        elif config.provisioner_daemons or config.workers > 1:
             # Before anything starts: a second server on this data dir would share its daemons' identities, and
             # a restart of one would fail the other's jobs.
             try:
@@ -159,7 +197,7 @@ class Server:
                 raise StartupError("replica_id_invalid", str(exc), "see --replica-id") from None
         self.started_at = self.clock.now()
         url = config.postgres_url
-        if url is None:
+        if url is None and worker is None:
             self.embedded = EmbeddedPostgres(config.data_dir)
             try:
                 url = await asyncio.to_thread(self.embedded.start)
@@ -169,6 +207,8 @@ class Server:
                     f"the embedded PostgreSQL in {config.data_dir} did not start: {exc}",
                     f"see {config.data_dir / 'postgres.log'}, or give --postgres-url",
                 ) from None
+        assert url is not None
+        self._database_url = url
         await check_database(url, config.database_wait)
         metrics = self.metrics
         db = self._db = Database(
@@ -182,7 +222,8 @@ class Server:
             await conn.close()
         if applied:
             log.info("server.migrated", versions=applied)
-        await self._bootstrap(db)
+        if worker is None:
+            await self._bootstrap(db)
         listener = Listener(db, channels.ALL, on_change=metrics.component_changed)
         self._listener_task = self._spawn(BackgroundService("listener", listener.run))
         await listener.wait_connected(10)
@@ -197,9 +238,14 @@ class Server:
             queue=queue,
             builder=WorkspaceBuilder(self.clock),
             metrics=metrics,
+            replica_id=self.replica_id,
         )
         # Work may have waited through an outage: reconcile as soon as the database is back.
         listener.on_reconnect.append(lambda: services.kick("database reconnected"))
+        if worker is not None:
+            await self._start_worker(services, worker)
+            self.started.set()
+            return services
         reaper = StaleJobReaper(
             queue,
             self.clock,
@@ -207,6 +253,10 @@ class Server:
             on_change=metrics.component_changed,
         )
         self.add_background(BackgroundService("stale-job-reaper", reaper.run))
+        pruner = AuditPruner(
+            db, self.clock, timedelta(seconds=config.audit_retention), on_change=metrics.component_changed
+        )
+        self.add_background(BackgroundService("audit-pruner", pruner.run))
         self.reconciler = Reconciler.build(
             config=config,
             db=db,
@@ -217,6 +267,17 @@ class Server:
             listener=listener,
         )
         services.kick_hooks.append(self.reconciler.kick)
+        if config.workers > 1:
+            # The API runs in the workers: their claims (by the claim statement's own notification) and their
+            # other kicks (by NOTIFY) reach this process's reconciler.
+            reconciler = self.reconciler
+            kicked_by = {channels.WORKSPACE_CLAIMED: "claim", channels.RECONCILE_KICK: ""}
+
+            def forward(channel: str, payload: str) -> None:
+                if channel in kicked_by:
+                    reconciler.kick(kicked_by[channel] or payload or "worker")
+
+            listener.add_handler(forward)
         self.add_background(BackgroundService("reconciler", self.reconciler.run))
         if self.embedded is not None:
             embedded = self.embedded
@@ -237,14 +298,115 @@ class Server:
             from prebuildd.server.demo import install_demo
 
             await install_demo(services)
-        await self._start_http(services)  # first: a port of 0 is only known once bound
+        if config.workers > 1:
+            await self._start_workers(services)
+        else:
+            await self._start_http(services)  # first: a port of 0 is only known once bound
         if not config.access_url:
             config.access_url = self.url
         self._start_daemons(queue)
+        for process in self._workers:
+            self._worker_tasks.append(self._spawn(BackgroundService(f"worker-{process.index}", process.run)))
         for service in self._background:
             self._background_tasks.append(self._spawn(service))
         self.started.set()
         return services
+
+    async def _start_workers(self, services: Services) -> None:
+        """The listening socket for the workers (bound here: one clear error for a port in use), the private
+        run directory, and this process's private endpoint; the workers start with the background tasks."""
+        config = self.config
+        sock = bind_http(config.host, config.port)
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        self._socket = sock
+        self.bound_port = sock.getsockname()[1]
+        run_dir = self._run_dir = Path(tempfile.mkdtemp(prefix="prebuildd-run-"))  # short: socket paths
+        worker_config = config.model_copy(
+            update={
+                "postgres_url": self._database_url,
+                "provisioner_daemons": 0,
+                "replica_id": self.replica_id,
+                "access_url": config.access_url or self.url,
+            }
+        )
+        self._workers = [
+            WorkerProcess(i, sock, worker_config, run_dir, grace=config.shutdown_grace)
+            for i in range(config.workers)
+        ]
+
+        async def ready() -> bytes:
+            checks = services.readiness_checks
+            results = await asyncio.gather(*(run_check(check) for check in checks))
+            body = {check.name: result.as_dict() for check, result in zip(checks, results, strict=True)}
+            return readiness_body(body)
+
+        async def metrics() -> bytes:
+            return await worker_metrics(services.metrics.render(), run_dir, config.workers)
+
+        self._private = PrivateEndpoint(run_dir / SERVER_SOCKET, {"ready": ready, "metrics": metrics})
+        await self._private.start()
+        log.info(
+            "server.listening",
+            url=self.url,
+            access_url=config.effective_access_url,
+            workers=config.workers,
+        )
+
+    async def _start_worker(self, services: Services, worker: WorkerRole) -> None:
+        """An API worker: HTTP on the inherited socket, kicks by NOTIFY, /metrics and /readyz for the whole
+        server (asked of the server's process), and a stop of its own when the server's process is gone."""
+        db = services.db
+        server_socket = worker.run_dir / SERVER_SOCKET
+
+        def kick(reason: str) -> None:
+            if reason == "claim":  # the claim statement notified already
+                return
+            task = asyncio.create_task(notify_reconcile_kick(db, reason))
+            self._kicks.add(task)
+            task.add_done_callback(self._kicks.discard)
+
+        services.kick_hooks.append(kick)
+
+        async def server_ready() -> CheckResult:
+            try:
+                checks: dict[str, dict[str, object]] = json.loads(await ask(server_socket, "ready"))
+            except (OSError, TimeoutError, ValueError) as exc:
+                return CheckResult(
+                    False, f"the server's process does not answer: {exc or type(exc).__name__}"
+                )
+            failing = [f"{name}: {c.get('reason', '')}" for name, c in checks.items() if not c.get("ok")]
+            return CheckResult(not failing, "; ".join(failing), {"checks": checks})
+
+        services.readiness_checks.append(ReadinessCheck("server", server_ready))
+
+        async def server_metrics() -> bytes:
+            try:
+                return await ask(server_socket, "metrics", timeout=METRICS_TIMEOUT + 1)
+            except (OSError, TimeoutError):
+                return services.metrics.render()  # at least this worker's own
+
+        services.metrics_text = server_metrics
+
+        async def own_metrics() -> bytes:
+            return services.metrics.render()
+
+        self._private = PrivateEndpoint(
+            worker.run_dir / worker_socket(worker.index), {"metrics": own_metrics}
+        )
+        await self._private.start()
+        sock = socket.socket(fileno=worker.fd)
+        await self._start_http(services, sock)
+
+        async def watch_parent() -> None:
+            while True:  # no event tells a process its parent died (prctl's PDEATHSIG is Linux-only)
+                await asyncio.sleep(0.5)
+                if os.getppid() != worker.parent_pid:
+                    break
+            log.warning("server.worker_orphaned", parent_pid=worker.parent_pid)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        self._background_tasks.append(self._spawn(BackgroundService("parent-watch", watch_parent)))
 
     async def _bootstrap(self, db: Database) -> None:
         """First start: the default organization, an owner and their token; the token is written to
@@ -252,8 +414,19 @@ class Server:
         org = await ensure_default_organization(db, self.clock)
         if await first_owner(db) is not None:
             return
-        user = await create_user(db, self.clock, username="admin", role="owner", organization_id=org.id)
-        _, secret = await create_token(db, self.clock, user_id=user.id, name="first-start")
+        audit = AuditContext.system(self.clock)
+        user = await create_user(
+            db,
+            self.clock,
+            username="admin",
+            role="owner",
+            organization_id=org.id,
+            site_owner=True,
+            audit=audit,
+        )
+        _, secret = await create_token(
+            db, self.clock, user_id=user.id, name="first-start", audit=audit, holder_name=user.username
+        )
         self._first_owner = (user.id, secret)
 
     def _publish_owner_token(self) -> None:
@@ -380,8 +553,9 @@ class Server:
             await asyncio.gather(sleeper, stopper, return_exceptions=True)
         return not self._stopping.is_set()
 
-    async def _start_http(self, services: Services) -> None:
-        sock = bind_http(self.config.host, self.config.port)  # a port in use: one StartupError, here
+    async def _start_http(self, services: Services, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = bind_http(self.config.host, self.config.port)  # a port in use: one StartupError, here
         app = create_app(services)
         uv_config = uvicorn.Config(
             app,
@@ -406,12 +580,23 @@ class Server:
                 )
             await asyncio.sleep(0.01)
         self.bound_port = sock.getsockname()[1]
-        log.info("server.listening", url=self.url, access_url=self.config.effective_access_url)
+        if self.worker is None:
+            log.info("server.listening", url=self.url, access_url=self.config.effective_access_url)
 
     # -- stop ----------------------------------------------------------------------------------------------
 
     async def stop(self) -> None:
         self._stopping.set()  # no supervised task restarts from here on
+        for task in self._worker_tasks:  # the API first: every worker at once, each finishing its requests
+            task.cancel()
+        await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+        if self._private is not None:
+            await self._private.stop()
+        if self._run_dir is not None:
+            with contextlib.suppress(OSError):
+                self._run_dir.rmdir()
+        if self._socket is not None:
+            self._socket.close()
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             with contextlib.suppress(Exception):

@@ -3,7 +3,7 @@ and claim events. Claims are a hot path: each function is one statement, one rou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,7 +12,8 @@ from uuid import UUID
 from prebuildd.domain.claims import PoolPreset
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
-from prebuildd.store.rows import execute, fetch_one, jsonb
+from prebuildd.store.rows import execute, fetch_all, fetch_one, jsonb
+from prebuildd.store.templates import Template
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,20 @@ async def claim_context(conn: Conn, *, template_id: UUID, owner_id: UUID, name: 
     )
 
 
+async def creation_target(
+    conn: Conn, organization_id: UUID, name: str, preset: str | None
+) -> tuple[Template, UUID | None] | None:
+    """The live template ``name`` (case-insensitively) and the id of ``preset`` in its active version (None when
+    not asked for or not there), in one statement; None when there is no such template."""
+    row = await fetch_one(
+        conn, "claims.creation_target", {"organization_id": organization_id, "name": name, "preset": preset}
+    )
+    if row is None:
+        return None
+    preset_id: UUID | None = row.pop("preset_id")
+    return Template(**row), preset_id
+
+
 async def claim_prebuild(
     conn: Conn, *, preset_id: UUID, owner_id: UUID, name: str, now: datetime
 ) -> UUID | None:
@@ -83,6 +98,29 @@ async def claim_prebuild(
         return None
     workspace_id: UUID = row["id"]
     return workspace_id
+
+
+async def claim_prebuilds(
+    conn: Conn, *, preset_id: UUID, requests: Sequence[tuple[UUID, str]], now: datetime
+) -> list[UUID | None]:
+    """One statement for several claims of ``preset_id``: ``requests`` are (owner id, workspace name) pairs, and
+    the answer has, at each request's index, the prebuild it got or None (fewer eligible than requests). Any
+    error (one request's name already taken, say) fails every claim of the statement."""
+    rows = await fetch_all(
+        conn,
+        "claims.claim_batch",
+        {
+            "preset_id": preset_id,
+            "prebuilds_user_id": PREBUILDS_USER_ID,
+            "owner_ids": [owner for owner, _ in requests],
+            "names": [name for _, name in requests],
+            "now": now,
+        },
+    )
+    got: list[UUID | None] = [None] * len(requests)
+    for row in rows:
+        got[row["ord"] - 1] = row["id"]
+    return got
 
 
 async def insert_claim_event(conn: Conn, event: ClaimEvent, now: datetime) -> None:

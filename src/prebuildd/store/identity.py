@@ -27,7 +27,11 @@ class Organization:
 
 @dataclass(frozen=True)
 class User:
-    """A person (or the built-in prebuilds user, ``is_system``) who owns workspaces; fields in column order."""
+    """A person (or the built-in prebuilds user, ``is_system``) who owns workspaces; fields in column order.
+
+    ``role`` and ``organization_id`` are the user's membership in the organization the user was read for (the
+    one a request acts in); a user read for no organization has an empty role and no organization.
+    """
 
     id: UUID
     username: str
@@ -37,6 +41,16 @@ class User:
     suspended: bool
     created_at: datetime
     updated_at: datetime
+    site_owner: bool = False
+    organization_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class Membership:
+    """An organization a user belongs to, with the user's role in it."""
+
+    organization: Organization
+    role: str
 
 
 @dataclass(frozen=True)
@@ -66,7 +80,8 @@ class ProvisionerKey:
     """A key standalone provisioner daemons authenticate with; ``tags`` are what its daemons may offer."""
 
     id: UUID
-    organization_id: UUID
+    organization_id: UUID | None
+    """None: a site-wide key, serving every organization."""
     name: str
     tags: Mapping[str, str]
     created_at: datetime
@@ -99,7 +114,13 @@ def _user(row: Mapping[str, Any]) -> User:
         row["suspended"],
         row["created_at"],
         row["updated_at"],
+        row["site_owner"],
+        row["organization_id"],
     )
+
+
+def _org(row: Mapping[str, Any]) -> Organization:
+    return Organization(row["id"], row["name"], row["display_name"], row["is_default"], row["created_at"])
 
 
 def _key(row: Mapping[str, Any]) -> ProvisionerKey:
@@ -132,26 +153,86 @@ async def insert_organization(
     return Organization(**_returned(row, "identity.insert_organization"))
 
 
-async def insert_user(conn: Conn, *, id: UUID, username: str, email: str, role: str, now: datetime) -> User:
+async def organization_by_name(conn: Conn, name: str) -> Organization | None:
+    """A live organization by name or id."""
+    row = await fetch_one(conn, "identity.organization_by_name", {"name": name})
+    return None if row is None else _org(row)
+
+
+async def organizations(conn: Conn) -> list[Organization]:
+    return [_org(row) for row in await fetch_all(conn, "identity.organizations")]
+
+
+async def memberships_of_user(conn: Conn, user_id: UUID) -> list[Membership]:
+    rows = await fetch_all(conn, "identity.memberships_of_user", {"user_id": user_id})
+    return [Membership(_org(row), row["role"]) for row in rows]
+
+
+async def update_organization(
+    conn: Conn, id: UUID, *, new_name: str | None, display_name: str | None
+) -> Organization | None:
+    row = await fetch_one(
+        conn,
+        "identity.update_organization",
+        {"id": id, "new_name": new_name, "display_name": display_name},
+    )
+    return None if row is None else _org(row)
+
+
+async def organization_leftovers(conn: Conn, id: UUID) -> list[tuple[str, str]]:
+    """(kind, name) of the live templates and workspaces of the organization."""
+    return [
+        (row["kind"], row["name"])
+        for row in await fetch_all(conn, "identity.organization_leftovers", {"id": id})
+    ]
+
+
+async def delete_organization(conn: Conn, id: UUID, now: datetime) -> bool:
+    """Whether the (non-default, live) organization was marked deleted."""
+    return await fetch_one(conn, "identity.delete_organization", {"id": id, "now": now}) is not None
+
+
+async def insert_user(
+    conn: Conn, *, id: UUID, username: str, email: str, site_owner: bool, now: datetime
+) -> User:
     row = await fetch_one(
         conn,
         "identity.insert_user",
-        {"id": id, "username": username, "email": email, "role": role, "now": now},
+        {"id": id, "username": username, "email": email, "site_owner": site_owner, "now": now},
     )
     return _user(_returned(row, "identity.insert_user"))
 
 
-async def add_member(conn: Conn, *, organization_id: UUID, user_id: UUID, now: datetime) -> None:
+async def add_member(conn: Conn, *, organization_id: UUID, user_id: UUID, role: str, now: datetime) -> None:
+    """Make the user a member with ``role``, or change the role of a member."""
     await execute(
-        conn, "identity.add_member", {"organization_id": organization_id, "user_id": user_id, "now": now}
+        conn,
+        "identity.add_member",
+        {"organization_id": organization_id, "user_id": user_id, "role": role, "now": now},
     )
+
+
+async def remove_member(conn: Conn, *, organization_id: UUID, user_id: UUID) -> bool:
+    row = await fetch_one(
+        conn, "identity.remove_member", {"organization_id": organization_id, "user_id": user_id}
+    )
+    return row is not None
 
 
 async def delete_user(conn: Conn, user_id: UUID) -> None:
     await execute(conn, "identity.delete_user", {"id": user_id})
 
 
+async def member_by_name(conn: Conn, organization_id: UUID, username: str) -> User | None:
+    """A member of the organization, as in that organization (with their role there)."""
+    row = await fetch_one(
+        conn, "identity.member_by_name", {"organization_id": organization_id, "username": username}
+    )
+    return None if row is None else _user(row)
+
+
 async def user_by_name(conn: Conn, username: str) -> User | None:
+    """A user in no organization's view: for the site owner and for the system user only."""
     row = await fetch_one(conn, "identity.user_by_name", {"username": username})
     return None if row is None else _user(row)
 
@@ -161,31 +242,39 @@ async def first_owner(conn: Conn) -> User | None:
     return None if row is None else _user(row)
 
 
-async def users(conn: Conn) -> list[User]:
-    return await fetch_all_as(conn, "identity.users", None, User)
+async def members(conn: Conn, organization_id: UUID) -> list[User]:
+    return await fetch_all_as(conn, "identity.members", {"organization_id": organization_id}, User)
 
 
-async def lock_active_owners(conn: Conn) -> None:
-    await fetch_all(conn, "identity.lock_active_owners")
+async def lock_owners(conn: Conn) -> None:
+    await fetch_all(conn, "identity.lock_owners")
 
 
-async def active_owner_count(conn: Conn) -> int:
-    return int(await fetch_val(conn, "identity.active_owner_count"))
+async def orphaned_organizations(conn: Conn, organization_ids: list[UUID]) -> list[str]:
+    rows = await fetch_all(conn, "identity.orphaned_organizations", {"ids": organization_ids})
+    return [row["name"] for row in rows]
 
 
-async def update_user(
-    conn: Conn, *, id: UUID, role: str | None, suspended: bool | None, now: datetime
-) -> User | None:
-    """The user after the change (a None keeps a value); None when there is no such (non-system) user."""
-    row = await fetch_one(
-        conn, "identity.update_user", {"id": id, "role": role, "suspended": suspended, "now": now}
+async def owned_organization_ids(conn: Conn, user_id: UUID) -> list[UUID]:
+    rows = await fetch_all(conn, "identity.owned_organization_ids", {"user_id": user_id})
+    return [row["organization_id"] for row in rows]
+
+
+async def active_site_owner_count(conn: Conn) -> int:
+    return int(await fetch_val(conn, "identity.active_site_owner_count"))
+
+
+async def set_suspended(conn: Conn, *, id: UUID, suspended: bool, now: datetime) -> bool:
+    row = await fetch_one(conn, "identity.set_suspended", {"id": id, "suspended": suspended, "now": now})
+    return row is not None
+
+
+async def unadministered_memberships(conn: Conn, *, actor_id: UUID, target_id: UUID) -> int:
+    return int(
+        await fetch_val(
+            conn, "identity.unadministered_memberships", {"actor_id": actor_id, "target_id": target_id}
+        )
     )
-    return None if row is None else _user(row)
-
-
-async def organization_of_user(conn: Conn, user_id: UUID) -> UUID | None:
-    organization_id: UUID | None = await fetch_val(conn, "auth.organization_of_user", {"user_id": user_id})
-    return organization_id
 
 
 # -- API tokens --------------------------------------------------------------------------------------------
@@ -231,11 +320,15 @@ async def tokens_of_user(conn: Conn, user_id: UUID) -> list[Token]:
     return await fetch_all_as(conn, "auth.tokens_of_user", {"user_id": user_id}, Token)
 
 
-async def revoke_token(conn: Conn, *, id: UUID, user_id: UUID, any_user: bool, now: datetime) -> bool:
-    """Whether an active token was revoked: ``user_id``'s own, or anyone's with ``any_user``."""
-    row = await fetch_one(
-        conn, "auth.revoke_token", {"id": id, "user_id": user_id, "any_user": any_user, "now": now}
-    )
+async def token_holder(conn: Conn, token_id: UUID) -> UUID | None:
+    """The user whose active token this is; None when there is no such active token."""
+    user_id: UUID | None = await fetch_val(conn, "auth.token_holder", {"id": token_id})
+    return user_id
+
+
+async def revoke_token(conn: Conn, *, id: UUID, user_id: UUID, now: datetime) -> bool:
+    """Whether an active token of ``user_id`` was revoked."""
+    row = await fetch_one(conn, "auth.revoke_token", {"id": id, "user_id": user_id, "now": now})
     return row is not None
 
 
@@ -246,7 +339,7 @@ async def insert_provisioner_key(
     conn: Conn,
     *,
     id: UUID,
-    organization_id: UUID,
+    organization_id: UUID | None,
     name: str,
     key_hash: bytes,
     tags: Mapping[str, str],
@@ -272,13 +365,13 @@ async def provisioner_key_by_hash(conn: Conn, key_hash: bytes) -> ProvisionerKey
     return None if row is None else _key(row)
 
 
-async def provisioner_keys(conn: Conn, organization_id: UUID) -> list[ProvisionerKey]:
+async def provisioner_keys(conn: Conn, organization_id: UUID | None) -> list[ProvisionerKey]:
     rows = await fetch_all(conn, "auth.provisioner_keys", {"organization_id": organization_id})
     return [_key(row) for row in rows]
 
 
 async def revoke_provisioner_key(
-    conn: Conn, *, organization_id: UUID, key: str, now: datetime
+    conn: Conn, *, organization_id: UUID | None, key: str, now: datetime
 ) -> UUID | None:
     """The id of the active key named ``key`` (its id or its name), now revoked; None when there is none."""
     key_id: UUID | None = await fetch_val(

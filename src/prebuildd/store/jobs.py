@@ -175,9 +175,11 @@ async def acquire(
     tags: Mapping[str, str],
     now: datetime,
     prebuilds_user_id: UUID,
+    *,
+    organization_id: UUID | None = None,
 ) -> AcquiredJobRow | None:
     """Take the next pending job this worker can run (human jobs first, then oldest) with what it runs, in one
-    statement; None when there is none."""
+    statement; None when there is none. With ``organization_id``, only a job of that organization."""
     row = await fetch_one(
         conn,
         "jobs.acquire",
@@ -187,6 +189,7 @@ async def acquire(
             "kinds": list(kinds),
             "tags": jsonb(dict(tags)),
             "prebuilds_user_id": prebuilds_user_id,
+            "organization_id": organization_id,
         },
         prepare=True,
     )

@@ -358,11 +358,6 @@ async def set_paused(conn: Conn, paused: bool, now: datetime, user_id: UUID) -> 
     return PauseSetting(row["reconciliation_paused"], row["updated_at"])
 
 
-async def default_organization_id(conn: Conn) -> UUID | None:
-    row = await fetch_one(conn, "identity.default_organization")
-    return None if row is None else UUID(str(row["id"]))
-
-
 @dataclass(frozen=True)
 class ActivePreset:
     """A preset of a template's active version."""
@@ -519,6 +514,8 @@ async def snapshot_demand(conn: Conn, pools: Sequence[PoolKey], now: datetime) -
             first_at=r["first_at"],
             weekly_next_15m=int(r["weekly_next_15m"] or 0),
             weekly_next_60m=int(r["weekly_next_60m"] or 0),
+            daily_next_15m=int(r["daily_next_15m"] or 0),
+            daily_next_60m=int(r["daily_next_60m"] or 0),
             ready_p90_seconds=None if r["ready_p90_seconds"] is None else float(r["ready_p90_seconds"]),
             ready_mean_seconds=None if r["ready_mean_seconds"] is None else float(r["ready_mean_seconds"]),
             ready_samples=int(r["ready_samples"]),

@@ -16,6 +16,7 @@ from uuid import UUID
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import JobStatus
+from prebuildd.identity.audit import AuditContext, Target, record
 from prebuildd.identity.users import organization_of
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import templates as store
@@ -57,18 +58,30 @@ async def list_templates(db: Database, actor: User) -> list[Template]:
 
 
 async def push(
-    db: Database, clock: Clock, actor: User, name: str, archive: bytes, *, activate: bool, message: str
+    db: Database,
+    clock: Clock,
+    actor: User,
+    name: str,
+    archive: bytes,
+    *,
+    activate: bool,
+    message: str,
+    audit: AuditContext | None = None,
 ) -> PushedVersion:
     """Push a version of ``name`` in the actor's organization (see ``versions.push_version``)."""
+    organization_id = await organization_of(db, actor)
+    if audit is not None:
+        audit.about("template", name, organization_id=organization_id)
     return await push_version(
         db,
         clock,
-        organization_id=await organization_of(db, actor),
+        organization_id=organization_id,
         template_name=name,
         archive=archive,
         created_by=actor.id,
         activate=activate,
         message=message,
+        audit=audit,
     )
 
 
@@ -86,10 +99,17 @@ async def update_template(
     active_version: str | None = None,
     deprecated: bool | None = None,
     deprecation_message: str | None = None,
+    audit: AuditContext | None = None,
 ) -> Template:
-    """Activate a version and/or change the deprecation; the reconciler is kicked for what really changed."""
+    """Activate a version and/or change the deprecation; the reconciler is kicked for what really changed.
+    Audited as ``template.activate`` and ``template.deprecate`` (or ``template.undeprecate``)."""
     organization_id = await organization_of(db, actor)
+    if audit is not None:
+        audit.about("template", name, organization_id=organization_id)
     template = await template_named(db, organization_id, name)
+    about = Target("template", template.name, template.id, organization_id)
+    if audit is not None:
+        audit.target = about
     now = clock.now()
     kicks: list[str] = []
     async with db.transaction() as conn:
@@ -99,6 +119,17 @@ async def update_template(
             if not version.active:
                 await store.set_active_version(conn, template.id, version.id, now)
                 kicks.append("new active version")
+            await record(
+                conn,
+                audit,
+                "template.activate",
+                about,
+                detail={
+                    "version": version.name,
+                    "version_id": str(version.id),
+                    "changed": not version.active,
+                },
+            )
         if deprecated is not None or deprecation_message is not None:
             deprecated_at, message = _deprecation(template, deprecated, deprecation_message, now)
             await store.set_deprecation(
@@ -106,6 +137,8 @@ async def update_template(
             )
             if (deprecated_at is None) != (template.deprecated_at is None):
                 kicks.append("template deprecated" if deprecated_at else "template deprecation lifted")
+            action = "template.deprecate" if deprecated_at else "template.undeprecate"
+            await record(conn, audit, action, about, detail={"message": message})
     for reason in kicks:
         kick(reason)
     return await template_named(db, organization_id, name)
@@ -143,9 +176,16 @@ def _check_activatable(version: TemplateVersion) -> None:
         )
 
 
-async def delete_template(db: Database, clock: Clock, kick: Kick, actor: User, name: str) -> None:
+async def delete_template(
+    db: Database, clock: Clock, kick: Kick, actor: User, name: str, *, audit: AuditContext | None = None
+) -> None:
     """Mark the template deleted; refused (conflict) while users still have workspaces from it."""
-    template = await _template_of(db, actor, name)
+    organization_id = await organization_of(db, actor)
+    if audit is not None:
+        audit.about("template", name, organization_id=organization_id)
+    template = await template_named(db, organization_id, name)
+    if audit is not None:
+        audit.about("template", template.name, template.id, organization_id)
     async with db.transaction() as conn:
         if not await store.lock_live_template(conn, template.id):
             raise not_found(f"template {name}")
@@ -158,6 +198,7 @@ async def delete_template(db: Database, clock: Clock, kick: Kick, actor: User, n
                 "delete them first",
             )
         await store.mark_deleted(conn, template.id, clock.now())
+        await record(conn, audit, "template.delete")
     kick("template deleted")
 
 

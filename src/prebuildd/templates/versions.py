@@ -25,6 +25,7 @@ from prebuildd.domain.manifest import (
     preset_warnings,
 )
 from prebuildd.domain.parameters import ParameterSpec
+from prebuildd.identity.audit import AuditContext, record
 from prebuildd.runtime.clock import Clock
 from prebuildd.store import templates as store
 from prebuildd.store.db import Conn, Database
@@ -104,6 +105,7 @@ async def push_version(
     created_by: UUID,
     activate: bool = False,
     message: str = "",
+    audit: AuditContext | None = None,
 ) -> PushedVersion:
     """Create (or extend) a template with a new version and queue its import. Raises ManifestError first, and a
     conflict when another push of the same template won the race for the version's name."""
@@ -170,6 +172,23 @@ async def push_version(
                     created_by=created_by,
                 ),
                 now,
+            )
+            await record(
+                conn,
+                audit,
+                "template.push",
+                type="template",
+                name=template.name,
+                id=template.id,
+                organization_id=organization_id,
+                detail={
+                    "version": f"v{number}",
+                    "version_id": str(version_id),
+                    "job_id": str(job_id),
+                    "created_template": created,
+                    "activate": activate,
+                    "source_hash": source_hash,
+                },
             )
     except StoreConflict:
         raise PrebuilddError(

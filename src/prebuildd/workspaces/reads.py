@@ -29,8 +29,9 @@ async def list_workspaces(
 
 
 async def workspace_by_id(db: Database, workspace_id: UUID) -> WorkspaceView | None:
-    """One workspace, deleted or not, with its latest build and its organization."""
-    async with db.transaction() as conn:
+    """One workspace, deleted or not, with its latest build and its organization (one statement, autocommit: every
+    creation reads its workspace back)."""
+    async with db.autocommit() as conn:
         return await store.workspace_view(conn, workspace_id)
 
 

@@ -501,16 +501,26 @@ class Harness:
         zones = [z for z, proc in self.standalone.items() if proc.alive()]
         seen: set[str] = set()
         deadline = time.monotonic() + self.params.probe_deadline
-        for _attempt in range(2):
-            jobs = await self._probe_jobs(2 * embedded_expected, zones)
+        # Daemons race for each job (SKIP LOCKED), so one burst can leave a healthy daemon without a job: bursts
+        # repeat until every daemon has run one or the deadline passes. Each later burst is sized to what is
+        # still missing, so a lost daemon costs at most the deadline, not a flood of probe workspaces.
+        embedded_left, zones_left = embedded_expected, zones
+        while True:
+            jobs = await self._probe_jobs(2 * embedded_left, zones_left)
             await until(functools.partial(self._jobs_done, jobs), max(deadline - time.monotonic(), 1.0), 0.3)
             for row in await self._query_with_retry(
                 "SELECT worker_id FROM provisioner_jobs WHERE id = ANY(%(ids)s) AND worker_id IS NOT NULL",
                 {"ids": jobs},
             ):
                 seen.add(row["worker_id"])
-            if self._missing(per_pid, seen) == {} or time.monotonic() > deadline:
+            missing = self._missing(per_pid, seen)
+            if missing == {} or time.monotonic() > deadline:
                 break
+            embedded_left = sum(n for pid, n in missing.items() if self.pids.owner[pid].startswith("replica"))
+            # A standalone daemon serves one zone alone, so its zone is probed again only while it is missing.
+            zones_left = [z for z, proc in self.standalone.items() if proc.alive() and proc.pid in missing]
+            if embedded_left:
+                embedded_left = max(embedded_left, embedded_expected // 2)
         missing = self._missing(per_pid, seen)
         # Standalone daemons that died by themselves are expected too (they were not killed by the harness).
         for proc in self.standalone.values():

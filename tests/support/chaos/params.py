@@ -100,7 +100,7 @@ def short_params() -> ChaosParams:
         recovery_slack=0.0,
         pending_bound=30.0,
         lost_completion_bound=20.0,
-        probe_deadline=10.0,
+        probe_deadline=20.0,
         kill_down=(0.5, 1.5),
     )
 

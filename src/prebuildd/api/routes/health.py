@@ -25,8 +25,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok", "version": prebuildd.__version__}
+async def healthz(services: ServicesDep) -> dict[str, str]:
+    return {"status": "ok", "version": prebuildd.__version__, "replica": services.replica_id}
 
 
 @router.get(
@@ -50,4 +50,5 @@ async def readyz(services: ServicesDep) -> Any:
     "/metrics", summary="Prometheus metrics, served from the last reconcile snapshot", response_class=Response
 )
 async def metrics(services: ServicesDep) -> Response:
-    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+    body = await services.metrics_text() if services.metrics_text else services.metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4")

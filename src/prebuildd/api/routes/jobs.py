@@ -8,15 +8,19 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep, has_role
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import JobOut, Settings
 from prebuildd.api.routes.prebuilds import PrebuildOpsDep
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
 from prebuildd.domain.jobs import waiting_reason
+from prebuildd.domain.permissions import Action
+from prebuildd.identity.users import User, require
 from prebuildd.provisioner.registry import offered_capabilities
 from prebuildd.queue.reads import job_detail, list_jobs
 from prebuildd.store import prebuilds as prebuilds_store
+from prebuildd.store.jobs import JobDetail
 
 router = APIRouter(tags=["jobs"])
 
@@ -26,7 +30,7 @@ JobStatusFilter = Literal["pending", "running", "succeeded", "canceling", "cance
 @router.get("/jobs", response_model=list[JobOut], summary="Provisioner jobs, newest first")
 async def jobs(
     services: ServicesDep,
-    user: TemplateAdminDep,
+    user: Annotated[User, permission(Action.JOBS_READ)],
     status: Annotated[JobStatusFilter | None, Query(description="Only jobs with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobOut]:
@@ -41,6 +45,28 @@ async def jobs(
     return [JobOut.from_job(job, reason) for job, reason in found]
 
 
+async def _visible_job(services: ServicesDep, user: UserDep, job_id: UUID) -> JobDetail:
+    """The job, when ``user`` may see it: template admins of its organization, or whoever started it."""
+    job = await job_detail(services.db, job_id)
+    if (
+        job is None
+        or job.organization_id != await organization_of(services, user)
+        or not (may(user, Action.JOBS_MANAGE) or job.initiator_id == user.id)
+    ):
+        raise not_found(f"job {job_id}")
+    return job
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="One job, with why it waits when no daemon can take it (template admins, or whoever started it)",
+)
+async def job(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
+    found = await _visible_job(services, user, job_id)
+    return JobOut.from_job(found, waiting_reason(found, offered_capabilities(services.config)))
+
+
 @router.post(
     "/jobs/{job_id}/cancel",
     response_model=JobOut,
@@ -48,19 +74,13 @@ async def jobs(
     responses={409: {"description": "The job has already finished."}},
 )
 async def cancel(job_id: UUID, services: ServicesDep, user: UserDep) -> JobOut:
-    job = await job_detail(services.db, job_id)
-    if (
-        job is None
-        or job.organization_id != await organization_of(services, user)
-        or not (has_role(user, "template-admin") or job.initiator_id == user.id)
-    ):
-        raise not_found(f"job {job_id}")
+    job = await _visible_job(services, user, job_id)
     if await services.queue.cancel(job_id) is None:
         raise PrebuilddError(ErrorCode.CONFLICT, f"job {job_id} has already finished ({job.job_status})")
-    job = await job_detail(services.db, job_id)
-    if job is None:  # a job is never deleted; only a database reset between the two reads gets here
+    after = await job_detail(services.db, job_id)
+    if after is None:  # a job is never deleted; only a database reset between the two reads gets here
         raise not_found(f"job {job_id}")
-    return JobOut.from_job(job, waiting_reason(job, offered_capabilities(services.config)))
+    return JobOut.from_job(after, waiting_reason(after, offered_capabilities(services.config)))
 
 
 @router.get("/settings", response_model=Settings, summary="Global settings")
@@ -70,7 +90,15 @@ async def get_settings(services: ServicesDep, user: UserDep) -> Settings:
     return Settings(reconciliation_paused=paused)
 
 
-@router.put("/settings", response_model=Settings, summary="Pause or resume reconciliation (owners)")
-async def put_settings(body: Settings, ops: PrebuildOpsDep, user: OwnerDep) -> Settings:
-    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+@router.put(
+    "/settings",
+    response_model=Settings,
+    summary="Pause or resume reconciliation of every organization (site owner)",
+)
+@audited("prebuilds.pause", "site")
+async def put_settings(body: Settings, ops: PrebuildOpsDep, user: UserDep, audit: AuditDep) -> Settings:
+    # The permission is checked here, not by a dependency, so that a refused resume is recorded as a resume.
+    audit.action = "prebuilds.pause" if body.reconciliation_paused else "prebuilds.resume"
+    require(user, Action.RECONCILIATION_PAUSE)
+    setting = await ops.set_paused(body.reconciliation_paused, user.id, audit=audit)
     return Settings(reconciliation_paused=setting.reconciliation_paused)

@@ -10,16 +10,20 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from prebuildd.api.deps import OwnerDep, ServicesDep, TemplateAdminDep, UserDep
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
+from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import LongText, LookupText, ShortText
 from prebuildd.domain.durations import parse_duration
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.permissions import Action
 from prebuildd.domain.pools import MAX_INSTANCES
 from prebuildd.domain.schedules import Schedule, overlap
+from prebuildd.identity.users import User, require
 from prebuildd.prebuilds import operations as prebuild_ops
 from prebuildd.prebuilds.snapshot import SnapshotReader
 from prebuildd.store.prebuilds import FailedPrebuild as FailedPrebuildRecord
-from prebuildd.store.prebuilds import PresetPool
+from prebuildd.store.prebuilds import PresetPool, reconciliation_paused
 
 router = APIRouter(tags=["prebuilds"])
 
@@ -36,6 +40,9 @@ def prebuild_operations(services: ServicesDep) -> prebuild_ops.PrebuildOperation
 
 
 PrebuildOpsDep = Annotated[prebuild_ops.PrebuildOperations, Depends(prebuild_operations)]
+PoolReader = Annotated[User, permission(Action.PREBUILDS_READ)]
+PoolOperator = Annotated[User, permission(Action.PREBUILDS_OPERATE)]
+PoolEditor = Annotated[User, permission(Action.TEMPLATE_WRITE)]
 
 
 class PoolSettings(BaseModel):
@@ -153,31 +160,54 @@ def _pool_out(pool: PresetPool) -> dict[str, Any]:
 
 
 @router.get(
-    "/prebuilds/status", response_model=StatusOut, summary="Every pool: targets, counts, status and why"
+    "/prebuilds/status",
+    response_model=StatusOut,
+    summary="The organization's pools: targets, counts, status and why (error text: template-admins and owners)",
 )
-async def status(ops: PrebuildOpsDep, user: UserDep) -> StatusOut:
-    paused, presets = await ops.pool_status()
+async def status(ops: PrebuildOpsDep, services: ServicesDep, user: PoolReader) -> StatusOut:
+    paused, presets = await ops.pool_status(
+        await organization_of(services, user), show_errors=may(user, Action.OUTPUTS_READ)
+    )
     return StatusOut(paused=paused, presets=presets)
 
 
 @router.get("/prebuilds/settings", response_model=PoolSettings)
-async def get_settings(ops: PrebuildOpsDep, user: UserDep) -> PoolSettings:
-    paused, _ = await ops.pool_status()
+async def get_settings(services: ServicesDep, user: UserDep) -> PoolSettings:
+    async with services.db.transaction() as conn:
+        paused = await reconciliation_paused(conn)
     return PoolSettings(reconciliation_paused=paused)
 
 
-@router.put("/prebuilds/settings", response_model=PoolSettings, summary="Pause or resume reconciliation")
-async def put_settings(body: PoolSettings, ops: PrebuildOpsDep, user: OwnerDep) -> PoolSettings:
-    setting = await ops.set_paused(body.reconciliation_paused, user.id)
+@router.put(
+    "/prebuilds/settings",
+    response_model=PoolSettings,
+    summary="Pause or resume reconciliation of every organization (site owner)",
+)
+@audited("prebuilds.pause", "site")
+async def put_settings(
+    body: PoolSettings, ops: PrebuildOpsDep, user: UserDep, audit: AuditDep
+) -> PoolSettings:
+    # The permission is checked here, not by a dependency, so that a refused resume is recorded as a resume.
+    audit.action = "prebuilds.pause" if body.reconciliation_paused else "prebuilds.resume"
+    require(user, Action.RECONCILIATION_PAUSE)
+    setting = await ops.set_paused(body.reconciliation_paused, user.id, audit=audit)
     return PoolSettings(reconciliation_paused=setting.reconciliation_paused)
 
 
 @router.patch(
     "/templates/{template}/presets/{preset}", summary="Change a preset's pool without a new version"
 )
+@audited("preset.set", "preset", "preset")
 async def update_pool(
-    template: LookupText, preset: LookupText, body: PoolUpdate, ops: PrebuildOpsDep, user: TemplateAdminDep
+    template: LookupText,
+    preset: LookupText,
+    body: PoolUpdate,
+    ops: PrebuildOpsDep,
+    services: ServicesDep,
+    user: PoolEditor,
+    audit: AuditDep,
 ) -> dict[str, Any]:
+    audit.about("preset", f"{template}/{preset}")
     ttl = None
     if body.ttl is not None:
         try:
@@ -196,6 +226,7 @@ async def update_pool(
             except ValueError as exc:
                 raise PrebuilddError(ErrorCode.INVALID_REQUEST, f"autoscale.stabilization: {exc}") from None
     pool = await ops.set_pool(
+        await organization_of(services, user),
         template,
         preset,
         instances=body.instances,
@@ -206,27 +237,41 @@ async def update_pool(
         clear_autoscale="autoscale" in body.model_fields_set and body.autoscale is None,
         expression=body.expression or None,
         clear_expression="expression" in body.model_fields_set and not body.expression,
+        audit=audit,
     )
     return _pool_out(pool)
 
 
 @router.post("/prebuilds/invalidate", summary="Replace every prebuild of a template (or one preset)")
-async def invalidate(body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep) -> dict[str, Any]:
-    names = await ops.invalidate(body.template, body.preset)
+@audited("prebuilds.invalidate", "template")
+async def invalidate(
+    body: PresetRef, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
+) -> dict[str, Any]:
+    names = await ops.invalidate(
+        await organization_of(services, user), body.template, body.preset, audit=audit
+    )
     return {"template": body.template, "presets": names}
 
 
 @router.post("/prebuilds/retry", summary="Clear a hard limit or backoff: earlier failures stop counting")
-async def retry(body: PresetRef, ops: PrebuildOpsDep, user: TemplateAdminDep) -> dict[str, Any]:
-    names = await ops.retry(body.template, body.preset)
+@audited("prebuilds.retry", "template")
+async def retry(
+    body: PresetRef, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
+) -> dict[str, Any]:
+    names = await ops.retry(await organization_of(services, user), body.template, body.preset, audit=audit)
     return {"template": body.template, "presets": names}
 
 
 @router.post(
     "/prebuilds/cleanup", response_model=CleanupOut, summary="List (dry run) or delete failed prebuilds"
 )
-async def cleanup(body: CleanupIn, ops: PrebuildOpsDep, user: TemplateAdminDep) -> CleanupOut:
-    failed, errors = await ops.cleanup(body.template, body.preset, dry_run=body.dry_run)
+@audited("prebuilds.cleanup", "template")
+async def cleanup(
+    body: CleanupIn, ops: PrebuildOpsDep, services: ServicesDep, user: PoolOperator, audit: AuditDep
+) -> CleanupOut:
+    failed, errors = await ops.cleanup(
+        await organization_of(services, user), body.template, body.preset, dry_run=body.dry_run, audit=audit
+    )
     return CleanupOut(
         dry_run=body.dry_run, errors=errors, prebuilds=[FailedPrebuild.from_record(r) for r in failed]
     )
@@ -237,10 +282,14 @@ async def explain(
     template: Annotated[LookupText, Query()],
     preset: Annotated[LookupText, Query()],
     ops: PrebuildOpsDep,
-    user: UserDep,
+    services: ServicesDep,
+    user: PoolReader,
 ) -> ExplainOut:
-    current, events = await ops.explain(template, preset)
-    claim_builds = await ops.claim_builds(current.preset_id)
+    show_errors = may(user, Action.OUTPUTS_READ)
+    current, events = await ops.explain(
+        await organization_of(services, user), template, preset, show_errors=show_errors
+    )
+    claim_builds = await ops.claim_builds(current.preset_id, show_errors=show_errors)
     return ExplainOut(
         status=current,
         decisions=[ExplainEvent(at=e.created_at, kind=e.kind, message=e.message) for e in events],

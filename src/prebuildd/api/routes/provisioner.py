@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from prebuildd.api.auditing import audited
 from prebuildd.api.context import Services
-from prebuildd.api.deps import OwnerDep, ProvisionerKeyDep, ServicesDep
+from prebuildd.api.deps import AuditDep, ProvisionerKeyDep, ServicesDep, permission
 from prebuildd.api.provisioner_models import (
     MAX_WAIT_SECONDS,
     AcquiredJobOut,
@@ -36,14 +37,17 @@ from prebuildd.api.provisioner_models import (
     log_lines,
 )
 from prebuildd.domain.errors import ErrorCode, PrebuilddError, not_found
+from prebuildd.domain.permissions import Action
 from prebuildd.identity import auth
 from prebuildd.identity.auth import ProvisionerKey
-from prebuildd.identity.users import organization_of
+from prebuildd.identity.users import User, organization_of, require
 from prebuildd.queue.reads import job_organization
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["provisioner"])
+
+KeysManager = Annotated[User, permission(Action.KEYS_MANAGE)]
 
 _NO_JOB: dict[int | str, dict[str, Any]] = {204: {"description": "No job came within `wait_seconds`."}}
 
@@ -54,6 +58,7 @@ _NO_JOB: dict[int | str, dict[str, Any]] = {204: {"description": "No job came wi
 def _key_out(key: ProvisionerKey) -> ProvisionerKeyOut:
     return ProvisionerKeyOut(
         id=key.id,
+        organization_id=key.organization_id,
         name=key.name,
         tags=dict(key.tags),
         created_at=key.created_at,
@@ -61,11 +66,24 @@ def _key_out(key: ProvisionerKey) -> ProvisionerKeyOut:
     )
 
 
+SiteWideQuery = Annotated[
+    bool, Query(description="The site-wide keys (site owner), which serve every organization, instead")
+]
+
+
+async def _key_scope(services: Services, user: User, site_wide: bool) -> UUID | None:
+    """The organization whose keys are meant (None: the site-wide keys, for the site owner only)."""
+    if site_wide:
+        require(user, Action.KEYS_SITE_WIDE)
+        return None
+    return await organization_of(services.db, user)
+
+
 @router.get("/provisioner-keys", response_model=list[ProvisionerKeyOut], summary="Provisioner keys")
 async def list_keys(
-    services: ServicesDep, user: OwnerDep, include_revoked: bool = False
+    services: ServicesDep, user: KeysManager, include_revoked: bool = False, site_wide: SiteWideQuery = False
 ) -> list[ProvisionerKeyOut]:
-    organization_id = await organization_of(services.db, user)
+    organization_id = await _key_scope(services, user, site_wide)
     keys = await auth.provisioner_keys(services.db, organization_id, include_revoked=include_revoked)
     return [_key_out(key) for key in keys]
 
@@ -74,14 +92,28 @@ async def list_keys(
     "/provisioner-keys",
     response_model=CreatedProvisionerKey,
     status_code=201,
-    summary="Create a provisioner key; the secret is returned once",
+    summary="Create a provisioner key of the organization (site_wide: of none, site owner); the secret is returned once",
 )
-async def create_key(services: ServicesDep, user: OwnerDep, body: ProvisionerKeyIn) -> CreatedProvisionerKey:
-    organization_id = await organization_of(services.db, user)
+@audited("key.create", "provisioner_key")
+async def create_key(
+    services: ServicesDep, user: KeysManager, audit: AuditDep, body: ProvisionerKeyIn
+) -> CreatedProvisionerKey:
+    organization_id = await _key_scope(services, user, body.site_wide)
     created, secret = await auth.create_provisioner_key(
-        services.db, services.clock, organization_id=organization_id, name=body.name, tags=body.tags
+        services.db,
+        services.clock,
+        organization_id=organization_id,
+        name=body.name,
+        tags=body.tags,
+        audit=audit,
     )
-    log.info("provisioner_key.created", key_id=str(created.id), name=body.name, by=user.username)
+    log.info(
+        "provisioner_key.created",
+        key_id=str(created.id),
+        name=body.name,
+        organization_id=str(organization_id) if organization_id else "site-wide",
+        by=user.username,
+    )
     return CreatedProvisionerKey(key=_key_out(created), secret=secret)
 
 
@@ -90,9 +122,12 @@ async def create_key(services: ServicesDep, user: OwnerDep, body: ProvisionerKey
     status_code=204,
     summary="Revoke a provisioner key (by name or id); its daemons are refused from their next request",
 )
-async def revoke_key(services: ServicesDep, user: OwnerDep, key: str) -> Response:
-    organization_id = await organization_of(services.db, user)
-    key_id = await auth.revoke_provisioner_key(services.db, services.clock, organization_id, key)
+@audited("key.revoke", "provisioner_key", "key")
+async def revoke_key(
+    services: ServicesDep, user: KeysManager, audit: AuditDep, key: str, site_wide: SiteWideQuery = False
+) -> Response:
+    organization_id = await _key_scope(services, user, site_wide)
+    key_id = await auth.revoke_provisioner_key(services.db, services.clock, organization_id, key, audit=audit)
     log.info("provisioner_key.revoked", key_id=str(key_id), by=user.username)
     return Response(status_code=204)
 
@@ -130,7 +165,7 @@ async def _job_organization(services: Services, job_id: UUID) -> UUID | None:
 
 
 async def _check_job(services: Services, key: ProvisionerKey, job_id: UUID) -> None:
-    if await _job_organization(services, job_id) != key.organization_id:
+    if key.organization_id is not None and await _job_organization(services, job_id) != key.organization_id:
         raise not_found(f"job {job_id}")
 
 
@@ -180,13 +215,11 @@ async def acquire(
             if not await _key_active(services, key):
                 raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid or revoked provisioner key")
         first = False
-        job = await services.queue.acquire(worker, body.kinds, body.tags)
+        # The key's organization filters in the acquire statement: no other organization's job is taken, so
+        # nothing (agent tokens, a started_at) is ever done for one. A site-wide key takes any.
+        job = await services.queue.acquire(worker, body.kinds, body.tags, organization_id=key.organization_id)
         if job is not None:
-            if await _job_organization(services, job.id) != key.organization_id:
-                # The queue does not filter by organization yet; another organization's job goes back.
-                await services.queue.release(job.id, worker)
-                log.warning("provisioner.foreign_job_released", job_id=str(job.id), key_id=str(key.id))
-            elif await request.is_disconnected():
+            if await request.is_disconnected():
                 await services.queue.release(job.id, worker)
                 return Response(status_code=204)
             else:

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from prebuildd.api.deps import ServicesDep, TemplateAdminDep, UserDep
+from prebuildd.api.auditing import audited
+from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
 from prebuildd.api.models import (
     LogLineOut,
     LongText,
@@ -24,10 +25,14 @@ from prebuildd.api.models import (
     VersionOut,
 )
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
+from prebuildd.domain.permissions import Action
+from prebuildd.identity.users import User, require
 from prebuildd.templates import catalog
 from prebuildd.templates.archive import MAX_TEMPLATE_BYTES
 
 router = APIRouter(tags=["templates"])
+
+TemplateWriter = Annotated[User, permission(Action.TEMPLATE_WRITE)]
 
 AfterQuery = Annotated[int, Query(ge=0, le=2**62, description="Only lines with an id above this one.")]
 LimitQuery = Annotated[int, Query(ge=1, le=10_000, description="At most this many lines; page with `after`.")]
@@ -39,6 +44,15 @@ _ARCHIVE_BODY: dict[str, Any] = {
         "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+
+
+def _version_for(user: User, version: VersionOut) -> VersionOut:
+    """The version as the caller may see it: an import error is script output, for template-admins only."""
+    if version.import_error is None or may(user, Action.OUTPUTS_READ):
+        return version
+    return version.model_copy(
+        update={"import_error": "import failed (the error is shown to template-admins)"}
+    )
 
 
 async def _read_archive(request: Request) -> bytes:
@@ -69,17 +83,19 @@ async def list_templates(services: ServicesDep, user: UserDep) -> list[TemplateO
     openapi_extra=_ARCHIVE_BODY,
     responses={413: {"description": "The archive is larger than a template may be."}},
 )
+@audited("template.push", "template", "name")
 async def push(
     name: TemplateName,
     request: Request,
     services: ServicesDep,
-    user: TemplateAdminDep,
+    user: TemplateWriter,
+    audit: AuditDep,
     activate: Annotated[bool, Query(description="Make it the active version once imported.")] = False,
     message: Annotated[LongText, Query(description="What changed.")] = "",
 ) -> PushedVersionOut:
     archive = await _read_archive(request)
     pushed = await catalog.push(
-        services.db, services.clock, user, name, archive, activate=activate, message=message
+        services.db, services.clock, user, name, archive, activate=activate, message=message, audit=audit
     )
     return PushedVersionOut(
         template=pushed.template_name,
@@ -103,9 +119,15 @@ async def get_template(name: TemplateName, services: ServicesDep, user: UserDep)
     summary="Activate a version, or deprecate the template (or lift its deprecation)",
     responses={406: {"description": "The version is still importing."}},
 )
+@audited("template.activate", "template", "name")
 async def update_template(
-    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: TemplateAdminDep
+    name: TemplateName, body: TemplateUpdate, services: ServicesDep, user: UserDep, audit: AuditDep
 ) -> TemplateOut:
+    # The role is checked here, not by a dependency, so that a refusal is recorded as the action it refused.
+    if body.active_version is None:
+        lifted = body.deprecated is False
+        audit.action = "template.undeprecate" if lifted else "template.deprecate"
+    require(user, Action.TEMPLATE_WRITE)
     template = await catalog.update_template(
         services.db,
         services.clock,
@@ -115,6 +137,7 @@ async def update_template(
         active_version=body.active_version,
         deprecated=body.deprecated,
         deprecation_message=body.deprecation_message,
+        audit=audit,
     )
     return TemplateOut.from_template(template)
 
@@ -126,8 +149,11 @@ async def update_template(
     summary="Delete a template (refused while users have workspaces from it; prebuilds are removed)",
     responses={409: {"description": "Users still have workspaces from this template."}},
 )
-async def delete_template(name: TemplateName, services: ServicesDep, user: TemplateAdminDep) -> Response:
-    await catalog.delete_template(services.db, services.clock, services.kick, user, name)
+@audited("template.delete", "template", "name")
+async def delete_template(
+    name: TemplateName, services: ServicesDep, user: TemplateWriter, audit: AuditDep
+) -> Response:
+    await catalog.delete_template(services.db, services.clock, services.kick, user, name, audit=audit)
     return Response(status_code=204)
 
 
@@ -137,7 +163,8 @@ async def delete_template(name: TemplateName, services: ServicesDep, user: Templ
     summary="A template's versions, newest first",
 )
 async def list_versions(name: TemplateName, services: ServicesDep, user: UserDep) -> list[VersionOut]:
-    return [VersionOut.from_version(v) for v in await catalog.list_versions(services.db, user, name)]
+    versions = [VersionOut.from_version(v) for v in await catalog.list_versions(services.db, user, name)]
+    return [_version_for(user, v) for v in versions]
 
 
 @router.get(
@@ -149,19 +176,19 @@ async def get_version(
     name: TemplateName, version: VersionName, services: ServicesDep, user: UserDep
 ) -> VersionOut:
     found, parameters = await catalog.get_version(services.db, user, name, version)
-    return VersionOut.from_version(found, parameters)
+    return _version_for(user, VersionOut.from_version(found, parameters))
 
 
 @router.get(
     "/templates/{name}/versions/{version}/logs",
     response_model=list[LogLineOut],
-    summary="The log of a version's import job",
+    summary="The log of a version's import job (template-admins and owners: script output can hold secrets)",
 )
 async def version_logs(
     name: TemplateName,
     version: VersionName,
     services: ServicesDep,
-    user: UserDep,
+    user: Annotated[User, permission(Action.OUTPUTS_READ)],
     after: AfterQuery = 0,
     limit: LimitQuery = 10_000,
 ) -> list[LogLineOut]:
@@ -173,7 +200,7 @@ async def version_logs(
 @router.get(
     "/templates/{name}/presets",
     response_model=list[PresetOut],
-    summary="The presets of a version (the active one by default)",
+    summary="The presets of a version (the active one by default); the last prebuild error: template-admins",
 )
 async def list_presets(
     name: TemplateName,
@@ -181,4 +208,7 @@ async def list_presets(
     user: UserDep,
     version: Annotated[VersionName | None, Query(description="e.g. v2; default: the active version")] = None,
 ) -> list[PresetOut]:
-    return [PresetOut.from_preset(p) for p in await catalog.list_presets(services.db, user, name, version)]
+    presets = [PresetOut.from_preset(p) for p in await catalog.list_presets(services.db, user, name, version)]
+    if may(user, Action.OUTPUTS_READ):
+        return presets
+    return [p.model_copy(update={"prebuild_last_error": None}) for p in presets]

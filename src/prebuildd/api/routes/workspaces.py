@@ -18,7 +18,6 @@ from prebuildd.api.deps import ServicesDep, UserDep
 from prebuildd.api.log_stream import MEDIA_TYPE, follow_job_logs
 from prebuildd.api.lookups import (
     organization_of,
-    template_named,
     visible_build,
     visible_workspace,
 )
@@ -44,9 +43,9 @@ from prebuildd.workspaces.reads import (
 )
 from prebuildd.workspaces.requests import (
     check_build_parameters,
+    creation_target,
     listed_owner,
     owner_for_creation,
-    preset_of_template,
 )
 
 router = APIRouter(tags=["workspaces"])
@@ -76,7 +75,7 @@ async def _workspace_out(services: Services, workspace_id: UUID) -> WorkspaceOut
 )
 async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: UserDep) -> WorkspaceOut:
     organization_id = await organization_of(services, user)
-    template = await template_named(services, organization_id, body.template)
+    template, preset_id = await creation_target(services.db, organization_id, body.template, body.preset)
     owner = await owner_for_creation(services.db, user, body.owner)
     created = await services.workspace_creator().create_workspace(
         CreateRequest(
@@ -85,7 +84,7 @@ async def create_workspace(body: WorkspaceCreate, services: ServicesDep, user: U
             initiator_id=user.id,
             template_id=template.id,
             name=body.name,
-            preset_id=await preset_of_template(services.db, template, body.preset),
+            preset_id=preset_id,
             parameters=body.parameters,
         ),
     )

@@ -8,8 +8,8 @@ RETURNING id, user_id, name, created_at, expires_at, last_used_at, revoked_at;
 
 -- name: user_by_token
 -- The active user behind a token hash, with the token's id and last use (unknown, revoked, expired: none).
-SELECT u.id, u.username, u.email, u.role, u.is_system, u.suspended, u.created_at, u.updated_at,
-       t.id AS token_id, t.last_used_at AS token_last_used_at
+SELECT u.id, u.username, u.email, '' AS role, u.is_system, u.suspended, u.created_at, u.updated_at,
+       u.site_owner, NULL::uuid AS organization_id, t.id AS token_id, t.last_used_at AS token_last_used_at
 FROM api_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_hash = %(token_hash)s
   AND t.revoked_at IS NULL
@@ -25,10 +25,14 @@ UPDATE api_tokens SET last_used_at = %(now)s WHERE id = %(id)s;
 SELECT id, user_id, name, created_at, expires_at, last_used_at, revoked_at
 FROM api_tokens WHERE user_id = %(user_id)s ORDER BY created_at;
 
+-- name: token_holder
+-- Whose active token this is (to decide whether the caller may revoke it).
+SELECT user_id FROM api_tokens WHERE id = %(id)s AND revoked_at IS NULL;
+
 -- name: revoke_token
--- Revokes an active token of the user (of anyone with any_user); no row when there is none.
+-- Revokes an active token of the given user; no row when there is none.
 UPDATE api_tokens SET revoked_at = %(now)s
-WHERE id = %(id)s AND (user_id = %(user_id)s OR %(any_user)s) AND revoked_at IS NULL
+WHERE id = %(id)s AND user_id = %(user_id)s AND revoked_at IS NULL
 RETURNING id;
 
 -- name: insert_provisioner_key
@@ -43,25 +47,20 @@ SELECT id, organization_id, name, tags, created_at, revoked_at FROM provisioner_
 WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;
 
 -- name: provisioner_keys
--- An organization's keys, revoked ones too, oldest first.
+-- An organization's keys (or the site-wide ones, for a null organization), revoked ones too, oldest first.
 SELECT id, organization_id, name, tags, created_at, revoked_at FROM provisioner_keys
-WHERE organization_id = %(organization_id)s ORDER BY created_at;
+WHERE organization_id IS NOT DISTINCT FROM %(organization_id)s::uuid ORDER BY created_at;
 
 -- name: revoke_provisioner_key
 -- Revokes an active key named by id or name; no row when there is none.
 UPDATE provisioner_keys SET revoked_at = %(now)s
-WHERE organization_id = %(organization_id)s AND (id::text = %(key)s OR lower(name) = lower(%(key)s))
+WHERE organization_id IS NOT DISTINCT FROM %(organization_id)s::uuid AND (id::text = %(key)s OR lower(name) = lower(%(key)s))
   AND revoked_at IS NULL
 RETURNING id;
 
 -- name: provisioner_key_active
 -- A long poll checks its key again while it waits, so that a revoked key stops its daemon promptly.
 SELECT id FROM provisioner_keys WHERE id = %(id)s AND revoked_at IS NULL;
-
--- name: organization_of_user
--- The organization a user acts in: their oldest membership.
-SELECT organization_id FROM organization_members WHERE user_id = %(user_id)s
-ORDER BY created_at, organization_id LIMIT 1;
 
 -- name: job_organization
 -- The organization of a job: a key may only touch its own organization's jobs.

@@ -19,7 +19,8 @@ RETURNING id;
 
 -- name: acquire
 -- Takes the next job a daemon can run (human jobs before prebuild jobs, then oldest; a job's tags must all be
--- offered by the daemon) and returns everything it runs in the same statement: the version's manifest and archive,
+-- offered by the daemon, and a daemon of an organization's key takes only that organization's jobs (a null
+-- organization: any)) and returns everything it runs in the same statement: the version's manifest and archive,
 -- and for a build its build, workspace, owner, template and preset (one round trip, run in autocommit).
 WITH job AS (
     UPDATE provisioner_jobs
@@ -29,6 +30,7 @@ WITH job AS (
         WHERE job_status = 'pending'
           AND provisioner = ANY(%(kinds)s)
           AND tags <@ %(tags)s
+          AND (%(organization_id)s::uuid IS NULL OR organization_id = %(organization_id)s::uuid)
         ORDER BY priority, created_at
         FOR UPDATE SKIP LOCKED
         LIMIT 1

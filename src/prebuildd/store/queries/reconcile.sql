@@ -191,7 +191,8 @@ DELETE FROM events WHERE created_at < %(before)s;
 -- Demand of the given pools (template id + preset name; a pool with no record has no row) in one statement,
 -- aggregated in SQL: claims and misses
 -- per window (5..120 min) and over the last day, the first record (how much history there is), the same part of
--- the week in the four past weeks (the next 15 and 60 minutes, summed over weeks), and the p90 time to ready of
+-- the week in the four past weeks and the same time of day in the seven past days (the next 15 and 60 minutes,
+-- summed over weeks or days), and the p90 time to ready of
 -- the 20 newest prebuilds of the last week (and their mean).
 SELECT p.template_id, p.preset_name,
        coalesce(d.claims_5m, 0) AS claims_5m, coalesce(d.claims_10m, 0) AS claims_10m,
@@ -204,6 +205,7 @@ SELECT p.template_id, p.preset_name,
        (SELECT min(f.at) FROM preset_demand f
         WHERE f.template_id = p.template_id AND f.preset_name = p.preset_name) AS first_at,
        w.next_15m AS weekly_next_15m, w.next_60m AS weekly_next_60m,
+       y.next_15m AS daily_next_15m, y.next_60m AS daily_next_60m,
        r.p90 AS ready_p90_seconds, r.mean AS ready_mean_seconds, coalesce(r.samples, 0) AS ready_samples
 FROM (
     -- Only pools with demand records: the others (most of them, at scale) cost one index probe each.
@@ -235,6 +237,13 @@ LEFT JOIN LATERAL (
     JOIN preset_demand d ON d.template_id = p.template_id AND d.preset_name = p.preset_name
          AND d.at >= k.start AND d.at < k.start + interval '60 minutes'
 ) w ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.at < k.start + interval '15 minutes') AS next_15m, count(*) AS next_60m
+    FROM generate_series(1, 7) AS g (n)
+    CROSS JOIN LATERAL (SELECT %(now)s::timestamptz - g.n * interval '1 day' AS start) k
+    JOIN preset_demand d ON d.template_id = p.template_id AND d.preset_name = p.preset_name
+         AND d.at >= k.start AND d.at < k.start + interval '60 minutes'
+) y ON true
 LEFT JOIN LATERAL (
     SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM t.ready_at - t.created_at)) AS p90,
            avg(extract(epoch FROM t.ready_at - t.created_at)) AS mean, count(*) AS samples

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -133,8 +134,14 @@ class TimedQueue:
             self.result.first_acquire = min(self.result.first_acquire, started)
         return job
 
-    async def wait_for_jobs(self, timeout: float) -> None:
-        await self.inner.wait_for_jobs(timeout)
+    async def wait_for_jobs(
+        self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
+    ) -> None:
+        await self.inner.wait_for_jobs(timeout, kinds=kinds, tags=tags)
+
+    @property
+    def wakes_waiters(self) -> bool:
+        return bool(getattr(self.inner, "wakes_waiters", False))
 
     async def heartbeat(self, job_id: UUID, worker_id: str) -> Heartbeat:
         return await self.inner.heartbeat(job_id, worker_id)
@@ -456,6 +463,221 @@ async def run_prebuildd(
         shutil.rmtree(work, ignore_errors=True)
 
 
+# -- idle daemons: pick-up latency and the database's load ---------------------------------------------------
+
+
+class StartRecorder:
+    """The echo provisioner, noting when each job started (the daemon's start of the build)."""
+
+    kind = "echo"
+
+    def __init__(self) -> None:
+        self.echo = EchoProvisioner()
+        self.started: dict[str, float] = {}
+        self.runs: Counter[str] = Counter()
+
+    async def run_build(self, ctx: BuildContext, log: LogSink) -> BuildResult:
+        self.started.setdefault(ctx.job_id, time.perf_counter())
+        self.runs[ctx.job_id] += 1
+        return await self.echo.run_build(ctx, log)
+
+    async def import_version(self, ctx: ImportContext, log: LogSink) -> ImportResult:
+        return await self.echo.import_version(ctx, log)
+
+
+@dataclass
+class IdleResult:
+    daemons: int
+    idle_seconds: float
+    commits_per_s: float
+    """``xact_commit`` of the run's database per second while every daemon was idle (the server's counter)."""
+    acquires_per_s: float
+    """Acquire calls of the daemons per second while idle (counted in the client)."""
+    polls_per_s: float
+    """The process's polls for pending jobs per second while idle."""
+    latencies_ms: list[float]
+    check: str
+
+
+async def _xact_commit(conn: psycopg.AsyncConnection[tuple[int]], name: str) -> int:
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    cur = await conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (name,))
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def run_idle(
+    url: str, name: str, daemons: int, jobs: int, gap: float, idle_seconds: float, tmp: Path
+) -> IdleResult:
+    """D daemons on one queue and listener (the server's wiring), all idle: count the database's commits and
+    the client's statements for ``idle_seconds``; then queue ``jobs`` jobs one at a time, ``gap`` seconds
+    apart, each with its notification, and time each from the enqueue statement's send to the daemon's start of
+    the build. The prepared database's pending builds are hidden first (another provisioner name) and come back
+    one per enqueue."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE provisioner_jobs SET provisioner = 'held' WHERE job_status = 'pending' AND provisioner = 'echo'"
+        )
+    db = await Database(url, min_size=2, max_size=daemons + 4, name="bench-idle").open()
+    listener = Listener(db, channels.ALL)
+    await listener.start()
+    queue = PgJobQueue(db, SystemClock(), listener, poll_interval=2.0)
+    acquires = 0
+    inner_acquire = queue.acquire
+
+    async def counting_acquire(
+        worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
+    ) -> AcquiredJob | None:
+        nonlocal acquires
+        acquires += 1
+        return await inner_acquire(worker_id, kinds, tags)
+
+    queue.acquire = counting_acquire  # type: ignore[method-assign]
+    polls = 0
+    from prebuildd.store import jobs as jobs_store
+
+    inner_pending = jobs_store.pending_kinds
+
+    async def counting_pending(conn: Any) -> Any:
+        nonlocal polls
+        polls += 1
+        return await inner_pending(conn)
+
+    jobs_store.pending_kinds = counting_pending  # type: ignore[assignment]
+    recorder = StartRecorder()
+    work = Path(tempfile.mkdtemp(prefix="idle-", dir=tmp))
+    fleet = [
+        ProvisionerDaemon(
+            queue,
+            {"echo": recorder},
+            DaemonOptions(name=f"idle-{i}", work_root=work, data_dir=work / "data", poll_interval=2.0),
+        )
+        for i in range(daemons)
+    ]
+    tasks = [asyncio.create_task(d.run()) for d in fleet]
+    sent: dict[str, float] = {}
+    try:
+        # Every daemon registered and waiting, and the backends' statistics of that start flushed (an idle
+        # backend sends its counts up to about 10 s later: they would be counted in the idle window).
+        await asyncio.sleep(12.0)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            commits0, acquires0, polls0, t0 = (
+                await _xact_commit(conn, name),
+                acquires,
+                polls,
+                time.perf_counter(),
+            )
+            await asyncio.sleep(idle_seconds)
+            commits1, acquires1, polls1, t1 = (
+                await _xact_commit(conn, name),
+                acquires,
+                polls,
+                time.perf_counter(),
+            )
+            for _ in range(jobs):
+                started = time.perf_counter()
+                cur = await conn.execute(
+                    "WITH j AS (UPDATE provisioner_jobs SET provisioner = 'echo', created_at = now() WHERE id = ("
+                    "  SELECT id FROM provisioner_jobs WHERE provisioner = 'held' AND job_status = 'pending'"
+                    "  ORDER BY created_at LIMIT 1) RETURNING id) "
+                    "SELECT j.id::text, pg_notify('prebuildd_job_queued', 'echo') FROM j"
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                sent[row[0]] = started
+                await asyncio.sleep(gap)
+            deadline = time.perf_counter() + 30
+            while len(recorder.started) < jobs and time.perf_counter() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        for d in fleet:
+            d.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        jobs_store.pending_kinds = inner_pending  # type: ignore[assignment]
+        await listener.stop()
+        await db.close()
+        shutil.rmtree(work, ignore_errors=True)
+    latencies = [1000 * (recorder.started[j] - t) for j, t in sent.items() if j in recorder.started]
+    problems = []
+    if len(latencies) != jobs:
+        problems.append(f"{jobs - len(latencies)} jobs never started")
+    if any(n > 1 for n in recorder.runs.values()):
+        problems.append("a job ran more than once")
+    dt = t1 - t0
+    # The two readings are the measuring connection's own commits.
+    return IdleResult(
+        daemons,
+        dt,
+        (commits1 - commits0 - 2) / dt,
+        (acquires1 - acquires0) / dt,
+        (polls1 - polls0) / dt,
+        latencies,
+        "; ".join(problems) or "ok",
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def idle_bench(args: argparse.Namespace, admin_url: str, tmp: Path) -> list[IdleResult]:
+    tag = uuid.uuid4().hex[:8]
+    prepared = f"prebuildd_idle_{tag}"
+    await prepare(admin_url, prepared, args.pickup_jobs, tmp)
+    out = []
+    try:
+        for repeat in range(args.repeat):
+            for daemons in args.idle:
+                name = f"{prepared}_{daemons}_{repeat}"
+                _admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{prepared}"')
+                try:
+                    r = await run_idle(
+                        _database_url(admin_url, name),
+                        name,
+                        daemons,
+                        args.pickup_jobs,
+                        args.pickup_gap,
+                        args.idle_seconds,
+                        tmp,
+                    )
+                finally:
+                    _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                print(
+                    f"  idle {daemons} daemons: {r.commits_per_s:.2f} commits/s, {r.acquires_per_s:.2f} acquires/s, "
+                    f"{r.polls_per_s:.2f} polls/s; pick-up p50 {_percentile(r.latencies_ms, 0.5):.1f} ms, "
+                    f"p99 {_percentile(r.latencies_ms, 0.99):.1f} ms; {r.check}",
+                    flush=True,
+                )
+                out.append(r)
+    finally:
+        _admin(admin_url, f'DROP DATABASE IF EXISTS "{prepared}" WITH (FORCE)')
+    return out
+
+
+def print_idle(results: list[IdleResult], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"Idle daemons: {args.idle_seconds:.0f} s idle, then {args.pickup_jobs} jobs queued "
+        f"{1000 * args.pickup_gap:.0f} ms apart (pick-up: enqueue statement sent -> the daemon starts the build)"
+    )
+    print()
+    print(
+        "| idle daemons | commits/s (pg_stat_database) | acquires/s | polls/s | pick-up p50 | pick-up p99 "
+        "| pick-up max | each job ran once |"
+    )
+    print("|--:|--:|--:|--:|--:|--:|--:|:--|")
+    for r in results:
+        lat = r.latencies_ms or [float("nan")]
+        print(
+            f"| {r.daemons} | {r.commits_per_s:.2f} | {r.acquires_per_s:.2f} | {r.polls_per_s:.2f} | "
+            f"{_percentile(lat, 0.5):.1f} ms | {_percentile(lat, 0.99):.1f} ms | {max(lat):.1f} ms | "
+            f"{'yes' if r.check == 'ok' else r.check} |"
+        )
+
+
 PGQUEUER_VARIANTS = [("apg", 10), ("apg", 1), ("psy", 10)]
 """Driver and jobs per dequeue: pgqueuer's defaults (asyncpg, 10), one job per dequeue as a prebuildd daemon
 takes them, and prebuildd's driver (psycopg)."""
@@ -534,6 +756,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a Python with pgqueuer installed: also run bench/compare_pgqueuer.py on the same server",
     )
     parser.add_argument("--pgqueuer-consumers", type=int, default=16, help="pgqueuer consumers (default 16)")
+    parser.add_argument(
+        "--idle", type=_ints, default=[], help="idle daemon counts for pick-up latency and load (e.g. 16,64)"
+    )
+    parser.add_argument("--idle-only", action="store_true", help="only the idle-daemon measurement")
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle window (default 20 s)")
+    parser.add_argument("--pickup-jobs", type=int, default=100, help="jobs queued one by one (default 100)")
+    parser.add_argument("--pickup-gap", type=float, default=0.1, help="seconds between them (default 0.1)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work-root", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -555,8 +784,12 @@ def main() -> None:
             print(f"embedded PostgreSQL at {admin_url}", flush=True)
         pg = postgres_version(admin_url)
         load = os.getloadavg()
-        results = asyncio.run(bench(args, admin_url, tmp, ServerCpu(embedded)))
-        print_report(results, pg, args, load)
+        if not args.idle_only:
+            results = asyncio.run(bench(args, admin_url, tmp, ServerCpu(embedded)))
+            print_report(results, pg, args, load)
+        if args.idle:
+            idle = asyncio.run(idle_bench(args, admin_url, tmp))
+            print_idle(idle, args)
     finally:
         if embedded is not None:
             embedded.stop()

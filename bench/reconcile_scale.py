@@ -3,14 +3,21 @@
 Each preset has 10 ready prebuilds, every tenth has 2 failed prebuilds, and every preset has a deleted prebuild
 in its history. Prints cycle time, queries per cycle and time spent in the database. Not a test: run it.
 
-    python bench/reconcile_scale.py [--presets 100,1000,5000] [--postgres-url URL]
+    python bench/reconcile_scale.py [--presets 100,1000,5000] [--rounds N] [--no-full] [--profile]
+                                    [--postgres-url URL]
+
+"cpu" is the process's CPU time per no-op cycle (the reconciler's Python side, psycopg included; not PostgreSQL's):
+it moves much less than wall time on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import logging
 import platform
+import pstats
 import statistics
 import sys
 import tempfile
@@ -20,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import structlog
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.identity.users import create_user, ensure_default_organization
@@ -50,7 +58,7 @@ class Counting:
         self._originals: dict[str, Any] = {}
 
     def install(self) -> None:
-        for name in ("fetch_one", "fetch_all", "fetch_all_as", "execute"):
+        for name in ("fetch_one", "fetch_all", "fetch_all_as", "fetch_tuples", "execute"):
             original = getattr(reconciler_store, name)
             self._originals[name] = original
 
@@ -95,7 +103,9 @@ async def populate(url: str, presets: int, clock: FakeClock) -> None:
         await db.close()
 
 
-async def measure(url: str, presets: int, rounds: int) -> dict[str, Any]:
+async def measure(
+    url: str, presets: int, rounds: int, *, full: bool = True, profile: bool = False
+) -> dict[str, Any]:
     clock = FakeClock(datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
     await populate(url, presets, clock)
     db = await Database(url, min_size=2, max_size=20).open()
@@ -118,14 +128,39 @@ async def measure(url: str, presets: int, rounds: int) -> dict[str, Any]:
         )  # first cycle: stores hard-limit statuses of the failed presets, records decisions
         noop: list[float] = []
         noop_db: list[float] = []
+        noop_cpu: list[float] = []
         queries = 0
+        profiler = cProfile.Profile() if profile else None
         for _ in range(rounds):
             counting.reset()
+            cpu = time.process_time()
+            if profiler is not None:
+                profiler.enable()
             result = await rec.run_cycle()
+            if profiler is not None:
+                profiler.disable()
+            noop_cpu.append(time.process_time() - cpu)
             assert result is not None and result.created == 0 and result.deleted == 0, "not a no-op cycle"
             noop.append(result.duration)
             noop_db.append(counting.db_seconds)
             queries = counting.queries
+        if profiler is not None:
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+        summary = {
+            "presets": presets,
+            "prebuilds": presets * PREBUILDS_PER_PRESET,
+            "noop_p50_ms": statistics.median(noop) * 1000,
+            "noop_max_ms": max(noop) * 1000,
+            "noop_db_ms": statistics.median(noop_db) * 1000,
+            "noop_cpu_ms": statistics.median(noop_cpu) * 1000,
+            "noop_queries": queries,
+            "full_ms": float("nan"),
+            "full_created": 0,
+            "full_queries": 0,
+            "full_db_ms": float("nan"),
+        }
+        if not full:
+            return summary
         # A full cycle: one prebuild of every preset claimed away, so every preset creates one.
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
@@ -138,18 +173,13 @@ async def measure(url: str, presets: int, rounds: int) -> dict[str, Any]:
         counting.reset()
         full = await rec.run_cycle()
         assert full is not None
-        return {
-            "presets": presets,
-            "prebuilds": presets * PREBUILDS_PER_PRESET,
-            "noop_p50_ms": statistics.median(noop) * 1000,
-            "noop_max_ms": max(noop) * 1000,
-            "noop_db_ms": statistics.median(noop_db) * 1000,
-            "noop_queries": queries,
-            "full_ms": full.duration * 1000,
-            "full_created": full.created,
-            "full_queries": counting.queries,
-            "full_db_ms": counting.db_seconds * 1000,
-        }
+        summary.update(
+            full_ms=full.duration * 1000,
+            full_created=full.created,
+            full_queries=counting.queries,
+            full_db_ms=counting.db_seconds * 1000,
+        )
+        return summary
     finally:
         await db.close()
 
@@ -175,7 +205,11 @@ async def main() -> None:
     parser.add_argument("--presets", default="100,1000,5000")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--postgres-url", default=None)
+    parser.add_argument("--no-full", action="store_true", help="skip the full cycle (no-op cycles only)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the no-op cycles (to stderr)")
     args = parser.parse_args()
+    # The cycle's own log lines (one per create in the full cycle) would swamp the table.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     embedded = None
     admin = args.postgres_url
     if admin is None:
@@ -186,7 +220,7 @@ async def main() -> None:
         admin = embedded.start()
     print(f"machine: {machine()}")
     print(
-        f"{'presets':>8} {'prebuilds':>9} {'no-op p50':>10} {'no-op max':>10} {'db':>8} {'queries':>7} "
+        f"{'presets':>8} {'prebuilds':>9} {'no-op p50':>10} {'no-op max':>10} {'db':>8} {'cpu':>8} {'queries':>7} "
         f"{'full cycle':>11} {'creates':>7} {'queries':>7} {'db':>8}"
     )
     try:
@@ -199,10 +233,10 @@ async def main() -> None:
             conn2 = await Database(url).connect()
             await migrate(conn2, datetime.now(UTC))
             await conn2.close()
-            r = await measure(url, n, args.rounds)
+            r = await measure(url, n, args.rounds, full=not args.no_full, profile=args.profile)
             print(
                 f"{r['presets']:>8} {r['prebuilds']:>9} {r['noop_p50_ms']:>8.1f}ms {r['noop_max_ms']:>8.1f}ms "
-                f"{r['noop_db_ms']:>6.1f}ms {r['noop_queries']:>7} {r['full_ms']:>9.1f}ms {r['full_created']:>7} "
+                f"{r['noop_db_ms']:>6.1f}ms {r['noop_cpu_ms']:>6.1f}ms {r['noop_queries']:>7} {r['full_ms']:>9.1f}ms {r['full_created']:>7} "
                 f"{r['full_queries']:>7} {r['full_db_ms']:>6.1f}ms",
                 flush=True,
             )

@@ -22,7 +22,9 @@ from prebuildd.domain.planner import (
     Plan,
     PresetSnapshot,
     PresetState,
+    RunningCounts,
     RunningPrebuild,
+    needs_rows,
     pace,
     plan_preset,
 )
@@ -613,3 +615,34 @@ def test_pace_properties(snaps: list[PresetSnapshot], inflight: int, cap: int) -
     # Nothing is held back while there is room.
     if jobs < max(cap - inflight, 0):
         assert paced == plans
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots())
+def test_a_pool_read_as_counts_plans_as_its_rows(s: PresetSnapshot) -> None:
+    """The snapshot reader reads a pool as counts when none of its running prebuilds is expired and it has no
+    leftovers, jobs in flight or failures; then the counts plan exactly as the rows would, or ``needs_rows``
+    says that its deletes need the rows."""
+    at_rest = replace(
+        s,
+        running=tuple(
+            r for r in s.running if not (s.last_invalidated_at and r.created_at < s.last_invalidated_at)
+        ),
+        ttl_seconds=0,
+        starting=0,
+        pending_creates=(),
+        leftovers=(),
+    )
+    counts = replace(
+        at_rest,
+        running=(),
+        running_counts=RunningCounts(len(at_rest.running), sum(1 for r in at_rest.running if r.ready)),
+    )
+    from_rows = plan_preset(at_rest, NOW)
+    if needs_rows(counts, NOW):
+        assert from_rows.deletes, "the counts were enough: nothing to delete"
+        with pytest.raises(ValueError):
+            plan_preset(counts, NOW)
+        return
+    assert plan_preset(counts, NOW) == from_rows
+    assert plan_preset(counts, NOW, paused=True) == plan_preset(at_rest, NOW, paused=True)

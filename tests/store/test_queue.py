@@ -10,16 +10,22 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
+
+import pytest
 
 from prebuildd.domain.jobs import JobPriority, Transition
 from prebuildd.provisioner.base import BuildContext, BuildResult, ImportContext, ImportResult, LogSink
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.queue.pg import PgJobQueue
+from prebuildd.queue.port import AcquiredJob
 from prebuildd.runtime.clock import FakeClock
 from prebuildd.store import channels
+from prebuildd.store import jobs as jobs_store
+from prebuildd.store.db import Conn
 from prebuildd.store.listener import Listener
 from tests.support.env import Env
 from tests.support.waiting import wait_for
@@ -149,7 +155,8 @@ async def test_a_new_job_wakes_an_idle_daemon_through_notify(env: Env) -> None:
     listener = Listener(env.db, channels.ALL)
     await listener.start()
     assert listener.connected.is_set()
-    queue = PgJobQueue(env.db, env.clock, listener)
+    # The daemon's and the process's polls are an hour apart: only the notification can run this job in time.
+    queue = PgJobQueue(env.db, env.clock, listener, poll_interval=3600)
     daemon = ProvisionerDaemon(
         queue,
         {"echo": Recording()},
@@ -157,9 +164,8 @@ async def test_a_new_job_wakes_an_idle_daemon_through_notify(env: Env) -> None:
     )
     task = asyncio.create_task(daemon.run())
     try:
-        await wait_for(lambda: _idle(listener))
+        await wait_for(lambda: queue.waiting > 0)
         [job_id] = await _workspaces(env, pushed.template_id, 1)
-        # The poll interval is an hour: only the notification can get this job run in time.
         await wait_for(lambda: _status_is(env, job_id, "succeeded"), timeout=20)
     finally:
         daemon.stop()
@@ -167,8 +173,65 @@ async def test_a_new_job_wakes_an_idle_daemon_through_notify(env: Env) -> None:
         await listener.stop()
 
 
-async def _idle(listener: Listener) -> bool:
-    return bool(listener._events.get(channels.JOB_QUEUED))
+async def test_idle_daemons_share_one_poll_and_a_notification_wakes_its_provisioners(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle daemons do not poll the database each on their own: one poll per process finds jobs queued without
+    a notification, and a notification wakes the idle daemons of its provisioner only."""
+    pushed = await env.push("t", ECHO)
+    # A listener deaf to queued jobs: only the process's poll can find them.
+    listener = Listener(env.db, (channels.JOB_COMPLETED,))
+    await listener.start()
+    queue = PgJobQueue(env.db, env.clock, listener, poll_interval=0.05)
+    calls = Counter[str]()
+    acquire = queue.acquire
+
+    async def counted_acquire(
+        worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
+    ) -> AcquiredJob | None:
+        calls["acquire"] += 1
+        return await acquire(worker_id, kinds, tags)
+
+    monkeypatch.setattr(queue, "acquire", counted_acquire)
+    pending_kinds = jobs_store.pending_kinds
+
+    async def counted_poll(conn: Conn) -> list[jobs_store.PendingKind]:
+        calls["poll"] += 1
+        return await pending_kinds(conn)
+
+    monkeypatch.setattr(jobs_store, "pending_kinds", counted_poll)
+    recording = Recording()
+    fleet = [
+        ProvisionerDaemon(
+            queue,
+            {"echo": recording},
+            DaemonOptions(poll_interval=3600, heartbeat_interval=1, work_root=env.tmp),
+        )
+        for _ in range(8)
+    ]
+    tasks = [asyncio.create_task(d.run()) for d in fleet]
+    try:
+        await wait_for(lambda: queue.waiting == 8)
+        idle_acquires, polls = calls["acquire"], calls["poll"]
+        await wait_for(lambda: calls["poll"] >= polls + 5)  # five polls of the process, for eight daemons
+        assert calls["acquire"] == idle_acquires  # no daemon looked on its own meanwhile
+        [job_id] = await _workspaces(env, pushed.template_id, 1)
+        await wait_for(lambda: _status_is(env, job_id, "succeeded"), timeout=20)
+        assert recording.runs == {str(job_id): 1}
+        # The poll woke the idle daemons the job fits; it ran once. A notification of another provisioner's job
+        # wakes none of them, one of theirs wakes them all.
+        await wait_for(lambda: queue.waiting == 8)
+        before = calls["acquire"]
+        queue._on_notify(channels.JOB_QUEUED, "terraform")
+        assert queue.waiting == 8
+        queue._on_notify(channels.JOB_QUEUED, "echo")
+        await wait_for(lambda: queue.waiting == 8)
+        assert calls["acquire"] == before + 8
+    finally:
+        for d in fleet:
+            d.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        await listener.stop()
 
 
 DAEMON_SCRIPT = textwrap.dedent("""

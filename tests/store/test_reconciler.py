@@ -37,6 +37,23 @@ async def test_converges_from_empty_then_does_nothing(env: Env) -> None:
     assert plan.reason == "at target: desired 3, running 3"
 
 
+async def test_a_pool_at_rest_is_read_as_counts_and_a_lowered_target_reads_its_rows(env: Env) -> None:
+    await env.push("t", POOL)
+    rec = reconciler(env)
+    await converge(env, rec)
+    await rec.run_cycle()  # records the prebuilds' times to ready
+    rest = await rec.run_cycle()
+    assert rest is not None and rest.snapshot.prebuilds == []  # no row per prebuild for a pool at rest
+    assert rest.queries == 3  # settings and queue depth, presets with their pools, demand
+    [plan] = rest.plans
+    assert (plan.state.running_valid, plan.state.eligible, plan.actions) == (3, 3, 0)
+    async with env.db.transaction() as conn:
+        await conn.execute("UPDATE template_version_presets SET desired_instances = 1")
+    lowered = await rec.run_cycle()
+    assert lowered is not None and lowered.deleted == 2  # the deletes name prebuilds: their rows were read
+    assert len(lowered.snapshot.prebuilds) == 3 and lowered.queries == 4
+
+
 async def test_a_claimed_prebuild_is_replaced(env: Env) -> None:
     await env.push("t", POOL)
     rec = reconciler(env)

@@ -53,6 +53,16 @@ class PendingCreate:
 
 
 @dataclass(frozen=True)
+class RunningCounts:
+    """A pool's running prebuilds as counts, for a pool none of whose prebuilds can be acted on one by one (none
+    expired, no leftovers, no jobs in flight, no failures): the snapshot reader aggregates such pools in SQL instead
+    of loading a row per prebuild. ``needs_rows`` says when the counts are not enough to plan."""
+
+    total: int
+    ready: int
+
+
+@dataclass(frozen=True)
 class PresetSnapshot:
     preset_id: UUID
     template_name: str
@@ -85,6 +95,8 @@ class PresetSnapshot:
     target_source: str = "scheduled"
     target_reason: str = ""
     """Why the target is what it is, for explain: 'autoscale: 0.8 claims/min, ready p90 4m10s, target 95%'."""
+    running_counts: RunningCounts | None = None
+    """Set instead of ``running`` when the pool was read as counts (see ``RunningCounts``)."""
 
 
 @dataclass(frozen=True)
@@ -145,16 +157,22 @@ def preset_state(snap: PresetSnapshot, now: datetime) -> tuple[PresetState, list
     desired = desired_at(now, snap.timezone, snap.schedules, snap.desired_instances)
     scheduled = desired.instances if snap.target_override is None else snap.target_override
     target = scheduled if snap.active else 0
-    expired = [p for p in snap.running if _is_expired(p, snap, now)]
-    valid = [p for p in snap.running if p not in expired]
+    counts = snap.running_counts
+    if counts is not None:  # read as counts: none of them is expired (the reader loads rows otherwise)
+        expired: list[RunningPrebuild] = []
+        total, valid_n, ready_n = counts.total, counts.total, counts.ready
+    else:
+        expired = [p for p in snap.running if _is_expired(p, snap, now)]
+        valid = [p for p in snap.running if p not in expired]
+        total, valid_n, ready_n = len(snap.running), len(valid), sum(1 for p in valid if p.ready)
     state = PresetState(
         desired=target,
-        running=len(snap.running),
-        running_valid=len(valid),
+        running=total,
+        running_valid=valid_n,
         # What a claim can take: none of an inactive version's (or a deleted or deprecated template's) prebuilds.
-        eligible=sum(1 for p in valid if p.ready) if snap.active else 0,
+        eligible=ready_n if snap.active else 0,
         expired=len(expired),
-        extraneous=max(len(valid) - target, 0),
+        extraneous=max(valid_n - target, 0),
         starting=snap.starting,
         stopping=snap.stopping,
         deleting=snap.deleting,
@@ -164,6 +182,17 @@ def preset_state(snap: PresetSnapshot, now: datetime) -> tuple[PresetState, list
         target_reason=snap.target_reason,
     )
     return state, expired
+
+
+def needs_rows(snap: PresetSnapshot, now: datetime, state: PresetState | None = None) -> bool:
+    """Whether a pool read as counts must be read again row by row before it can be planned: some of its running
+    prebuilds are to be deleted (an inactive version's, or more than the target), and a delete names one."""
+    counts = snap.running_counts
+    if counts is None or counts.total == 0:
+        return False
+    if not snap.active:
+        return True
+    return (state or preset_state(snap, now)[0]).extraneous > 0
 
 
 def _is_expired(p: RunningPrebuild, snap: PresetSnapshot, now: datetime) -> bool:
@@ -184,6 +213,8 @@ _LEFTOVER_REASON = {
 def plan_preset(snap: PresetSnapshot, now: datetime, *, paused: bool = False) -> Plan:
     """State and actions for one preset, in order: cancels, deletes, then creates (SPEC §5)."""
     state, expired = preset_state(snap, now)
+    if needs_rows(snap, now, state):
+        raise ValueError(f"preset {snap.preset_id}: its deletes need its prebuilds' rows, not their counts")
     if paused:
         return Plan(snap.preset_id, state, reason="reconciliation is paused", blocked="paused")
 

@@ -14,7 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from prebuildd.domain.planner import CleanupReason, Leftover, PendingCreate, PresetSnapshot, RunningPrebuild
+from prebuildd.domain.planner import (
+    CleanupReason,
+    Leftover,
+    PendingCreate,
+    PresetSnapshot,
+    RunningCounts,
+    RunningPrebuild,
+)
 from prebuildd.domain.schedules import Schedule
 
 ACTIVE_STATUSES = ("pending", "running", "canceling")
@@ -78,6 +85,8 @@ class PresetRows:
     creations: list[PrebuildRow] | None = None
     """The preset's latest creations (first builds of its prebuilds, claimed or deleted ones included), for the
     failure maths. None: use ``prebuilds`` (the latest build of each prebuild still in the pool)."""
+    counts: RunningCounts | None = None
+    """The pool as counts, when its rows were not read (``prebuilds`` is then empty)."""
 
 
 def group(presets: Iterable[PresetRow], prebuilds: Iterable[PrebuildRow]) -> dict[UUID, PresetRows]:
@@ -148,5 +157,6 @@ def preset_snapshot(
         pending_creates=tuple(pending) if not p.active else (),
         leftovers=tuple(leftovers),
         failed=failed,
+        running_counts=rows.counts if not rows.prebuilds else None,
         **extra,
     )

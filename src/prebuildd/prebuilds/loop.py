@@ -34,7 +34,7 @@ from prebuildd.domain.planner import Plan, pace, plan_preset
 from prebuildd.domain.snapshot import PresetRow
 from prebuildd.prebuilds.executor import Executed, Executor, JobCanceller
 from prebuildd.prebuilds.recorder import Recorder
-from prebuildd.prebuilds.snapshot import SNAPSHOT_QUERIES, Snapshot, SnapshotReader, failure_policy
+from prebuildd.prebuilds.snapshot import Snapshot, SnapshotReader, failure_policy
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.runtime.faults import FaultState
@@ -300,7 +300,7 @@ class Reconciler:
             snap = await self.reader.read()
             plans = [plan_preset(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots]
             plans = pace(plans, snap.inflight, self.settings.max_inflight)
-            result = CycleResult(snap, plans, queries=SNAPSHOT_QUERIES)
+            result = CycleResult(snap, plans, queries=snap.queries)
             await self.recorder.record_status(snap)
             if not snap.paused:
                 executed = await asyncio.gather(

@@ -11,24 +11,13 @@ from uuid import UUID
 
 from prebuildd.domain.autoscale import Demand
 from prebuildd.domain.failures import FailurePolicy, failure_inputs
-from prebuildd.domain.planner import PresetSnapshot
-from prebuildd.domain.snapshot import (
-    PrebuildRow,
-    PresetRow,
-    PresetRows,
-    group,
-    inflight_jobs,
-    preset_snapshot,
-)
+from prebuildd.domain.planner import PresetSnapshot, RunningCounts, needs_rows
+from prebuildd.domain.snapshot import PrebuildRow, PresetRow, PresetRows, preset_snapshot
 from prebuildd.domain.targets import NO_DEMAND, PoolTarget, pool_target
 from prebuildd.runtime.clock import Clock
 from prebuildd.runtime.config import ServerConfig
 from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Conn, Database, IsolationLevel
-
-SNAPSHOT_QUERIES = 5
-"""Queries of every snapshot (settings, presets, prebuilds, queue depth, demand); one more when some pool has
-failures."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +35,9 @@ class Snapshot:
     targets: dict[UUID, PoolTarget] = field(default_factory=dict)
     """Where each preset's target came from (autoscale decisions, recommended sizes)."""
     demand: dict[UUID, Demand] = field(default_factory=dict)
+    queries: int = 0
+    """Statements the snapshot took: three, one more when some pool acts or has failures, and one more when some
+    has failed builds, whatever the number of presets."""
 
 
 def failure_policy(config: ServerConfig) -> FailurePolicy:
@@ -73,54 +65,89 @@ class SnapshotReader:
         return cls(db, clock, failure_policy(config))
 
     async def read(self) -> Snapshot:
-        """Five queries (six when a pool has failures) in one read-only REPEATABLE READ transaction."""
+        """One read-only REPEATABLE READ transaction: settings and queue depth, presets with their pools
+        aggregated, demand; then the rows of the pools that need them (some prebuild to act on, a failure, a time
+        to ready to record), and the creation history of those with failures. Pools at rest are planned from their
+        counts, so the cost of a cycle follows the pools that change, not the number of presets."""
         async with self.db.transaction(isolation=IsolationLevel.REPEATABLE_READ, readonly=True) as conn:
             now = self.clock.now()
-            paused = await store.snapshot_paused(conn, idle_timeout=self.idle_timeout)
-            presets = await store.snapshot_presets(conn)
-            prebuilds = await store.snapshot_prebuilds(conn)
-            queue = await store.queue_depth(conn)
+            settings = await store.snapshot_settings(conn, idle_timeout=self.idle_timeout)
+            read = await store.snapshot_presets(conn, now)
+            presets = read.presets
             keys = list(dict.fromkeys((p.template_id, p.preset_name) for p in presets))
             demand_by_pool = await store.snapshot_demand(conn, keys, now)
-            grouped = group(presets, prebuilds)
-            await self._creation_history(conn, grouped)
-        inputs = failure_inputs(self.policy, now)
-        retry = self.policy.backoff_interval
-        demand = {p.preset_id: demand_by_pool.get((p.template_id, p.preset_name), NO_DEMAND) for p in presets}
-        targets = {
-            rows.preset.preset_id: pool_target(
-                preset_snapshot(rows, delete_retry=retry, failure_inputs=inputs),
-                rows.preset,
-                demand[rows.preset.preset_id],
-                now,
-            )
-            for rows in grouped.values()
-        }
-        snapshots = [t.snapshot for t in targets.values()]
+            queries = 3 if keys else 2
+            demand = {
+                p.preset_id: demand_by_pool.get((p.template_id, p.preset_name), NO_DEMAND) for p in presets
+            }
+            grouped: dict[UUID, PresetRows] = {}
+            wanted: list[UUID] = []
+            for p in presets:
+                pool = read.pools[p.preset_id]
+                grouped[p.preset_id] = PresetRows(p, counts=RunningCounts(pool.running, pool.ready))
+                if pool.needs_rows or p.consecutive_failures:
+                    wanted.append(p.preset_id)
+            targets = self._targets(grouped, demand, now, skip=set(wanted))
+            # A pool at rest by its counts may still have deletes to make (above its target, inactive): rows too.
+            wanted += [pid for pid, t in targets.items() if needs_rows(t.snapshot, now)]
+            prebuilds: list[PrebuildRow] = []
+            if wanted:
+                prebuilds = await store.snapshot_prebuilds(conn, wanted)
+                queries += 1
+                for pid in wanted:
+                    grouped[pid].counts = None
+                for row in prebuilds:
+                    if row.preset_id is not None and row.preset_id in grouped:
+                        grouped[row.preset_id].prebuilds.append(row)
+            if await self._creation_history(conn, [grouped[pid] for pid in wanted]):
+                queries += 1
+        targets.update(self._targets({pid: grouped[pid] for pid in wanted}, demand, now))
+        targets = {pid: targets[pid] for pid in grouped}  # the presets' order
         return Snapshot(
             taken_at=now,
-            paused=paused,
+            paused=settings.paused,
             presets={p.preset_id: p for p in presets},
-            snapshots=snapshots,
+            snapshots=[t.snapshot for t in targets.values()],
             prebuilds=prebuilds,
             history_by_preset={
                 preset_id: rows.prebuilds if rows.creations is None else rows.creations
                 for preset_id, rows in grouped.items()
             },
-            inflight=inflight_jobs(prebuilds),
-            queue_depth=queue.pending,
-            oldest_pending=queue.oldest,
+            inflight=read.inflight,
+            queue_depth=settings.queue.pending,
+            oldest_pending=settings.queue.oldest,
             targets=targets,
             demand=demand,
+            queries=queries,
         )
 
-    async def _creation_history(self, conn: Conn, grouped: dict[UUID, PresetRows]) -> None:
+    def _targets(
+        self,
+        grouped: dict[UUID, PresetRows],
+        demand: dict[UUID, Demand],
+        now: datetime,
+        skip: set[UUID] | None = None,
+    ) -> dict[UUID, PoolTarget]:
+        inputs = failure_inputs(self.policy, now)
+        retry = self.policy.backoff_interval
+        return {
+            preset_id: pool_target(
+                preset_snapshot(rows, delete_retry=retry, failure_inputs=inputs),
+                rows.preset,
+                demand[preset_id],
+                now,
+            )
+            for preset_id, rows in grouped.items()
+            if skip is None or preset_id not in skip
+        }
+
+    async def _creation_history(self, conn: Conn, pools: list[PresetRows]) -> bool:
         """For presets with failures in their pool, read their newest creations, claimed ones included, so that
         a claimed success still breaks a run of failures. Healthy presets need no extra read (one query at most,
-        whatever the number of presets)."""
-        failing = [r for r in grouped.values() if any(p.job_status == "failed" for p in r.prebuilds)]
+        whatever the number of presets). True when it read."""
+        failing = [r for r in pools if any(p.job_status == "failed" for p in r.prebuilds)]
         if not failing:
-            return
+            return False
         keep = [max(r.preset.desired_instances or 0, self.policy.hard_limit, 1) for r in failing]
         rows = await store.creation_history(conn, [r.preset.preset_id for r in failing], keep)
         creations: dict[UUID, list[PrebuildRow]] = {r.preset.preset_id: [] for r in failing}
@@ -129,3 +156,4 @@ class SnapshotReader:
                 creations[row.preset_id].append(row)
         for r in failing:
             r.creations = creations[r.preset.preset_id]
+        return True

@@ -42,6 +42,8 @@ log = structlog.get_logger(__name__)
 RETRY_FIRST = 0.5
 """Seconds before the first retry of a failed queue call; doubled after each failure up to ``RETRY_MAX``."""
 RETRY_MAX = 10.0
+IDLE_RECHECK = 30.0
+"""Seconds an idle daemon waits before looking for a job on its own, when its queue wakes it for jobs."""
 LOG_BUFFER_LINES = 10_000
 """Log lines a job keeps while they cannot be sent; beyond, the oldest are dropped (and the drop is logged)."""
 MAX_REFUSED_COMPLETIONS = 5
@@ -108,10 +110,14 @@ class _LogBuffer:
         self.dropped = 0
         self.failing = False
         self._lock = asyncio.Lock()
+        self._sender: asyncio.Task[None] | None = None
+        """Sends batches every ``interval``; started by the first line (most no-op jobs log nothing)."""
 
     async def add(self, level: str, stage: str, output: str) -> None:
         self.lines.append(LogLine(level, stage, output))
         self._trim()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self.run())
         if len(self.lines) >= 100 and not self.failing and not self._lock.locked():
             await self.flush()
 
@@ -158,6 +164,15 @@ class _LogBuffer:
             if not self.daemon.delivering:
                 self.daemon.fault.recovered(worker_id=self.daemon.worker_id)
             return True
+
+    def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+
+    async def stopped(self) -> None:
+        if self._sender is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
 
     async def run(self) -> None:
         backoff = self.daemon._backoff()
@@ -269,7 +284,16 @@ class ProvisionerDaemon:
             )
 
     async def _wait_for_jobs(self) -> None:
-        waiter = asyncio.ensure_future(self.queue.wait_for_jobs(self.options.poll_interval))
+        if getattr(self.queue, "wakes_waiters", False):
+            # The queue wakes this daemon when a job fits it (a notification, or its process's one poll): an
+            # idle daemon looks on its own only now and then, so that many idle daemons cost the database
+            # next to nothing.
+            wait = self.queue.wait_for_jobs(
+                max(self.options.poll_interval, IDLE_RECHECK), kinds=self.kinds, tags=self.options.tags
+            )
+        else:
+            wait = self.queue.wait_for_jobs(self.options.poll_interval)
+        waiter = asyncio.ensure_future(wait)
         stopper = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -292,7 +316,6 @@ class ProvisionerDaemon:
     async def run_job(self, job: AcquiredJob) -> None:
         self.current_job = job.id
         logs = _LogBuffer(self, job.id, self.options.log_flush_interval)
-        flusher = asyncio.create_task(logs.run())
         # A provisioner that reads no files (echo) gets a shared empty directory: no per-job unpacking, which
         # was a third of a no-op job's cost (bench/queue_throughput.py).
         needs_files = getattr(self.provisioners.get(job.provisioner), "needs_files", True)
@@ -312,11 +335,10 @@ class ProvisionerDaemon:
                     raise
             finally:
                 beater.cancel()
-                flusher.cancel()
+                logs.stop()
                 if needs_files:
                     shutil.rmtree(work, ignore_errors=True)
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await logs.stopped()
             if outcome is None:
                 log.warning("daemon.job_lost", job_id=str(job.id), worker_id=self.worker_id)
                 return

@@ -257,7 +257,9 @@ class HttpJobQueue:
         response.raise_for_status()
         return acquired_job_from_json(response.json())
 
-    async def wait_for_jobs(self, timeout: float) -> None:
+    async def wait_for_jobs(
+        self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
+    ) -> None:
         """Nothing to wait for: acquire already waited on the server."""
 
     async def heartbeat(self, job_id: UUID, worker_id: str) -> Heartbeat:

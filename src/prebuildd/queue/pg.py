@@ -7,7 +7,10 @@ statement is a function of ``prebuildd.store.jobs``; this module decides what to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -40,6 +43,27 @@ from prebuildd.templates.versions import record_import
 log = structlog.get_logger(__name__)
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """An idle daemon (or a daemon's long poll) waiting for a job it may run."""
+
+    kinds: frozenset[str]
+    """Empty: any provisioner."""
+    tags: dict[str, str] | None
+    """None: any tags."""
+    woken: asyncio.Future[None]
+
+
+def _fits(waiter: _Waiter, pending: store.PendingKind) -> bool:
+    kinds_fit = not waiter.kinds or pending.provisioner in waiter.kinds
+    offered = waiter.tags
+    return kinds_fit and (offered is None or all(offered.get(k) == v for k, v in pending.tags.items()))
+
+
+def _fits_any(pending: Sequence[store.PendingKind], waiter: _Waiter) -> bool:
+    return any(_fits(waiter, p) for p in pending)
+
+
 class PgJobQueue:
     """The queue on PostgreSQL: ``FOR UPDATE SKIP LOCKED``, human jobs first, LISTEN/NOTIFY wake-ups."""
 
@@ -47,13 +71,25 @@ class PgJobQueue:
     """What a daemon on this queue loses when calls fail (its outage log lines name it)."""
 
     def __init__(
-        self, db: Database, clock: Clock, listener: Listener | None = None, metrics: Metrics | None = None
+        self,
+        db: Database,
+        clock: Clock,
+        listener: Listener | None = None,
+        metrics: Metrics | None = None,
+        *,
+        poll_interval: float = 2.0,
     ) -> None:
         self.db = db
         self.clock = clock
         self.listener = listener
         self.metrics = metrics
         """Where the end of a claim build is observed (None: not observed)."""
+        self.poll_interval = poll_interval
+        """How often the process looks for pending jobs while daemons wait (one statement, whatever their
+        number)."""
+        self._waiters: list[_Waiter] = []
+        self._poller: asyncio.Task[None] | None = None
+        self._listening = False
 
     @staticmethod
     def is_transient(exc: BaseException) -> bool:
@@ -100,34 +136,44 @@ class PgJobQueue:
         *,
         organization_id: UUID | None = None,
     ) -> AcquiredJob | None:
-        """The next job, its payload built (agent tokens issued) in the same transaction; ``organization_id``
+        """One statement in autocommit takes the job with everything it runs (one round trip); a start build
+        with agents then gets their tokens in one more statement. If that fails, the job goes back to the queue
+        before the error is raised, so that no job stays held by a daemon that never saw it. ``organization_id``
         (a standalone daemon's key) filters in the statement itself, so nothing is done for a foreign job."""
-        async with self.db.transaction() as conn:
+        now = self.clock.now()
+        async with self.db.autocommit() as conn:
             job = await store.acquire(
-                conn, worker_id, kinds, tags, self.clock.now(), organization_id=organization_id
+                conn, worker_id, kinds, tags, now, PREBUILDS_USER_ID, organization_id=organization_id
             )
-            if job is None:
-                return None
-            return await self._payload(conn, job)
+        if job is None:
+            return None
+        try:
+            acquired = self._payload(job)
+            if acquired.build is not None and job.build is not None:
+                tokens = await self._agent_tokens(job.build)
+                if tokens:
+                    acquired = replace(acquired, build=replace(acquired.build, agent_tokens=tokens))
+        except BaseException:
+            with contextlib.suppress(Exception):  # not released: the stale-job reaper fails it later
+                await self.release(job.id, worker_id)
+            raise
+        return acquired
 
-    async def _payload(self, conn: Conn, job: AcquiredJobRow) -> AcquiredJob:
+    @staticmethod
+    def _payload(job: AcquiredJobRow) -> AcquiredJob:
+        if job.manifest is None or job.source is None or job.source_hash is None or job.version_id is None:
+            raise _inconsistent(f"job {job.id} has no template version")
         if job.type is JobType.TEMPLATE_VERSION_IMPORT:
-            version_id = job.template_version_id
-            if version_id is None:
-                raise _inconsistent(f"import job {job.id} names no template version")
-            version = await store.version_source(conn, version_id)
-            if version is None:
-                raise _inconsistent(f"import job {job.id} has no template version {version_id}")
             return AcquiredJob(
                 job.id,
                 job.type,
                 job.provisioner,
-                version.manifest,
-                version.source,
-                version.source_hash,
-                version_id=version_id,
+                job.manifest,
+                job.source,
+                job.source_hash,
+                version_id=job.version_id,
             )
-        job_build = await store.build_for_job(conn, job.id, PREBUILDS_USER_ID)
+        job_build = job.build
         if job_build is None:
             raise _inconsistent(f"build job {job.id} has no build")
         build = BuildPayload(
@@ -145,7 +191,6 @@ class PgJobQueue:
             version_id=job_build.version_id,
             preset_name=job_build.preset_name,
             is_prebuild=job_build.is_prebuild,
-            agent_tokens=await self._agent_tokens(conn, job_build),
         )
         return AcquiredJob(
             job.id,
@@ -158,22 +203,96 @@ class PgJobQueue:
             version_id=job_build.version_id,
         )
 
-    async def _agent_tokens(self, conn: Conn, job_build: BuildForJob) -> dict[str, str]:
-        if job_build.transition != Transition.START or job_build.reason == "claim" or job_build.agents == []:
+    async def _agent_tokens(self, job_build: BuildForJob) -> dict[str, str]:
+        if job_build.transition != Transition.START or job_build.reason == "claim" or not job_build.agents:
             return {}
-        tokens = {}
-        for name in job_build.agents:
-            tokens[name] = new_secret(AGENT_TOKEN_PREFIX)
-            await store.issue_agent_token(
-                conn, job_build.workspace_id, name, secret_hash(tokens[name]), self.clock.now()
+        tokens = {name: new_secret(AGENT_TOKEN_PREFIX) for name in job_build.agents}
+        async with self.db.autocommit() as conn:
+            await store.issue_agent_tokens(
+                conn,
+                job_build.workspace_id,
+                list(tokens),
+                [secret_hash(token) for token in tokens.values()],
+                self.clock.now(),
             )
         return tokens
 
-    async def wait_for_jobs(self, timeout: float) -> None:
+    async def wait_for_jobs(
+        self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Wait until a job this waiter may run is queued, or ``timeout``. Without a listener: the timeout (the
+        caller polls). With one, a queued job's notification wakes the waiters of its provisioner, and one poll
+        per process, not per waiter, every ``poll_interval`` wakes the waiters that pending jobs fit (a
+        notification lost, a job a woken daemon could not take, an earlier outage)."""
         if self.listener is None:
             await asyncio.sleep(timeout)
-        else:
-            await self.listener.wait(channels.JOB_QUEUED, timeout)
+            return
+        offered = None if tags is None else dict(tags)
+        waiter = _Waiter(frozenset(kinds), offered, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self._ensure_poller()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await waiter.woken
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    @property
+    def waiting(self) -> int:
+        """Waiters (idle daemons, long polls) waiting for a job now."""
+        return len(self._waiters)
+
+    @property
+    def wakes_waiters(self) -> bool:
+        """Whether ``wait_for_jobs`` returns when there is work (a listener and the process's poll): a daemon
+        may then wait long between its own acquires."""
+        return self.listener is not None
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel != channels.JOB_QUEUED:
+            return
+        if not payload:  # the listener is back after an outage: whatever was queued meanwhile, look now
+            self._wake(lambda w: True)
+            return
+        # Every idle daemon of that provisioner races for it (one wins, the others find nothing and wait again):
+        # waking only one would leave the others idle while busy daemons keep up, and a daemon that never gets a
+        # job cannot be told from a lost one.
+        self._wake(lambda w: not w.kinds or payload in w.kinds)
+
+    def _wake(self, fits: Callable[[_Waiter], bool], limit: int | None = None) -> int:
+        woken = 0
+        for waiter in list(self._waiters):  # oldest first
+            if limit is not None and woken >= limit:
+                break
+            if not waiter.woken.done() and fits(waiter):
+                waiter.woken.set_result(None)
+                self._waiters.remove(waiter)
+                woken += 1
+        return woken
+
+    def _ensure_poller(self) -> None:
+        if self.listener is not None and not self._listening:
+            self.listener.add_handler(self._on_notify)
+            self._listening = True
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll(), name="job-queue-poll")
+
+    async def _poll(self) -> None:
+        """The process's one poll, while anyone waits: which pending jobs' provisioners and tags fit a waiter."""
+        while self._waiters:
+            await asyncio.sleep(self.poll_interval)
+            if not self._waiters:
+                return
+            try:
+                async with self.db.autocommit() as conn:
+                    pending = await store.pending_kinds(conn)
+            except Exception:  # the database is away: the waiters find out on their own calls, and report it
+                self._wake(lambda w: True)
+                continue
+            if pending:
+                self._wake(functools.partial(_fits_any, pending))
 
     async def heartbeat(self, job_id: UUID, worker_id: str) -> Heartbeat:
         async with self.db.transaction() as conn:

@@ -109,8 +109,12 @@ class JobQueue(Protocol):
         self, worker_id: str, kinds: Sequence[str], tags: Mapping[str, str]
     ) -> AcquiredJob | None: ...
 
-    async def wait_for_jobs(self, timeout: float) -> None:
-        """Return when new jobs may be there, or after ``timeout`` seconds."""
+    async def wait_for_jobs(
+        self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Return when new jobs may be there, or after ``timeout`` seconds. ``kinds`` and ``tags`` (what the
+        waiter runs) let a queue wake only the waiters a job fits. A queue with ``wakes_waiters = True`` returns
+        whenever there is work (it polls for all its waiters), so that a daemon need not poll on its own."""
         ...
 
     async def heartbeat(self, job_id: UUID, worker_id: str) -> Heartbeat: ...

@@ -228,7 +228,9 @@ class ServerConfig(BaseSettings):
         10.0, "How often a provisioner daemon reports a running job alive."
     )
     job_poll_interval: Duration = _option(
-        2.0, "How often an idle provisioner daemon looks for a job when no notification wakes it."
+        2.0,
+        "How often the server looks for pending jobs (one query, whatever the number of idle daemons) when no "
+        "notification wakes them.",
     )
     shutdown_grace: Duration = _option(30.0, "How long running jobs get to finish on shutdown.")
     event_retention: Duration = _option(7 * 86400.0, "How long prebuild events are kept before pruning.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,13 @@ from prebuildd.domain.snapshot import PresetRow
 from prebuildd.domain.targets import PoolTarget
 
 PRESET_LABELS = ("organization", "template", "preset")
+
+
+@functools.lru_cache(maxsize=1024)
+def _uuid_text(value: UUID) -> str:
+    """An organization id as a label (when its name is not known): formatting a UUID costs more than the rest of
+    a preset's gauges, and a server has few organizations."""
+    return str(value)
 
 
 class Metrics:
@@ -190,13 +198,15 @@ class Metrics:
             self.backing_off,
         )
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._values: dict[tuple[str, str, str], tuple[int, ...]] = {}
+        """The values last set on each preset's gauges: an unchanged pool costs no gauge update."""
         self._labelled: set[tuple[str, str, str]] = set()
 
     @staticmethod
     def labels(preset: PresetRow) -> tuple[str, str, str]:
         """(organization, template, preset): the organization by name, as operators know it."""
         return (
-            preset.organization_name or str(preset.organization_id),
+            preset.organization_name or _uuid_text(preset.organization_id),
             preset.template_name,
             preset.preset_name,
         )
@@ -224,18 +234,24 @@ class Metrics:
             if children is None:  # labels() is costly: resolve each preset's series once
                 children = tuple(g.labels(*labels) for g in self._preset_gauges)
                 self._children[labels] = children
-            desired, running, eligible, starting, hard_limited, backing_off = children
-            desired.set(state.desired)
-            running.set(state.running_valid)
-            eligible.set(state.eligible)
-            starting.set(state.starting)
             blocked = plan.blocked or ""
-            hard_limited.set(1 if blocked.startswith("hard-limited") else 0)
-            backing_off.set(1 if blocked.startswith("backing off") else 0)
+            values = (
+                state.desired,
+                state.running_valid,
+                state.eligible,
+                state.starting,
+                1 if blocked.startswith("hard-limited") else 0,
+                1 if blocked.startswith("backing off") else 0,
+            )
+            if self._values.get(labels) != values:  # most pools do not change between cycles
+                self._values[labels] = values
+                for gauge, value in zip(children, values, strict=True):
+                    gauge.set(value)
         for labels in self._labelled - current:  # presets gone since the last cycle
             for gauge in self._preset_gauges:
                 gauge.remove(*labels)
             self._children.pop(labels, None)
+            self._values.pop(labels, None)
         self._labelled = current
         failed = list(failed_ids)
         if self._seen_failed is None:  # failures from before this process started are not new

@@ -228,7 +228,9 @@ class Server:
         listener = Listener(db, channels.ALL, on_change=metrics.component_changed)
         self._listener_task = self._spawn(BackgroundService("listener", listener.run))
         await listener.wait_connected(10)
-        queue = PgJobQueue(db, self.clock, listener, metrics=metrics)
+        queue = PgJobQueue(
+            db, self.clock, listener, metrics=metrics, poll_interval=self.config.job_poll_interval
+        )
         self.services = services = Services(
             config=config,
             clock=self.clock,

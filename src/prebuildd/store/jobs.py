@@ -67,24 +67,19 @@ def _params(job: NewJob, now: datetime) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class AcquiredJobRow:
-    """A job a worker has just taken (``started_at`` and ``worker_id`` are set)."""
+    """A job a worker has just taken (``started_at`` and ``worker_id`` are set), with what it runs: the version's
+    manifest and archive, and for a build job its build (None when the job names no build or version: the
+    database broke an invariant)."""
 
     id: UUID
-    organization_id: UUID
     type: JobType
     provisioner: str
-    template_version_id: UUID | None
-    """Import jobs: the version to import (from the job's input)."""
-
-
-@dataclass(frozen=True)
-class VersionSource:
-    """What an import job runs: the version's manifest and source archive."""
-
-    id: UUID
-    manifest: str
-    source: bytes
-    source_hash: str
+    version_id: UUID | None
+    """The version an import job imports, or a build's version."""
+    manifest: str | None
+    source: bytes | None
+    source_hash: str | None
+    build: BuildForJob | None
 
 
 @dataclass(frozen=True)
@@ -179,11 +174,12 @@ async def acquire(
     kinds: Sequence[str],
     tags: Mapping[str, str],
     now: datetime,
+    prebuilds_user_id: UUID,
     *,
     organization_id: UUID | None = None,
 ) -> AcquiredJobRow | None:
-    """Take the next pending job this worker can run (human jobs first, then oldest), or None; with
-    ``organization_id``, only a job of that organization."""
+    """Take the next pending job this worker can run (human jobs first, then oldest) with what it runs, in one
+    statement; None when there is none. With ``organization_id``, only a job of that organization."""
     row = await fetch_one(
         conn,
         "jobs.acquire",
@@ -192,49 +188,75 @@ async def acquire(
             "worker_id": worker_id,
             "kinds": list(kinds),
             "tags": jsonb(dict(tags)),
+            "prebuilds_user_id": prebuilds_user_id,
             "organization_id": organization_id,
         },
+        prepare=True,
     )
     if row is None:
         return None
-    version_id = row["input"].get("template_version_id")
+    build = None
+    if row["build_id"] is not None and row["manifest"] is not None:
+        build = BuildForJob(
+            build_id=row["build_id"],
+            build_number=row["build_number"],
+            transition=row["transition"],
+            parameters=row["parameters"],
+            reason=row["reason"],
+            previous_state=row["previous_state"],
+            workspace_id=row["workspace_id"],
+            workspace_name=row["workspace_name"],
+            owner_id=row["owner_id"],
+            owner_name=row["owner_name"],
+            is_prebuild=row["is_prebuild"],
+            template_name=row["template_name"],
+            version_id=row["version_id"],
+            manifest=row["manifest"],
+            source=row["source"],
+            source_hash=row["source_hash"],
+            agents=row["agents"],
+            preset_name=row["preset_name"],
+        )
     return AcquiredJobRow(
         row["id"],
-        row["organization_id"],
         JobType(row["type"]),
         row["provisioner"],
-        None if version_id is None else UUID(version_id),
+        row["version_id"],
+        row["manifest"],
+        row["source"],
+        row["source_hash"],
+        build,
     )
 
 
-async def version_source(conn: Conn, version_id: UUID) -> VersionSource | None:
-    row = await fetch_one(conn, "templates.version_source", {"id": version_id})
-    return (
-        None if row is None else VersionSource(row["id"], row["manifest"], row["source"], row["source_hash"])
-    )
+@dataclass(frozen=True)
+class PendingKind:
+    provisioner: str
+    tags: Mapping[str, str]
 
 
-async def build_for_job(conn: Conn, job_id: UUID, prebuilds_user_id: UUID) -> BuildForJob | None:
-    row = await fetch_one(
-        conn, "workspaces.build_for_job", {"job_id": job_id, "prebuilds_user_id": prebuilds_user_id}
-    )
-    return None if row is None else BuildForJob(**row)
+async def pending_kinds(conn: Conn) -> list[PendingKind]:
+    """The provisioners and tags of pending jobs (at most 100 combinations)."""
+    rows = await fetch_all(conn, "jobs.pending_kinds")
+    return [PendingKind(r["provisioner"], r["tags"]) for r in rows]
 
 
-async def issue_agent_token(
-    conn: Conn, workspace_id: UUID, name: str, token_hash: bytes, now: datetime
+async def issue_agent_tokens(
+    conn: Conn, workspace_id: UUID, names: Sequence[str], token_hashes: Sequence[bytes], now: datetime
 ) -> None:
-    """A new token for a declared agent of a workspace; the agent starts over from ``created``."""
+    """New tokens for declared agents of a workspace, one statement; each agent starts over from ``created``."""
     await execute(
         conn,
-        "agents.issue_token",
-        {"id": uuid4(), "workspace_id": workspace_id, "name": name, "token_hash": token_hash, "now": now},
+        "agents.issue_tokens",
+        {"workspace_id": workspace_id, "names": list(names), "token_hashes": list(token_hashes), "now": now},
     )
 
 
 async def heartbeat(conn: Conn, job_id: UUID, worker_id: str, now: datetime) -> bool | None:
     """Keep a job alive: whether it was canceled, or None when the worker no longer holds it."""
-    row = await fetch_one(conn, "jobs.heartbeat", {"id": job_id, "worker_id": worker_id, "now": now})
+    row = await fetch_one(
+        conn, "jobs.heartbeat", {"id": job_id, "worker_id": worker_id, "now": now}, prepare=True
+    )
     return None if row is None else bool(row["canceled"])
 
 
@@ -298,7 +320,10 @@ async def complete_build(
     """Complete a build job, store its result and notify, in one statement; None when the job is not a build
     held by this worker (nothing is written; the caller takes ``complete``)."""
     row = await fetch_one(
-        conn, "jobs.complete_build", {**completion.params(), "state": state, "outputs": jsonb(dict(outputs))}
+        conn,
+        "jobs.complete_build",
+        {**completion.params(), "state": state, "outputs": jsonb(dict(outputs))},
+        prepare=True,
     )
     if row is None:
         return None

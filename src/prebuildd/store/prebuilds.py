@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -20,7 +20,7 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.schedules import Schedule
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow
 from prebuildd.store.db import Conn
-from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one, jsonb
+from prebuildd.store.rows import execute, fetch_all, fetch_all_as, fetch_one, fetch_tuples, jsonb
 
 # -- the cycle lease --------------------------------------------------------------------------------------
 
@@ -84,32 +84,73 @@ async def reconciliation_paused(conn: Conn) -> bool:
     return bool(row and row["reconciliation_paused"])
 
 
-async def snapshot_paused(conn: Conn, *, idle_timeout: float) -> bool:
-    """``reconciliation_paused`` as the snapshot's first statement, bounding how long its transaction may sit idle
-    (one statement, so the snapshot's query count does not grow)."""
+@dataclass(frozen=True)
+class SnapshotSettings:
+    paused: bool
+    queue: QueueDepth
+
+
+async def snapshot_settings(conn: Conn, *, idle_timeout: float) -> SnapshotSettings:
+    """``reconciliation_paused`` and the queue depth as the snapshot's first statement, bounding how long its
+    transaction may sit idle."""
     row = await fetch_one(conn, "reconcile.snapshot_settings", {"idle_timeout": _pg_interval(idle_timeout)})
-    return bool(row and row["reconciliation_paused"])
-
-
-async def snapshot_presets(conn: Conn) -> list[PresetRow]:
-    rows = await fetch_all(conn, "reconcile.snapshot_presets", {"prebuilds_user_id": PREBUILDS_USER_ID})
-    return [_preset_row(r) for r in rows]
-
-
-def _preset_row(row: dict[str, Any]) -> PresetRow:
-    schedules = tuple(Schedule(s["cron"], s["instances"]) for s in row.pop("schedules") or ())
-    return PresetRow(schedules=schedules, **row)
-
-
-async def snapshot_prebuilds(conn: Conn) -> list[PrebuildRow]:
-    return await fetch_all_as(
-        conn, "reconcile.snapshot_prebuilds", {"prebuilds_user_id": PREBUILDS_USER_ID}, PrebuildRow
+    if row is None:
+        return SnapshotSettings(False, QueueDepth())
+    return SnapshotSettings(
+        bool(row["reconciliation_paused"]), QueueDepth(int(row["pending"]), row["oldest"])
     )
 
 
-async def queue_depth(conn: Conn) -> QueueDepth:
-    row = await fetch_one(conn, "reconcile.queue_depth")
-    return QueueDepth(int(row["pending"]), row["oldest"]) if row else QueueDepth()
+@dataclass(frozen=True)
+class PoolSummary:
+    """A pool as ``snapshot_presets`` aggregates it: its running prebuilds (ready ones among them), and whether
+    some prebuild of it needs its row read (anything but a valid running prebuild whose time to ready is
+    recorded)."""
+
+    running: int = 0
+    ready: int = 0
+    needs_rows: bool = False
+
+
+@dataclass(frozen=True)
+class SnapshotPresets:
+    presets: list[PresetRow]
+    pools: dict[UUID, PoolSummary]
+    inflight: int
+    """Prebuild jobs in flight, all pools together."""
+
+
+_PRESET_FIELDS = len(fields(PresetRow))
+_SCHEDULES = [f.name for f in fields(PresetRow)].index("schedules")
+
+
+async def snapshot_presets(conn: Conn, now: datetime) -> SnapshotPresets:
+    rows = await fetch_tuples(
+        conn, "reconcile.snapshot_presets", {"prebuilds_user_id": PREBUILDS_USER_ID, "now": now}
+    )
+    presets: list[PresetRow] = []
+    pools: dict[UUID, PoolSummary] = {}
+    inflight = 0
+    n, at = _PRESET_FIELDS, _SCHEDULES
+    for r in rows:
+        schedules = tuple(Schedule(s["cron"], s["instances"]) for s in r[at] or ())
+        values: list[Any] = [*r[:at], schedules, *r[at + 1 : n]]
+        preset = PresetRow(*values)
+        presets.append(preset)
+        running, ready, needs, total = r[n:]
+        pools[preset.preset_id] = PoolSummary(int(running), int(ready), bool(needs))
+        inflight = max(inflight, int(total))
+    return SnapshotPresets(presets, pools, inflight)
+
+
+async def snapshot_prebuilds(conn: Conn, preset_ids: Sequence[UUID]) -> list[PrebuildRow]:
+    """The latest build of every prebuild of the given presets (one statement whatever their number)."""
+    return await fetch_all_as(
+        conn,
+        "reconcile.snapshot_prebuilds",
+        {"prebuilds_user_id": PREBUILDS_USER_ID, "preset_ids": list(preset_ids)},
+        PrebuildRow,
+    )
 
 
 async def creation_history(conn: Conn, preset_ids: Sequence[UUID], keep: Sequence[int]) -> list[PrebuildRow]:

@@ -23,9 +23,13 @@ Row = dict[str, Any]
 Params = Mapping[str, Any]
 
 
-async def fetch_one(conn: Conn, query: str, params: Params | None = None) -> Row | None:
+async def fetch_one(
+    conn: Conn, query: str, params: Params | None = None, *, prepare: bool | None = None
+) -> Row | None:
+    """One row or None; ``prepare=True`` prepares the statement on its first run on a connection (hot paths:
+    psycopg otherwise waits for its fifth)."""
     try:
-        cur = await conn.execute(q(query), params)
+        cur = await conn.execute(q(query), params, prepare=prepare)
         return await cur.fetchone()
     except psycopg.Error as exc:
         raise store_error(exc, broken=conn.broken) from exc
@@ -54,14 +58,26 @@ async def fetch_all_as(conn: Conn, query: str, params: Params | None, cls: Calla
         return [cls(*row) for row in await cur.fetchall()]
 
 
+async def fetch_tuples(conn: Conn, query: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+    """Rows as tuples over the binary protocol (a hot path building objects positionally)."""
+    async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+        try:
+            await cur.execute(q(query), params)
+        except psycopg.Error as exc:
+            raise store_error(exc, broken=conn.broken) from exc
+        return await cur.fetchall()
+
+
 async def fetch_val(conn: Conn, query: str, params: Params | None = None) -> Any:
     row = await fetch_one(conn, query, params)
     return None if row is None else next(iter(row.values()))
 
 
-async def execute(conn: Conn, query: str, params: Params | None = None) -> int:
+async def execute(
+    conn: Conn, query: str, params: Params | None = None, *, prepare: bool | None = None
+) -> int:
     try:
-        cur = await conn.execute(q(query), params)
+        cur = await conn.execute(q(query), params, prepare=prepare)
     except psycopg.Error as exc:
         raise store_error(exc, broken=conn.broken) from exc
     return cur.rowcount

@@ -1,7 +1,9 @@
--- name: issue_token
--- A new token for a declared agent of a workspace (a start build): the agent starts over from `created`.
+-- name: issue_tokens
+-- New tokens for the declared agents of a workspace (a start build), all in one statement: each agent starts over
+-- from `created`.
 INSERT INTO workspace_agents (id, workspace_id, name, token_hash, lifecycle, lifecycle_changed_at, created_at)
-VALUES (%(id)s, %(workspace_id)s, %(name)s, %(token_hash)s, 'created', %(now)s, %(now)s)
+SELECT gen_random_uuid(), %(workspace_id)s, a.name, a.token_hash, 'created', %(now)s, %(now)s
+FROM unnest(%(names)s::text[], %(token_hashes)s::bytea[]) AS a (name, token_hash)
 ON CONFLICT (workspace_id, name) DO UPDATE
 SET token_hash = excluded.token_hash, lifecycle = 'created', lifecycle_changed_at = excluded.lifecycle_changed_at,
     ready_at = NULL;

@@ -18,21 +18,41 @@ VALUES (%(id)s, %(organization_id)s, %(type)s, %(provisioner)s, %(tags)s, %(prio
 RETURNING id;
 
 -- name: acquire
--- Human jobs before prebuild jobs, then oldest; a job's tags must all be offered by the daemon, and a daemon
--- of an organization's key takes only that organization's jobs (a null organization: any).
-UPDATE provisioner_jobs
-SET started_at = %(now)s, updated_at = %(now)s, worker_id = %(worker_id)s
-WHERE id = (
-    SELECT id FROM provisioner_jobs
-    WHERE job_status = 'pending'
-      AND provisioner = ANY(%(kinds)s)
-      AND tags <@ %(tags)s
-      AND (%(organization_id)s::uuid IS NULL OR organization_id = %(organization_id)s::uuid)
-    ORDER BY priority, created_at
-    FOR UPDATE SKIP LOCKED
-    LIMIT 1
+-- Takes the next job a daemon can run (human jobs before prebuild jobs, then oldest; a job's tags must all be
+-- offered by the daemon, and a daemon of an organization's key takes only that organization's jobs (a null
+-- organization: any)) and returns everything it runs in the same statement: the version's manifest and archive,
+-- and for a build its build, workspace, owner, template and preset (one round trip, run in autocommit).
+WITH job AS (
+    UPDATE provisioner_jobs
+    SET started_at = %(now)s, updated_at = %(now)s, worker_id = %(worker_id)s
+    WHERE id = (
+        SELECT id FROM provisioner_jobs
+        WHERE job_status = 'pending'
+          AND provisioner = ANY(%(kinds)s)
+          AND tags <@ %(tags)s
+          AND (%(organization_id)s::uuid IS NULL OR organization_id = %(organization_id)s::uuid)
+        ORDER BY priority, created_at
+        FOR UPDATE SKIP LOCKED
+        LIMIT 1
+    )
+    RETURNING id, type, provisioner, (input ->> 'template_version_id')::uuid AS import_version_id
 )
-RETURNING id, organization_id, type, provisioner, tags, priority, input, initiator_id, created_at, started_at;
+SELECT job.id, job.type, job.provisioner, coalesce(b.template_version_id, job.import_version_id) AS version_id,
+       v.manifest, v.source, v.source_hash, v.agents,
+       b.id AS build_id, b.build_number, b.transition, b.parameters, b.reason, b.state AS previous_state,
+       w.id AS workspace_id, w.name AS workspace_name, w.owner_id, u.username AS owner_name,
+       w.owner_id = %(prebuilds_user_id)s AS is_prebuild, t.name AS template_name, p.name AS preset_name
+FROM job
+LEFT JOIN workspace_builds b ON b.job_id = job.id AND job.type = 'workspace_build'
+LEFT JOIN workspaces w ON w.id = b.workspace_id
+LEFT JOIN users u ON u.id = w.owner_id
+LEFT JOIN templates t ON t.id = w.template_id
+LEFT JOIN template_versions v ON v.id = coalesce(b.template_version_id, job.import_version_id)
+LEFT JOIN template_version_presets p ON p.id = b.preset_id;
+
+-- name: pending_kinds
+-- The provisioners and tags of pending jobs (the process's one poll: which idle daemons to wake).
+SELECT DISTINCT provisioner, tags FROM provisioner_jobs WHERE job_status = 'pending' LIMIT 100;
 
 -- name: heartbeat
 -- A running job is alive; the answer says whether it was canceled (no row: no longer this worker's).

@@ -37,18 +37,20 @@ DELETE FROM reconcile_leases WHERE name = %(name)s AND holder = %(holder)s;
 SELECT reconciliation_paused, updated_at FROM settings;
 
 -- name: snapshot_settings
--- The settings row, first statement of the snapshot transaction, which it also bounds: a replica frozen inside it
--- has its session ended after the given idle time instead of holding its snapshot (and table locks) for ever.
+-- The settings row and the queue depth (pending jobs, the oldest one's creation), first statement of the snapshot
+-- transaction, which it also bounds: a replica frozen inside it has its session ended after the given idle time
+-- instead of holding its snapshot (and table locks) for ever.
 SELECT reconciliation_paused, updated_at,
-       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true) AS idle_timeout
-FROM settings;
-
--- name: queue_depth
--- Pending jobs and the age of the oldest, for the metrics.
-SELECT count(*) AS pending, min(created_at) AS oldest FROM provisioner_jobs WHERE job_status = 'pending';
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true) AS idle_timeout,
+       q.pending, q.oldest
+FROM settings
+CROSS JOIN (
+    SELECT count(*) AS pending, min(created_at) AS oldest FROM provisioner_jobs WHERE job_status = 'pending'
+) q;
 
 -- name: snapshot_prebuilds
--- The latest build of every prebuild, with its job: the one source for running, starting, leftovers and failures.
+-- The latest build of every prebuild of the given presets, with its job: the pools that act or have failures
+-- (snapshot_presets counts the others). The one source for running, starting, leftovers and failures.
 SELECT lb.workspace_id, lb.workspace_created_at, lb.preset_id, lb.template_version_id AS version_id,
        lb.transition, lb.job_id, lb.job_status, lb.build_created_at, lb.job_started_at, lb.job_completed_at,
        lb.failure_class, lb.job_error AS error,
@@ -60,7 +62,7 @@ LEFT JOIN LATERAL (  -- one probe of the agents per prebuild: are they all ready
     SELECT bool_and(a.lifecycle = 'ready') AS all_ready, max(a.ready_at) AS ready_at
     FROM workspace_agents a WHERE a.workspace_id = lb.workspace_id
 ) ag ON true
-WHERE lb.owner_id = %(prebuilds_user_id)s;
+WHERE lb.owner_id = %(prebuilds_user_id)s AND lb.preset_id = ANY(%(preset_ids)s::uuid[]);
 
 -- name: snapshot_creations
 -- The newest creations of the given presets (the first build of each of their prebuilds, whoever owns it now
@@ -82,23 +84,55 @@ CROSS JOIN LATERAL (
 ) c;
 
 -- name: snapshot_presets
--- Presets with a pool on active versions, plus any preset that still has prebuilds (old versions included).
+-- Presets with a pool on active versions, plus any preset that still has prebuilds (old versions included), each
+-- with its pool aggregated (one statement whatever the number of presets or prebuilds). Columns in the order of
+-- PresetRow, then the pool's.
 SELECT p.id AS preset_id, p.name AS preset_name, t.id AS template_id, t.name AS template_name,
-       t.organization_id, o.name AS organization_name, v.id AS version_id, v.name AS version_name,
+       t.organization_id, v.id AS version_id, v.name AS version_name,
        (t.active_version_id = v.id AND NOT t.deleted AND t.deprecated_at IS NULL) AS active,
-       p.desired_instances, p.ttl_seconds, p.scheduling_timezone AS timezone, p.last_invalidated_at,
-       p.failures_reset_at, p.prebuild_status,
+       p.desired_instances, p.ttl_seconds, p.scheduling_timezone AS timezone,
        coalesce(s.schedules, '[]'::json) AS schedules,
+       p.last_invalidated_at, p.failures_reset_at, p.prebuild_status,
        coalesce(f.consecutive_failures, 0) AS consecutive_failures, f.last_failure_at,
        coalesce(f.last_error, '') AS last_error,
        p.autoscale, p.target_expression, a.target AS autoscale_target, a.raised_at AS autoscale_raised_at,
-       a.changed_at AS autoscale_changed_at
+       a.changed_at AS autoscale_changed_at, o.name AS organization_name,
+       coalesce(g.running, 0) AS pool_running, coalesce(g.ready, 0) AS pool_ready,
+       coalesce(g.needs_rows, false) AS pool_needs_rows, coalesce(g.inflight, 0) AS inflight
 FROM template_version_presets p
 JOIN template_versions v ON v.id = p.template_version_id
 JOIN templates t ON t.id = v.template_id
 JOIN organizations o ON o.id = t.organization_id
 LEFT JOIN preset_failure_trackers f ON f.preset_id = p.id
 LEFT JOIN preset_autoscale_state a ON a.template_id = t.id AND a.preset_name = p.name
+LEFT JOIN (
+    -- Each pool aggregated: its running prebuilds (and how many have every agent ready), and whether any of its
+    -- prebuilds needs its row read (anything but a valid running prebuild whose time to ready is recorded); every
+    -- row carries the prebuild jobs in flight across all pools (the pacing budget).
+    SELECT lb.preset_id,
+           count(*) FILTER (WHERE lb.transition = 'start' AND lb.job_status = 'succeeded') AS running,
+           count(*) FILTER (
+               WHERE lb.transition = 'start' AND lb.job_status = 'succeeded' AND ag.all_ready IS NOT FALSE
+           ) AS ready,
+           bool_or(
+               lb.transition <> 'start' OR lb.job_status <> 'succeeded'
+               OR lb.workspace_created_at < pp.last_invalidated_at
+               OR (pp.ttl_seconds > 0
+                   AND lb.workspace_created_at < %(now)s::timestamptz - make_interval(secs => pp.ttl_seconds))
+               OR (ag.all_ready IS NOT FALSE
+                   AND greatest(lb.job_completed_at, ag.ready_at) > %(now)s::timestamptz - interval '35 days'
+                   AND NOT EXISTS (SELECT 1 FROM prebuild_ready_times rt WHERE rt.workspace_id = lb.workspace_id))
+           ) AS needs_rows,
+           sum(count(*) FILTER (WHERE lb.job_status IN ('pending', 'running', 'canceling'))) OVER () AS inflight
+    FROM workspace_latest_builds lb
+    LEFT JOIN template_version_presets pp ON pp.id = lb.preset_id
+    LEFT JOIN LATERAL (
+        SELECT bool_and(ag.lifecycle = 'ready') AS all_ready, max(ag.ready_at) AS ready_at
+        FROM workspace_agents ag WHERE ag.workspace_id = lb.workspace_id
+    ) ag ON true
+    WHERE lb.owner_id = %(prebuilds_user_id)s
+    GROUP BY lb.preset_id
+) g ON g.preset_id = p.id
 LEFT JOIN LATERAL (
     SELECT json_agg(json_build_object('cron', sc.cron, 'instances', sc.desired_instances) ORDER BY sc.position)
            AS schedules

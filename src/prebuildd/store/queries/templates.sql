@@ -104,10 +104,6 @@ WHERE template_version_id = %(version_id)s AND lower(name) = lower(%(name)s);
 -- A version's presets, by name.
 SELECT * FROM template_version_presets WHERE template_version_id = %(version_id)s ORDER BY name;
 
--- name: version_source
--- A version's manifest and archive, for its import job.
-SELECT id, manifest, source, source_hash FROM template_versions WHERE id = %(id)s;
-
 -- name: live_templates
 -- An organization's live templates with the name of their active version, by name.
 SELECT t.id, t.organization_id, t.name, t.display_name, t.description, t.active_version_id,

@@ -48,21 +48,6 @@ SELECT id, build_number FROM build;
 UPDATE workspaces SET deleted = true, deleted_at = %(now)s, updated_at = %(now)s
 WHERE id = %(id)s AND NOT deleted;
 
--- name: build_for_job
--- Everything a daemon needs to run a build job.
-SELECT b.id AS build_id, b.build_number, b.transition, b.parameters, b.reason, b.state AS previous_state,
-       w.id AS workspace_id, w.name AS workspace_name, w.owner_id, u.username AS owner_name,
-       w.owner_id = %(prebuilds_user_id)s AS is_prebuild,
-       t.name AS template_name, v.id AS version_id, v.manifest, v.source, v.source_hash, v.agents,
-       p.name AS preset_name
-FROM workspace_builds b
-JOIN workspaces w ON w.id = b.workspace_id
-JOIN users u ON u.id = w.owner_id
-JOIN templates t ON t.id = w.template_id
-JOIN template_versions v ON v.id = b.template_version_id
-LEFT JOIN template_version_presets p ON p.id = b.preset_id
-WHERE b.job_id = %(job_id)s;
-
 -- name: finish_build
 -- Store what a finished build produced: its state and outputs.
 UPDATE workspace_builds SET state = %(state)s, outputs = %(outputs)s, updated_at = %(now)s

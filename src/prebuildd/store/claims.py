@@ -85,22 +85,10 @@ async def claim_prebuild(
     conn: Conn, *, preset_id: UUID, owner_id: UUID, name: str, now: datetime
 ) -> UUID | None:
     """Hand the oldest eligible prebuild of ``preset_id`` to ``owner_id`` as ``name``; its id, or None when no
-    prebuild was eligible. The claim event and the agent's notification are part of the same statement."""
-    row = await fetch_one(
-        conn,
-        "claims.claim",
-        {
-            "preset_id": preset_id,
-            "prebuilds_user_id": PREBUILDS_USER_ID,
-            "owner_id": owner_id,
-            "name": name,
-            "now": now,
-        },
-    )
-    if row is None:
-        return None
-    workspace_id: UUID = row["id"]
-    return workspace_id
+    prebuild was eligible. The claim event and the agent's notification are part of the same statement (the
+    claim statement of a batch of one, so that one statement says what is eligible)."""
+    [got] = await claim_prebuilds(conn, preset_id=preset_id, requests=[(owner_id, name)], now=now)
+    return got
 
 
 async def claim_prebuilds(

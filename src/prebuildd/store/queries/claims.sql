@@ -23,64 +23,14 @@ SELECT t.id, t.organization_id, t.name, t.display_name, t.description, t.active_
 FROM templates t LEFT JOIN template_versions v ON v.id = t.active_version_id
 WHERE t.organization_id = %(organization_id)s AND lower(t.name) = lower(%(name)s) AND NOT t.deleted;
 
--- name: claim
--- Hand the oldest eligible prebuild of a preset to a user, in one statement. Eligible: owned by the prebuilds
--- user, latest build a successful start on the template's active version, template neither deleted nor
--- deprecated, every agent ready, not expired (older than its ttl). SKIP LOCKED passes over a prebuild a delete is working on, and the
--- latest_build_number re-check under the row lock drops one that got a new build after this statement began.
-WITH candidate AS (
-    SELECT w.id, p.name AS preset_name, w.created_at AS prebuild_created_at,
-           greatest(j.completed_at, (SELECT max(a.ready_at) FROM workspace_agents a WHERE a.workspace_id = w.id))
-               AS ready_at
-    FROM workspaces w
-    JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
-    JOIN provisioner_jobs j ON j.id = b.job_id
-    JOIN templates t ON t.id = w.template_id
-    JOIN template_version_presets p ON p.id = b.preset_id
-    WHERE w.pool_preset_id = %(preset_id)s AND w.owner_id = %(prebuilds_user_id)s AND NOT w.deleted
-      AND b.preset_id = %(preset_id)s AND b.transition = 'start' AND j.job_status = 'succeeded'
-      AND t.active_version_id = b.template_version_id AND NOT t.deleted AND t.deprecated_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM workspace_agents a WHERE a.workspace_id = w.id AND a.lifecycle <> 'ready')
-      AND (p.last_invalidated_at IS NULL OR w.created_at >= p.last_invalidated_at)
-      AND (p.ttl_seconds = 0 OR w.created_at >= %(now)s::timestamptz - make_interval(secs => p.ttl_seconds))
-    ORDER BY w.created_at
-    LIMIT 1
-    FOR UPDATE OF w SKIP LOCKED
-), claimed AS (
-    UPDATE workspaces w
-    SET owner_id = %(owner_id)s, name = %(name)s, claimed_at = %(now)s, updated_at = %(now)s,
-        pool_preset_id = NULL
-    FROM candidate
-    WHERE w.id = candidate.id
-    RETURNING w.id, w.name, w.created_at, w.latest_build_number, w.organization_id, w.template_id,
-              candidate.preset_name, candidate.prebuild_created_at, candidate.ready_at
-), demand AS (
-    -- The autoscaler's demand record rides in the same statement: no extra round trip on the claim path.
-    INSERT INTO preset_demand (template_id, preset_name, kind, at)
-    SELECT c.template_id, c.preset_name, 'claim', %(now)s FROM claimed c
-), ready_time AS (
-    -- So is the claimed prebuild's time to ready: a prebuild claimed between two cycles is never seen ready by
-    -- the reconciler, and under load that is most of them.
-    INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at)
-    SELECT c.id, c.template_id, c.preset_name, c.prebuild_created_at, c.ready_at FROM claimed c
-    WHERE c.ready_at IS NOT NULL
-    ON CONFLICT (workspace_id) DO NOTHING
-), event AS (
-    -- The claim event and the agent's wake-up go with the claim itself: one statement, one round trip.
-    INSERT INTO events (created_at, kind, organization_id, template_id, preset_id, workspace_id, user_id, message)
-    SELECT %(now)s, 'claim.succeeded', c.organization_id, c.template_id, %(preset_id)s, c.id, %(owner_id)s,
-           'claimed ' || c.name || ' (prebuilt ' || to_char(c.created_at AT TIME ZONE 'UTC',
-                                                          'YYYY-MM-DD HH24:MI:SS') || 'Z)'
-    FROM claimed c
-)
-SELECT c.id, c.name, c.created_at, c.latest_build_number, pg_notify('prebuildd_workspace_claimed', c.id::text)
-FROM claimed c;
-
 -- name: claim_batch
--- The claim statement for K requests of one preset at once (coalesced claims): the K oldest eligible prebuilds,
--- the i-th oldest to the i-th request, each with its own demand record, time to ready, event and notification.
--- Fewer eligible prebuilds than requests: the first requests get one, the others no row (they build cold). Any
--- error fails the whole statement; the caller then claims for each request alone.
+-- The claim statement, for K requests of one preset (K = 1 for a claim alone; coalesced claims share one): the K
+-- oldest eligible prebuilds, the i-th oldest to the i-th request, each with its own demand record, time to
+-- ready, event and agent notification, in one round trip. Eligible: owned by the prebuilds user, latest build a
+-- successful start on the template's active version, template neither deleted nor deprecated, every agent
+-- ready, not expired (older than its ttl). SKIP LOCKED passes over a prebuild a delete is working on. Fewer
+-- eligible prebuilds than requests: the first requests get one, the others no row (they build cold). Any error
+-- fails the whole statement; the caller then claims for each request alone.
 WITH request AS (
     SELECT r.owner_id, r.name, r.ord
     FROM unnest(%(owner_ids)s::uuid[], %(names)s::text[]) WITH ORDINALITY AS r(owner_id, name, ord)

@@ -114,10 +114,3 @@ def waiting_reason(job: QueuedJob, offered: Capabilities) -> str | None:
         tags = ", ".join(f"{k}={v}" for k, v in sorted(missing.items()))
         return f"no provisioner offering tags {tags}"
     return None
-    if job["provisioner"] not in offered.kinds:
-        return f"no provisioner for kind {job['provisioner']}"
-    missing = {k: v for k, v in dict(job["tags"] or {}).items() if offered.tags.get(k) != v}
-    if missing:
-        tags = ", ".join(f"{k}={v}" for k, v in sorted(missing.items()))
-        return f"no provisioner offering tags {tags}"
-    return None

@@ -76,13 +76,15 @@ async def test_a_pool_converges_and_refills_through_the_kick(database_url: str, 
         warm = (await _status(running))["warm"]
         assert warm["last_decision"] is not None and warm["next_action"].startswith("at target")
 
-        async with running.client() as client:
-            metrics = (await client.get("/metrics")).text
-        # Labelled with the organization's name, never its id.
-        assert (
-            'prebuildd_prebuilds_eligible{organization="default",preset="warm",template="pool"} 3.0'
-            in metrics
-        )
+        # Labelled with the organization's name, never its id. The status reads a fresh snapshot; the gauge is
+        # the last cycle's, and the cycle that the refill's completion kicks may still be running.
+        line = 'prebuildd_prebuilds_eligible{organization="default",preset="warm",template="pool"} 3.0'
+
+        async def gauge_caught_up() -> bool:
+            async with running.client() as client:
+                return line in (await client.get("/metrics")).text
+
+        await wait_for(gauge_caught_up, timeout=30, what=f"/metrics to show {line}")
     finally:
         await running.server.stop()
 

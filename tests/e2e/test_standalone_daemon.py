@@ -323,7 +323,13 @@ async def test_a_job_finished_while_the_server_is_away_is_completed_when_it_is_b
         services = services_of(running)
         done = await wait_job(services, job_id, "succeeded")
         assert done["worker_id"].startswith(daemon_identity(tmp_path / "daemon") + "#")
-        assert "finished" in await log_text(services, job_id)  # the lines it kept meanwhile
+
+        # The lines it kept meanwhile: its log sender and its completion retry on their own, so the last lines
+        # may land just after the completion.
+        async def kept_lines_posted() -> bool:
+            return "finished" in await log_text(services, job_id)
+
+        await wait_for(kept_lines_posted, timeout=30, what="the lines kept during the outage")
         async with services.db.transaction() as conn:
             cur = await conn.execute("SELECT outputs FROM workspace_builds WHERE job_id = %s", (job_id,))
             build = await cur.fetchone()

@@ -30,7 +30,8 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from prebuildd.domain.planner import Plan, pace, plan_preset
+from prebuildd.domain.plancache import PlanCache
+from prebuildd.domain.planner import Plan, pace
 from prebuildd.domain.snapshot import PresetRow
 from prebuildd.prebuilds.executor import Executed, Executor, JobCanceller
 from prebuildd.prebuilds.recorder import Recorder
@@ -160,6 +161,8 @@ class Reconciler:
         """The lease as the last attempt to take or renew it saw it."""
         self.holds_lock = False
         self.cycles = 0
+        self._plans = PlanCache()
+        """Plans of pools at rest, reused while their snapshot is the previous cycle's (``domain.plancache``)."""
 
     @classmethod
     def build(
@@ -298,7 +301,9 @@ class Reconciler:
         gc.disable()
         try:
             snap = await self.reader.read()
-            plans = [plan_preset(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots]
+            planner = self._plans
+            plans = [planner.plan(s, snap.taken_at, paused=snap.paused) for s in snap.snapshots]
+            planner.retain(snap.presets)
             plans = pace(plans, snap.inflight, self.settings.max_inflight)
             result = CycleResult(snap, plans, queries=snap.queries)
             await self.recorder.record_status(snap)

@@ -69,6 +69,7 @@ class Recorder:
         self.event_retention = event_retention
         self.notifier = notifier
         self._last_decisions: dict[UUID, str] = {}
+        self._recorded_plans: dict[UUID, Plan] = {}
         self._last_prune: datetime | None = None
         self._ready_recorded: set[UUID] = set()
         """Prebuilds whose time to ready this process has stored (after a restart: stored again, a no-op)."""
@@ -149,7 +150,11 @@ class Recorder:
     async def record_decisions(self, snap: Snapshot, plans: list[Plan]) -> None:
         """An event per preset whose decision changed since the last cycle (bounded writes at any scale)."""
         events: list[NewEvent] = []
+        recorded = self._recorded_plans
         for plan in plans:
+            if not plan.actions and recorded.get(plan.preset_id) is plan:
+                continue  # the plan its decision was last recorded from (a pool at rest): the same text
+            recorded[plan.preset_id] = plan
             preset = snap.presets[plan.preset_id]
             text = plan.blocked or plan.reason
             if plan.blocked and plan.wanted_creates:
@@ -171,6 +176,8 @@ class Recorder:
                         },
                     )
                 )
+        if len(recorded) > len(snap.presets):
+            self._recorded_plans = {k: v for k, v in recorded.items() if k in snap.presets}
         await self._insert_events(snap.taken_at, events)
 
     # -- autoscaling (SPEC §5.2) --------------------------------------------------------------------------
@@ -181,8 +188,10 @@ class Recorder:
         states = []
         for preset_id, target in snap.targets.items():
             decision = target.decision
+            if decision is None or decision.state is None:
+                continue
             preset = snap.presets[preset_id]
-            if decision is None or decision.state is None or decision.state == stored_state(preset):
+            if decision.state == stored_state(preset):
                 continue
             states.append(store.SavedAutoscale(preset.template_id, preset.preset_name, decision.state))
         seen: set[UUID] = set()

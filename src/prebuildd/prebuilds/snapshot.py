@@ -11,7 +11,8 @@ from uuid import UUID
 
 from prebuildd.domain.autoscale import Demand
 from prebuildd.domain.failures import FailurePolicy, failure_inputs
-from prebuildd.domain.planner import PresetSnapshot, RunningCounts, needs_rows
+from prebuildd.domain.plancache import TargetCache
+from prebuildd.domain.planner import PresetSnapshot
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow, PresetRows, preset_snapshot
 from prebuildd.domain.targets import NO_DEMAND, PoolTarget, pool_target
 from prebuildd.runtime.clock import Clock
@@ -59,6 +60,9 @@ class SnapshotReader:
         self.idle_timeout = idle_timeout
         """Longest idle time inside the snapshot transaction before the server ends the session (a frozen
         replica would otherwise hold its snapshot and its table locks, which a migration's DDL waits for)."""
+        self._rows = store.PresetRowCache()
+        self._targets_cache = TargetCache(policy)
+        """Pools at rest: the previous read's rows and targets, reused while unchanged (``domain.plancache``)."""
 
     @classmethod
     def from_config(cls, db: Database, clock: Clock, config: ServerConfig) -> SnapshotReader:
@@ -72,37 +76,49 @@ class SnapshotReader:
         async with self.db.transaction(isolation=IsolationLevel.REPEATABLE_READ, readonly=True) as conn:
             now = self.clock.now()
             settings = await store.snapshot_settings(conn, idle_timeout=self.idle_timeout)
-            read = await store.snapshot_presets(conn, now)
+            read = await store.snapshot_presets(conn, now, self._rows)
             presets = read.presets
             keys = list(dict.fromkeys((p.template_id, p.preset_name) for p in presets))
             demand_by_pool = await store.snapshot_demand(conn, keys, now)
             queries = 3 if keys else 2
-            demand = {
-                p.preset_id: demand_by_pool.get((p.template_id, p.preset_name), NO_DEMAND) for p in presets
-            }
-            grouped: dict[UUID, PresetRows] = {}
-            wanted: list[UUID] = []
-            for p in presets:
-                pool = read.pools[p.preset_id]
-                grouped[p.preset_id] = PresetRows(p, counts=RunningCounts(pool.running, pool.ready))
+            if demand_by_pool:
+                demand = {
+                    p.preset_id: demand_by_pool.get((p.template_id, p.preset_name), NO_DEMAND)
+                    for p in presets
+                }
+            else:
+                demand = dict.fromkeys((p.preset_id for p in presets), NO_DEMAND)
+            # Pools at rest by their counts are planned from them (and from the previous cycle's answer while
+            # nothing changed); the others are read row by row. A pool at rest may still have deletes to make
+            # (above its target, inactive): rows too.
+            resting: dict[UUID, PoolTarget] = {}
+            wanted: list[PresetRow] = []
+            cache = self._targets_cache
+            for p, pool in zip(presets, read.pools, strict=True):
                 if pool.needs_rows or p.consecutive_failures:
-                    wanted.append(p.preset_id)
-            targets = self._targets(grouped, demand, now, skip=set(wanted))
-            # A pool at rest by its counts may still have deletes to make (above its target, inactive): rows too.
-            wanted += [pid for pid, t in targets.items() if needs_rows(t.snapshot, now)]
+                    wanted.append(p)
+                    continue
+                target, needs = cache.target(p, pool.running, pool.ready, demand[p.preset_id], now)
+                if needs:
+                    wanted.append(p)
+                else:
+                    resting[p.preset_id] = target
+            cache.retain(presets)
+            grouped = {p.preset_id: PresetRows(p) for p in wanted}
             prebuilds: list[PrebuildRow] = []
             if wanted:
-                prebuilds = await store.snapshot_prebuilds(conn, wanted)
+                prebuilds = await store.snapshot_prebuilds(conn, list(grouped))
                 queries += 1
-                for pid in wanted:
-                    grouped[pid].counts = None
                 for row in prebuilds:
                     if row.preset_id is not None and row.preset_id in grouped:
                         grouped[row.preset_id].prebuilds.append(row)
-            if await self._creation_history(conn, [grouped[pid] for pid in wanted]):
+            if await self._creation_history(conn, list(grouped.values())):
                 queries += 1
-        targets.update(self._targets({pid: grouped[pid] for pid in wanted}, demand, now))
-        targets = {pid: targets[pid] for pid in grouped}  # the presets' order
+        read_rows = self._targets(grouped, demand, now)
+        if read_rows:
+            targets = {p.preset_id: resting.get(p.preset_id) or read_rows[p.preset_id] for p in presets}
+        else:
+            targets = resting
         return Snapshot(
             taken_at=now,
             paused=settings.paused,
@@ -126,7 +142,6 @@ class SnapshotReader:
         grouped: dict[UUID, PresetRows],
         demand: dict[UUID, Demand],
         now: datetime,
-        skip: set[UUID] | None = None,
     ) -> dict[UUID, PoolTarget]:
         inputs = failure_inputs(self.policy, now)
         retry = self.policy.backoff_interval
@@ -138,7 +153,6 @@ class SnapshotReader:
                 now,
             )
             for preset_id, rows in grouped.items()
-            if skip is None or preset_id not in skip
         }
 
     async def _creation_history(self, conn: Conn, pools: list[PresetRows]) -> bool:

@@ -201,6 +201,18 @@ class Metrics:
         self._values: dict[tuple[str, str, str], tuple[int, ...]] = {}
         """The values last set on each preset's gauges: an unchanged pool costs no gauge update."""
         self._labelled: set[tuple[str, str, str]] = set()
+        self._set_by: dict[tuple[str, str, str], Plan] = {}
+        """The plan each preset's gauges were last set from: the same plan (a pool at rest) sets the same values."""
+        self._label_cache: dict[UUID, tuple[PresetRow, tuple[str, str, str]]] = {}
+
+    def _preset_labels(self, preset: PresetRow) -> tuple[str, str, str]:
+        """``labels(preset)``, kept while the preset's row is the same object (a pool at rest)."""
+        seen = self._label_cache.get(preset.preset_id)
+        if seen is not None and seen[0] is preset:
+            return seen[1]
+        labels = self.labels(preset)
+        self._label_cache[preset.preset_id] = (preset, labels)
+        return labels
 
     @staticmethod
     def labels(preset: PresetRow) -> tuple[str, str, str]:
@@ -225,10 +237,13 @@ class Metrics:
         self.reconcile_duration.observe(duration)
         self.last_reconcile.set(ended_at.timestamp())
         current: set[tuple[str, str, str]] = set()
+        set_by = self._set_by
         for plan in plans:
-            preset = presets[plan.preset_id]
-            labels = self.labels(preset)
+            labels = self._preset_labels(presets[plan.preset_id])
             current.add(labels)
+            if set_by.get(labels) is plan:
+                continue
+            set_by[labels] = plan
             state = plan.state
             children = self._children.get(labels)
             if children is None:  # labels() is costly: resolve each preset's series once
@@ -252,7 +267,10 @@ class Metrics:
                 gauge.remove(*labels)
             self._children.pop(labels, None)
             self._values.pop(labels, None)
+            set_by.pop(labels, None)
         self._labelled = current
+        if len(self._label_cache) > len(presets):
+            self._label_cache = {k: v for k, v in self._label_cache.items() if k in presets}
         failed = list(failed_ids)
         if self._seen_failed is None:  # failures from before this process started are not new
             self._seen_failed = {workspace_id for workspace_id, _ in failed}
@@ -284,7 +302,7 @@ class Metrics:
         seen: set[tuple[str, str, str]] = set()
         for preset_id, target in targets.items():
             preset = presets[preset_id]
-            labels = self.labels(preset)
+            labels = self._preset_labels(preset)
             seen.add(labels)
             source = target.snapshot.target_source
             old = self._sources.get(labels)

@@ -115,7 +115,8 @@ class PoolSummary:
 @dataclass(frozen=True)
 class SnapshotPresets:
     presets: list[PresetRow]
-    pools: dict[UUID, PoolSummary]
+    pools: list[PoolSummary]
+    """Each preset's pool, in the order of ``presets``."""
     inflight: int
     """Prebuild jobs in flight, all pools together."""
 
@@ -124,22 +125,42 @@ _PRESET_FIELDS = len(fields(PresetRow))
 _SCHEDULES = [f.name for f in fields(PresetRow)].index("schedules")
 
 
-async def snapshot_presets(conn: Conn, now: datetime) -> SnapshotPresets:
+class PresetRowCache:
+    """The previous snapshot's ``PresetRow`` of each preset with the columns it was built from: an unchanged row
+    gives back the very same object, which is cheaper than building it again and lets the reconciler's caches of
+    pools at rest (``domain.plancache``) compare rows by identity."""
+
+    def __init__(self) -> None:
+        self._rows: dict[UUID, tuple[tuple[Any, ...], PresetRow]] = {}
+
+
+async def snapshot_presets(conn: Conn, now: datetime, cache: PresetRowCache | None = None) -> SnapshotPresets:
     rows = await fetch_tuples(
         conn, "reconcile.snapshot_presets", {"prebuilds_user_id": PREBUILDS_USER_ID, "now": now}
     )
     presets: list[PresetRow] = []
-    pools: dict[UUID, PoolSummary] = {}
-    inflight = 0
+    pools: list[PoolSummary] = []
     n, at = _PRESET_FIELDS, _SCHEDULES
+    previous = cache._rows if cache is not None else {}
+    kept: dict[UUID, tuple[tuple[Any, ...], PresetRow]] = {}
+    at_rest = PoolSummary()
     for r in rows:
-        schedules = tuple(Schedule(s["cron"], s["instances"]) for s in r[at] or ())
-        values: list[Any] = [*r[:at], schedules, *r[at + 1 : n]]
-        preset = PresetRow(*values)
+        columns = r[:n]
+        seen = previous.get(r[0])
+        if seen is not None and seen[0] == columns:
+            preset = seen[1]  # the old columns are kept too: this cycle's objects die young (less for the GC)
+        else:
+            schedules = tuple(Schedule(s["cron"], s["instances"]) for s in r[at] or ())
+            values: list[Any] = [*r[:at], schedules, *r[at + 1 : n]]
+            preset = PresetRow(*values)
+            seen = (columns, preset)
+        kept[preset.preset_id] = seen
         presets.append(preset)
-        running, ready, needs, total = r[n:]
-        pools[preset.preset_id] = PoolSummary(int(running), int(ready), bool(needs))
-        inflight = max(inflight, int(total))
+        running, ready, needs, _ = r[n:]
+        pools.append(PoolSummary(running, ready, needs) if running or needs else at_rest)
+    if cache is not None:
+        cache._rows = kept
+    inflight = int(rows[0][-1]) if rows else 0  # the same on every row (a window over all pools)
     return SnapshotPresets(presets, pools, inflight)
 
 
@@ -496,17 +517,20 @@ PoolKey = tuple[UUID, str]
 
 
 async def snapshot_demand(conn: Conn, pools: Sequence[PoolKey], now: datetime) -> dict[PoolKey, Demand]:
-    """The demand of every given pool, in one statement whatever their number."""
+    """The demand of every given pool that has demand records, in one statement whatever their number."""
     if not pools:
         return {}
-    rows = await fetch_all(
-        conn,
-        "reconcile.snapshot_demand",
-        {"template_ids": [p[0] for p in pools], "preset_names": [p[1] for p in pools], "now": now},
-    )
+    template_ids = list(dict.fromkeys(p[0] for p in pools))
+    rows = await fetch_all(conn, "reconcile.snapshot_demand", {"template_ids": template_ids, "now": now})
+    if not rows:
+        return {}
+    asked = set(pools)
     out: dict[PoolKey, Demand] = {}
     for r in rows:
-        out[(r["template_id"], r["preset_name"])] = Demand(
+        key = (r["template_id"], r["preset_name"])
+        if key not in asked:  # another version's preset of the same template: not asked for
+            continue
+        out[key] = Demand(
             claims=tuple(int(r[f"claims_{m}m"]) for m in WINDOWS),
             misses=tuple(int(r[f"misses_{m}m"]) for m in WINDOWS),
             day=int(r["day"]),

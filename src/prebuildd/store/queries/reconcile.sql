@@ -209,10 +209,14 @@ SELECT p.template_id, p.preset_name,
        y.next_15m AS daily_next_15m, y.next_60m AS daily_next_60m,
        r.p90 AS ready_p90_seconds, r.mean AS ready_mean_seconds, coalesce(r.samples, 0) AS ready_samples
 FROM (
-    -- Only pools with demand records: the others (most of them, at scale) cost one index probe each.
-    SELECT k.template_id, k.preset_name
-    FROM unnest(%(template_ids)s::uuid[], %(preset_names)s::text[]) AS k (template_id, preset_name)
-    WHERE EXISTS (SELECT 1 FROM preset_demand e WHERE e.template_id = k.template_id AND e.preset_name = k.preset_name)
+    -- The pools of the given templates (their presets' names, every version) with demand records: the others
+    -- (most of them, at scale) cost one index probe each. Templates, not pools, are passed: a tenth of the
+    -- parameters to send at scale, and the caller reads only the pools it asked for.
+    SELECT DISTINCT v.template_id, k.name AS preset_name
+    FROM template_versions v
+    JOIN template_version_presets k ON k.template_version_id = v.id
+    WHERE v.template_id = ANY(%(template_ids)s::uuid[])
+      AND EXISTS (SELECT 1 FROM preset_demand e WHERE e.template_id = v.template_id AND e.preset_name = k.name)
 ) p
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE kind = 'claim' AND at > %(now)s::timestamptz - interval '5 minutes') AS claims_5m,

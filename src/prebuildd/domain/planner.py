@@ -17,7 +17,7 @@ from prebuildd.domain.schedules import Schedule, desired_at
 from prebuildd.domain.words import plural
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunningPrebuild:
     """A prebuild whose latest build is a successful start."""
 
@@ -35,7 +35,7 @@ class CleanupReason(StrEnum):
     DELETE_FAILED = "delete failed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Leftover:
     """A prebuild that is neither running nor evidence: it is deleted (a failed delete after ``retry_at``)."""
 
@@ -44,7 +44,7 @@ class Leftover:
     retry_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PendingCreate:
     """A create job of this preset that no daemon has started yet."""
 
@@ -52,7 +52,7 @@ class PendingCreate:
     workspace_id: UUID
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunningCounts:
     """A pool's running prebuilds as counts, for a pool none of whose prebuilds can be acted on one by one (none
     expired, no leftovers, no jobs in flight, no failures): the snapshot reader aggregates such pools in SQL instead
@@ -62,7 +62,7 @@ class RunningCounts:
     ready: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PresetSnapshot:
     preset_id: UUID
     template_name: str
@@ -99,7 +99,7 @@ class PresetSnapshot:
     """Set instead of ``running`` when the pool was read as counts (see ``RunningCounts``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PresetState:
     desired: int
     running: int
@@ -125,7 +125,7 @@ class DeleteReason(StrEnum):
     DELETE_FAILED = "retrying failed delete"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delete:
     workspace_id: UUID
     reason: DeleteReason
@@ -133,7 +133,7 @@ class Delete:
     """Nothing was ever provisioned: the builder completes the delete without a job."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     preset_id: UUID
     state: PresetState

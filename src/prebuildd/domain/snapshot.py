@@ -27,7 +27,7 @@ from prebuildd.domain.schedules import Schedule
 ACTIVE_STATUSES = ("pending", "running", "canceling")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PresetRow:
     preset_id: UUID
     preset_name: str
@@ -57,7 +57,7 @@ class PresetRow:
     """What the per-preset metrics are labelled with (an organization's id means nothing to an operator)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrebuildRow:
     """The latest build of one prebuild workspace, with its job."""
 

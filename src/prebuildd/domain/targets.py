@@ -25,7 +25,7 @@ from prebuildd.domain.snapshot import PresetRow
 NO_DEMAND = Demand()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolTarget:
     snapshot: PresetSnapshot
     """The snapshot with its target set."""

@@ -101,7 +101,7 @@ async def snapshot_settings(conn: Conn, *, idle_timeout: float) -> SnapshotSetti
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolSummary:
     """A pool as ``snapshot_presets`` aggregates it: its running prebuilds (ready ones among them), and whether
     some prebuild of it needs its row read (anything but a valid running prebuild whose time to ready is

@@ -91,7 +91,7 @@ SELECT p.id AS preset_id, p.name AS preset_name, t.id AS template_id, t.name AS 
        t.organization_id, v.id AS version_id, v.name AS version_name,
        (t.active_version_id = v.id AND NOT t.deleted AND t.deprecated_at IS NULL) AS active,
        p.desired_instances, p.ttl_seconds, p.scheduling_timezone AS timezone,
-       coalesce(s.schedules, '[]'::json) AS schedules,
+       s.schedules,  -- NULL without schedules: nothing to parse for most presets
        p.last_invalidated_at, p.failures_reset_at, p.prebuild_status,
        coalesce(f.consecutive_failures, 0) AS consecutive_failures, f.last_failure_at,
        coalesce(f.last_error, '') AS last_error,

@@ -5,7 +5,7 @@ start 2 s); latency percentiles, the server's CPU per claim, and the PostgreSQL'
     python bench/claim_sustained.py [--rate 150] [--seconds 20] [--runs new:1,new:2] [--old-src DIR]
 
 Each run is `LABEL:WORKERS`: `new` runs this checkout's sources, `old` the sources in --old-src (a checkout of an
-earlier commit, with `--workers` only when it has it). Runs go one after the other on fresh data directories, in
+earlier commit, with `--workers` only when it has it); a trailing `+` (`new+`) adds --extra-path to the run's path. Runs go one after the other on fresh data directories, in
 the order given, so that old and new see the same machine within minutes. Not a test.
 
 Latency "on the wire" runs from the request's send on a free keep-alive connection (128 of them) to its answer;
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +240,8 @@ async def one_run(label: str, src: Path, workers: int, args: argparse.Namespace)
     ]
     if workers > 1:
         command.append(f"--workers={workers}")
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    path = [str(src)] + ([str(args.extra_path)] if label.endswith("+") and args.extra_path else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -268,14 +270,38 @@ async def one_run(label: str, src: Path, workers: int, args: argparse.Namespace)
         pgdata = next((data / "server").rglob("postmaster.pid")).parent
         receive, send = multiprocessing.Pipe(duplex=False)
         before = tree_cpu(server.pid, pgdata)
+        spy = None
+        if args.py_spy is not None:  # samples the server's process while the claims run (raw folded stacks)
+            out = Path(f"{args.py_spy}-{label}{workers}.txt")
+            spy = subprocess.Popen(
+                [
+                    str(args.py_spy_bin),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         client = multiprocessing.get_context("spawn").Process(
             target=client_process,
-            args=(url, token, args.rate, args.seconds, f"{label}{workers}-", presets, send),
+            args=(url, token, args.rate, args.seconds, f"{label.replace('+', 'x')}{workers}-", presets, send),
         )
         client.start()
         result: dict[str, Any] = await asyncio.to_thread(receive.recv)
         after = tree_cpu(server.pid, pgdata)
         client.join()
+        if spy is not None:
+            spy.wait(60)
         result.update(
             label=label,
             workers=workers,
@@ -319,6 +345,16 @@ async def main() -> None:
     parser.add_argument("--old-src", type=Path, help="the src/ of an older checkout, for runs labelled old")
     parser.add_argument("--daemons", type=int, default=32, help="embedded daemons (the refill)")
     parser.add_argument("--fill-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--py-spy", type=Path, help="sample the server's process with py-spy while claims run: PATH-LABEL.txt"
+    )
+    parser.add_argument(
+        "--extra-path",
+        type=Path,
+        help="a directory of packages put on the path of runs labelled with a trailing + (new+: this checkout with "
+        "optional packages, e.g. `pip install --target DIR httptools`)",
+    )
+    parser.add_argument("--py-spy-bin", type=Path, default=Path("py-spy"), help="the py-spy executable")
     args = parser.parse_args()
     here = SRC
     print(
@@ -335,13 +371,16 @@ async def main() -> None:
     rows = []
     for run in args.runs.split(","):
         label, workers = run.split(":")
-        src = here if label == "new" else args.old_src
+        src = here if label.startswith("new") else args.old_src
         if src is None:
             raise SystemExit("--old-src is needed for runs labelled old")
         result = await one_run(label, src, int(workers), args)
         rows.append(report(result, args.rate))
         print(f"{label}:{workers}: pool of {result['pool']} filled in {result['fill']:.0f} s", flush=True)
         print(rows[-1], flush=True)
+        if result["failures"]:
+            kinds = Counter(result["failures"]).most_common(5)
+            print(f"{label}:{workers}: failures: " + ", ".join(f"{k} ×{n}" for k, n in kinds), flush=True)
     print(header)
     print("\n".join(rows))
 

@@ -48,7 +48,9 @@ _bearer = HTTPBearer(
 )
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async (as every dependency here): FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+    # per request for an attribute read.
     services: Services = request.app.state.services
     return services
 
@@ -115,7 +117,7 @@ AnyUserDep = Annotated[User, Depends(any_user)]
 UserDep = Annotated[User, Depends(current_user)]
 
 
-def audit_context(request: Request, user: TokenUserDep) -> AuditContext:
+async def audit_context(request: Request, user: TokenUserDep) -> AuditContext:
     """Who is acting in this request, for the audit entries of the action (see ``api.auditing``)."""
     audit: AuditContext = request.state.audit
     return audit

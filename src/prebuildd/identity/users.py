@@ -334,7 +334,8 @@ async def acting_user(db: Database, user: User, organization: str | None, *, nee
     is a 404, like one that does not exist; a user of several organizations who names none is asked to
     (unless not ``needed``: the routes about organizations themselves then get the user in none).
     """
-    async with db.transaction() as conn:
+    # Autocommit: reads only, each a statement of its own (no BEGIN/COMMIT round trips on every request).
+    async with db.autocommit() as conn:
         joined = await store.memberships_of_user(conn, user.id)
         if organization is not None:
             org = await store.organization_by_name(conn, organization)

@@ -28,7 +28,7 @@ from prebuildd.store.prebuilds import PresetPool, reconciliation_paused
 router = APIRouter(tags=["prebuilds"])
 
 
-def prebuild_operations(services: ServicesDep) -> prebuild_ops.PrebuildOperations:
+async def prebuild_operations(services: ServicesDep) -> prebuild_ops.PrebuildOperations:
     """The operator actions, with the collaborators they need (the snapshot reader is the reconciler's)."""
     return prebuild_ops.PrebuildOperations(
         db=services.db,

@@ -84,6 +84,7 @@ async def token_user(
     if holder is None:
         raise PrebuilddError(ErrorCode.UNAUTHENTICATED, "invalid, expired or revoked API token")
     remember_actor(request, services, holder)
+    request.state.token_holder = holder  # its memberships, read with it, for the request's organization
     return holder.user
 
 
@@ -101,7 +102,8 @@ async def current_user(
     request: Request, services: ServicesDep, user: TokenUserDep, organization: OrganizationHeader = None
 ) -> User:
     """The caller as a member of the organization the request acts in."""
-    return _acting_in(request, await users.acting_user(services.db, user, organization or None))
+    known = getattr(request.state, "token_holder", None)
+    return _acting_in(request, await users.acting_user(services.db, user, organization or None, known=known))
 
 
 async def any_user(
@@ -109,7 +111,8 @@ async def any_user(
 ) -> User:
     """The caller, in the organization named or their only one, else in none (a member of several who named
     none): for the routes about organizations themselves."""
-    acting = await users.acting_user(services.db, user, organization or None, needed=False)
+    known = getattr(request.state, "token_holder", None)
+    acting = await users.acting_user(services.db, user, organization or None, needed=False, known=known)
     return _acting_in(request, acting)
 
 

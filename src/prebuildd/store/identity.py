@@ -73,6 +73,10 @@ class TokenHolder:
     user: User
     token_id: UUID
     token_last_used_at: datetime | None
+    memberships: tuple[Membership, ...] | None = None
+    """The user's live organizations, read with the token (None: not read)."""
+    default_organization: Organization | None = None
+    """For the site owner: the default organization, read with the token."""
 
 
 @dataclass(frozen=True)
@@ -306,10 +310,28 @@ async def insert_token(
 
 
 async def holder_of_token(conn: Conn, token_hash: bytes, now: datetime) -> TokenHolder | None:
-    row = await fetch_one(conn, "auth.user_by_token", {"token_hash": token_hash, "now": now})
+    row = await fetch_one(conn, "auth.user_by_token", {"token_hash": token_hash, "now": now}, prepare=True)
     if row is None:
         return None
-    return TokenHolder(_user(row), row["token_id"], row["token_last_used_at"])
+    default = row["default_organization"]
+    return TokenHolder(
+        _user(row),
+        row["token_id"],
+        row["token_last_used_at"],
+        tuple(Membership(_json_org(m), m["role"]) for m in row["memberships"]),
+        _json_org(default) if default is not None else None,
+    )
+
+
+def _json_org(value: Mapping[str, Any]) -> Organization:
+    """An organization as ``json_build_object`` gives it (ids and times as text)."""
+    return Organization(
+        UUID(value["id"]),
+        value["name"],
+        value["display_name"],
+        value["is_default"],
+        datetime.fromisoformat(value["created_at"]),
+    )
 
 
 async def touch_token(conn: Conn, token_id: UUID, now: datetime, since: datetime) -> None:

@@ -8,8 +8,20 @@ RETURNING id, user_id, name, created_at, expires_at, last_used_at, revoked_at;
 
 -- name: user_by_token
 -- The active user behind a token hash, with the token's id and last use (unknown, revoked, expired: none).
+-- Also the user's live memberships (as identity.memberships_of_user orders them) and, for the site owner, the
+-- default organization: what a request without an organization header acts in, without another round trip.
 SELECT u.id, u.username, u.email, '' AS role, u.is_system, u.suspended, u.created_at, u.updated_at,
-       u.site_owner, NULL::uuid AS organization_id, t.id AS token_id, t.last_used_at AS token_last_used_at
+       u.site_owner, NULL::uuid AS organization_id, t.id AS token_id, t.last_used_at AS token_last_used_at,
+       (SELECT coalesce(json_agg(json_build_object(
+                   'id', o.id, 'name', o.name, 'display_name', o.display_name, 'is_default', o.is_default,
+                   'created_at', o.created_at, 'role', m.role) ORDER BY m.created_at, o.name), '[]'::json)
+        FROM organization_members m JOIN organizations o ON o.id = m.organization_id AND o.deleted_at IS NULL
+        WHERE m.user_id = u.id) AS memberships,
+       (SELECT json_build_object(
+                   'id', o.id, 'name', o.name, 'display_name', o.display_name, 'is_default', o.is_default,
+                   'created_at', o.created_at)
+        FROM organizations o WHERE u.site_owner AND o.is_default AND o.deleted_at IS NULL LIMIT 1)
+           AS default_organization
 FROM api_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_hash = %(token_hash)s
   AND t.revoked_at IS NULL

@@ -84,4 +84,6 @@ async def import_log(
     lines = await services.queue.logs(found.job_id, after=after, limit=LOG_LINES)
     shown = [dataclasses.replace(line, output=mask_secrets(line.output)) for line in lines]
     active = JobStatus(found.import_status).is_active or len(lines) == LOG_LINES
+    if found.import_error is not None:
+        found = dataclasses.replace(found, import_error=mask_secrets(found.import_error))
     return ImportLog(template, found, shown, lines[-1].id if lines else after, active)

@@ -114,10 +114,10 @@ def test_scale_up_is_immediate() -> None:
     assert d.reason == "autoscale: 2 claims/min, ready p90 8m, target 95%"
 
 
-def test_lead_time_is_the_p90_by_default_or_the_mean() -> None:
+def test_lead_time_is_the_mean_by_default_or_the_p90() -> None:
     d = Demand(**{**demand(0.8, lead=250).__dict__, "ready_mean_seconds": 150.0})
-    p90 = decide(DEFAULT, d, None, now=NOW, scheduled=2)
-    mean = decide(AutoscaleSettings(min=1, max=20, lead_time="mean"), d, None, now=NOW, scheduled=2)
+    p90 = decide(AutoscaleSettings(min=1, max=20, lead_time="p90"), d, None, now=NOW, scheduled=2)
+    mean = decide(DEFAULT, d, None, now=NOW, scheduled=2)
     assert (mean.target, p90.target) == (base_stock_size(0.8, 150, 0.95), base_stock_size(0.8, 250, 0.95))
     assert p90.reason == "autoscale: 0.8 claims/min, ready p90 4m10s, target 95%"
     assert mean.reason == "autoscale: 0.8 claims/min, ready mean 2m30s, p90 4m10s, target 95%"

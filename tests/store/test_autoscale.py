@@ -85,7 +85,7 @@ async def test_a_claim_load_grows_the_pool_and_it_shrinks_after_the_window(env: 
     assert status.desired == grown
     assert status.target_source == "autoscale"
     assert status.sizing.startswith(f"desired {grown} (autoscale: ")
-    assert "ready p90 30s, target 95%" in status.sizing
+    assert "ready mean " in status.sizing and "p90 30s, target 95%" in status.sizing
     assert status.recommendation == f"pool {grown}, recommended {grown} for 95% hits"
     exposed = rec.services.metrics.render().decode()
     assert (

@@ -81,7 +81,7 @@ class PresetStatus:
     target_source: str = "scheduled"
     """``scheduled`` | ``autoscale`` | ``autoscale_fallback`` | ``expression`` | ``expression_fallback``"""
     sizing: str = ""
-    """Why the target: 'desired 7 (autoscale: 0.8 claims/min, ready p90 4m10s, target 95%)'."""
+    """Why the target: 'desired 7 (autoscale: 0.8 claims/min, ready mean 3m20s, p90 4m10s, target 95%)'."""
     recommended: int | None = None
     """The autoscale formula's size for this pool's demand (None: too little data), even with autoscale off."""
     recommendation: str = ""

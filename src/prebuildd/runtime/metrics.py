@@ -170,7 +170,7 @@ class Metrics:
         )
         self.lead_time = Gauge(
             "prebuildd_autoscale_lead_time_seconds",
-            "The autoscaler's lead time L: the p90 time to ready (or the mean, as configured), 300 s while none is measured.",
+            "The autoscaler's lead time L: the mean time to ready (or the p90, as configured), 300 s while none is measured.",
             PRESET_LABELS,
             registry=r,
         )

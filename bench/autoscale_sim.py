@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+from prebuildd.domain import autoscale
 from prebuildd.domain.autoscale import (
     BURST_LOOKBACK,
     BURST_MAX_MINUTES,
@@ -366,7 +367,9 @@ def smallest_static(
     return runs, a
 
 
-def run_trace(name: str, seed: int, lo: int, hi: int, goal: float) -> Outcome:
+def run_trace(name: str, seed: int, lo: int, hi: int, goal: float, intervals: int | None = None) -> Outcome:
+    if intervals is not None:  # a variant of the policy's constant, for this process only
+        autoscale.BURST_MIN_INTERVALS = intervals
     claims, end = trace(name, seed)
     started = time.perf_counter()
     statics, best = smallest_static(claims, end, seed, lo, hi, goal)
@@ -453,12 +456,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--hit-rate", type=float, default=0.95)
     ap.add_argument("--jobs", type=int, default=1, help="traces simulated in parallel processes")
+    ap.add_argument(
+        "--burst-min-intervals",
+        type=int,
+        default=None,
+        help=f"a variant: intervals seen before pre-warming for a burst (the policy's: {autoscale.BURST_MIN_INTERVALS})",
+    )
     args = ap.parse_args()
     lo, hi = (int(x) for x in args.static.split("-"))
     names = args.traces.split(",")
-    print(f"python {platform.python_version()} on {platform.machine()} {platform.system()}; seed {args.seed}")
+    intervals = args.burst_min_intervals
+    print(
+        f"python {platform.python_version()} on {platform.machine()} {platform.system()}; seed {args.seed}; "
+        f"bursts learnt after {intervals or autoscale.BURST_MIN_INTERVALS} intervals"
+    )
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_trace, n, args.seed, lo, hi, args.hit_rate) for n in names]
+        futures = [pool.submit(run_trace, n, args.seed, lo, hi, args.hit_rate, intervals) for n in names]
         outcomes = [f.result() for f in futures]
     for o in outcomes:
         print(f"\n{o.text}")

@@ -12,7 +12,7 @@ exactly when replacements start at once. ``lead_time = "p90"`` adds a margin for
 (daemons queueing, builds getting slower), at 40-55% more idle prebuilds (bench/autoscale_sim.py, BENCHMARKS.md).
 
 Recurring bursts (many claims within minutes, far above the background rate, at a regular interval) are not
-Poisson: no rate window sees one in time. They are learnt from the busy minutes of the last two days: once
+Poisson: no rate window sees one in time. They are learnt from the busy minutes of the last three days: once
 ``BURST_MIN_INTERVALS`` intervals agree, the pool is pre-warmed to the burst's size one lead time before the
 earliest expected next burst, until it has come or its window has passed, and the rate windows leave the learnt
 bursts out (they are served by the pre-warming, not by the base stock).
@@ -46,8 +46,9 @@ PAST_DAYS = 7
 STEP_FRACTION = 0.25
 """A scale-down step removes at most this share of the pool (at least one prebuild)."""
 
-BURST_LOOKBACK = timedelta(days=2)
-"""How far back the snapshot reads busy minutes (bursts are learnt from these)."""
+BURST_LOOKBACK = timedelta(days=3)
+"""How far back the snapshot reads busy minutes (bursts are learnt from these): three bursts of a daily pattern fit
+in it, so periods up to a day are learnt."""
 BURST_MINUTE = 3
 """A minute with at least this many claims plus misses is busy (the snapshot reads only those, newest first)."""
 BURST_MAX_MINUTES = 500

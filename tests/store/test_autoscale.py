@@ -182,3 +182,32 @@ async def test_the_demand_aggregate_reads_windows_past_days_past_weeks_and_ready
     assert (d.weekly_next_15m, d.weekly_next_60m) == (4, 4)
     assert d.ready_samples == 10 and d.ready_mean_seconds == 330
     assert d.ready_p90_seconds is not None and abs(d.ready_p90_seconds - 546) < 1e-6  # linear interpolation
+
+
+async def test_the_demand_aggregate_reads_the_busy_minutes_of_the_burst_lookback(env: Env) -> None:
+    """Minutes with at least BURST_MINUTE claims plus misses (claims and misses alike), oldest first, within the
+    lookback: what the autoscaler learns recurring bursts from, in the same statement."""
+    pushed = await env.push("t", AUTOSCALED)
+    now = env.clock.now().replace(second=30, microsecond=0)
+    minute = now.replace(second=0)
+    records = [
+        *[("claim", minute - timedelta(minutes=5, seconds=-s)) for s in (1, 2, 3, 4)],  # busy: 4
+        *[("miss", minute - timedelta(minutes=5, seconds=-s)) for s in (10, 20)],  # misses count too: 6
+        *[("claim", minute - timedelta(minutes=7, seconds=-s)) for s in (1, 2)],  # 2: not busy
+        *[("miss", minute - timedelta(hours=30, seconds=-s)) for s in (1, 2, 3)],  # busy: 3
+        *[
+            ("claim", minute - timedelta(days=3, minutes=1, seconds=-s)) for s in (1, 2, 3)
+        ],  # beyond the lookback
+    ]
+    async with env.db.transaction() as conn:
+        for kind, at in records:
+            await conn.execute(
+                "INSERT INTO preset_demand (template_id, preset_name, kind, at) VALUES (%s, 'small', %s, %s)",
+                (pushed.template_id, kind, at),
+            )
+    async with env.db.transaction() as conn:
+        [d] = (await store.snapshot_demand(conn, [(pushed.template_id, "small")], now)).values()
+    assert d.busy_minutes == (
+        (minute - timedelta(hours=30), 3),
+        (minute - timedelta(minutes=5), 6),
+    )

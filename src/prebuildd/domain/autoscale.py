@@ -541,4 +541,4 @@ def _duration(seconds: float) -> str:
     if m < 60:
         return f"{m}m{s:02d}s" if s else f"{m}m"
     h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
+    return f"{h}h{m:02d}m" if m else f"{h}h"

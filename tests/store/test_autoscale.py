@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
+from prebuildd.domain.autoscale import base_stock_size
 from prebuildd.prebuilds.claim import CreateRequest
 from prebuildd.store import prebuilds as store
 from tests.support.env import Env
-from tests.support.pools import converge, creator, operations, pool, reconciler
+from tests.support.pools import POOL, converge, creator, operations, pool, reconciler
 
 AUTOSCALED = """
 provisioner = "echo"
@@ -211,3 +212,38 @@ async def test_the_demand_aggregate_reads_the_busy_minutes_of_the_burst_lookback
         (minute - timedelta(hours=30), 3),
         (minute - timedelta(minutes=5), 6),
     )
+
+
+async def test_a_static_pool_with_demand_shows_the_recommended_size(env: Env) -> None:
+    # Autoscale off: the pool keeps instances = 3, and status, explain's service output and /metrics say what the
+    # formula would size it to for 95% hits.
+    pushed = await env.push("t", POOL)
+    now = env.clock.now()
+    async with env.db.transaction() as conn:
+        for i in range(120):  # 1 claim a minute over the last 2 hours
+            await conn.execute(
+                "INSERT INTO preset_demand (template_id, preset_name, kind, at) VALUES (%s, 'small', 'claim', %s)",
+                (pushed.template_id, now - timedelta(minutes=i + 0.5)),
+            )
+        for i in range(20):  # every prebuild ready 4 minutes after its creation
+            ready = now - timedelta(minutes=5 * i + 1)
+            await conn.execute(
+                "INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at) "
+                "VALUES (gen_random_uuid(), %s, 'small', %s, %s)",
+                (pushed.template_id, ready - timedelta(minutes=4), ready),
+            )
+    rec = reconciler(env)
+    await rec.run_cycle()
+    expected = base_stock_size(1.0, 240, 0.95)
+    assert expected == 9  # P(Poisson(4) <= 8) = 0.979, P(Poisson(4) <= 7) = 0.949
+    [status] = (await operations(rec).pool_status(env.org_id, show_errors=True))[1]
+    assert (status.desired, status.target_source) == (3, "scheduled")
+    assert (status.recommended, status.recommendation) == (expected, "pool 3, recommended 9 for 95% hits")
+    exposed = rec.services.metrics.render().decode()
+    labels = '{organization="default",preset="small",template="t"}'
+    assert f"prebuildd_autoscale_recommended{labels} 9.0" in exposed
+    assert f"prebuildd_autoscale_arrival_rate{labels} 1.0" in exposed
+    assert f"prebuildd_autoscale_lead_time_seconds{labels} 240.0" in exposed
+    assert f"prebuildd_prebuilds_hit_rate_1h{labels} 1.0" in exposed
+    scheduled = 'prebuildd_preset_target_source{organization="default",preset="small",source="scheduled",template="t"}'
+    assert f"{scheduled} 1.0" in exposed

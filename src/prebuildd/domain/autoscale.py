@@ -186,7 +186,7 @@ class Estimate:
     weekly_rate: float | None
     """The seasonal estimate: the same time of the week (or, under a week of history, of the day) in the past."""
     lead_seconds: float
-    """L: the p90 (or mean, as configured) time to ready; ``DEFAULT_LEAD`` while none is measured."""
+    """L: the mean (or the p90, as configured) time to ready; ``DEFAULT_LEAD`` while none is measured."""
     p90_seconds: float
     size: int
     """The formula's size, before clamping."""
@@ -470,7 +470,7 @@ class Decision:
     """The state to store (None: nothing decided, e.g. too little data)."""
     estimate: Estimate | None
     reason: str
-    """For ``explain``: 'autoscale: 0.8 claims/min, ready p90 4m10s, target 95%'."""
+    """For ``explain``: 'autoscale: 0.8 claims/min, ready mean 3m20s, p90 4m10s, target 95%'."""
     fallback: bool = False
 
 

@@ -324,7 +324,7 @@ def simulate(policy: Policy, claims: list[float], end: float, seed: int) -> Resu
 
 # -- report ----------------------------------------------------------------------------------------------------
 
-SWEEP = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+SWEEP = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 """The target hit rates swept (L = mean): the autoscaler's operating curve, read at the expression's idle hours."""
 IDLE_GOAL = {"steady": 1.05}
 """The idle budget against the smallest static pool reaching the hit-rate goal: 70%, 105% on the steady trace."""

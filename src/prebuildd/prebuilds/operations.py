@@ -409,10 +409,8 @@ def _sizing(snap: Snapshot, preset_id: UUID, desired: int) -> dict[str, Any]:
         return {}
     source = target.snapshot.target_source
     reason = target.snapshot.target_reason
-    rate = 0.95
-    if target.decision is not None and target.decision.estimate is not None:
-        preset = snap.presets[preset_id]
-        rate = float((preset.autoscale or {}).get("target_hit_rate", 0.95))
+    # The rate the recommendation was computed at (domain.targets: the pool's autoscale settings, or 95%).
+    rate = float((snap.presets[preset_id].autoscale or {}).get("target_hit_rate", 0.95))
     recommendation = ""
     if target.recommended is not None:
         recommendation = f"pool {desired}, recommended {target.recommended} for {rate:.0%} hits"

@@ -9,7 +9,7 @@ in the last L. The hit rate is P(Poisson(λ·L) ≤ S−1); the size is the smal
 L is the mean time to ready of recent prebuilds: the number of replacements in flight is Poisson with mean λ·E[L]
 whatever the distribution of build times (an M/G/∞ queue, Palm's theorem), so the mean gives the requested hit rate
 exactly when replacements start at once. ``lead_time = "p90"`` adds a margin for what the model leaves out
-(daemons queueing, builds getting slower), at 40-55% more idle prebuilds (bench/autoscale_sim.py, BENCHMARKS.md).
+(daemons queueing, builds getting slower), at 38-56% more idle prebuilds (bench/autoscale_sim.py, BENCHMARKS.md).
 
 Recurring bursts (many claims within minutes, far above the background rate, at a regular interval) are not
 Poisson: no rate window sees one in time. They are learnt from the busy minutes of the last three days: once

@@ -170,7 +170,7 @@ class Metrics:
         )
         self.lead_time = Gauge(
             "prebuildd_autoscale_lead_time_seconds",
-            "The autoscaler's lead time L: the p90 time to ready (or the mean, as configured), 300 s while none is measured.",
+            "The autoscaler's lead time L: the mean time to ready (or the p90, as configured), 300 s while none is measured.",
             PRESET_LABELS,
             registry=r,
         )
@@ -224,18 +224,15 @@ class Metrics:
         self.paused.set(1 if paused else 0)
         self.reconcile_duration.observe(duration)
         self.last_reconcile.set(ended_at.timestamp())
-        current: set[tuple[str, str, str]] = set()
+        # The series are by name: while a new version takes over, the old version's preset of the same name is
+        # still planned (its prebuilds are being deleted). The counts add up (the old one's eligible and desired
+        # are 0, so the gauge still equals what a claim can take), the flags are either's.
+        by_labels: dict[tuple[str, str, str], tuple[int, ...]] = {}
         for plan in plans:
-            preset = presets[plan.preset_id]
-            labels = self.labels(preset)
-            current.add(labels)
+            labels = self.labels(presets[plan.preset_id])
             state = plan.state
-            children = self._children.get(labels)
-            if children is None:  # labels() is costly: resolve each preset's series once
-                children = tuple(g.labels(*labels) for g in self._preset_gauges)
-                self._children[labels] = children
             blocked = plan.blocked or ""
-            values = (
+            values: tuple[int, ...] = (
                 state.desired,
                 state.running_valid,
                 state.eligible,
@@ -243,6 +240,18 @@ class Metrics:
                 1 if blocked.startswith("hard-limited") else 0,
                 1 if blocked.startswith("backing off") else 0,
             )
+            other = by_labels.get(labels)
+            if other is not None:
+                counts = (a + b for a, b in zip(other[:4], values[:4], strict=True))
+                values = (*counts, *map(max, other[4:], values[4:]))
+            by_labels[labels] = values
+        current: set[tuple[str, str, str]] = set()
+        for labels, values in by_labels.items():
+            current.add(labels)
+            children = self._children.get(labels)
+            if children is None:  # labels() is costly: resolve each preset's series once
+                children = tuple(g.labels(*labels) for g in self._preset_gauges)
+                self._children[labels] = children
             if self._values.get(labels) != values:  # most pools do not change between cycles
                 self._values[labels] = values
                 for gauge, value in zip(children, values, strict=True):
@@ -282,9 +291,14 @@ class Metrics:
         Series of a preset without an estimate (too little data) are removed, not left at a stale value."""
         current: set[tuple[str, str, str]] = set()
         seen: set[tuple[str, str, str]] = set()
+        # By name, as the pool gauges: an old version's preset still being emptied does not stand for the pool
+        # while the active version has one of the same name.
+        active = {self.labels(presets[pid]) for pid in targets if presets[pid].active}
         for preset_id, target in targets.items():
             preset = presets[preset_id]
             labels = self.labels(preset)
+            if not preset.active and labels in active:
+                continue
             seen.add(labels)
             source = target.snapshot.target_source
             old = self._sources.get(labels)

@@ -16,7 +16,7 @@ from jinja2 import ChoiceLoader, DictLoader
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
 from prebuildd.dashboard import pagekit
-from prebuildd.dashboard.pages import audit, queue, templates_page, workspaces
+from prebuildd.dashboard.app import install_dashboard
 from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, new_secret
 from prebuildd.identity import auth, users
 from prebuildd.identity.audit import AuditContext, record
@@ -68,8 +68,7 @@ async def site(env: Env) -> AsyncIterator[Site]:
         builder=env.builder,
     )
     app: FastAPI = create_app(services)
-    for page in (workspaces, queue, templates_page, audit):
-        app.include_router(page.router)
+    install_dashboard(app, services)
     loader = pagekit.TEMPLATES.env.loader
     assert loader is not None
     pagekit.TEMPLATES.env.loader = ChoiceLoader([loader, DictLoader({"base.html": FALLBACK_BASE})])
@@ -95,7 +94,7 @@ async def test_every_page_renders_for_its_roles_and_is_refused_to_the_others(env
     for who in ("mona", "tess"):
         assert (await site.get(who, "/audit")).status_code == 403, who
     assert (await site.get("oscar", "/audit")).status_code == 200
-    assert (await site.client.get("/workspaces")).status_code == 401
+    assert (await site.client.get("/workspaces")).headers["location"] == "/login?next=/workspaces"
 
 
 async def test_a_member_sees_their_workspace_and_its_log_with_secrets_masked(env: Env, site: Site) -> None:

@@ -14,7 +14,8 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from prebuildd.api.context import Services
-from prebuildd.api.deps import current_user, get_services
+from prebuildd.api.deps import get_services
+from prebuildd.dashboard.session import page_user
 from prebuildd.dashboard.views.text import HELPERS
 from prebuildd.identity.users import User
 
@@ -27,7 +28,7 @@ TEMPLATES = Jinja2Templates(
 )
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-PageUser = Annotated[User, Depends(current_user)]
+PageUser = Annotated[User, Depends(page_user)]
 
 
 def render(

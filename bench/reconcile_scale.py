@@ -38,6 +38,7 @@ from prebuildd.runtime.config import ServerConfig
 from prebuildd.runtime.metrics import Metrics
 from prebuildd.server.embedded_pg import EmbeddedPostgres
 from prebuildd.store import channels
+from prebuildd.store import pool_history as pool_history_store
 from prebuildd.store import prebuilds as reconciler_store
 from prebuildd.store.db import Database
 from prebuildd.store.listener import Listener
@@ -50,7 +51,7 @@ PREBUILDS_PER_PRESET = 10
 
 class Counting:
     """Counts statements and time spent waiting on the database by the reconciler's store calls (the row helpers
-    of its repository, ``store.prebuilds``: one statement per call)."""
+    of its repositories, ``store.prebuilds`` and ``store.pool_history``: one statement per call)."""
 
     def __init__(self) -> None:
         self.queries = 0
@@ -58,19 +59,22 @@ class Counting:
         self._originals: dict[str, Any] = {}
 
     def install(self) -> None:
-        for name in ("fetch_one", "fetch_all", "fetch_all_as", "fetch_tuples", "execute"):
-            original = getattr(reconciler_store, name)
-            self._originals[name] = original
+        for module in (reconciler_store, pool_history_store):
+            for name in ("fetch_one", "fetch_all", "fetch_all_as", "fetch_tuples", "execute"):
+                if not hasattr(module, name):
+                    continue
+                original = getattr(module, name)
+                self._originals[f"{module.__name__}.{name}"] = original
 
-            async def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-                self.queries += 1
-                started = time.perf_counter()
-                try:
-                    return await _original(*args, **kwargs)
-                finally:
-                    self.db_seconds += time.perf_counter() - started
+                async def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                    self.queries += 1
+                    started = time.perf_counter()
+                    try:
+                        return await _original(*args, **kwargs)
+                    finally:
+                        self.db_seconds += time.perf_counter() - started
 
-            setattr(reconciler_store, name, wrapped)
+                setattr(module, name, wrapped)
 
     def reset(self) -> None:
         self.queries = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,6 +23,8 @@ from prebuildd.domain.autoscale import (
     recommended,
     settings_problems,
 )
+from prebuildd.domain.targets import pool_target
+from tests.support.factories import pool_snapshot, preset_row
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 DEFAULT = AutoscaleSettings(min=1, max=20, target_hit_rate=0.95)
@@ -114,10 +117,10 @@ def test_scale_up_is_immediate() -> None:
     assert d.reason == "autoscale: 2 claims/min, ready p90 8m, target 95%"
 
 
-def test_lead_time_is_the_p90_by_default_or_the_mean() -> None:
+def test_lead_time_is_the_mean_by_default_or_the_p90() -> None:
     d = Demand(**{**demand(0.8, lead=250).__dict__, "ready_mean_seconds": 150.0})
-    p90 = decide(DEFAULT, d, None, now=NOW, scheduled=2)
-    mean = decide(AutoscaleSettings(min=1, max=20, lead_time="mean"), d, None, now=NOW, scheduled=2)
+    p90 = decide(AutoscaleSettings(min=1, max=20, lead_time="p90"), d, None, now=NOW, scheduled=2)
+    mean = decide(DEFAULT, d, None, now=NOW, scheduled=2)
     assert (mean.target, p90.target) == (base_stock_size(0.8, 150, 0.95), base_stock_size(0.8, 250, 0.95))
     assert p90.reason == "autoscale: 0.8 claims/min, ready p90 4m10s, target 95%"
     assert mean.reason == "autoscale: 0.8 claims/min, ready mean 2m30s, p90 4m10s, target 95%"
@@ -303,3 +306,30 @@ def test_after_the_load_stops_the_rate_never_rises(per_minute: int, burst: int) 
         rates.append(recent_rate(Demand(claims=counts)))
     assert all(b <= a for a, b in itertools.pairwise(rates)), rates
     assert rates[0] >= per_minute and rates[-1] == 0
+
+
+@pytest.mark.parametrize(
+    ("gate", "target"),
+    [
+        pytest.param({}, 6, id="healthy: up at once"),
+        pytest.param({"backoff_until": NOW + timedelta(minutes=1)}, 3, id="backing off: held"),
+        pytest.param({"backoff_until": NOW - timedelta(seconds=1)}, 6, id="backoff over: up"),
+        pytest.param({"hard_limited": True}, 3, id="hard-limited: held"),
+    ],
+)
+def test_the_pool_target_holds_while_the_preset_backs_off_or_is_hard_limited(
+    gate: dict[str, object], target: int
+) -> None:
+    # The gate as the reconciler applies it: the preset's backoff and hard limit, not only decide()'s flag.
+    snap = replace(pool_snapshot(desired_instances=1), **gate)
+    row = preset_row(
+        1,
+        preset_id=snap.preset_id,
+        autoscale=DEFAULT.as_dict(),
+        autoscale_target=3,
+        autoscale_raised_at=NOW - timedelta(hours=1),
+        autoscale_changed_at=NOW - timedelta(hours=1),
+    )
+    out = pool_target(snap, row, demand(2.0, lead=60.0), NOW)  # base stock 6
+    assert (out.snapshot.target_override, out.snapshot.target_source) == (target, "autoscale")
+    assert ("no scale-up while backing off" in out.snapshot.target_reason) == (target == 3)

@@ -39,7 +39,7 @@ async def test_presets_set_autoscale_and_expression(running_server: RunningServe
             "max": 12,
             "target_hit_rate": 0.95,
             "stabilization_seconds": 600,
-            "lead_time": "p90",
+            "lead_time": "mean",
         }
         both = await client.patch(url, json={"expression": "max(scheduled_target, 2)"})
         assert both.status_code == 400 and "not both" in both.json()["message"]

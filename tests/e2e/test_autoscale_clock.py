@@ -182,7 +182,9 @@ async def test_a_claim_load_over_http_grows_the_pool_and_it_shrinks_after_the_wi
             grown = await pool.claim(2)  # what the status and /metrics say just after a cycle
             assert grown["target_source"] == "autoscale", grown
             assert grown["desired"] == base_stock_size(2.0, TICK, 0.95) == 6, grown
-            assert grown["sizing"] == "desired 6 (autoscale: 2 claims/min, ready p90 1m, target 95%)", grown
+            assert (
+                grown["sizing"] == "desired 6 (autoscale: 2 claims/min, ready mean 1m, p90 1m, target 95%)"
+            ), grown
             assert grown["recommendation"] == "pool 6, recommended 6 for 95% hits", grown
             metrics = _samples((await client.get("/metrics")).text, "warm")
             assert metrics["prebuildd_preset_target_source{autoscale}"] == 1

@@ -227,7 +227,8 @@ async def test_a_completion_that_fails_is_retried_with_heartbeats_until_accepted
             await wait_for(lambda: daemon.current_job == job.id, what="the job to start")
             queue.outage = True  # the database (or the server) goes away while the job runs
             gated.go.set()
-            await wait_for(lambda: queue.calls.get("complete", 0) >= 4, what="completion attempts")
+            # Each attempt sends the kept lines first, and completes only once they are sent.
+            await wait_for(lambda: queue.calls.get("append_logs", 0) >= 5, what="delivery attempts")
             beats = queue.calls.get("heartbeat", 0)
             await wait_for(lambda: queue.calls.get("heartbeat", 0) > beats + 2, what="heartbeats meanwhile")
             assert job.id not in queue.completed and not task.done()
@@ -247,6 +248,24 @@ async def test_a_completion_that_fails_is_retried_with_heartbeats_until_accepted
     )
     assert len(_events(logs, "component.recovered")) == 1
     assert daemon.jobs_done == 2
+
+
+async def test_a_completion_waits_for_the_lines_that_could_not_be_sent_yet(tmp_path: Path) -> None:
+    # Only the log posts fail (a server restarting between two requests answers the completion, not the
+    # lines): completing first would lose the lines, which a completed job no longer takes.
+    job = _echo_job()
+    queue = FlakyQueue([job])
+    gated = Gated()
+    daemon = _daemon(queue, tmp_path)
+    daemon.provisioners["echo"] = gated
+    queue.watched = job.id
+    queue.fail["append_logs"] = [Down("server restarting")] * 20
+    async with running(daemon):
+        await wait_for(lambda: daemon.current_job == job.id, what="the job to start")
+        gated.go.set()
+        await wait_for(lambda: job.id in queue.completed, what="the job completed")
+        assert not queue.fail["append_logs"]  # every failed post came before the completion
+        assert [line.output for line in queue.logged] == ["one", "two"]
 
 
 async def test_a_job_lost_while_its_completion_fails_is_given_up_and_the_daemon_goes_on(

@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
+from prebuildd.domain.autoscale import base_stock_size
 from prebuildd.prebuilds.claim import CreateRequest
 from prebuildd.store import prebuilds as store
 from tests.support.env import Env
-from tests.support.pools import converge, creator, operations, pool, reconciler
+from tests.support.pools import POOL, converge, creator, operations, pool, reconciler
 
 AUTOSCALED = """
 provisioner = "echo"
@@ -85,7 +86,7 @@ async def test_a_claim_load_grows_the_pool_and_it_shrinks_after_the_window(env: 
     assert status.desired == grown
     assert status.target_source == "autoscale"
     assert status.sizing.startswith(f"desired {grown} (autoscale: ")
-    assert "ready p90 30s, target 95%" in status.sizing
+    assert "ready mean " in status.sizing and "p90 30s, target 95%" in status.sizing
     assert status.recommendation == f"pool {grown}, recommended {grown} for 95% hits"
     exposed = rec.services.metrics.render().decode()
     assert (
@@ -182,3 +183,67 @@ async def test_the_demand_aggregate_reads_windows_past_days_past_weeks_and_ready
     assert (d.weekly_next_15m, d.weekly_next_60m) == (4, 4)
     assert d.ready_samples == 10 and d.ready_mean_seconds == 330
     assert d.ready_p90_seconds is not None and abs(d.ready_p90_seconds - 546) < 1e-6  # linear interpolation
+
+
+async def test_the_demand_aggregate_reads_the_busy_minutes_of_the_burst_lookback(env: Env) -> None:
+    """Minutes with at least BURST_MINUTE claims plus misses (claims and misses alike), oldest first, within the
+    lookback: what the autoscaler learns recurring bursts from, in the same statement."""
+    pushed = await env.push("t", AUTOSCALED)
+    now = env.clock.now().replace(second=30, microsecond=0)
+    minute = now.replace(second=0)
+    records = [
+        *[("claim", minute - timedelta(minutes=5, seconds=-s)) for s in (1, 2, 3, 4)],  # busy: 4
+        *[("miss", minute - timedelta(minutes=5, seconds=-s)) for s in (10, 20)],  # misses count too: 6
+        *[("claim", minute - timedelta(minutes=7, seconds=-s)) for s in (1, 2)],  # 2: not busy
+        *[("miss", minute - timedelta(hours=30, seconds=-s)) for s in (1, 2, 3)],  # busy: 3
+        *[
+            ("claim", minute - timedelta(days=3, minutes=1, seconds=-s)) for s in (1, 2, 3)
+        ],  # beyond the lookback
+    ]
+    async with env.db.transaction() as conn:
+        for kind, at in records:
+            await conn.execute(
+                "INSERT INTO preset_demand (template_id, preset_name, kind, at) VALUES (%s, 'small', %s, %s)",
+                (pushed.template_id, kind, at),
+            )
+    async with env.db.transaction() as conn:
+        [d] = (await store.snapshot_demand(conn, [(pushed.template_id, "small")], now)).values()
+    assert d.busy_minutes == (
+        (minute - timedelta(hours=30), 3),
+        (minute - timedelta(minutes=5), 6),
+    )
+
+
+async def test_a_static_pool_with_demand_shows_the_recommended_size(env: Env) -> None:
+    # Autoscale off: the pool keeps instances = 3, and status, explain's service output and /metrics say what the
+    # formula would size it to for 95% hits.
+    pushed = await env.push("t", POOL)
+    now = env.clock.now()
+    async with env.db.transaction() as conn:
+        for i in range(120):  # 1 claim a minute over the last 2 hours
+            await conn.execute(
+                "INSERT INTO preset_demand (template_id, preset_name, kind, at) VALUES (%s, 'small', 'claim', %s)",
+                (pushed.template_id, now - timedelta(minutes=i + 0.5)),
+            )
+        for i in range(20):  # every prebuild ready 4 minutes after its creation
+            ready = now - timedelta(minutes=5 * i + 1)
+            await conn.execute(
+                "INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at) "
+                "VALUES (gen_random_uuid(), %s, 'small', %s, %s)",
+                (pushed.template_id, ready - timedelta(minutes=4), ready),
+            )
+    rec = reconciler(env)
+    await rec.run_cycle()
+    expected = base_stock_size(1.0, 240, 0.95)
+    assert expected == 9  # P(Poisson(4) <= 8) = 0.979, P(Poisson(4) <= 7) = 0.949
+    [status] = (await operations(rec).pool_status(env.org_id, show_errors=True))[1]
+    assert (status.desired, status.target_source) == (3, "scheduled")
+    assert (status.recommended, status.recommendation) == (expected, "pool 3, recommended 9 for 95% hits")
+    exposed = rec.services.metrics.render().decode()
+    labels = '{organization="default",preset="small",template="t"}'
+    assert f"prebuildd_autoscale_recommended{labels} 9.0" in exposed
+    assert f"prebuildd_autoscale_arrival_rate{labels} 1.0" in exposed
+    assert f"prebuildd_autoscale_lead_time_seconds{labels} 240.0" in exposed
+    assert f"prebuildd_prebuilds_hit_rate_1h{labels} 1.0" in exposed
+    scheduled = 'prebuildd_preset_target_source{organization="default",preset="small",source="scheduled",template="t"}'
+    assert f"{scheduled} 1.0" in exposed

@@ -8,9 +8,11 @@ import asyncio
 import random
 from datetime import timedelta
 
+import pytest
 from structlog.testing import capture_logs
 
 from prebuildd.domain.identity import PREBUILDS_USER_ID
+from prebuildd.identity.users import DEFAULT_ORGANIZATION
 from tests.support.env import Env
 from tests.support.pools import POOL, converge, events_named, pool, prebuild_ids, reconciler
 from tests.support.waiting import wait_for
@@ -128,6 +130,58 @@ async def test_inactive_version_cancels_pending_creates_and_deletes_its_prebuild
         "SELECT count(*) AS n FROM provisioner_jobs WHERE job_status = 'canceled' AND started_at IS NULL"
     )
     assert canceled["n"] == 1
+
+
+@pytest.mark.parametrize(
+    "retire",
+    [
+        "UPDATE templates SET deprecated_at = now()",
+        "UPDATE templates SET deleted = true",
+    ],
+    ids=["deprecated template", "deleted template"],
+)
+async def test_eligible_and_its_gauge_are_0_when_the_template_is_retired(env: Env, retire: str) -> None:
+    # What a claim can take: a deprecated or deleted template's prebuilds are ready but not claimable.
+    await env.push("t", POOL)
+    rec = reconciler(env)
+    await converge(env, rec)
+    labels = {"organization": DEFAULT_ORGANIZATION, "template": "t", "preset": "small"}
+
+    def gauge() -> float | None:
+        return rec.services.metrics.registry.get_sample_value("prebuildd_prebuilds_eligible", labels)
+
+    at_rest = await rec.run_cycle()
+    assert at_rest is not None and at_rest.plans[0].state.eligible == 3 and gauge() == 3
+    async with env.db.transaction() as conn:
+        await conn.execute(retire)
+    retired = await rec.run_cycle()
+    assert retired is not None
+    [plan] = retired.plans
+    assert (plan.state.running_valid, plan.state.eligible, plan.state.desired) == (3, 0, 0)
+    assert gauge() == 0
+    assert retired.deleted == 3  # and the pool is removed
+
+
+async def test_schedules_overlapping_at_another_hour_are_reported_at_import_and_fall_back_now(
+    env: Env,
+) -> None:
+    # Only the every-hour schedule matches now; the two overlap three hours later. The set is wrong everywhere
+    # (as the reference reads it): the pool keeps instances, and the push and the imported version say why.
+    later = (env.clock.now().hour + 3) % 24
+    manifest = POOL.replace(
+        "instances = 3",
+        f'instances = 1\nschedule = [{{ cron = "* * * * *", instances = 5 }}, {{ cron = "* {later} * * *", instances = 2 }}]',
+    )
+    pushed = await env.push("t", manifest)
+    [warning] = pushed.warnings
+    assert "overlap" in warning and "using instances" in warning, warning
+    version = await env.one("SELECT warnings FROM template_versions WHERE id = %s", pushed.version_id)
+    assert list(version["warnings"]) == [warning]
+    result = await reconciler(env).run_cycle()
+    assert result is not None
+    [plan] = result.plans
+    assert plan.state.desired == 1 and result.created == 1
+    assert plan.state.schedule_problem is not None and "overlap" in plan.state.schedule_problem
 
 
 async def test_pause_stops_every_action_and_resume_restores_the_pool(env: Env) -> None:

@@ -6,16 +6,23 @@ replacement at once, which is eligible after the lead time L. With a pool of S t
 policy, and a claim misses exactly when all S prebuilds are being replaced, i.e. when at least S claims arrived
 in the last L. The hit rate is P(Poisson(λ·L) ≤ S−1); the size is the smallest S reaching the target.
 
-L is the p90 time to ready of recent prebuilds (SPEC §5.2): a margin for slow builds and for replacements that do
-not start at once. The number of replacements in flight is Poisson with mean λ·E[L] whatever the distribution of
-L (an M/G/∞ queue, Palm's theorem), so ``lead_time = "mean"`` is the exact figure when replacements start at once
-and daemons never queue; it keeps fewer idle prebuilds (bench/autoscale_sim.py, BENCHMARKS.md).
+L is the mean time to ready of recent prebuilds: the number of replacements in flight is Poisson with mean λ·E[L]
+whatever the distribution of build times (an M/G/∞ queue, Palm's theorem), so the mean gives the requested hit rate
+exactly when replacements start at once. ``lead_time = "p90"`` adds a margin for what the model leaves out
+(daemons queueing, builds getting slower), at 38-56% more idle prebuilds (bench/autoscale_sim.py, BENCHMARKS.md).
+
+Recurring bursts (many claims within minutes, far above the background rate, at a regular interval) are not
+Poisson: no rate window sees one in time. They are learnt from the busy minutes of the last three days: once
+``BURST_MIN_INTERVALS`` intervals agree, the pool is pre-warmed to the burst's size one lead time before the
+earliest expected next burst, until it has come or its window has passed, and the rate windows leave the learnt
+bursts out (they are served by the pre-warming, not by the base stock).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 WINDOWS = (5, 10, 30, 60, 120)
@@ -39,6 +46,34 @@ PAST_DAYS = 7
 STEP_FRACTION = 0.25
 """A scale-down step removes at most this share of the pool (at least one prebuild)."""
 
+BURST_LOOKBACK = timedelta(days=3)
+"""How far back the snapshot reads busy minutes (bursts are learnt from these): three bursts of a daily pattern fit
+in it, so periods up to a day are learnt."""
+BURST_MINUTE = 3
+"""A minute with at least this many claims plus misses is busy (the snapshot reads only those, newest first)."""
+BURST_MAX_MINUTES = 500
+"""At most this many busy minutes are read per pool (a bounded row whatever the load)."""
+BURST_MIN_SIZE = 10
+"""A burst: busy minutes at most one quiet minute apart, within ``BURST_SPAN``, holding at least this many claims
+and at least ``BURST_FACTOR`` times what the past day's average rate would bring in as long."""
+BURST_SPAN = timedelta(minutes=10)
+BURST_FACTOR = 5.0
+BURST_MIN_INTERVALS = 2
+"""Bursts must have recurred this many times (three bursts) at consistent intervals before the pool is pre-warmed
+for the next: one interval could be a coincidence of two unrelated spikes, two that agree are a pattern."""
+BURST_HISTORY = 12
+"""The period and the size are learnt from at most this many recent bursts (a changed pattern is learnt anew)."""
+BURST_MIN_PERIOD = timedelta(minutes=30)
+"""Spikes recurring more often than this are a rate, which the windows see."""
+BURST_SPREAD = 2.0
+"""Intervals agree when the longest is at most this many times the shortest."""
+BURST_MARGIN = 0.2
+"""The expected window is the range of the intervals seen, widened on both sides by the larger of that range and
+this share of the period, divided by the square root of the number of intervals: wide while the pattern is young,
+tighter once it is well known. The range of n intervals alone misses the next one with probability 2/(n+1)."""
+BURST_SIZES = 3
+"""The pre-warmed size is the largest of this many latest bursts."""
+
 
 @dataclass(frozen=True)
 class AutoscaleSettings:
@@ -46,9 +81,9 @@ class AutoscaleSettings:
     max: int = 20
     target_hit_rate: float = 0.95
     stabilization_seconds: int = int(DEFAULT_STABILIZATION.total_seconds())
-    lead_time: str = "p90"
-    """Which time to ready is L: ``p90`` (SPEC §5.2: a margin for slow builds) or ``mean`` (exact for the model when
-    replacements start at once, see the module docstring: fewer idle prebuilds)."""
+    lead_time: str = "mean"
+    """Which time to ready is L: ``mean`` (exact for the hit rate, see the module docstring) or ``p90`` (a margin on
+    top of the target for what the model leaves out: daemons queueing, slower builds)."""
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {
@@ -114,6 +149,9 @@ class Demand:
     ready_p90_seconds: float | None = None
     ready_mean_seconds: float | None = None
     ready_samples: int = 0
+    busy_minutes: tuple[tuple[datetime, int], ...] = ()
+    """(minute, claims plus misses) of the busy minutes (``BURST_MINUTE`` or more) of ``BURST_LOOKBACK``, oldest
+    first: what bursts are learnt from."""
 
     def count(self, minutes: int) -> int:
         i = WINDOWS.index(minutes)
@@ -148,17 +186,27 @@ class Estimate:
     weekly_rate: float | None
     """The seasonal estimate: the same time of the week (or, under a week of history, of the day) in the past."""
     lead_seconds: float
-    """L: the p90 (or mean, as configured) time to ready; ``DEFAULT_LEAD`` while none is measured."""
+    """L: the mean (or the p90, as configured) time to ready; ``DEFAULT_LEAD`` while none is measured."""
     p90_seconds: float
     size: int
     """The formula's size, before clamping."""
-    lead_time: str = "p90"
+    lead_time: str = "mean"
+    """Which figure ``lead_seconds`` is: ``mean``, or ``p90`` (configured, or no mean measured)."""
     seasonal: str = "none"
     """Where ``weekly_rate`` comes from: ``week``, ``day`` or ``none`` (too little history)."""
     measured: bool = True
     """False: no time to ready measured yet, L is ``DEFAULT_LEAD``."""
+    burst: BurstForecast | None = None
+    """The next burst of a learnt recurring pattern."""
+    prewarm: int = 0
+    """The size pre-warmed for ``burst`` now (0: not pre-warming)."""
 
-    def describe(self, target_hit_rate: float) -> str:
+    @property
+    def wanted(self) -> int:
+        """The size the estimate asks for: the base stock, or the pre-warmed burst while one is expected."""
+        return max(self.size, self.prewarm)
+
+    def describe(self, target_hit_rate: float, now: datetime | None = None) -> str:
         if not self.measured:
             ready = f"ready time {_duration(self.lead_seconds)} (default: none measured yet)"
         elif self.lead_time == "p90":
@@ -170,7 +218,10 @@ class Estimate:
             ahead = (
                 f" (past {self.seasonal}s at this time: {self.weekly_rate:.2g}, now {self.recent_rate:.2g})"
             )
-        return f"autoscale: {self.rate:.2g} claims/min{ahead}, {ready}, target {target_hit_rate:.0%}"
+        text = f"autoscale: {self.rate:.2g} claims/min{ahead}, {ready}, target {target_hit_rate:.0%}"
+        if self.burst is not None and now is not None:
+            text += f"; {self.burst.describe(self.prewarm, now, timedelta(seconds=self.p90_seconds))}"
+        return text
 
 
 def insufficient(demand: Demand, now: datetime) -> str | None:
@@ -255,6 +306,108 @@ def seasonal_rate(demand: Demand, now: datetime, recent: float) -> tuple[float |
     return rate, kind, rate > recent and _departs(count, recent * minutes)
 
 
+@dataclass(frozen=True)
+class Burst:
+    """A cluster of busy minutes: from the start of its first to the end of its last, and its claims plus misses."""
+
+    start: datetime
+    end: datetime
+    size: int
+
+
+@dataclass(frozen=True)
+class BurstForecast:
+    """The next burst of a recurring pattern: its size and the window in which it is expected to start."""
+
+    size: int
+    earliest: datetime
+    latest: datetime
+    period: timedelta
+    """The mean interval between the bursts seen."""
+    last: Burst
+    bursts: tuple[Burst, ...]
+    """The bursts it was learnt from (they are left out of the rate windows)."""
+
+    def active(self, now: datetime, lead: timedelta) -> bool:
+        """Pre-warm now: from one lead time before the earliest start until the latest (a burst that has come is
+        the latest of a new forecast, whose window is one period further)."""
+        return self.earliest - lead <= now <= self.latest
+
+    def describe(self, target: int, now: datetime, lead: timedelta) -> str:
+        window = f"{self.earliest:%H:%M}–{self.latest:%H:%M}"
+        seen = f"every {_duration(self.period.total_seconds())}, last at {self.last.start:%H:%M}"
+        if self.active(now, lead):
+            return f"pre-warming {target} for a burst of {self.size} expected {window} ({seen})"
+        return f"next burst of {self.size} expected {window} ({seen})"
+
+
+def bursts(demand: Demand) -> list[Burst]:
+    """The bursts in the busy minutes, oldest first: clusters of busy minutes at most one quiet minute apart,
+    within ``BURST_SPAN``, far above the past day's average rate (``BURST_FACTOR``) and of ``BURST_MIN_SIZE`` or
+    more. A steady rate, even a high one, rarely fills several minutes in a row at many times its mean."""
+    background = demand.day / 1440
+    clusters: list[list[tuple[datetime, int]]] = []
+    for minute, count in demand.busy_minutes:
+        last = clusters[-1] if clusters else None
+        if (
+            last is not None
+            and minute - last[-1][0] <= 2 * _MINUTE
+            and minute + _MINUTE - last[0][0] <= BURST_SPAN
+        ):
+            last.append((minute, count))
+        else:
+            clusters.append([(minute, count)])
+    out: list[Burst] = []
+    for cluster in clusters:
+        start, end = cluster[0][0], cluster[-1][0] + _MINUTE
+        size = sum(c for _, c in cluster)
+        if size >= BURST_MIN_SIZE and size >= BURST_FACTOR * background * (end - start) / _MINUTE:
+            out.append(Burst(start, end, size))
+    return out
+
+
+def burst_forecast(demand: Demand, now: datetime) -> BurstForecast | None:
+    """The next burst, once bursts have recurred ``BURST_MIN_INTERVALS`` times at consistent intervals (None:
+    no such pattern). Only finished bursts count (one whose minutes may still grow is the burst being served):
+    while a burst arrives the window it was expected in still holds."""
+    done = [b for b in bursts(demand) if now >= b.end + 2 * _MINUTE][-BURST_HISTORY:]
+    # The newest run of consistent intervals: an older pattern (another period) is not mixed in.
+    run = done[-1:]
+    for b in reversed(done[:-1]):
+        gaps = [later.start - earlier.start for earlier, later in itertools.pairwise([b, *run])]
+        if min(gaps) < BURST_MIN_PERIOD or max(gaps) > BURST_SPREAD * min(gaps):
+            break
+        run.insert(0, b)
+    intervals = [later.start - earlier.start for earlier, later in itertools.pairwise(run)]
+    if len(intervals) < BURST_MIN_INTERVALS:
+        return None
+    n = len(intervals)
+    lo, hi = min(intervals), max(intervals)
+    period = sum(intervals, timedelta()) / n
+    margin = max(hi - lo, period * BURST_MARGIN) / math.sqrt(n)
+    last = run[-1]
+    size = max(b.size for b in run[-BURST_SIZES:])
+    return BurstForecast(size, last.start + lo - margin, last.start + hi + margin, period, last, tuple(run))
+
+
+def _without_bursts(demand: Demand, learnt: tuple[Burst, ...], now: datetime) -> Demand:
+    """The demand with the learnt bursts' minutes left out of the rate windows: the pre-warming serves them, and
+    a burst counted as a rate would hold a base stock its size for hours after it has passed."""
+    if not learnt:
+        return demand
+    minutes = [(m, c) for m, c in demand.busy_minutes if any(b.start <= m < b.end for b in learnt)]
+    claims, misses = list(demand.claims), list(demand.misses)
+    for i, w in enumerate(WINDOWS):
+        extra = sum(c for m, c in minutes if m + _MINUTE > now - timedelta(minutes=w))
+        from_misses = min(extra, misses[i])
+        misses[i] -= from_misses
+        claims[i] = max(0, claims[i] - (extra - from_misses))
+    return replace(demand, claims=tuple(claims), misses=tuple(misses))
+
+
+_MINUTE = timedelta(minutes=1)
+
+
 def base_stock_size(rate_per_minute: float, lead_seconds: float, target_hit_rate: float) -> int:
     """The smallest S with P(Poisson(λ·L) ≤ S−1) ≥ target_hit_rate (at most ``MAX_SIZE``)."""
     mean = max(rate_per_minute, 0.0) * max(lead_seconds, 0.0) / 60.0
@@ -268,8 +421,8 @@ def base_stock_size(rate_per_minute: float, lead_seconds: float, target_hit_rate
     return MAX_SIZE
 
 
-def lead_seconds(demand: Demand, lead_time: str = "p90") -> float:
-    """L: the p90 (or the mean) time to ready of the pool's recent prebuilds, ``DEFAULT_LEAD`` with none."""
+def lead_seconds(demand: Demand, lead_time: str = "mean") -> float:
+    """L: the mean (or the p90) time to ready of the pool's recent prebuilds, ``DEFAULT_LEAD`` with none."""
     if demand.ready_p90_seconds is None:
         return DEFAULT_LEAD.total_seconds()
     if lead_time == "mean" and demand.ready_mean_seconds is not None:
@@ -278,18 +431,27 @@ def lead_seconds(demand: Demand, lead_time: str = "p90") -> float:
 
 
 def estimate(
-    demand: Demand, now: datetime, target_hit_rate: float, lead_time: str = "p90"
+    demand: Demand, now: datetime, target_hit_rate: float, lead_time: str = "mean"
 ) -> Estimate | None:
     if insufficient(demand, now) is not None:
         return None
-    recent = recent_rate(demand)
-    seasonal, kind, ahead = seasonal_rate(demand, now, recent)
+    forecast = burst_forecast(demand, now)
+    rates = _without_bursts(demand, forecast.bursts, now) if forecast is not None else demand
+    recent = recent_rate(rates)
+    seasonal, kind, ahead = seasonal_rate(rates, now, recent)
     rate = seasonal if ahead and seasonal is not None else recent
     lead = lead_seconds(demand, lead_time)
     measured = demand.ready_p90_seconds is not None
     p90 = demand.ready_p90_seconds if demand.ready_p90_seconds is not None else lead
+    used = "mean" if lead_time == "mean" and demand.ready_mean_seconds is not None else "p90"
     size = base_stock_size(rate, lead, target_hit_rate)
-    return Estimate(rate, recent, seasonal, lead, p90, size, lead_time, kind, measured)
+    prewarm = 0
+    # Every prebuild of the burst must be ready when it starts: the pre-warming leads by the p90, not the mean.
+    if forecast is not None and forecast.active(now, timedelta(seconds=p90)):
+        prewarm = min(
+            forecast.size + size, MAX_SIZE
+        )  # the burst, plus the base stock for the claims around it
+    return Estimate(rate, recent, seasonal, lead, p90, size, used, kind, measured, forecast, prewarm)
 
 
 @dataclass(frozen=True)
@@ -308,7 +470,7 @@ class Decision:
     """The state to store (None: nothing decided, e.g. too little data)."""
     estimate: Estimate | None
     reason: str
-    """For ``explain``: 'autoscale: 0.8 claims/min, ready p90 4m10s, target 95%'."""
+    """For ``explain``: 'autoscale: 0.8 claims/min, ready mean 3m20s, p90 4m10s, target 95%'."""
     fallback: bool = False
 
 
@@ -334,10 +496,10 @@ def decide(
         return Decision(
             scheduled, previous, None, f"autoscale: too little data ({why}), using {scheduled}", True
         )
-    wanted = min(max(est.size, settings.min), settings.max)
+    wanted = min(max(est.wanted, settings.min), settings.max)
     if schedule_floor is not None:
         wanted = max(wanted, schedule_floor)
-    reason = est.describe(settings.target_hit_rate)
+    reason = est.describe(settings.target_hit_rate, now)
     if previous is None:
         target = wanted if may_scale_up else min(wanted, scheduled)
         return Decision(target, AutoscaleState(target, now, now), est, reason)
@@ -368,7 +530,7 @@ def recommended(demand: Demand, now: datetime, settings: AutoscaleSettings | Non
     pool's autoscale settings, or 95% hits."""
     cfg = settings or AutoscaleSettings()
     est = estimate(demand, now, cfg.target_hit_rate, cfg.lead_time)
-    return None if est is None else min(est.size, MAX_SIZE)
+    return None if est is None else min(est.wanted, MAX_SIZE)
 
 
 def _duration(seconds: float) -> str:
@@ -379,4 +541,4 @@ def _duration(seconds: float) -> str:
     if m < 60:
         return f"{m}m{s:02d}s" if s else f"{m}m"
     h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
+    return f"{h}h{m:02d}m" if m else f"{h}h"

@@ -94,7 +94,7 @@ class PresetSnapshot:
     target_override: int | None = None
     target_source: str = "scheduled"
     target_reason: str = ""
-    """Why the target is what it is, for explain: 'autoscale: 0.8 claims/min, ready p90 4m10s, target 95%'."""
+    """Why the target is what it is, for explain: 'autoscale: 0.8 claims/min, ready mean 3m20s, p90 4m10s, target 95%'."""
     running_counts: RunningCounts | None = None
     """Set instead of ``running`` when the pool was read as counts (see ``RunningCounts``)."""
 

@@ -144,7 +144,11 @@ class WorkspaceCreator:
             if not claim_needs_build(differing, manifest) and self.coalescer is not None:
                 # One statement, maybe shared with concurrent claims of the preset; bounded by the timeout.
                 workspace_id = await self.coalescer.claim(
-                    preset_id=preset.id, owner_id=req.owner_id, name=req.name, timeout=timeout
+                    preset_id=preset.id,
+                    owner_id=req.owner_id,
+                    name=req.name,
+                    timeout=timeout,
+                    started=started,
                 )
             else:
                 async with asyncio.timeout(timeout):
@@ -152,12 +156,22 @@ class WorkspaceCreator:
                         # One statement: the claim, its event and the agent's notification commit together.
                         async with self.db.autocommit() as conn:
                             workspace_id = await claim_prebuild(
-                                conn, preset_id=preset.id, owner_id=req.owner_id, name=req.name, now=now
+                                conn,
+                                preset_id=preset.id,
+                                owner_id=req.owner_id,
+                                name=req.name,
+                                now=now,
+                                waited_ms=(time.perf_counter() - started) * 1000,
                             )
                     else:
                         async with self.db.transaction() as conn:
                             workspace_id = await claim_prebuild(
-                                conn, preset_id=preset.id, owner_id=req.owner_id, name=req.name, now=now
+                                conn,
+                                preset_id=preset.id,
+                                owner_id=req.owner_id,
+                                name=req.name,
+                                now=now,
+                                waited_ms=(time.perf_counter() - started) * 1000,
                             )
                             if workspace_id is not None:
                                 build = await self.builder.build(

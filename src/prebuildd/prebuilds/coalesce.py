@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -33,6 +34,8 @@ class _Pending:
     deadline: float
     """``loop.time()`` after which this request builds cold instead."""
     future: asyncio.Future[UUID | None]
+    started: float
+    """``time.perf_counter()`` when the request arrived: its claim latency is counted from here."""
     taken: bool = False
     """In a statement now: from here on its outcome comes from that statement (bounded by this deadline)."""
 
@@ -49,11 +52,19 @@ class ClaimCoalescer:
     _lines: dict[UUID, list[_Pending]] = field(default_factory=dict)
     _drainers: dict[UUID, asyncio.Task[None]] = field(default_factory=dict)
 
-    async def claim(self, *, preset_id: UUID, owner_id: UUID, name: str, timeout: float) -> UUID | None:
+    async def claim(
+        self, *, preset_id: UUID, owner_id: UUID, name: str, timeout: float, started: float | None = None
+    ) -> UUID | None:
         """The prebuild handed to ``owner_id`` as ``name``, or None when none was eligible. Raises TimeoutError
         when the claim did not finish within ``timeout``, or the store's error of this request's own claim."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(owner_id, name, loop.time() + timeout, loop.create_future())
+        pending = _Pending(
+            owner_id,
+            name,
+            loop.time() + timeout,
+            loop.create_future(),
+            time.perf_counter() if started is None else started,
+        )
         # A request canceled (its client gone) while its statement ran never reads the outcome.
         pending.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._lines.setdefault(preset_id, []).append(pending)
@@ -105,6 +116,7 @@ class ClaimCoalescer:
                         preset_id=preset_id,
                         requests=[(p.owner_id, p.name) for p in batch],
                         now=self.clock.now(),
+                        waited_ms=_waited_ms(batch),
                     )
         except (StoreError, TimeoutError, OSError) as exc:
             log.info(
@@ -133,6 +145,7 @@ class ClaimCoalescer:
                         owner_id=pending.owner_id,
                         name=pending.name,
                         now=self.clock.now(),
+                        waited_ms=_waited_ms([pending])[0],
                     )
         except asyncio.CancelledError:
             pending.future.set_exception(TimeoutError())
@@ -146,3 +159,9 @@ class ClaimCoalescer:
     def _count(self, requests: int) -> None:
         if self.on_statement is not None:
             self.on_statement(requests)
+
+
+def _waited_ms(batch: list[_Pending]) -> list[float]:
+    """Each request's time in line, and before it, up to the statement about to run."""
+    now = time.perf_counter()
+    return [(now - p.started) * 1000 for p in batch]

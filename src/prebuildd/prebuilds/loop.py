@@ -60,6 +60,8 @@ class LoopSettings:
     max_inflight: int
     concurrency: int
     event_retention: timedelta
+    pool_history_retention: timedelta = timedelta(days=7)
+    """How long pool-size samples are kept (``--pool-history-retention``)."""
     use_cycle_lock: bool = True
     debounce: float = 0.1
     """Kicks within this window make one cycle."""
@@ -95,6 +97,7 @@ class LoopSettings:
             max_inflight=config.max_inflight_prebuild_jobs,
             concurrency=config.reconcile_concurrency or max(1, min(5, db.pool.max_size // 2)),
             event_retention=timedelta(seconds=config.event_retention),
+            pool_history_retention=timedelta(seconds=config.pool_history_retention),
             use_cycle_lock=use_cycle_lock,
             debounce=debounce,
             lease_duration=config.reconcile_lease,
@@ -111,6 +114,9 @@ class CycleResult:
     failures: list[str] = field(default_factory=list)
     duration: float = 0.0
     queries: int = 0
+    """Statements of the snapshot read."""
+    sampled: int = 0
+    """Pool-size samples written (one statement for all of them; none when no pool changed)."""
 
     def add(self, done: Executed) -> None:
         self.created += done.created
@@ -185,6 +191,7 @@ class Reconciler:
             db,
             policy=policy,
             event_retention=settings.event_retention,
+            pool_history_retention=settings.pool_history_retention,
             notifier=WebhookNotifier(url) if url else None,
             lock_wait=settings.lock_wait,
             idle_timeout=settings.idle_timeout,
@@ -317,6 +324,7 @@ class Reconciler:
                         raise done
                     result.add(done)
             await self.recorder.record_decisions(snap, plans)
+            result.sampled = await self.recorder.record_pool_sizes(snap, plans)
             await self.recorder.record_autoscale(snap)
             await self.recorder.prune_events(snap.taken_at)
         finally:

@@ -81,7 +81,7 @@ class PresetStatus:
     target_source: str = "scheduled"
     """``scheduled`` | ``autoscale`` | ``autoscale_fallback`` | ``expression`` | ``expression_fallback``"""
     sizing: str = ""
-    """Why the target: 'desired 7 (autoscale: 0.8 claims/min, ready p90 4m10s, target 95%)'."""
+    """Why the target: 'desired 7 (autoscale: 0.8 claims/min, ready mean 3m20s, p90 4m10s, target 95%)'."""
     recommended: int | None = None
     """The autoscale formula's size for this pool's demand (None: too little data), even with autoscale off."""
     recommendation: str = ""
@@ -409,10 +409,8 @@ def _sizing(snap: Snapshot, preset_id: UUID, desired: int) -> dict[str, Any]:
         return {}
     source = target.snapshot.target_source
     reason = target.snapshot.target_reason
-    rate = 0.95
-    if target.decision is not None and target.decision.estimate is not None:
-        preset = snap.presets[preset_id]
-        rate = float((preset.autoscale or {}).get("target_hit_rate", 0.95))
+    # The rate the recommendation was computed at (domain.targets: the pool's autoscale settings, or 95%).
+    rate = float((snap.presets[preset_id].autoscale or {}).get("target_hit_rate", 0.95))
     recommendation = ""
     if target.recommended is not None:
         recommendation = f"pool {desired}, recommended {target.recommended} for {rate:.0%} hits"

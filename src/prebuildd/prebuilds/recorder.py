@@ -1,6 +1,7 @@
 """The recorder: what a cycle leaves behind besides builds. Hard-limit transitions (stored, logged, notified),
-one decision event per preset whose decision changed, transient failure counters (the backoff), and the pruning
-of old events. Bounded writes at any scale: nothing is written for a preset whose state did not change. Writes
+one decision event per preset whose decision changed, transient failure counters (the backoff), the pool-size
+history (a sample per pool whose counts changed, all of them in one statement), and the pruning of old events,
+demand and history. Bounded writes at any scale: nothing is written for a preset whose state did not change. Writes
 that lock rows wait for those locks a bounded time (a frozen replica may hold them) and are left to the next cycle
 when they time out.
 """
@@ -20,6 +21,7 @@ from prebuildd.domain.targets import stored_state
 from prebuildd.domain.words import plural
 from prebuildd.prebuilds.snapshot import Snapshot
 from prebuildd.runtime.notify import WebhookNotifier
+from prebuildd.store import pool_history
 from prebuildd.store import prebuilds as store
 from prebuildd.store.db import Conn, Database
 from prebuildd.store.errors import StoreTimeout
@@ -30,6 +32,12 @@ log = structlog.get_logger(__name__)
 PRUNE_EVERY = timedelta(hours=1)
 DEMAND_RETENTION = timedelta(days=35)
 """Claims, misses and times to ready are kept 35 days (SPEC §10): four past weeks at the same hour, and some."""
+SAMPLE_EVERY = timedelta(minutes=10)
+"""A pool whose counts did not change is sampled again after this long: its history never has a gap longer than
+this, so a reader can tell a steady pool from a reconciler that stopped, and pruning never leaves a steady pool
+without samples. Between these, a sample is written only when a pool's counts change, which keeps the table
+(and the dashboard's 24 h reads) small at thousands of presets while losing nothing: the size between two
+samples is the earlier one's."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class Recorder:
         *,
         policy: FailurePolicy,
         event_retention: timedelta,
+        pool_history_retention: timedelta = timedelta(days=7),
         notifier: WebhookNotifier | None = None,
         lock_wait: float = 5.0,
         idle_timeout: float = 10.0,
@@ -67,6 +76,9 @@ class Recorder:
         self.idle_timeout = idle_timeout
         self.policy = policy
         self.event_retention = event_retention
+        self.pool_history_retention = pool_history_retention
+        self._last_samples: dict[tuple[UUID, str], tuple[datetime, int, int, int]] = {}
+        """Per pool (template id, preset name): when this process last sampled it, and the counts it wrote."""
         self.notifier = notifier
         self._last_decisions: dict[UUID, str] = {}
         self._recorded_plans: dict[UUID, Plan] = {}
@@ -180,6 +192,42 @@ class Recorder:
             self._recorded_plans = {k: v for k, v in recorded.items() if k in snap.presets}
         await self._insert_events(snap.taken_at, events)
 
+    # -- pool-size history ---------------------------------------------------------------------------------
+
+    async def record_pool_sizes(self, snap: Snapshot, plans: list[Plan]) -> int:
+        """Sample the pools whose desired, running or eligible count changed since this process last sampled
+        them, or that were last sampled ``SAMPLE_EVERY`` ago or more (the first cycle samples every pool): one
+        statement for all of them, none in a cycle with nothing to write. How many samples were written."""
+        now = snap.taken_at
+        samples: list[pool_history.NewPoolSample] = []
+        for plan in plans:
+            preset = snap.presets[plan.preset_id]
+            key = (preset.template_id, preset.preset_name)
+            counts = (plan.state.desired, plan.state.running_valid, plan.state.eligible)
+            last = self._last_samples.get(key)
+            if last is not None and last[1:] == counts and now - last[0] < SAMPLE_EVERY:
+                continue
+            samples.append(pool_history.NewPoolSample(key[0], key[1], *counts))
+        if not samples:
+            return 0
+        try:
+            async with self.db.autocommit() as conn:
+                await pool_history.record(conn, now, samples)
+        except StoreTimeout as exc:  # sampled by the next cycle (nothing was remembered as written)
+            self._busy("pool history", exc)
+            return 0
+        for sample in samples:
+            self._last_samples[(sample.template_id, sample.preset_name)] = (
+                now,
+                sample.desired,
+                sample.running,
+                sample.eligible,
+            )
+        if len(self._last_samples) > 2 * len(plans) + 64:  # forget pools gone (deleted presets, old names)
+            live = {(p.template_id, p.preset_name) for p in snap.presets.values()}
+            self._last_samples = {k: v for k, v in self._last_samples.items() if k in live}
+        return len(samples)
+
     # -- autoscaling (SPEC §5.2) --------------------------------------------------------------------------
 
     async def record_autoscale(self, snap: Snapshot) -> None:
@@ -277,6 +325,7 @@ class Recorder:
                 await self._bound(conn)
                 await store.prune_events(conn, now - self.event_retention)
                 await store.prune_demand(conn, now - DEMAND_RETENTION)
+                await pool_history.prune(conn, now - self.pool_history_retention)
         except StoreTimeout as exc:
             self._last_prune = None  # try again next cycle
             self._busy("event pruning", exc)

@@ -364,10 +364,12 @@ class ProvisionerDaemon:
         try:
             while True:
                 attempt += 1
-                if logs.lines:
-                    await logs.flush()  # lines first: once the job is complete they are not taken any more
+                accepted: bool | None = None
                 try:
-                    accepted = await self.queue.complete(job_id, self.worker_id, outcome)
+                    # Lines first: once the job is complete they are not taken any more. While they cannot be
+                    # sent, the completion waits too (the flush logged the fault and kept the lines).
+                    if not logs.lines or await logs.flush():
+                        accepted = await self.queue.complete(job_id, self.worker_id, outcome)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -396,6 +398,7 @@ class ProvisionerDaemon:
                                 state=outcome.state,
                             )
                             refused, replaced = 0, True
+                if accepted is None:
                     delay = backoff.next()
                     log.debug("daemon.complete_retry", job_id=str(job_id), attempt=attempt, delay=delay)
                     if beater is None:

@@ -12,7 +12,7 @@ from uuid import UUID
 from prebuildd.domain.jobs import Capabilities, waiting_reason
 from prebuildd.store import jobs as store
 from prebuildd.store.db import Database
-from prebuildd.store.jobs import JobDetail, JobSummary
+from prebuildd.store.jobs import JobDetail, JobSummary, QueueDepth
 
 
 async def list_jobs(
@@ -22,6 +22,12 @@ async def list_jobs(
     async with db.transaction() as conn:
         jobs = await store.list_jobs(conn, organization_id, status, limit)
     return [(job, waiting_reason(job, offered)) for job in jobs]
+
+
+async def queue_depth(db: Database, organization_id: UUID) -> QueueDepth:
+    """How many of the organization's jobs are pending and running, and the oldest pending one's creation."""
+    async with db.transaction() as conn:
+        return await store.queue_depth(conn, organization_id)
 
 
 async def job_detail(db: Database, job_id: UUID) -> JobDetail | None:

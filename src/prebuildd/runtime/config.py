@@ -234,6 +234,14 @@ class ServerConfig(BaseSettings):
     )
     shutdown_grace: Duration = _option(30.0, "How long running jobs get to finish on shutdown.")
     event_retention: Duration = _option(7 * 86400.0, "How long prebuild events are kept before pruning.")
+    pool_history_retention: Duration = _option(
+        7 * 86400.0,
+        "How long pool-size samples (the dashboard's pool history) are kept; the reconciler prunes older ones.",
+    )
+    dashboard_session_ttl: Duration = _option(
+        12 * 3600.0,
+        "How long a dashboard sign-in lasts (the session also ends when its API token is revoked or expires).",
+    )
     audit_retention: Duration = _option(
         365 * 86400.0, "How long audit log entries are kept; the server prunes older ones (e.g. 365d, 90d)."
     )

@@ -170,7 +170,7 @@ class Metrics:
         )
         self.lead_time = Gauge(
             "prebuildd_autoscale_lead_time_seconds",
-            "The autoscaler's lead time L: the p90 time to ready (or the mean, as configured), 300 s while none is measured.",
+            "The autoscaler's lead time L: the mean time to ready (or the p90, as configured), 300 s while none is measured.",
             PRESET_LABELS,
             registry=r,
         )
@@ -201,8 +201,6 @@ class Metrics:
         self._values: dict[tuple[str, str, str], tuple[int, ...]] = {}
         """The values last set on each preset's gauges: an unchanged pool costs no gauge update."""
         self._labelled: set[tuple[str, str, str]] = set()
-        self._set_by: dict[tuple[str, str, str], Plan] = {}
-        """The plan each preset's gauges were last set from: the same plan (a pool at rest) sets the same values."""
         self._label_cache: dict[UUID, tuple[PresetRow, tuple[str, str, str]]] = {}
 
     def _preset_labels(self, preset: PresetRow) -> tuple[str, str, str]:
@@ -236,21 +234,15 @@ class Metrics:
         self.paused.set(1 if paused else 0)
         self.reconcile_duration.observe(duration)
         self.last_reconcile.set(ended_at.timestamp())
-        current: set[tuple[str, str, str]] = set()
-        set_by = self._set_by
+        # The series are by name: while a new version takes over, the old version's preset of the same name is
+        # still planned (its prebuilds are being deleted). The counts add up (the old one's eligible and desired
+        # are 0, so the gauge still equals what a claim can take), the flags are either's.
+        by_labels: dict[tuple[str, str, str], tuple[int, ...]] = {}
         for plan in plans:
             labels = self._preset_labels(presets[plan.preset_id])
-            current.add(labels)
-            if set_by.get(labels) is plan:
-                continue
-            set_by[labels] = plan
             state = plan.state
-            children = self._children.get(labels)
-            if children is None:  # labels() is costly: resolve each preset's series once
-                children = tuple(g.labels(*labels) for g in self._preset_gauges)
-                self._children[labels] = children
             blocked = plan.blocked or ""
-            values = (
+            values: tuple[int, ...] = (
                 state.desired,
                 state.running_valid,
                 state.eligible,
@@ -258,6 +250,18 @@ class Metrics:
                 1 if blocked.startswith("hard-limited") else 0,
                 1 if blocked.startswith("backing off") else 0,
             )
+            other = by_labels.get(labels)
+            if other is not None:
+                counts = (a + b for a, b in zip(other[:4], values[:4], strict=True))
+                values = (*counts, *map(max, other[4:], values[4:]))
+            by_labels[labels] = values
+        current: set[tuple[str, str, str]] = set()
+        for labels, values in by_labels.items():
+            current.add(labels)
+            children = self._children.get(labels)
+            if children is None:  # labels() is costly: resolve each preset's series once
+                children = tuple(g.labels(*labels) for g in self._preset_gauges)
+                self._children[labels] = children
             if self._values.get(labels) != values:  # most pools do not change between cycles
                 self._values[labels] = values
                 for gauge, value in zip(children, values, strict=True):
@@ -267,7 +271,6 @@ class Metrics:
                 gauge.remove(*labels)
             self._children.pop(labels, None)
             self._values.pop(labels, None)
-            set_by.pop(labels, None)
         self._labelled = current
         if len(self._label_cache) > len(presets):
             self._label_cache = {k: v for k, v in self._label_cache.items() if k in presets}
@@ -300,9 +303,14 @@ class Metrics:
         Series of a preset without an estimate (too little data) are removed, not left at a stale value."""
         current: set[tuple[str, str, str]] = set()
         seen: set[tuple[str, str, str]] = set()
+        # By name, as the pool gauges: an old version's preset still being emptied does not stand for the pool
+        # while the active version has one of the same name.
+        active = {self._preset_labels(presets[pid]) for pid in targets if presets[pid].active}
         for preset_id, target in targets.items():
             preset = presets[preset_id]
             labels = self._preset_labels(preset)
+            if not preset.active and labels in active:
+                continue
             seen.add(labels)
             source = target.snapshot.target_source
             old = self._sources.get(labels)

@@ -33,6 +33,7 @@ import uvicorn
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
 from prebuildd.api.readiness import CheckResult, ReadinessCheck, run_check
+from prebuildd.dashboard.app import install_dashboard
 from prebuildd.identity.audit import AuditContext, AuditPruner
 from prebuildd.identity.auth import create_token
 from prebuildd.identity.users import create_user, ensure_default_organization, first_owner, remove_user
@@ -558,6 +559,7 @@ class Server:
         if sock is None:
             sock = bind_http(self.config.host, self.config.port)  # a port in use: one StartupError, here
         app = create_app(services)
+        install_dashboard(app, services)
         uv_config = uvicorn.Config(
             app,
             host=self.config.host,

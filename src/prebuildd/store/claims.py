@@ -82,21 +82,29 @@ async def creation_target(
 
 
 async def claim_prebuild(
-    conn: Conn, *, preset_id: UUID, owner_id: UUID, name: str, now: datetime
+    conn: Conn, *, preset_id: UUID, owner_id: UUID, name: str, now: datetime, waited_ms: float = 0.0
 ) -> UUID | None:
     """Hand the oldest eligible prebuild of ``preset_id`` to ``owner_id`` as ``name``; its id, or None when no
     prebuild was eligible. The claim event and the agent's notification are part of the same statement (the
     claim statement of a batch of one, so that one statement says what is eligible)."""
-    [got] = await claim_prebuilds(conn, preset_id=preset_id, requests=[(owner_id, name)], now=now)
+    [got] = await claim_prebuilds(
+        conn, preset_id=preset_id, requests=[(owner_id, name)], now=now, waited_ms=[waited_ms]
+    )
     return got
 
 
 async def claim_prebuilds(
-    conn: Conn, *, preset_id: UUID, requests: Sequence[tuple[UUID, str]], now: datetime
+    conn: Conn,
+    *,
+    preset_id: UUID,
+    requests: Sequence[tuple[UUID, str]],
+    now: datetime,
+    waited_ms: Sequence[float] | None = None,
 ) -> list[UUID | None]:
     """One statement for several claims of ``preset_id``: ``requests`` are (owner id, workspace name) pairs, and
     the answer has, at each request's index, the prebuild it got or None (fewer eligible than requests). Any
-    error (one request's name already taken, say) fails every claim of the statement."""
+    error (one request's name already taken, say) fails every claim of the statement. ``waited_ms``: each
+    request's time from its arrival to this statement, recorded with the statement's own time as its latency."""
     rows = await fetch_all(
         conn,
         "claims.claim_batch",
@@ -105,6 +113,7 @@ async def claim_prebuilds(
             "prebuilds_user_id": PREBUILDS_USER_ID,
             "owner_ids": [owner for owner, _ in requests],
             "names": [name for _, name in requests],
+            "waited_ms": list(waited_ms) if waited_ms is not None else [0.0] * len(requests),
             "now": now,
         },
     )

@@ -437,6 +437,21 @@ async def list_jobs(conn: Conn, organization_id: UUID, status: str | None, limit
     )
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    """How many jobs of an organization wait and run, and since when the oldest one waits."""
+
+    pending: int
+    running: int
+    oldest_pending_at: datetime | None
+
+
+async def queue_depth(conn: Conn, organization_id: UUID) -> QueueDepth:
+    row = await fetch_one(conn, "api.queue_depth", {"organization_id": organization_id})
+    assert row is not None  # an aggregate always answers one row
+    return QueueDepth(**row)
+
+
 async def job_detail(conn: Conn, job_id: UUID) -> JobDetail | None:
     row = await fetch_one(conn, "api.job_by_id", {"id": job_id})
     return None if row is None else JobDetail(**row)

@@ -15,7 +15,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from prebuildd.domain.autoscale import WINDOWS, AutoscaleState, Demand
+from prebuildd.domain.autoscale import (
+    BURST_LOOKBACK,
+    BURST_MAX_MINUTES,
+    BURST_MINUTE,
+    WINDOWS,
+    AutoscaleState,
+    Demand,
+)
 from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.schedules import Schedule
 from prebuildd.domain.snapshot import PrebuildRow, PresetRow
@@ -521,7 +528,17 @@ async def snapshot_demand(conn: Conn, pools: Sequence[PoolKey], now: datetime) -
     if not pools:
         return {}
     template_ids = list(dict.fromkeys(p[0] for p in pools))
-    rows = await fetch_all(conn, "reconcile.snapshot_demand", {"template_ids": template_ids, "now": now})
+    rows = await fetch_all(
+        conn,
+        "reconcile.snapshot_demand",
+        {
+            "template_ids": template_ids,
+            "now": now,
+            "burst_seconds": int(BURST_LOOKBACK.total_seconds()),
+            "burst_minute": BURST_MINUTE,
+            "burst_limit": BURST_MAX_MINUTES,
+        },
+    )
     if not rows:
         return {}
     asked = set(pools)
@@ -543,6 +560,9 @@ async def snapshot_demand(conn: Conn, pools: Sequence[PoolKey], now: datetime) -
             ready_p90_seconds=None if r["ready_p90_seconds"] is None else float(r["ready_p90_seconds"]),
             ready_mean_seconds=None if r["ready_mean_seconds"] is None else float(r["ready_mean_seconds"]),
             ready_samples=int(r["ready_samples"]),
+            busy_minutes=tuple(
+                (m, int(n)) for m, n in zip(r["busy_minutes"] or (), r["busy_counts"] or (), strict=True)
+            ),
         )
     return out
 

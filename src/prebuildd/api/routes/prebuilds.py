@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from prebuildd.api.auditing import audited
+from prebuildd.api.context import Services
 from prebuildd.api.deps import AuditDep, ServicesDep, UserDep, may, permission
 from prebuildd.api.lookups import organization_of
 from prebuildd.api.models import LongText, LookupText, ShortText
@@ -28,7 +29,7 @@ from prebuildd.store.prebuilds import PresetPool, reconciliation_paused
 router = APIRouter(tags=["prebuilds"])
 
 
-async def prebuild_operations(services: ServicesDep) -> prebuild_ops.PrebuildOperations:
+def prebuild_operations(services: Services) -> prebuild_ops.PrebuildOperations:
     """The operator actions, with the collaborators they need (the snapshot reader is the reconciler's)."""
     return prebuild_ops.PrebuildOperations(
         db=services.db,
@@ -39,7 +40,12 @@ async def prebuild_operations(services: ServicesDep) -> prebuild_ops.PrebuildOpe
     )
 
 
-PrebuildOpsDep = Annotated[prebuild_ops.PrebuildOperations, Depends(prebuild_operations)]
+async def _operations(services: ServicesDep) -> prebuild_ops.PrebuildOperations:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool (a thread hop per request)
+    return prebuild_operations(services)
+
+
+PrebuildOpsDep = Annotated[prebuild_ops.PrebuildOperations, Depends(_operations)]
 PoolReader = Annotated[User, permission(Action.PREBUILDS_READ)]
 PoolOperator = Annotated[User, permission(Action.PREBUILDS_OPERATE)]
 PoolEditor = Annotated[User, permission(Action.TEMPLATE_WRITE)]

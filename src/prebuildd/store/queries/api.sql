@@ -80,6 +80,14 @@ WHERE organization_id = %(organization_id)s AND (%(status)s::text IS NULL OR job
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
+-- name: queue_depth
+-- How many jobs of an organization are pending and running, and when the oldest pending one was queued.
+SELECT count(*) FILTER (WHERE job_status = 'pending') AS pending,
+       count(*) FILTER (WHERE job_status = 'running') AS running,
+       min(created_at) FILTER (WHERE job_status = 'pending') AS oldest_pending_at
+FROM provisioner_jobs
+WHERE organization_id = %(organization_id)s AND job_status IN ('pending', 'running');
+
 -- name: job_by_id
 -- One job as operators see it, with its organization (the route checks the caller's).
 SELECT id, type, provisioner, job_status, error, failure_class, priority, tags, created_at, started_at,

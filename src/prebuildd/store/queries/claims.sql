@@ -25,15 +25,16 @@ WHERE t.organization_id = %(organization_id)s AND lower(t.name) = lower(%(name)s
 
 -- name: claim_batch
 -- The claim statement, for K requests of one preset (K = 1 for a claim alone; coalesced claims share one): the K
--- oldest eligible prebuilds, the i-th oldest to the i-th request, each with its own demand record, time to
--- ready, event and agent notification, in one round trip. Eligible: owned by the prebuilds user, latest build a
+-- oldest eligible prebuilds, the i-th oldest to the i-th request, each with its own demand record (with the
+-- claim's latency), time to ready, event and agent notification, in one round trip. Eligible: owned by the prebuilds user, latest build a
 -- successful start on the template's active version, template neither deleted nor deprecated, every agent
 -- ready, not expired (older than its ttl). SKIP LOCKED passes over a prebuild a delete is working on. Fewer
 -- eligible prebuilds than requests: the first requests get one, the others no row (they build cold). Any error
 -- fails the whole statement; the caller then claims for each request alone.
 WITH request AS (
-    SELECT r.owner_id, r.name, r.ord
-    FROM unnest(%(owner_ids)s::uuid[], %(names)s::text[]) WITH ORDINALITY AS r(owner_id, name, ord)
+    SELECT r.owner_id, r.name, r.ord, r.waited_ms
+    FROM unnest(%(owner_ids)s::uuid[], %(names)s::text[], %(waited_ms)s::float8[])
+         WITH ORDINALITY AS r(owner_id, name, waited_ms, ord)
 ), candidate AS (
     SELECT w.id, p.name AS preset_name, w.created_at AS prebuild_created_at,
            greatest(j.completed_at, (SELECT max(a.ready_at) FROM workspace_agents a WHERE a.workspace_id = w.id))
@@ -62,8 +63,12 @@ WITH request AS (
     RETURNING w.id, w.name, w.owner_id, w.created_at, w.latest_build_number, w.organization_id, w.template_id,
               n.ord, n.preset_name, n.prebuild_created_at, n.ready_at
 ), demand AS (
-    INSERT INTO preset_demand (template_id, preset_name, kind, at)
-    SELECT c.template_id, c.preset_name, 'claim', %(now)s FROM claimed c
+    -- The claim's latency: its wait before this statement plus this statement's own time (durations on one
+    -- clock each, so no skew between the server's and the database's clocks).
+    INSERT INTO preset_demand (template_id, preset_name, kind, at, latency_ms)
+    SELECT c.template_id, c.preset_name, 'claim', %(now)s,
+           r.waited_ms + extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000
+    FROM claimed c JOIN request r ON r.ord = c.ord
 ), ready_time AS (
     INSERT INTO prebuild_ready_times (workspace_id, template_id, preset_name, created_at, ready_at)
     SELECT c.id, c.template_id, c.preset_name, c.prebuild_created_at, c.ready_at FROM claimed c

@@ -193,8 +193,10 @@ DELETE FROM events WHERE created_at < %(before)s;
 -- aggregated in SQL: claims and misses
 -- per window (5..120 min) and over the last day, the first record (how much history there is), the same part of
 -- the week in the four past weeks and the same time of day in the seven past days (the next 15 and 60 minutes,
--- summed over weeks or days), and the p90 time to ready of
--- the 20 newest prebuilds of the last week (and their mean).
+-- summed over weeks or days), the p90 time to ready of
+-- the 20 newest prebuilds of the last week (and their mean), and the busy minutes of the burst lookback (the
+-- minutes with at least burst_minute claims plus misses, newest first, at most burst_limit: bursts are learnt
+-- from them).
 SELECT p.template_id, p.preset_name,
        coalesce(d.claims_5m, 0) AS claims_5m, coalesce(d.claims_10m, 0) AS claims_10m,
        coalesce(d.claims_30m, 0) AS claims_30m, coalesce(d.claims_60m, 0) AS claims_60m,
@@ -207,7 +209,8 @@ SELECT p.template_id, p.preset_name,
         WHERE f.template_id = p.template_id AND f.preset_name = p.preset_name) AS first_at,
        w.next_15m AS weekly_next_15m, w.next_60m AS weekly_next_60m,
        y.next_15m AS daily_next_15m, y.next_60m AS daily_next_60m,
-       r.p90 AS ready_p90_seconds, r.mean AS ready_mean_seconds, coalesce(r.samples, 0) AS ready_samples
+       r.p90 AS ready_p90_seconds, r.mean AS ready_mean_seconds, coalesce(r.samples, 0) AS ready_samples,
+       u.minutes AS busy_minutes, u.counts AS busy_counts
 FROM (
     -- The pools of the given templates (their presets' names, every version) with demand records: the others
     -- (most of them, at scale) cost one index probe each. Templates, not pools, are passed: a tenth of the
@@ -258,7 +261,19 @@ LEFT JOIN LATERAL (
           AND rt.ready_at > %(now)s::timestamptz - interval '7 days'
         ORDER BY rt.ready_at DESC LIMIT 20
     ) t
-) r ON true;
+) r ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(b.minute ORDER BY b.minute) AS minutes, array_agg(b.n ORDER BY b.minute) AS counts
+    FROM (
+        SELECT date_bin(interval '1 minute', d.at, timestamptz 'epoch') AS minute, count(*) AS n
+        FROM preset_demand d
+        WHERE d.template_id = p.template_id AND d.preset_name = p.preset_name
+          AND d.at > %(now)s::timestamptz - make_interval(secs => %(burst_seconds)s::int)
+          AND d.at <= %(now)s::timestamptz
+        GROUP BY 1 HAVING count(*) >= %(burst_minute)s::int
+        ORDER BY 1 DESC LIMIT %(burst_limit)s::int
+    ) b
+) u ON true;
 
 -- name: record_ready_times
 -- Records the time to ready of prebuilds newly seen eligible (a prebuild already recorded keeps its first time).

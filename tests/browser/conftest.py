@@ -1,0 +1,28 @@
+"""The browser tests' fixtures: a real server running the demo (its template and pools), and a headless chromium
+with a fresh profile that may not reach beyond 127.0.0.1 (tests.support.browser)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.browser import Browsing, browsing, require_chromium
+from tests.support.server import RunningServer, start_server
+
+
+@pytest.fixture
+async def demo_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    require_chromium()  # before starting a server for nothing
+    running = await start_server(database_url, tmp_path / "server", demo=True)
+    try:
+        yield running
+    finally:
+        await running.server.stop()
+
+
+@pytest.fixture
+async def browser(demo_server: RunningServer) -> AsyncIterator[Browsing]:
+    async with browsing(demo_server.url) as session:
+        yield session

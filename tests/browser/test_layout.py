@@ -37,9 +37,10 @@ async def test_every_page_fits_a_desktop_and_a_phone(demo_server: RunningServer,
             assert answer is not None and answer.status == 200, (path, answer and answer.status)
             await page.locator("main h1").wait_for()
             assert await overflow(page) <= 0, f"{path} scrolls sideways at {size['width']} px"
-        await page.goto(f"{browser.base_url}/pools")
-        await page.locator("tr[data-preset]").first.wait_for()
-        await browser.screenshot(page, f"pools-{name}")
+        if name == "phone":
+            await page.goto(f"{browser.base_url}/pools")
+            await page.locator("tr[data-preset]").first.wait_for()
+            await browser.screenshot(page, "pools-phone")
     await page.goto(f"{browser.base_url}/login")
     assert await overflow(page) <= 0
 

@@ -241,3 +241,18 @@ async def test_a_member_of_two_organizations_sees_both_pools_and_chooses_where_p
     assert (chosen.status_code, chosen.headers["location"]) == (303, "/queue")
     assert (await site.client.get("/queue")).status_code == 403  # a member in the default one
     assert bravo.name == "bravo"
+
+
+async def test_over_https_the_cookie_is_secure(site: Site) -> None:
+    transport = httpx.ASGITransport(app=site.app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://127.0.0.1") as client:
+        answer = await client.post(
+            "/login", data={"token": site.token}, headers={"Origin": "https://127.0.0.1"}
+        )
+        assert answer.status_code == 303
+        flags = {part.strip().lower() for part in answer.headers["set-cookie"].split(";")}
+        assert "secure" in flags and "httponly" in flags
+        # An http page of the same host is another origin: its form is refused.
+        csrf = csrf_of(client.cookies[COOKIE])
+        other = await client.post("/logout", data={"csrf_token": csrf}, headers={"Origin": BASE})
+        assert other.status_code == 403

@@ -154,6 +154,7 @@ async def test_revoking_the_token_ends_the_session_at_once(env: Env, site: Site)
     owner = await users.acting_user(env.db, await users.user_named(env.db, env.org_id, "oscar"), None)
     await auth.revoke_token(env.db, env.clock, owner, site.token_id)  # type: ignore[arg-type]
     assert (await site.client.get("/pools")).status_code == 303
+    assert COOKIE not in site.client.cookies  # the ended session's cookie is dropped on the way to the login
 
 
 async def test_a_session_expires(env: Env, site: Site) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
@@ -31,6 +32,7 @@ class Site:
     token: str
     token_id: object
     services: Services
+    app: FastAPI
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ async def site(env: Env) -> AsyncIterator[Site]:
     token, secret = await auth.create_token(env.db, env.clock, user_id=user.id, name="browser")
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-        yield Site(client, secret, token.id, services)
+        yield Site(client, secret, token.id, services, app)
 
 
 async def _login(site: Site) -> str:
@@ -152,9 +154,106 @@ async def test_revoking_the_token_ends_the_session_at_once(env: Env, site: Site)
     owner = await users.acting_user(env.db, await users.user_named(env.db, env.org_id, "oscar"), None)
     await auth.revoke_token(env.db, env.clock, owner, site.token_id)  # type: ignore[arg-type]
     assert (await site.client.get("/pools")).status_code == 303
+    assert COOKIE not in site.client.cookies  # the ended session's cookie is dropped on the way to the login
 
 
 async def test_a_session_expires(env: Env, site: Site) -> None:
     await _login(site)
     env.clock.advance(site.services.config.dashboard_session_ttl + 1)
     assert (await site.client.get("/pools")).status_code == 303
+
+
+PUBLIC = {("GET", "/"), ("GET", "/login"), ("POST", "/login")}
+
+
+def dashboard_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the dashboard adds to the API's app (the API's own are the authz matrix's)."""
+    found = []
+    for context in iter_route_contexts(app.routes):
+        path = str(context.path)
+        if path.startswith(("/api/", "/docs", "/openapi")) or path in ("/healthz", "/readyz", "/metrics"):
+            continue
+        found += [(method, path) for method in sorted(context.methods or ()) if method != "HEAD"]
+    return found
+
+
+def concrete(path: str) -> str:
+    return (
+        path.replace("{org}", "default")
+        .replace("{workspace_id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{build_id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{", "x")
+        .replace("}", "")
+    )
+
+
+async def test_every_dashboard_route_needs_a_session_and_every_post_its_csrf_token(site: Site) -> None:
+    routes = dashboard_routes(site.app)
+    assert ("GET", "/pools") in routes and ("POST", "/actions/pause") in routes
+    for method, path in routes:
+        if (method, path) in PUBLIC:
+            continue
+        answer = await site.client.request(method, concrete(path), headers=SAME_ORIGIN)
+        assert answer.status_code == 303, (method, path, answer.status_code)
+        assert answer.headers["location"].startswith("/login?next="), (method, path)
+    await _login(site)
+    posts = [path for method, path in routes if method == "POST" and (method, path) not in PUBLIC]
+    assert len(posts) >= 6
+    for path in posts:
+        answer = await site.client.post(concrete(path), data={"template": "t"}, headers=SAME_ORIGIN)
+        assert answer.status_code == 403 and "CSRF" in answer.text, (path, answer.status_code)
+    # None of them is in the API's OpenAPI document.
+    documented = (await site.client.get("/openapi.json")).json()["paths"]
+    assert not any(path in documented for _, path in routes)
+
+
+async def test_a_member_of_two_organizations_sees_both_pools_and_chooses_where_pages_act(
+    env: Env, site: Site
+) -> None:
+    from prebuildd.identity.organizations import create_organization
+
+    root = await users.create_user(env.db, env.clock, username="root", site_owner=True, role="owner")
+    bravo = await create_organization(env.db, env.clock, root, name="bravo")
+    multi = await users.create_user(env.db, env.clock, username="multi", role="member")
+    root_in_bravo = await users.acting_user(env.db, root, "bravo")
+    await users.set_member(env.db, env.clock, root_in_bravo, "multi", "owner")  # bravo needs one
+    secret = (await auth.create_token(env.db, env.clock, user_id=multi.id, name="t"))[1]
+    answer = await site.client.post("/login", data={"token": secret}, headers=SAME_ORIGIN)
+    assert answer.status_code == 303
+    csrf = csrf_of(site.client.cookies[COOKIE])
+
+    pools = await site.client.get("/pools")
+    assert pools.status_code == 200
+    assert 'id="organization-choice"' in pools.text and "bravo (owner)" in pools.text
+    assert pools.text.count('class="org-pools"') == 2  # both organizations' pools, one section each
+    assert (await site.client.get("/queue")).status_code == 200  # an owner in the first one by name, bravo
+
+    foreign = await site.client.post(
+        "/organization",
+        data={"csrf_token": csrf, "organization": "00000000-0000-0000-0000-000000000001"},
+        headers=SAME_ORIGIN,
+    )
+    assert foreign.status_code == 404
+    chosen = await site.client.post(
+        "/organization",
+        data={"csrf_token": csrf, "organization": str(env.org_id), "next": "/queue"},
+        headers=SAME_ORIGIN,
+    )
+    assert (chosen.status_code, chosen.headers["location"]) == (303, "/queue")
+    assert (await site.client.get("/queue")).status_code == 403  # a member in the default one
+    assert bravo.name == "bravo"
+
+
+async def test_over_https_the_cookie_is_secure(site: Site) -> None:
+    transport = httpx.ASGITransport(app=site.app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://127.0.0.1") as client:
+        answer = await client.post(
+            "/login", data={"token": site.token}, headers={"Origin": "https://127.0.0.1"}
+        )
+        assert answer.status_code == 303
+        flags = {part.strip().lower() for part in answer.headers["set-cookie"].split(";")}
+        assert "secure" in flags and "httponly" in flags
+        # An http page of the same host is another origin: its form is refused.
+        csrf = csrf_of(client.cookies[COOKIE])
+        other = await client.post("/logout", data={"csrf_token": csrf}, headers={"Origin": BASE})
+        assert other.status_code == 403

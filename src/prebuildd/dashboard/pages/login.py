@@ -101,6 +101,11 @@ def login_redirect(request: Request) -> Response:
     htmx poll, an ``HX-Redirect`` so the whole page goes, not the fragment)."""
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     target = f"/login?next={quote(path, safe='/')}"
+    response: Response
     if request.headers.get("hx-request"):
-        return Response(status_code=401, headers={"HX-Redirect": target})
-    return RedirectResponse(target, status_code=303)
+        response = Response(status_code=401, headers={"HX-Redirect": target})
+    else:
+        response = RedirectResponse(target, status_code=303)
+    if session.cookie_session(request) is not None:  # a session that ended: drop its cookie too
+        session.clear_cookie(request, response)
+    return response

@@ -92,6 +92,7 @@ async def test_owners_read_and_filter_the_audit_log_and_others_are_refused(
     await expect(created).to_contain_text("admin")  # who did it
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page is {width} px wide at {PHONE['width']} px"
+    await browser.screenshot(page, "audit-phone")
 
     await page.get_by_label("Action").fill("template.")
     await page.get_by_label("Action").press("Enter")  # the filter form works from the keyboard

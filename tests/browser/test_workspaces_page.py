@@ -43,6 +43,7 @@ async def test_a_running_builds_log_appears_live_and_stops_with_the_build(
     release.touch()  # the script goes on: its last line must arrive without a reload
     await expect(log).to_contain_text("finished livews")
     await expect(page.locator("#build-status")).to_contain_text("succeeded")
+    await expect(page.get_by_role("region", name="Recent builds").last).to_contain_text("succeeded")
     await expect(page.locator(".log-poller")).to_have_count(0)  # polling stopped with the build
     await expect(log.locator(".log-line", has_text="started livews")).to_have_count(1)
     await expect(log.locator(".log-line", has_text="finished livews")).to_have_count(1)

@@ -177,3 +177,18 @@ async def test_the_audit_page_shows_who_did_what_and_pages_back(env: Env, site: 
     none = await site.get("oscar", "/audit?outcome=denied")
     assert "No entries match these filters." in none.text
     assert (await site.get("oscar", "/audit?outcome=maybe")).status_code == 400
+
+
+async def test_an_import_log_polls_while_the_import_runs_and_stops_after(env: Env, site: Site) -> None:
+    pushed = await env.push("broken", FAILING_IMPORT, run_import=False)
+    path = f"/templates/broken/versions/{pushed.version_name}/log"
+    waiting = await site.get("tess", path)
+    assert waiting.status_code == 200 and "pending" in waiting.text
+    assert f'hx-get="http://127.0.0.1{path}/lines?after=0"' in waiting.text
+
+    await env.run_jobs()
+    fragment = await site.get("tess", f"{path}/lines?after=0")
+    assert "checking the manifest" in fragment.text and "hx-trigger" not in fragment.text
+    assert 'id="import-status" hx-swap-oob="true"' in fragment.text and "failed" in fragment.text
+    assert "exit 3" in fragment.text and SECRET not in fragment.text
+    assert (await site.get("mona", f"{path}/lines?after=0")).status_code == 403

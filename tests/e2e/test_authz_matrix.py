@@ -2,7 +2,10 @@
 the status the server must answer, on a real server over HTTP.
 
 The routes come from the application itself (``create_app(...).routes``): a route without a row here is a
-failing cell, and a row naming a route the app no longer has fails ``test_every_row_names_a_route``. A row is
+failing cell, and a row naming a route the app no longer has fails ``test_every_row_names_a_route``. The
+dashboard's pages (added by the server composition, not ``create_app``) are not API routes: they act through
+the same service calls and permission checks, and tests/store/test_dashboard_sessions.py checks that every one
+of them needs a session and every POST its CSRF token. A row is
 one request aimed at one route (a route may have several, its *variants*); its expectation says, for each
 caller and scope, the status. Callers: the site owner, an organization's owner, template-admin and member,
 a provisioner key, a workspace's agent token, and no credentials at all.

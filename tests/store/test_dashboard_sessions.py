@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
 from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
@@ -31,6 +32,7 @@ class Site:
     token: str
     token_id: object
     services: Services
+    app: FastAPI
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ async def site(env: Env) -> AsyncIterator[Site]:
     token, secret = await auth.create_token(env.db, env.clock, user_id=user.id, name="browser")
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-        yield Site(client, secret, token.id, services)
+        yield Site(client, secret, token.id, services, app)
 
 
 async def _login(site: Site) -> str:
@@ -158,3 +160,47 @@ async def test_a_session_expires(env: Env, site: Site) -> None:
     await _login(site)
     env.clock.advance(site.services.config.dashboard_session_ttl + 1)
     assert (await site.client.get("/pools")).status_code == 303
+
+
+PUBLIC = {("GET", "/"), ("GET", "/login"), ("POST", "/login")}
+
+
+def dashboard_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the dashboard adds to the API's app (the API's own are the authz matrix's)."""
+    found = []
+    for context in iter_route_contexts(app.routes):
+        path = str(context.path)
+        if path.startswith(("/api/", "/docs", "/openapi")) or path in ("/healthz", "/readyz", "/metrics"):
+            continue
+        found += [(method, path) for method in sorted(context.methods or ()) if method != "HEAD"]
+    return found
+
+
+def concrete(path: str) -> str:
+    return (
+        path.replace("{org}", "default")
+        .replace("{workspace_id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{build_id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{", "x")
+        .replace("}", "")
+    )
+
+
+async def test_every_dashboard_route_needs_a_session_and_every_post_its_csrf_token(site: Site) -> None:
+    routes = dashboard_routes(site.app)
+    assert ("GET", "/pools") in routes and ("POST", "/actions/pause") in routes
+    for method, path in routes:
+        if (method, path) in PUBLIC:
+            continue
+        answer = await site.client.request(method, concrete(path), headers=SAME_ORIGIN)
+        assert answer.status_code == 303, (method, path, answer.status_code)
+        assert answer.headers["location"].startswith("/login?next="), (method, path)
+    await _login(site)
+    posts = [path for method, path in routes if method == "POST" and (method, path) not in PUBLIC]
+    assert len(posts) >= 6
+    for path in posts:
+        answer = await site.client.post(concrete(path), data={"template": "t"}, headers=SAME_ORIGIN)
+        assert answer.status_code == 403 and "CSRF" in answer.text, (path, answer.status_code)
+    # None of them is in the API's OpenAPI document.
+    documented = (await site.client.get("/openapi.json")).json()["paths"]
+    assert not any(path in documented for _, path in routes)

@@ -14,11 +14,20 @@ from fastapi.staticfiles import StaticFiles
 from prebuildd.api.auditing import record_refusal_of
 from prebuildd.api.context import Services
 from prebuildd.dashboard.pagekit import TEMPLATES
-from prebuildd.dashboard.pages import audit, login, pools, queue, templates_page, workspaces
+from prebuildd.dashboard.pages import (
+    actions,
+    audit,
+    login,
+    pools,
+    preset,
+    queue,
+    templates_page,
+    workspaces,
+)
 from prebuildd.domain.errors import ErrorCode, PrebuilddError
 
 STATIC = Path(__file__).parent / "static"
-PAGES = (login, pools, workspaces, queue, templates_page, audit)
+PAGES = (login, pools, preset, actions, workspaces, queue, templates_page, audit)
 # Paths that are not the dashboard's: their errors stay the API's JSON body.
 _NOT_PAGES = ("/api/", "/docs", "/openapi.json", "/healthz", "/readyz", "/metrics", "/static/")
 

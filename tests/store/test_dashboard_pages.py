@@ -192,3 +192,29 @@ async def test_an_import_log_polls_while_the_import_runs_and_stops_after(env: En
     assert 'id="import-status" hx-swap-oob="true"' in fragment.text and "failed" in fragment.text
     assert "exit 3" in fragment.text and SECRET not in fragment.text
     assert (await site.get("mona", f"{path}/lines?after=0")).status_code == 403
+
+
+async def test_a_long_log_is_read_page_after_page_without_waiting_between_pages(
+    env: Env, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prebuildd.dashboard.views import workspaces as views
+
+    monkeypatch.setattr(views, "LOG_PAGE", 2)
+    pushed = await env.push("t", LOGGING)
+    mona = await users.user_named(env.db, env.org_id, "mona")
+    created = await env.create(pushed.template_id, "ws", owner_id=mona.id)
+    await env.run_jobs()
+    path = f"/workspaces/builds/{created.build_id}/log"
+    outputs: list[str] = []
+    after, triggers = 0, []
+    for _ in range(10):
+        fragment = (await site.get("mona", f"{path}?after={after}")).text
+        outputs += re.findall(r'<span class="log-text">([^<]*)</span>', fragment)
+        triggers += re.findall(r'hx-trigger="([^"]+)"', fragment)
+        poller = re.search(r"after=(\d+)", fragment)
+        if poller is None:
+            break
+        after = int(poller.group(1))
+    assert outputs[:3] == ["cloning", "connecting with [redacted]", "ready"]
+    assert len(outputs) == len(set(outputs))  # each line once
+    assert triggers and set(triggers) == {"load"}  # full pages follow at once; the last one ends the polling

@@ -37,6 +37,8 @@ async def test_every_page_fits_a_desktop_and_a_phone(demo_server: RunningServer,
             assert answer is not None and answer.status == 200, (path, answer and answer.status)
             await page.locator("main h1").wait_for()
             assert await overflow(page) <= 0, f"{path} scrolls sideways at {size['width']} px"
+            if name == "desktop" and path.count("/") == 1 and path != "/pools":
+                await browser.screenshot(page, path.strip("/"))  # the pages docs/dashboard.md shows
         if name == "phone":
             await page.goto(f"{browser.base_url}/pools")
             await page.locator("tr[data-preset]").first.wait_for()
@@ -80,3 +82,22 @@ async def test_the_api_reference_works_offline(demo_server: RunningServer, brows
     await page.locator(".swagger-ui .info .title").wait_for()
     assert "prebuildd" in await page.locator(".swagger-ui .info .title").inner_text()
     assert any(url.endswith("/openapi.json") for url in browser.requested)
+
+
+async def test_the_live_table_waits_while_the_keyboard_is_inside_it(
+    demo_server: RunningServer, browser: Browsing
+) -> None:
+    page = await browser.page()
+    await browser.login(page, demo_server.owner_token)
+    await page.clock.install()  # the page's timers run when the test says: no waiting for the 2 s poll
+    await page.goto(f"{browser.base_url}/pools")
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/pools/body") else None)
+    retry = page.get_by_role("button", name="Retry local-workspace/hello")
+    await retry.focus()
+    await page.clock.run_for(6_000)  # three polls' worth, with the focus on a button of the table
+    await page.evaluate("document.activeElement.blur()")
+    async with page.expect_request(lambda r: r.url.endswith("/pools/body")):
+        await page.clock.run_for(2_500)
+    assert len(polls) == 1, polls  # only the poll after the focus left
+    await retry.focus()  # the button is still the one the user reached (not replaced while focused)

@@ -50,7 +50,7 @@ async def test_the_queue_shows_a_pending_jobs_waiting_reason_live(
     await expect(page.locator("#queue-pending")).to_contain_text("1 job, 1 that no daemon can take")
     await expect(page.locator("#queue-daemons")).to_contain_text("0 of 0 online")
     await expect(page.locator("#queue-oldest")).to_contain_text("waiting")
-    await idle_browser.screenshot(page, "queue")
+    await idle_browser.screenshot(page, "queue-waiting")
 
     async with idle_server.client() as owner:  # a second job shows up without a reload
         assert (await push(owner, tmp_path, "api", EXEC_MANIFEST, EXEC_FILES)).status_code == 201

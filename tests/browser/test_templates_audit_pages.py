@@ -59,7 +59,7 @@ async def test_import_errors_and_logs_are_shown_to_template_admins_only(
     await browser.login(admin_page, admin)
     await admin_page.goto(f"{browser.base_url}/templates")
     await expect(admin_page.get_by_role("region", name="Versions of broken")).to_contain_text("exit 3")
-    await browser.screenshot(admin_page, "templates")
+    await browser.screenshot(admin_page, "templates-admin")
     link = admin_page.get_by_role("link", name="import log of broken v1")
     await link.focus()
     await admin_page.keyboard.press("Enter")

@@ -103,6 +103,14 @@ def test_the_wheel_carries_the_examples_the_sql_and_the_license(tmp_path: Path) 
     swagger = "prebuildd/api/static/swagger-ui/"
     for vendored in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE", "NOTICE"):
         assert swagger + vendored in names, f"/docs needs {vendored} in the wheel"
+    for asset in (
+        "static/htmx/htmx.min.js",
+        "static/htmx/LICENSE",
+        "static/dashboard.css",
+        "templates/base.html",
+    ):
+        assert f"prebuildd/dashboard/{asset}" in names, f"the dashboard needs {asset} in the wheel"
+    assert "prebuildd/store/migrations/0011_dashboard_sessions.sql" in names
     assert not any(n.startswith(("tests/", "examples/")) for n in names)
 
 

@@ -204,3 +204,55 @@ async def test_every_dashboard_route_needs_a_session_and_every_post_its_csrf_tok
     # None of them is in the API's OpenAPI document.
     documented = (await site.client.get("/openapi.json")).json()["paths"]
     assert not any(path in documented for _, path in routes)
+
+
+async def test_a_member_of_two_organizations_sees_both_pools_and_chooses_where_pages_act(
+    env: Env, site: Site
+) -> None:
+    from prebuildd.identity.organizations import create_organization
+
+    root = await users.create_user(env.db, env.clock, username="root", site_owner=True, role="owner")
+    bravo = await create_organization(env.db, env.clock, root, name="bravo")
+    multi = await users.create_user(env.db, env.clock, username="multi", role="member")
+    root_in_bravo = await users.acting_user(env.db, root, "bravo")
+    await users.set_member(env.db, env.clock, root_in_bravo, "multi", "owner")  # bravo needs one
+    secret = (await auth.create_token(env.db, env.clock, user_id=multi.id, name="t"))[1]
+    answer = await site.client.post("/login", data={"token": secret}, headers=SAME_ORIGIN)
+    assert answer.status_code == 303
+    csrf = csrf_of(site.client.cookies[COOKIE])
+
+    pools = await site.client.get("/pools")
+    assert pools.status_code == 200
+    assert 'id="organization-choice"' in pools.text and "bravo (owner)" in pools.text
+    assert pools.text.count('class="org-pools"') == 2  # both organizations' pools, one section each
+    assert (await site.client.get("/queue")).status_code == 200  # an owner in the first one by name, bravo
+
+    foreign = await site.client.post(
+        "/organization",
+        data={"csrf_token": csrf, "organization": "00000000-0000-0000-0000-000000000001"},
+        headers=SAME_ORIGIN,
+    )
+    assert foreign.status_code == 404
+    chosen = await site.client.post(
+        "/organization",
+        data={"csrf_token": csrf, "organization": str(env.org_id), "next": "/queue"},
+        headers=SAME_ORIGIN,
+    )
+    assert (chosen.status_code, chosen.headers["location"]) == (303, "/queue")
+    assert (await site.client.get("/queue")).status_code == 403  # a member in the default one
+    assert bravo.name == "bravo"
+
+
+async def test_over_https_the_cookie_is_secure(site: Site) -> None:
+    transport = httpx.ASGITransport(app=site.app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://127.0.0.1") as client:
+        answer = await client.post(
+            "/login", data={"token": site.token}, headers={"Origin": "https://127.0.0.1"}
+        )
+        assert answer.status_code == 303
+        flags = {part.strip().lower() for part in answer.headers["set-cookie"].split(";")}
+        assert "secure" in flags and "httponly" in flags
+        # An http page of the same host is another origin: its form is refused.
+        csrf = csrf_of(client.cookies[COOKIE])
+        other = await client.post("/logout", data={"csrf_token": csrf}, headers={"Origin": BASE})
+        assert other.status_code == 403

@@ -177,3 +177,44 @@ async def test_the_audit_page_shows_who_did_what_and_pages_back(env: Env, site: 
     none = await site.get("oscar", "/audit?outcome=denied")
     assert "No entries match these filters." in none.text
     assert (await site.get("oscar", "/audit?outcome=maybe")).status_code == 400
+
+
+async def test_an_import_log_polls_while_the_import_runs_and_stops_after(env: Env, site: Site) -> None:
+    pushed = await env.push("broken", FAILING_IMPORT, run_import=False)
+    path = f"/templates/broken/versions/{pushed.version_name}/log"
+    waiting = await site.get("tess", path)
+    assert waiting.status_code == 200 and "pending" in waiting.text
+    assert f'hx-get="http://127.0.0.1{path}/lines?after=0"' in waiting.text
+
+    await env.run_jobs()
+    fragment = await site.get("tess", f"{path}/lines?after=0")
+    assert "checking the manifest" in fragment.text and "hx-trigger" not in fragment.text
+    assert 'id="import-status" hx-swap-oob="true"' in fragment.text and "failed" in fragment.text
+    assert "exit 3" in fragment.text and SECRET not in fragment.text
+    assert (await site.get("mona", f"{path}/lines?after=0")).status_code == 403
+
+
+async def test_a_long_log_is_read_page_after_page_without_waiting_between_pages(
+    env: Env, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prebuildd.dashboard.views import workspaces as views
+
+    monkeypatch.setattr(views, "LOG_PAGE", 2)
+    pushed = await env.push("t", LOGGING)
+    mona = await users.user_named(env.db, env.org_id, "mona")
+    created = await env.create(pushed.template_id, "ws", owner_id=mona.id)
+    await env.run_jobs()
+    path = f"/workspaces/builds/{created.build_id}/log"
+    outputs: list[str] = []
+    after, triggers = 0, []
+    for _ in range(10):
+        fragment = (await site.get("mona", f"{path}?after={after}")).text
+        outputs += re.findall(r'<span class="log-text">([^<]*)</span>', fragment)
+        triggers += re.findall(r'hx-trigger="([^"]+)"', fragment)
+        poller = re.search(r"after=(\d+)", fragment)
+        if poller is None:
+            break
+        after = int(poller.group(1))
+    assert outputs[:3] == ["cloning", "connecting with [redacted]", "ready"]
+    assert len(outputs) == len(set(outputs))  # each line once
+    assert triggers and set(triggers) == {"load"}  # full pages follow at once; the last one ends the polling

@@ -16,8 +16,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from prebuildd.api.context import Services
 from prebuildd.api.deps import get_services
 from prebuildd.dashboard.session import page_user
+from prebuildd.dashboard.views.audit import may_read_audit
 from prebuildd.dashboard.views.text import HELPERS
-from prebuildd.identity.users import User
+from prebuildd.domain.permissions import Action
+from prebuildd.identity.users import User, may
 
 TEMPLATES = Jinja2Templates(
     env=Environment(
@@ -26,6 +28,19 @@ TEMPLATES = Jinja2Templates(
         undefined=StrictUndefined,
     )
 )
+
+
+def page_allowed(user: User, page: str) -> bool:
+    """Whether ``page`` (a route name) is for ``user``: the navigation lists only those. The pages check the same
+    rules themselves (a link typed by hand is refused as the API would refuse it)."""
+    if page == "queue_page":
+        return may(user, Action.JOBS_READ)
+    if page == "audit_page":
+        return may_read_audit(user)
+    return True
+
+
+TEMPLATES.env.globals["page_allowed"] = page_allowed
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PageUser = Annotated[User, Depends(page_user)]

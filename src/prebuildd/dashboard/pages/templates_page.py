@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
 from prebuildd.dashboard.pagekit import PageUser, ServicesDep, render
@@ -33,4 +33,27 @@ async def template_import_log(
     user: PageUser,
 ) -> HTMLResponse:
     log = await views.import_log(services, user, name, version)
-    return render(request, "templates_page_log.html", {"log": log}, user=user)
+    context = {"log": log, "first": True, "oob": False}
+    return render(request, "templates_page_log.html", context, user=user)
+
+
+@router.get(
+    "/templates/{name}/versions/{version}/log/lines",
+    response_class=HTMLResponse,
+    name="template_import_log_lines",
+)
+async def template_import_log_lines(
+    request: Request,
+    name: Annotated[str, Path(max_length=63, pattern=_NAME)],
+    version: Annotated[str, Path(max_length=63, pattern=_NAME)],
+    services: ServicesDep,
+    user: PageUser,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> HTMLResponse:
+    """The import's lines after ``after`` and the next poller (none once the import has finished), plus its
+    status out of band: the import log grows on the page like a build log."""
+    log = await views.import_log(services, user, name, version, after=after)
+    context = {"log": log, "first": after == 0, "oob": True}
+    return render(
+        request, "templates_page_log_lines.html", context, user=user, headers={"Cache-Control": "no-store"}
+    )

@@ -55,6 +55,8 @@ class ImportLog:
     """The id of the last line read."""
     active: bool
     """The import is still running (or this read was a full page): more lines may come."""
+    full_page: bool = False
+    """This read was cut at ``LOG_LINES`` lines: the next one should follow at once."""
 
 
 def _version_row(user: User, version: TemplateVersion) -> VersionRow:
@@ -86,4 +88,6 @@ async def import_log(
     active = JobStatus(found.import_status).is_active or len(lines) == LOG_LINES
     if found.import_error is not None:
         found = dataclasses.replace(found, import_error=mask_secrets(found.import_error))
-    return ImportLog(template, found, shown, lines[-1].id if lines else after, active)
+    return ImportLog(
+        template, found, shown, lines[-1].id if lines else after, active, len(lines) == LOG_LINES
+    )

@@ -47,6 +47,8 @@ class LogChunk:
     """The id of the last line read (the cursor of the next poll)."""
     active: bool
     """More lines may come: the build's job is still pending or running, or this read was a full page."""
+    full_page: bool = False
+    """This read was cut at ``LOG_PAGE`` lines: the next one should follow at once, not after a poll interval."""
 
 
 def is_active(status: str) -> bool:
@@ -79,7 +81,7 @@ async def build_log(services: Services, user: User, build_id: UUID, *, after: in
     lines = await build_log_lines(services.db, build.job_id, after=after, limit=LOG_PAGE)
     shown = [dataclasses.replace(line, output=mask_secrets(line.output)) for line in lines]
     more = is_active(build.status) or len(lines) == LOG_PAGE
-    return LogChunk(_masked(build), shown, lines[-1].id if lines else after, more)
+    return LogChunk(_masked(build), shown, lines[-1].id if lines else after, more, len(lines) == LOG_PAGE)
 
 
 def _masked(build: BuildView) -> BuildView:

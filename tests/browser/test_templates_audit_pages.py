@@ -10,26 +10,8 @@ from playwright.async_api import expect
 
 from tests.support.api import push, user_with_token, wait_imported
 from tests.support.browser import PHONE, Browsing
+from tests.support.dashboard import FAILING_IMPORT, WARNING
 from tests.support.server import RunningServer
-
-FAILING_IMPORT = """
-provisioner = "echo"
-[echo.import]
-result = "failure"
-error = "import script: exit 3"
-logs = ["checking the manifest", "exit 3"]
-"""
-
-WARNING = """
-provisioner = "echo"
-[[parameters]]
-name = "repo"
-type = "string"
-[[presets]]
-name = "warm"
-[presets.prebuilds]
-instances = 1
-"""
 
 
 async def test_import_errors_and_logs_are_shown_to_template_admins_only(

@@ -13,14 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from prebuildd.api.app import create_app
-from prebuildd.api.context import Services
-from prebuildd.dashboard.app import install_dashboard
 from prebuildd.dashboard.session import COOKIE, csrf_of
 from prebuildd.identity import auth, users
-from prebuildd.runtime.config import ServerConfig
-from prebuildd.store import channels
-from prebuildd.store.listener import Listener
+from tests.support.dashboard import dashboard_app
 from tests.support.env import Env
 
 BASE = "http://127.0.0.1"
@@ -59,16 +54,7 @@ class Site:
 
 @pytest.fixture
 async def site(env: Env) -> AsyncIterator[Site]:
-    services = Services(
-        config=ServerConfig(postgres_url=env.db.url, data_dir=env.tmp, provisioner_daemons=0),
-        clock=env.clock,
-        db=env.db,
-        listener=Listener(env.db, channels.ALL),
-        queue=env.queue,
-        builder=env.builder,
-    )
-    app = create_app(services)
-    install_dashboard(app, services)
+    _, app = dashboard_app(env)
     tokens = {}
     for name, role in (("mona", "member"), ("tess", "template-admin"), ("oscar", "owner")):
         user = await users.create_user(env.db, env.clock, username=name, role=role)

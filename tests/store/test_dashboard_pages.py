@@ -10,19 +10,13 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from jinja2 import ChoiceLoader, DictLoader
 
-from prebuildd.api.app import create_app
-from prebuildd.api.context import Services
 from prebuildd.dashboard import pagekit
-from prebuildd.dashboard.app import install_dashboard
 from prebuildd.domain.secrets import AGENT_TOKEN_PREFIX, new_secret
 from prebuildd.identity import auth, users
 from prebuildd.identity.audit import AuditContext, record
-from prebuildd.runtime.config import ServerConfig
-from prebuildd.store import channels
-from prebuildd.store.listener import Listener
+from tests.support.dashboard import dashboard_app
 from tests.support.env import Env
 
 SECRET = new_secret(AGENT_TOKEN_PREFIX)
@@ -59,16 +53,7 @@ class Site:
 
 @pytest.fixture
 async def site(env: Env) -> AsyncIterator[Site]:
-    services = Services(
-        config=ServerConfig(postgres_url=env.db.url, data_dir=env.tmp, provisioner_daemons=0),
-        clock=env.clock,
-        db=env.db,
-        listener=Listener(env.db, channels.ALL),
-        queue=env.queue,
-        builder=env.builder,
-    )
-    app: FastAPI = create_app(services)
-    install_dashboard(app, services)
+    _, app = dashboard_app(env)
     loader = pagekit.TEMPLATES.env.loader
     assert loader is not None
     pagekit.TEMPLATES.env.loader = ChoiceLoader([loader, DictLoader({"base.html": FALLBACK_BASE})])

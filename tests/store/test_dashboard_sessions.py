@@ -12,14 +12,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
-from prebuildd.api.app import create_app
 from prebuildd.api.context import Services
-from prebuildd.dashboard.app import install_dashboard
 from prebuildd.dashboard.session import COOKIE, csrf_of
 from prebuildd.identity import auth, users
-from prebuildd.runtime.config import ServerConfig
-from prebuildd.store import channels
-from prebuildd.store.listener import Listener
+from tests.support.dashboard import dashboard_app
 from tests.support.env import Env
 
 BASE = "http://127.0.0.1"
@@ -37,16 +33,7 @@ class Site:
 
 @pytest.fixture
 async def site(env: Env) -> AsyncIterator[Site]:
-    services = Services(
-        config=ServerConfig(postgres_url=env.db.url, data_dir=env.tmp, provisioner_daemons=0),
-        clock=env.clock,
-        db=env.db,
-        listener=Listener(env.db, channels.ALL),
-        queue=env.queue,
-        builder=env.builder,
-    )
-    app: FastAPI = create_app(services)
-    install_dashboard(app, services)
+    services, app = dashboard_app(env)
     user = await users.create_user(env.db, env.clock, username="oscar", role="owner")
     token, secret = await auth.create_token(env.db, env.clock, user_id=user.id, name="browser")
     transport = httpx.ASGITransport(app=app)

@@ -24,6 +24,7 @@ from prebuildd.runtime.config import ServerConfig
 from prebuildd.store import channels
 from prebuildd.store import identity as identity_store
 from prebuildd.store.listener import Listener
+from tests.support.dashboard import FAILING_IMPORT, WARNING
 from tests.support.env import Env
 
 SECRET = new_secret(AGENT_TOKEN_PREFIX)
@@ -32,25 +33,6 @@ LOGGING = f"""
 provisioner = "echo"
 [echo.start]
 logs = ["cloning", "connecting with {SECRET}", "ready"]
-"""
-
-FAILING_IMPORT = """
-provisioner = "echo"
-[echo.import]
-result = "failure"
-error = "import script: exit 3"
-logs = ["checking the manifest", "exit 3"]
-"""
-
-WARNING = """
-provisioner = "echo"
-[[parameters]]
-name = "repo"
-type = "string"
-[[presets]]
-name = "warm"
-[presets.prebuilds]
-instances = 1
 """
 
 

@@ -91,29 +91,29 @@ async def ready_times(
     conn: Conn, preset_id: UUID, since: datetime, *, organization_ids: Sequence[UUID] | None = None
 ) -> list[float]:
     """The pool's times to ready (seconds) of prebuilds ready since ``since``, oldest first."""
-    rows = await fetch_all(
-        conn,
-        "pool_history.ready_times",
-        {
-            "preset_id": preset_id,
-            "since": since,
-            "organization_ids": list(organization_ids) if organization_ids is not None else None,
-        },
-    )
-    return [float(row["ready_s"]) for row in rows]
+    return await _values(conn, "pool_history.ready_times", "ready_s", preset_id, since, organization_ids)
 
 
 async def claim_latencies(
     conn: Conn, preset_id: UUID, since: datetime, *, organization_ids: Sequence[UUID] | None = None
 ) -> list[float]:
     """The pool's claim latencies (milliseconds) of claims since ``since``, oldest first."""
-    rows = await fetch_all(
-        conn,
-        "pool_history.claim_latencies",
-        {
-            "preset_id": preset_id,
-            "since": since,
-            "organization_ids": list(organization_ids) if organization_ids is not None else None,
-        },
+    return await _values(
+        conn, "pool_history.claim_latencies", "latency_ms", preset_id, since, organization_ids
     )
-    return [float(row["latency_ms"]) for row in rows]
+
+
+async def _values(
+    conn: Conn,
+    query: str,
+    column: str,
+    preset_id: UUID,
+    since: datetime,
+    organization_ids: Sequence[UUID] | None,
+) -> list[float]:
+    params = {
+        "preset_id": preset_id,
+        "since": since,
+        "organization_ids": list(organization_ids) if organization_ids is not None else None,
+    }
+    return [float(row[column]) for row in await fetch_all(conn, query, params)]

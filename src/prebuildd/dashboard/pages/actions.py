@@ -7,7 +7,7 @@ A form names the organization it acts in (a hidden field): the Pools page shows 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Request
@@ -92,26 +92,30 @@ async def pause(request: Request, services: ServicesDep, user: PageUser, form: C
 @router.post("/actions/retry", name="action_retry")
 @audited("prebuilds.retry", "template")
 async def retry(request: Request, services: ServicesDep, user: PageUser, form: CheckedForm) -> Response:
-    member = await acting(services, request, user, form, Action.PREBUILDS_OPERATE)
-    assert member.organization_id is not None
-    template = _field(form, "template")
-    assert template is not None
-    await prebuild_operations(services).retry(
-        member.organization_id, template, _field(form, "preset", required=False), audit=_audit(request)
-    )
-    return _back(form)
+    return await _pool_operation(request, services, user, form, "retry")
 
 
 @router.post("/actions/invalidate", name="action_invalidate")
 @audited("prebuilds.invalidate", "template")
 async def invalidate(request: Request, services: ServicesDep, user: PageUser, form: CheckedForm) -> Response:
+    return await _pool_operation(request, services, user, form, "invalidate")
+
+
+async def _pool_operation(
+    request: Request,
+    services: Services,
+    user: User,
+    form: dict[str, str],
+    operation: Literal["retry", "invalidate"],
+) -> Response:
+    """Retry or invalidate a template's pools (or one preset's), as the API's routes of the same name."""
     member = await acting(services, request, user, form, Action.PREBUILDS_OPERATE)
     assert member.organization_id is not None
     template = _field(form, "template")
     assert template is not None
-    await prebuild_operations(services).invalidate(
-        member.organization_id, template, _field(form, "preset", required=False), audit=_audit(request)
-    )
+    operations = prebuild_operations(services)
+    run = operations.retry if operation == "retry" else operations.invalidate
+    await run(member.organization_id, template, _field(form, "preset", required=False), audit=_audit(request))
     return _back(form)
 
 

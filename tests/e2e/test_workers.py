@@ -68,6 +68,28 @@ async def pinned_clients(running: RunningServer, workers: int = 2) -> dict[str, 
     return found
 
 
+async def connections_per_worker(
+    running: RunningServer, replicas: list[str], count: int
+) -> list[list[httpx.AsyncClient]]:
+    """``count`` keep-alive clients connected to each worker, checked together just before they are used: a
+    connection idle past the server's keep-alive timeout is closed, and its client's next request may land on
+    the other worker (on a loaded machine, the first clients idle while the last ones are being connected)."""
+    while True:
+        slots: list[list[httpx.AsyncClient]] = [[] for _ in replicas]
+        while min(len(slot) for slot in slots) < count:
+            client = running.client()
+            slot = slots[replicas.index((await client.get("/healthz")).json()["replica"])]
+            if len(slot) < count:
+                slot.append(client)
+            else:
+                await client.aclose()
+        pinned = [(i, c) for i, slot in enumerate(slots) for c in slot]
+        answers = await asyncio.gather(*(c.get("/healthz") for _, c in pinned))
+        if all(a.json()["replica"] == replicas[i] for (i, _), a in zip(pinned, answers, strict=True)):
+            return slots
+        await asyncio.gather(*(c.aclose() for _, c in pinned))
+
+
 async def _close(clients: dict[str, httpx.AsyncClient]) -> None:
     await asyncio.gather(*(c.aclose() for c in clients.values()))
 
@@ -88,21 +110,13 @@ async def test_coalesced_claims_across_two_workers_never_share_a_prebuild(
             return bool(status and status[0]["eligible"] == 30)
 
         await wait_for(pool_ready, timeout=120, what="30 ready prebuilds")
-        # 24 claimers per worker at once, over 12 connections to each worker
-        per_worker: list[list[httpx.AsyncClient]] = [[], []]
-        replicas = sorted(clients)
-        while min(len(p) for p in per_worker) < 12:
-            client = running.client()
-            replica = (await client.get("/healthz")).json()["replica"]
-            slot = per_worker[replicas.index(replica)]
-            if len(slot) < 12:
-                slot.append(client)
-            else:
-                await client.aclose()
+        # 24 claimers per worker at once, each on a connection of its own (a second request on a client busy
+        # with one opens a new connection, which may land on either worker)
+        per_worker = await connections_per_worker(running, sorted(clients), 24)
         try:
 
             async def claim(i: int) -> httpx.Response:
-                client = per_worker[i % 2][(i // 2) % 12]
+                client = per_worker[i % 2][i // 2]
                 return await client.post(
                     f"{API}/workspaces", json={"name": f"dev{i}", "template": "pool", "preset": "warm"}
                 )

@@ -26,4 +26,11 @@ async def test_snapshot_presets_columns_come_in_preset_row_order(env: Env) -> No
         assert await cur.fetchall()  # the pushed pool is there: the test reads real rows
     wanted = [f.name for f in fields(PresetRow)]
     assert columns[: len(wanted)] == wanted
-    assert columns[len(wanted) :] == ["pool_running", "pool_ready", "pool_needs_rows", "inflight"]
+    assert columns[len(wanted) :] == [
+        "pool_running",
+        "pool_ready",
+        "pool_needs_rows",
+        "pool_inflight",
+        "pool_fingerprint",
+        "inflight",
+    ]

@@ -63,6 +63,9 @@ class SnapshotReader:
         self._rows = store.PresetRowCache()
         self._targets_cache = TargetCache(policy)
         """Pools at rest: the previous read's rows and targets, reused while unchanged (``domain.plancache``)."""
+        self._kept: dict[UUID, _KeptRows] = {}
+        """Pools read row by row (failures kept as evidence, say): the rows last read, reused while the pool's
+        fingerprint is unchanged and it has nothing in flight."""
 
     @classmethod
     def from_config(cls, db: Database, clock: Clock, config: ServerConfig) -> SnapshotReader:
@@ -106,14 +109,32 @@ class SnapshotReader:
             cache.retain(presets)
             grouped = {p.preset_id: PresetRows(p) for p in wanted}
             prebuilds: list[PrebuildRow] = []
-            if wanted:
-                prebuilds = await store.snapshot_prebuilds(conn, list(grouped))
+            summaries = {p.preset_id: pool for p, pool in zip(presets, read.pools, strict=True)}
+            kept = self._kept
+            to_read: list[UUID] = []
+            for p in wanted:
+                seen = kept.get(p.preset_id)
+                pool = summaries[p.preset_id]
+                if seen is not None and seen.fits(pool):
+                    grouped[p.preset_id].prebuilds = list(seen.prebuilds)
+                    prebuilds += seen.prebuilds
+                else:
+                    to_read.append(p.preset_id)
+            if to_read:
+                read_now = await store.snapshot_prebuilds(conn, to_read)
                 queries += 1
-                for row in prebuilds:
+                for row in read_now:
                     if row.preset_id is not None and row.preset_id in grouped:
                         grouped[row.preset_id].prebuilds.append(row)
+                prebuilds += read_now
             if await self._creation_history(conn, list(grouped.values())):
                 queries += 1
+        fresh = set(to_read)
+        self._kept = {
+            i: _KeptRows.of(grouped[i], summaries[i]) if i in fresh else kept[i]
+            for i in grouped
+            if i not in fresh or (summaries[i].inflight == 0 and summaries[i].fingerprint is not None)
+        }
         read_rows = self._targets(grouped, demand, now)
         if read_rows:
             targets = {p.preset_id: resting.get(p.preset_id) or read_rows[p.preset_id] for p in presets}
@@ -171,3 +192,23 @@ class SnapshotReader:
         for r in failing:
             r.creations = creations[r.preset.preset_id]
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptRows:
+    """A pool's rows as last read, with the fingerprint they were read under. A row is its prebuild's latest
+    build and job with its agents' state, so with nothing in flight it changes only through what the
+    fingerprint covers: a build added or gone (its job's id), a job's status, an agent's lifecycle or readiness,
+    a time to ready recorded. (Its creation history is read afresh: a prebuild created and claimed between two
+    cycles leaves the pool's rows as they were but not its history.)"""
+
+    fingerprint: int
+    prebuilds: tuple[PrebuildRow, ...]
+
+    @classmethod
+    def of(cls, rows: PresetRows, pool: store.PoolSummary) -> _KeptRows:
+        assert pool.fingerprint is not None
+        return cls(pool.fingerprint, tuple(rows.prebuilds))
+
+    def fits(self, pool: store.PoolSummary) -> bool:
+        return pool.inflight == 0 and pool.fingerprint == self.fingerprint

@@ -110,13 +110,16 @@ async def snapshot_settings(conn: Conn, *, idle_timeout: float) -> SnapshotSetti
 
 @dataclass(frozen=True, slots=True)
 class PoolSummary:
-    """A pool as ``snapshot_presets`` aggregates it: its running prebuilds (ready ones among them), and whether
-    some prebuild of it needs its row read (anything but a valid running prebuild whose time to ready is
-    recorded)."""
+    """A pool as ``snapshot_presets`` aggregates it: its running prebuilds (ready ones among them), whether some
+    prebuild of it needs its row read (anything but a valid running prebuild whose time to ready is recorded),
+    its jobs in flight, and a fingerprint of its rows (None without prebuilds): while that is unchanged and nothing
+    is in flight, the rows read last are the rows (``SnapshotReader``)."""
 
     running: int = 0
     ready: int = 0
     needs_rows: bool = False
+    inflight: int = 0
+    fingerprint: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,10 @@ async def snapshot_presets(conn: Conn, now: datetime, cache: PresetRowCache | No
             seen = (columns, preset)
         kept[preset.preset_id] = seen
         presets.append(preset)
-        running, ready, needs, _ = r[n:]
-        pools.append(PoolSummary(running, ready, needs) if running or needs else at_rest)
+        running, ready, needs, inflight, fingerprint, _ = r[n:]
+        pools.append(
+            PoolSummary(running, ready, needs, inflight, fingerprint) if running or needs else at_rest
+        )
     if cache is not None:
         cache._rows = kept
     inflight = int(rows[0][-1]) if rows else 0  # the same on every row (a window over all pools)

@@ -98,7 +98,13 @@ SELECT p.id AS preset_id, p.name AS preset_name, t.id AS template_id, t.name AS 
        p.autoscale, p.target_expression, a.target AS autoscale_target, a.raised_at AS autoscale_raised_at,
        a.changed_at AS autoscale_changed_at, o.name AS organization_name,
        coalesce(g.running, 0) AS pool_running, coalesce(g.ready, 0) AS pool_ready,
-       coalesce(g.needs_rows, false) AS pool_needs_rows, coalesce(g.inflight, 0) AS inflight
+       (coalesce(g.needs_rows, false)
+        OR coalesce(g.oldest < p.last_invalidated_at, false)
+        OR coalesce(p.ttl_seconds > 0
+                    AND g.oldest < %(now)s::timestamptz - make_interval(secs => p.ttl_seconds), false))
+           AS pool_needs_rows,
+       coalesce(g.pool_inflight, 0) AS pool_inflight, g.fingerprint AS pool_fingerprint,
+       coalesce(g.inflight, 0) AS inflight
 FROM template_version_presets p
 JOIN template_versions v ON v.id = p.template_version_id
 JOIN templates t ON t.id = v.template_id
@@ -106,32 +112,42 @@ JOIN organizations o ON o.id = t.organization_id
 LEFT JOIN preset_failure_trackers f ON f.preset_id = p.id
 LEFT JOIN preset_autoscale_state a ON a.template_id = t.id AND a.preset_name = p.name
 LEFT JOIN (
-    -- Each pool aggregated: its running prebuilds (and how many have every agent ready), and whether any of its
-    -- prebuilds needs its row read (anything but a valid running prebuild whose time to ready is recorded); every
-    -- row carries the prebuild jobs in flight across all pools (the pacing budget).
-    SELECT lb.preset_id,
-           count(*) FILTER (WHERE lb.transition = 'start' AND lb.job_status = 'succeeded') AS running,
+    -- Each pool aggregated from the latest build of each of its prebuilds: its running prebuilds (how many have
+    -- every agent ready, and the oldest one's creation, which the outer query holds against the preset's
+    -- invalidation and TTL), whether any prebuild needs its row read (anything but a running prebuild whose time
+    -- to ready is recorded), its jobs in flight, and a fingerprint of its rows (every latest build's job with its
+    -- status, its agents' state and whether its time to ready is recorded: the reader reuses the rows it read
+    -- last while that is unchanged). Every row carries the prebuild jobs in flight across all pools (the pacing
+    -- budget). Agents and recorded ready times are hash-joined (a probe per prebuild cost twice as much).
+    SELECT b.preset_id,
+           count(*) FILTER (WHERE b.transition = 'start' AND j.job_status = 'succeeded') AS running,
            count(*) FILTER (
-               WHERE lb.transition = 'start' AND lb.job_status = 'succeeded' AND ag.all_ready IS NOT FALSE
+               WHERE b.transition = 'start' AND j.job_status = 'succeeded' AND ag.all_ready IS NOT FALSE
            ) AS ready,
+           min(w.created_at) FILTER (WHERE b.transition = 'start' AND j.job_status = 'succeeded') AS oldest,
            bool_or(
-               lb.transition <> 'start' OR lb.job_status <> 'succeeded'
-               OR lb.workspace_created_at < pp.last_invalidated_at
-               OR (pp.ttl_seconds > 0
-                   AND lb.workspace_created_at < %(now)s::timestamptz - make_interval(secs => pp.ttl_seconds))
-               OR (ag.all_ready IS NOT FALSE
-                   AND greatest(lb.job_completed_at, ag.ready_at) > %(now)s::timestamptz - interval '35 days'
-                   AND NOT EXISTS (SELECT 1 FROM prebuild_ready_times rt WHERE rt.workspace_id = lb.workspace_id))
+               b.transition <> 'start' OR j.job_status <> 'succeeded'
+               OR (rt.workspace_id IS NULL AND ag.all_ready IS NOT FALSE
+                   AND greatest(j.completed_at, ag.ready_at) > %(now)s::timestamptz - interval '35 days')
            ) AS needs_rows,
-           sum(count(*) FILTER (WHERE lb.job_status IN ('pending', 'running', 'canceling'))) OVER () AS inflight
-    FROM workspace_latest_builds lb
-    LEFT JOIN template_version_presets pp ON pp.id = lb.preset_id
-    LEFT JOIN LATERAL (
-        SELECT bool_and(ag.lifecycle = 'ready') AS all_ready, max(ag.ready_at) AS ready_at
-        FROM workspace_agents ag WHERE ag.workspace_id = lb.workspace_id
-    ) ag ON true
-    WHERE lb.owner_id = %(prebuilds_user_id)s
-    GROUP BY lb.preset_id
+           count(*) FILTER (WHERE j.job_status IN ('pending', 'running', 'canceling')) AS pool_inflight,
+           bit_xor(
+               uuid_hash_extended(j.id, hashtext(j.job_status)::bigint * 16 + (rt.workspace_id IS NULL)::int)
+               # coalesce(ag.state, 0)
+           ) AS fingerprint,
+           sum(count(*) FILTER (WHERE j.job_status IN ('pending', 'running', 'canceling'))) OVER () AS inflight
+    FROM workspaces w
+    JOIN workspace_builds b ON b.workspace_id = w.id AND b.build_number = w.latest_build_number
+    JOIN provisioner_jobs j ON j.id = b.job_id
+    LEFT JOIN (
+        SELECT a.workspace_id, bool_and(a.lifecycle = 'ready') AS all_ready, max(a.ready_at) AS ready_at,
+               bit_xor(uuid_hash_extended(a.id, hashtext(a.lifecycle))
+                       # coalesce(timestamp_hash_extended(a.ready_at AT TIME ZONE 'UTC', 0), 0)) AS state
+        FROM workspace_agents a GROUP BY a.workspace_id
+    ) ag ON ag.workspace_id = w.id
+    LEFT JOIN prebuild_ready_times rt ON rt.workspace_id = w.id
+    WHERE w.owner_id = %(prebuilds_user_id)s AND NOT w.deleted
+    GROUP BY b.preset_id
 ) g ON g.preset_id = p.id
 LEFT JOIN LATERAL (
     SELECT json_agg(json_build_object('cron', sc.cron, 'instances', sc.desired_instances) ORDER BY sc.position)

@@ -135,9 +135,14 @@ class TimedQueue:
         return job
 
     async def wait_for_jobs(
-        self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
+        self,
+        timeout: float,
+        *,
+        kinds: Sequence[str] = (),
+        tags: Mapping[str, str] | None = None,
+        worker_id: str | None = None,
     ) -> None:
-        await self.inner.wait_for_jobs(timeout, kinds=kinds, tags=tags)
+        await self.inner.wait_for_jobs(timeout, kinds=kinds, tags=tags, worker_id=worker_id)
 
     @property
     def wakes_waiters(self) -> bool:

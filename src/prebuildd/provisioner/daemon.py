@@ -289,7 +289,10 @@ class ProvisionerDaemon:
             # idle daemon looks on its own only now and then, so that many idle daemons cost the database
             # next to nothing.
             wait = self.queue.wait_for_jobs(
-                max(self.options.poll_interval, IDLE_RECHECK), kinds=self.kinds, tags=self.options.tags
+                max(self.options.poll_interval, IDLE_RECHECK),
+                kinds=self.kinds,
+                tags=self.options.tags,
+                worker_id=self.worker_id,
             )
         else:
             wait = self.queue.wait_for_jobs(self.options.poll_interval)

@@ -258,7 +258,12 @@ class HttpJobQueue:
         return acquired_job_from_json(response.json())
 
     async def wait_for_jobs(
-        self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
+        self,
+        timeout: float,
+        *,
+        kinds: Sequence[str] = (),
+        tags: Mapping[str, str] | None = None,
+        worker_id: str | None = None,
     ) -> None:
         """Nothing to wait for: acquire already waited on the server."""
 

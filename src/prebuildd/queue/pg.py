@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -52,6 +53,7 @@ class _Waiter:
     tags: dict[str, str] | None
     """None: any tags."""
     woken: asyncio.Future[None]
+    worker_id: str | None = None
 
 
 def _fits(waiter: _Waiter, pending: store.PendingKind) -> bool:
@@ -62,6 +64,33 @@ def _fits(waiter: _Waiter, pending: store.PendingKind) -> bool:
 
 def _fits_any(pending: Sequence[store.PendingKind], waiter: _Waiter) -> bool:
     return any(_fits(waiter, p) for p in pending)
+
+
+def _runs(provisioner: str, waiter: _Waiter) -> bool:
+    return not waiter.kinds or provisioner in waiter.kinds
+
+
+WAKE_PER_NOTIFICATION = 2
+"""Idle daemons a queued job's notification wakes (the oldest waiters it fits). Waking every idle daemon made
+them all race for the one job: with 64 idle daemons, 63 empty acquires per job, and the winner's pick-up waited
+behind them. Each daemon that takes a job wakes one more (a notification may stand for many jobs: PostgreSQL
+sends one per transaction and payload), and one that was woken and found nothing waits first in line."""
+
+
+_MAX_TRACKED = 4096
+"""Workers remembered as woken or as having lost a race (daemons that went away leave their names behind)."""
+
+
+def _queued_kind(payload: str) -> store.PendingKind | None:
+    """The job a notification names: its provisioner, then its tags (JSON) on a second line when it has any."""
+    provisioner, _, tags = payload.partition("\n")
+    if not tags:
+        return store.PendingKind(provisioner, {})
+    try:
+        parsed = json.loads(tags)
+    except ValueError:
+        return None
+    return store.PendingKind(provisioner, parsed) if isinstance(parsed, dict) else None
 
 
 class PgJobQueue:
@@ -88,6 +117,10 @@ class PgJobQueue:
         """How often the process looks for pending jobs while daemons wait (one statement, whatever their
         number)."""
         self._waiters: list[_Waiter] = []
+        self._woken: set[str] = set()
+        """Workers woken by the queue whose acquire has not come back yet."""
+        self._raced: set[str] = set()
+        """Workers that were woken and found nothing (another daemon took the job): first in line next time."""
         self._poller: asyncio.Task[None] | None = None
         self._listening = False
 
@@ -145,8 +178,17 @@ class PgJobQueue:
             job = await store.acquire(
                 conn, worker_id, kinds, tags, now, PREBUILDS_USER_ID, organization_id=organization_id
             )
+        if worker_id in self._woken:
+            self._woken.discard(worker_id)
+            if job is None:
+                if len(self._raced) >= _MAX_TRACKED:
+                    self._raced.clear()
+                self._raced.add(worker_id)
         if job is None:
             return None
+        self._raced.discard(worker_id)
+        if self._waiters:  # there may be more where this one came from: pass the wake-up on
+            self._wake(functools.partial(_runs, job.provisioner), limit=1)
         try:
             acquired = self._payload(job)
             if acquired.build is not None and job.build is not None:
@@ -218,18 +260,28 @@ class PgJobQueue:
         return tokens
 
     async def wait_for_jobs(
-        self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
+        self,
+        timeout: float,
+        *,
+        kinds: Sequence[str] = (),
+        tags: Mapping[str, str] | None = None,
+        worker_id: str | None = None,
     ) -> None:
         """Wait until a job this waiter may run is queued, or ``timeout``. Without a listener: the timeout (the
-        caller polls). With one, a queued job's notification wakes the waiters of its provisioner, and one poll
-        per process, not per waiter, every ``poll_interval`` wakes the waiters that pending jobs fit (a
-        notification lost, a job a woken daemon could not take, an earlier outage)."""
+        caller polls). With one, a queued job's notification wakes the oldest waiters it fits (a few, see
+        ``WAKE_PER_NOTIFICATION``), and one poll per process, not per waiter, every ``poll_interval`` wakes the
+        waiters that pending jobs fit (a notification lost, a job a woken daemon could not take, an earlier
+        outage). ``worker_id`` (the waiter's ``acquire`` name) puts a waiter that lost a race first in line."""
         if self.listener is None:
             await asyncio.sleep(timeout)
             return
         offered = None if tags is None else dict(tags)
-        waiter = _Waiter(frozenset(kinds), offered, asyncio.get_running_loop().create_future())
-        self._waiters.append(waiter)
+        waiter = _Waiter(frozenset(kinds), offered, asyncio.get_running_loop().create_future(), worker_id)
+        if worker_id is not None and worker_id in self._raced:
+            self._raced.discard(worker_id)
+            self._waiters.insert(0, waiter)
+        else:
+            self._waiters.append(waiter)
         self._ensure_poller()
         try:
             with contextlib.suppress(TimeoutError):
@@ -256,10 +308,13 @@ class PgJobQueue:
         if not payload:  # the listener is back after an outage: whatever was queued meanwhile, look now
             self._wake(lambda w: True)
             return
-        # Every idle daemon of that provisioner races for it (one wins, the others find nothing and wait again):
-        # waking only one would leave the others idle while busy daemons keep up, and a daemon that never gets a
-        # job cannot be told from a lost one.
-        self._wake(lambda w: not w.kinds or payload in w.kinds)
+        kind = _queued_kind(payload)
+        if kind is None:  # not a payload of ours: as good as a poll's answer that something is pending
+            self._wake(lambda w: True)
+            return
+        # The oldest idle daemons it fits, a few of them (a daemon that lost a race for the last one is first):
+        # every idle daemon gets its turn, and a daemon that never gets a job can still be told from a lost one.
+        self._wake(functools.partial(_fits_any, [kind]), limit=WAKE_PER_NOTIFICATION)
 
     def _wake(self, fits: Callable[[_Waiter], bool], limit: int | None = None) -> int:
         woken = 0
@@ -269,6 +324,10 @@ class PgJobQueue:
             if not waiter.woken.done() and fits(waiter):
                 waiter.woken.set_result(None)
                 self._waiters.remove(waiter)
+                if waiter.worker_id is not None:
+                    if len(self._woken) >= _MAX_TRACKED:  # workers that went away: a hint, not a ledger
+                        self._woken.clear()
+                    self._woken.add(waiter.worker_id)
                 woken += 1
         return woken
 

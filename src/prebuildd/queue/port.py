@@ -110,10 +110,16 @@ class JobQueue(Protocol):
     ) -> AcquiredJob | None: ...
 
     async def wait_for_jobs(
-        self, timeout: float, *, kinds: Sequence[str] = (), tags: Mapping[str, str] | None = None
+        self,
+        timeout: float,
+        *,
+        kinds: Sequence[str] = (),
+        tags: Mapping[str, str] | None = None,
+        worker_id: str | None = None,
     ) -> None:
         """Return when new jobs may be there, or after ``timeout`` seconds. ``kinds`` and ``tags`` (what the
-        waiter runs) let a queue wake only the waiters a job fits. A queue with ``wakes_waiters = True`` returns
+        waiter runs) let a queue wake only the waiters a job fits, and ``worker_id`` (the name the waiter
+        acquires with) lets it keep the waiters' turns. A queue with ``wakes_waiters = True`` returns
         whenever there is work (it polls for all its waiters), so that a daemon need not poll on its own."""
         ...
 

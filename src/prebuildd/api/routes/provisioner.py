@@ -229,7 +229,9 @@ async def acquire(
         remaining = deadline - loop.time()
         if remaining <= 0:
             return Response(status_code=204)
-        await services.queue.wait_for_jobs(min(remaining, poll), kinds=body.kinds, tags=body.tags)
+        await services.queue.wait_for_jobs(
+            min(remaining, poll), kinds=body.kinds, tags=body.tags, worker_id=worker
+        )
 
 
 @router.post(

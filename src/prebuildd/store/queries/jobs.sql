@@ -1,13 +1,17 @@
 -- name: insert
--- The notification wakes idle daemons at commit; it is a hint, daemons poll as well.
+-- The notification wakes idle daemons at commit; it is a hint, daemons poll as well. Its payload is the
+-- provisioner, then the tags on a second line when there are any (so that the daemons woken are ones it fits).
 WITH job AS (
     INSERT INTO provisioner_jobs (id, organization_id, type, provisioner, tags, priority, input, initiator_id,
                                   created_at, updated_at)
     VALUES (%(id)s, %(organization_id)s, %(type)s, %(provisioner)s, %(tags)s, %(priority)s, %(input)s,
             %(initiator_id)s, %(now)s, %(now)s)
-    RETURNING id, provisioner
+    RETURNING id, provisioner, tags
 )
-SELECT job.id, pg_notify('prebuildd_job_queued', job.provisioner) FROM job;
+SELECT job.id,
+       pg_notify('prebuildd_job_queued',
+                 job.provisioner || CASE WHEN job.tags = '{}' THEN '' ELSE E'\n' || job.tags::text END)
+FROM job;
 
 -- name: insert_completed
 -- A job that never runs: a refused build recorded as failed (error set), or an orphan delete (no error).
@@ -183,6 +187,7 @@ WHERE id = %(id)s;
 WITH released AS (
     UPDATE provisioner_jobs SET started_at = NULL, worker_id = NULL, updated_at = %(now)s
     WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL AND canceled_at IS NULL
-    RETURNING id, provisioner
+    RETURNING id, provisioner, tags
 )
-SELECT id, pg_notify('prebuildd_job_queued', provisioner) FROM released;
+SELECT id, pg_notify('prebuildd_job_queued', provisioner || CASE WHEN tags = '{}' THEN '' ELSE E'\n' || tags::text END)
+FROM released;

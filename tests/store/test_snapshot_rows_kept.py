@@ -14,18 +14,11 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import Transition
 from prebuildd.prebuilds.snapshot import Snapshot, SnapshotReader, failure_policy
 from prebuildd.runtime.config import ServerConfig
+from tests.store.test_failure_handling import FAILING_BUILD
 from tests.support.env import Env
 from tests.support.pools import reconciler
 
-MIXED = """
-provisioner = "echo"
-[echo]
-start = { result = "failure", error = "terraform apply failed" }
-[[presets]]
-name = "small"
-[presets.prebuilds]
-instances = 3
-"""
+MIXED = FAILING_BUILD.replace("instances = 4", "instances = 3")
 
 
 def new_reader(env: Env) -> SnapshotReader:

@@ -12,7 +12,7 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.store.db import Conn
 from prebuildd.workspaces.builder import BuildCreated, BuildRequest, WorkspaceBuilder
 from tests.support.env import Env
-from tests.support.pools import POOL, events_named, operations, pool, reconciler
+from tests.support.pools import FAILING_BUILD, POOL, events_named, operations, pool, reconciler
 
 INTERVAL = 60.0
 
@@ -167,17 +167,6 @@ async def test_config_error_records_failed_builds_and_hard_limits_after_three(en
         "SELECT count(*) AS n FROM events WHERE kind = 'prebuild.hard_limited'"
     )
     assert hard_limited_events["n"] == 1
-
-
-FAILING_BUILD = """
-provisioner = "echo"
-[echo]
-start = { result = "failure", error = "terraform apply failed" }
-[[presets]]
-name = "small"
-[presets.prebuilds]
-instances = 4
-"""
 
 
 async def _fail_n_builds(env: Env, n: int, *, hard_limit: int) -> Any:

@@ -18,7 +18,6 @@ from uuid import UUID
 import pytest
 
 from prebuildd.domain.jobs import JobPriority, Transition
-from prebuildd.provisioner.base import BuildContext, BuildResult, ImportContext, ImportResult, LogSink
 from prebuildd.provisioner.daemon import DaemonOptions, ProvisionerDaemon
 from prebuildd.queue.pg import WAKE_PER_NOTIFICATION, PgJobQueue
 from prebuildd.queue.port import AcquiredJob
@@ -28,9 +27,9 @@ from prebuildd.store import jobs as jobs_store
 from prebuildd.store.db import Conn
 from prebuildd.store.listener import Listener
 from tests.support.env import Env
+from tests.support.provisioning import ECHO, Recording
 from tests.support.waiting import wait_for
 
-ECHO = 'provisioner = "echo"\n'
 BLOCKING_ECHO = 'provisioner = "echo"\n[echo]\nstart = { block = true, logs = ["working"] }\n'
 
 
@@ -63,23 +62,6 @@ async def test_human_jobs_before_prebuild_jobs_then_oldest(env: Env) -> None:
     while (job := await env.queue.acquire("w", ["echo"], {})) is not None:
         order.append(job.id)
     assert order == human_jobs + prebuild_jobs
-
-
-class Recording:
-    """A provisioner that records every job it runs (to prove each runs exactly once)."""
-
-    kind = "echo"
-
-    def __init__(self) -> None:
-        self.runs: Counter[str] = Counter()
-
-    async def run_build(self, ctx: BuildContext, log: LogSink) -> BuildResult:
-        self.runs[ctx.job_id] += 1
-        await asyncio.sleep(0)
-        return BuildResult()
-
-    async def import_version(self, ctx: ImportContext, log: LogSink) -> ImportResult:
-        return ImportResult(parameters=ctx.manifest.parameters)
 
 
 async def test_concurrent_daemons_run_each_job_exactly_once(env: Env) -> None:

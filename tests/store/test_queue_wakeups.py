@@ -16,8 +16,8 @@ from prebuildd.queue.pg import WAKE_PER_NOTIFICATION, PgJobQueue
 from prebuildd.store import channels
 from prebuildd.store.listener import Listener
 from prebuildd.workspaces.builder import BuildRequest
-from tests.store.test_queue import ECHO, Recording
 from tests.support.env import Env
+from tests.support.provisioning import ECHO, Recording
 from tests.support.waiting import wait_for
 
 

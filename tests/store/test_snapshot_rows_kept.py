@@ -14,9 +14,8 @@ from prebuildd.domain.identity import PREBUILDS_USER_ID
 from prebuildd.domain.jobs import Transition
 from prebuildd.prebuilds.snapshot import Snapshot, SnapshotReader, failure_policy
 from prebuildd.runtime.config import ServerConfig
-from tests.store.test_failure_handling import FAILING_BUILD
 from tests.support.env import Env
-from tests.support.pools import reconciler
+from tests.support.pools import FAILING_BUILD, reconciler
 
 MIXED = FAILING_BUILD.replace("instances = 4", "instances = 3")
 

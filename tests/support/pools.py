@@ -26,6 +26,17 @@ name = "small"
 instances = 3
 """
 
+# The same pool, whose builds fail at start (a config error): for the failure maths.
+FAILING_BUILD = """
+provisioner = "echo"
+[echo]
+start = { result = "failure", error = "terraform apply failed" }
+[[presets]]
+name = "small"
+[presets.prebuilds]
+instances = 4
+"""
+
 
 class ReconcilerUnderTest(Reconciler):
     """The reconciler, plus the Services that the same test's claims and operator actions use (test setup)."""

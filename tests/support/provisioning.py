@@ -1,14 +1,17 @@
 """The build context a provisioner is handed, as the provisioner tests build it: job ``job-1`` starting
-workspace ``dev`` of alice from template ``demo``, build 1, no state."""
+workspace ``dev`` of alice from template ``demo``, build 1, no state; and an echo provisioner that records the jobs
+it runs, for the queue tests."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from prebuildd.domain.jobs import Transition
 from prebuildd.domain.manifest import TemplateManifest
-from prebuildd.provisioner.base import BuildContext
+from prebuildd.provisioner.base import BuildContext, BuildResult, ImportContext, ImportResult, LogSink
 
 
 def build_context(
@@ -32,3 +35,23 @@ def build_context(
     }
     fields.update(overrides)
     return BuildContext(**fields)
+
+
+ECHO = 'provisioner = "echo"\n'
+
+
+class Recording:
+    """A provisioner that records every job it runs (to prove each runs exactly once)."""
+
+    kind = "echo"
+
+    def __init__(self) -> None:
+        self.runs: Counter[str] = Counter()
+
+    async def run_build(self, ctx: BuildContext, log: LogSink) -> BuildResult:
+        self.runs[ctx.job_id] += 1
+        await asyncio.sleep(0)
+        return BuildResult()
+
+    async def import_version(self, ctx: ImportContext, log: LogSink) -> ImportResult:
+        return ImportResult(parameters=ctx.manifest.parameters)

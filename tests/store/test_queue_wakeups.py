@@ -150,5 +150,28 @@ async def test_a_tagged_job_wakes_the_daemon_it_fits_however_many_others_wait_be
         await stop([*untagged, eu], tasks)
 
 
+async def test_tags_too_long_for_a_notification_still_queue_the_job_and_wake_its_daemon(
+    env: Env, listener: Listener
+) -> None:
+    """A notification carries at most 8,000 bytes: a job whose tags do not fit is still queued (the payload
+    says so, and every idle daemon is woken)."""
+    queue = PgJobQueue(env.db, env.clock, listener, poll_interval=3600)
+    recording = Recording()
+    untagged = fleet(queue, env, recording, 3, name="plain")
+    long = "x" * 9000
+    [tagged] = fleet(queue, env, recording, 1, tags={"pool": long}, name="long")
+    daemons = [*untagged, tagged]
+    tasks = [asyncio.create_task(d.run()) for d in daemons]
+    try:
+        await wait_for(lambda: queue.waiting == 4)
+        pushed = await env.push(
+            "t", f'provisioner = "echo"\ntags = {{ pool = "{long}" }}\n', run_import=False
+        )
+        await wait_for(lambda: _import_done(env, pushed.job_id), timeout=20)
+        assert ":long0#" in (await env.job(pushed.job_id))["worker_id"]
+    finally:
+        await stop(daemons, tasks)
+
+
 async def _import_done(env: Env, job_id: object) -> bool:
     return bool((await env.job(job_id))["completed_at"])  # type: ignore[arg-type]

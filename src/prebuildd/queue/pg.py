@@ -82,7 +82,8 @@ _MAX_TRACKED = 4096
 
 
 def _queued_kind(payload: str) -> store.PendingKind | None:
-    """The job a notification names: its provisioner, then its tags (JSON) on a second line when it has any."""
+    """The job a notification names: its provisioner, then its tags (JSON) on a second line when it has any.
+    None when the tags are not there to read (``*``: too long for a notification): any idle daemon may fit."""
     provisioner, _, tags = payload.partition("\n")
     if not tags:
         return store.PendingKind(provisioner, {})
@@ -309,7 +310,7 @@ class PgJobQueue:
             self._wake(lambda w: True)
             return
         kind = _queued_kind(payload)
-        if kind is None:  # not a payload of ours: as good as a poll's answer that something is pending
+        if kind is None:  # tags too long to send, or not a payload of ours: wake everyone, as a poll would
             self._wake(lambda w: True)
             return
         # The oldest idle daemons it fits, a few of them (a daemon that lost a race for the last one is first):

@@ -1,6 +1,7 @@
 -- name: insert
 -- The notification wakes idle daemons at commit; it is a hint, daemons poll as well. Its payload is the
--- provisioner, then the tags on a second line when there are any (so that the daemons woken are ones it fits).
+-- provisioner, then the tags on a second line when there are any (so that the daemons woken are ones it fits);
+-- tags too long for a notification (8,000 bytes) become "*", which wakes every idle daemon.
 WITH job AS (
     INSERT INTO provisioner_jobs (id, organization_id, type, provisioner, tags, priority, input, initiator_id,
                                   created_at, updated_at)
@@ -10,7 +11,9 @@ WITH job AS (
 )
 SELECT job.id,
        pg_notify('prebuildd_job_queued',
-                 job.provisioner || CASE WHEN job.tags = '{}' THEN '' ELSE E'\n' || job.tags::text END)
+                 job.provisioner || CASE WHEN job.tags = '{}' THEN ''
+                                         WHEN octet_length(job.tags::text) > 7000 THEN E'\n*'
+                                         ELSE E'\n' || job.tags::text END)
 FROM job;
 
 -- name: insert_completed
@@ -189,5 +192,8 @@ WITH released AS (
     WHERE id = %(id)s AND worker_id = %(worker_id)s AND completed_at IS NULL AND canceled_at IS NULL
     RETURNING id, provisioner, tags
 )
-SELECT id, pg_notify('prebuildd_job_queued', provisioner || CASE WHEN tags = '{}' THEN '' ELSE E'\n' || tags::text END)
+SELECT id, pg_notify('prebuildd_job_queued',
+                     provisioner || CASE WHEN tags = '{}' THEN ''
+                                         WHEN octet_length(tags::text) > 7000 THEN E'\n*'
+                                         ELSE E'\n' || tags::text END)
 FROM released;

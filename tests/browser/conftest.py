@@ -9,17 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.browser import Browsing, browsing, require_chromium
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, served
 
 
 @pytest.fixture
 async def demo_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
     require_chromium()  # before starting a server for nothing
-    running = await start_server(database_url, tmp_path / "server", demo=True)
-    try:
+    async with served(database_url, tmp_path / "server", demo=True) as running:
         yield running
-    finally:
-        await running.server.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from playwright.async_api import expect
 
 from tests.support.api import push, user_with_token
 from tests.support.browser import PHONE, Browsing, browsing, require_chromium
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, served
 from tests.support.templates import EXEC_FILES, EXEC_MANIFEST
 
 
@@ -20,11 +20,8 @@ from tests.support.templates import EXEC_FILES, EXEC_MANIFEST
 async def idle_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
     """A server without provisioner daemons: every job stays pending, and says why."""
     require_chromium()
-    running = await start_server(database_url, tmp_path / "server", provisioner_daemons=0)
-    try:
+    async with served(database_url, tmp_path / "server", provisioner_daemons=0) as running:
         yield running
-    finally:
-        await running.server.stop()
 
 
 @pytest.fixture

@@ -11,26 +11,20 @@ from pathlib import Path
 import pytest
 
 from prebuildd.server.embedded_pg import EmbeddedPostgres
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, served
 
 
 @pytest.fixture
 async def running_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(database_url, tmp_path / "server")
-    try:
+    async with served(database_url, tmp_path / "server") as running:
         yield running
-    finally:
-        await running.server.stop()
 
 
 @pytest.fixture
 async def idle_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
     """A server without provisioner daemons: every job stays pending (or waits for a standalone daemon)."""
-    running = await start_server(database_url, tmp_path / "server", provisioner_daemons=0)
-    try:
+    async with served(database_url, tmp_path / "server", provisioner_daemons=0) as running:
         yield running
-    finally:
-        await running.server.stop()
 
 
 @pytest.fixture

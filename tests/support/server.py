@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,3 +54,13 @@ async def start_server(
     token_file = data_dir / OWNER_TOKEN_FILE
     token = token_file.read_text().strip() if token_file.exists() else ""
     return RunningServer(server, server.url, token, data_dir)
+
+
+@asynccontextmanager
+async def served(database_url: str | None, data_dir: Path, **options: Any) -> AsyncIterator[RunningServer]:
+    """``start_server``, stopped again when the block ends (the shape of a server fixture)."""
+    running = await start_server(database_url, data_dir, **options)
+    try:
+        yield running
+    finally:
+        await running.server.stop()

@@ -96,8 +96,10 @@ class SnapshotReader:
             # (above its target, inactive): rows too.
             resting: dict[UUID, PoolTarget] = {}
             wanted: list[PresetRow] = []
+            summaries: dict[UUID, store.PoolSummary] = {}
             cache = self._targets_cache
             for p, pool in zip(presets, read.pools, strict=True):
+                summaries[p.preset_id] = pool
                 if pool.needs_rows or p.consecutive_failures:
                     wanted.append(p)
                     continue
@@ -109,7 +111,6 @@ class SnapshotReader:
             cache.retain(presets)
             grouped = {p.preset_id: PresetRows(p) for p in wanted}
             prebuilds: list[PrebuildRow] = []
-            summaries = {p.preset_id: pool for p, pool in zip(presets, read.pools, strict=True)}
             kept = self._kept
             to_read: list[UUID] = []
             for p in wanted:

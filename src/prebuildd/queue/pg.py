@@ -56,18 +56,19 @@ class _Waiter:
     worker_id: str | None = None
 
 
+def _runs(provisioner: str, waiter: _Waiter) -> bool:
+    return not waiter.kinds or provisioner in waiter.kinds
+
+
 def _fits(waiter: _Waiter, pending: store.PendingKind) -> bool:
-    kinds_fit = not waiter.kinds or pending.provisioner in waiter.kinds
     offered = waiter.tags
-    return kinds_fit and (offered is None or all(offered.get(k) == v for k, v in pending.tags.items()))
+    return _runs(pending.provisioner, waiter) and (
+        offered is None or all(offered.get(k) == v for k, v in pending.tags.items())
+    )
 
 
 def _fits_any(pending: Sequence[store.PendingKind], waiter: _Waiter) -> bool:
     return any(_fits(waiter, p) for p in pending)
-
-
-def _runs(provisioner: str, waiter: _Waiter) -> bool:
-    return not waiter.kinds or provisioner in waiter.kinds
 
 
 WAKE_PER_NOTIFICATION = 2
